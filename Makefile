@@ -1,0 +1,122 @@
+# mirage — top-level build. `make` builds build/mirage, `make test` runs the whole suite,
+# `make demo` runs the main job. Optional parts are detected and reported; a missing one
+# switches its feature off, never the build.
+#
+#   make SAN=1 test     build into build-san/ with AddressSanitizer + UBSan and run the tests
+#   make OPENBLAS=0     force the built-in GEMM, OPENMP=0 single-threaded, FFMPEG=0, CUDA=0
+
+CC      ?= cc
+SAN     ?= 0
+BUILD   ?= $(if $(filter 1,$(SAN)),build-san,build)
+OPT     ?= -O3 -march=x86-64-v3 -mtune=native
+CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -Iinclude -Isrc $(OPT) -g
+LDLIBS  += -lm -lpthread
+
+ifeq ($(SAN),1)
+  OPT     = -O1 -march=x86-64-v3
+  CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+  LDFLAGS += -fsanitize=address,undefined
+endif
+
+# ---- feature detection (each prints what it found) -------------------------------------
+PKG := $(shell command -v pkg-config 2>/dev/null)
+have_pkg = $(if $(PKG),$(shell pkg-config --exists $(1) 2>/dev/null && echo yes),)
+
+# cJSON is required (safetensors headers, --json output).
+ifneq ($(call have_pkg,libcjson),yes)
+  $(error cJSON not found: apt-get install libcjson-dev (or run scripts/setup.sh))
+endif
+CFLAGS += $(shell pkg-config --cflags libcjson)
+LDLIBS += $(shell pkg-config --libs libcjson)
+
+OPENMP ?= $(shell echo 'int main(void){return 0;}' | $(CC) -fopenmp -x c - -o /dev/null 2>/dev/null && echo 1 || echo 0)
+ifeq ($(OPENMP),1)
+  CFLAGS += -fopenmp -DMG_HAVE_OPENMP
+  LDFLAGS += -fopenmp
+  FEATURES += openmp
+endif
+
+OPENBLAS ?= $(if $(call have_pkg,openblas),1,0)
+ifeq ($(OPENBLAS),1)
+  CFLAGS += -DMG_HAVE_OPENBLAS $(shell pkg-config --cflags openblas)
+  LDLIBS += $(shell pkg-config --libs openblas)
+  FEATURES += openblas
+endif
+
+FFMPEG ?= $(if $(call have_pkg,libavformat libavcodec libswscale libavutil),1,0)
+ifeq ($(FFMPEG),1)
+  CFLAGS += -DMG_HAVE_FFMPEG $(shell pkg-config --cflags libavformat libavcodec libswscale libavutil)
+  LDLIBS += $(shell pkg-config --libs libavformat libavcodec libswscale libavutil)
+  FEATURES += ffmpeg
+endif
+
+NVCC ?= $(shell command -v nvcc 2>/dev/null || (test -x /usr/local/cuda/bin/nvcc && echo /usr/local/cuda/bin/nvcc))
+CUDA ?= $(if $(NVCC),1,0)
+
+CMOCKA ?= $(if $(call have_pkg,cmocka),1,0)
+
+FEATURES_STR := $(strip $(FEATURES))
+CFLAGS += -DMG_FEATURES='"$(FEATURES_STR)"'
+
+# ---- sources ---------------------------------------------------------------------------
+LIB_SRC := $(wildcard src/core/*.c src/model/*.c src/ops/cpu/*.c src/io/*.c)
+CLI_SRC := $(wildcard src/cli/*.c)
+TEST_SRC := $(wildcard tests/test_*.c)
+LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
+TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+LIB := $(BUILD)/libmirage.a
+
+.PHONY: all test demo clean features check-features
+all: features $(BUILD)/mirage
+
+features:
+	@echo "mirage build: openmp=$(OPENMP) openblas=$(OPENBLAS) ffmpeg=$(FFMPEG) cuda=$(CUDA)$(if $(NVCC), ($(NVCC)),) cmocka=$(CMOCKA) san=$(SAN) -> $(BUILD)/"
+	@$(if $(filter 0,$(CUDA)),,echo "mirage build: note: the CUDA backend is not written yet (issue 4); --device cuda reports that")
+
+$(BUILD)/obj/%.o: %.c $(wildcard include/*.h src/*/*.h src/*/*/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(LIB): $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/mirage: $(CLI_OBJ) $(LIB)
+	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
+
+# Tests: one binary per tests/test_*.c, linked with cmocka and the library.
+$(BUILD)/tests/%: tests/%.c tests/testutil.h $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests $< -o $@ $(LIB) $(LDFLAGS) $(LDLIBS) -lcmocka
+
+test: features $(BUILD)/mirage $(TEST_BIN)
+	@if [ "$(CMOCKA)" != 1 ]; then echo "mirage: error: make test needs cmocka (apt-get install libcmocka-dev)"; exit 1; fi
+	@MIRAGE=$(BUILD)/mirage BUILD=$(BUILD) sh tests/run_all.sh $(TEST_BIN)
+
+# The main job. Until a trained model ships (issue 5) this runs a freshly initialised
+# tiny model on the built-in test scene, and says so.
+demo: $(BUILD)/mirage
+	$(BUILD)/mirage demo
+
+clean:
+	rm -rf build build-san
+
+# ---- fuzzing: make fuzz [FUZZ_SECONDS=60] ------------------------------------------------
+# libFuzzer needs clang. New inputs go to build/fuzz/corpus/; fuzz/corpus/ holds the seeds.
+FUZZ_SECONDS ?= 60
+FUZZ_CC ?= clang
+FUZZ_FLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -Iinclude -Isrc $(shell pkg-config --cflags libcjson) \
+	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
+.PHONY: fuzz
+build/fuzz/fuzz_safetensors: fuzz/fuzz_safetensors.c src/core/safetensors.c src/core/status.c \
+		src/core/safetensors.h src/core/status.h include/mirage.h
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_FLAGS) fuzz/fuzz_safetensors.c src/core/safetensors.c src/core/status.c \
+		-o $@ $(shell pkg-config --libs libcjson)
+
+fuzz: build/fuzz/fuzz_safetensors
+	@mkdir -p build/fuzz/corpus/safetensors
+	build/fuzz/fuzz_safetensors -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+		-artifact_prefix=build/fuzz/ \
+		build/fuzz/corpus/safetensors fuzz/corpus/safetensors

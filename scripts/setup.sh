@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs what mirage needs on Debian 12 (run as root, or with sudo available).
+# Required: a C compiler, make, pkg-config, cJSON, cmocka (tests).
+# Optional, detected by the build: OpenBLAS (OpenMP flavour), FFmpeg libraries, clang (fuzzers).
+set -euo pipefail
+pkgs="build-essential pkg-config libcjson-dev libcmocka-dev libopenblas-openmp-dev
+      libavformat-dev libavcodec-dev libswscale-dev libavutil-dev"
+missing=""
+for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
+if [ -n "$missing" ]; then
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    echo "setup: installing$missing"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing
+else
+    echo "setup: all packages present"
+fi

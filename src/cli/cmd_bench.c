@@ -1,0 +1,172 @@
+/* mirage bench: time the frame step, per component, with a full history ring. */
+#include <cjson/cJSON.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#ifdef MG_HAVE_OPENMP
+#include <omp.h>
+#endif
+
+#include "cli/cli.h"
+#include "cli/stats.h"
+#include "io/testsrc.h"
+
+static const char *help =
+    "usage: mirage bench (--config NAME | --model FILE) [options]\n\n"
+    "Times the whole frame step (encode, each denoise step, KV refresh, decode) at batch 1,\n"
+    "after warm-up frames that fill the history ring, and prints medians per component.\n"
+    "  --config NAME   tiny, s, b or 1b with fresh random weights (seed 0, no adaLN-zero)\n"
+    "  --model FILE    a weights file\n"
+    "  --size WxH      frame size (default 256x256)\n"
+    "  --steps N       denoising steps (default 2)\n"
+    "  --ring K        history frames (default: the model's)\n"
+    "  --iters N       timed frames (default 30)\n"
+    "  --warmup N      untimed frames first (default: ring + 2)\n"
+    "  --device D      cpu or cuda (default cpu)\n"
+    "  --json          end with one line of JSON (p50_ms, p99_ms, fps, params, device, ...)\n";
+
+static double median(double *x, int n) {
+    for (int i = 1; i < n; i++) /* insertion sort: n is small */
+        for (int j = i; j > 0 && x[j - 1] > x[j]; j--) {
+            double t = x[j]; x[j] = x[j - 1]; x[j - 1] = t;
+        }
+    return n ? x[n / 2] : 0;
+}
+
+int cmd_bench(int argc, char **argv) {
+    static const struct option opts[] = {
+        {"config", 1, 0, 'c'}, {"model", 1, 0, 'm'}, {"size", 1, 0, 'S'}, {"steps", 1, 0, 'n'},
+        {"ring", 1, 0, 'k'}, {"iters", 1, 0, 'i'}, {"warmup", 1, 0, 'w'}, {"device", 1, 0, 'd'},
+        {"json", 0, 0, 'j'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+    const char *config = NULL, *model = NULL;
+    mg_stream_opts so = mg_stream_opts_default();
+    long iters = 30, warmup = -1, v;
+    int json = 0, o;
+    optind = 1;
+    opterr = 0;
+    while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (o) {
+        case 'c': config = optarg; break;
+        case 'm': model = optarg; break;
+        case 'S':
+            if (parse_size(optarg, &so.width, &so.height)) return cli_usage("bench", "--size: expected WxH, found '%s'", optarg);
+            break;
+        case 'n':
+            if (parse_long(optarg, 1, 16, &v)) return cli_usage("bench", "--steps: expected 1..16, found '%s'", optarg);
+            so.steps = (int)v;
+            break;
+        case 'k':
+            if (parse_long(optarg, 0, 64, &v)) return cli_usage("bench", "--ring: expected 0..64, found '%s'", optarg);
+            so.ring = (int)v;
+            break;
+        case 'i':
+            if (parse_long(optarg, 1, 100000, &iters)) return cli_usage("bench", "--iters: expected 1..100000, found '%s'", optarg);
+            break;
+        case 'w':
+            if (parse_long(optarg, 0, 100000, &warmup)) return cli_usage("bench", "--warmup: expected a count, found '%s'", optarg);
+            break;
+        case 'd':
+            if (parse_device(optarg, &so.device)) return cli_usage("bench", "--device: expected cpu or cuda, found '%s'", optarg);
+            break;
+        case 'j': json = 1; break;
+        case 'h': fputs(help, stdout); return EXIT_OK;
+        default: return cli_usage("bench", "unknown or incomplete option '%s'", argv[optind - 1]);
+        }
+    }
+    if (optind < argc) return cli_usage("bench", "unexpected argument '%s'", argv[optind]);
+    if (!config == !model) return cli_usage("bench", "give exactly one of --config NAME and --model FILE");
+
+    mg_model *m = NULL;
+    mg_stream *st = NULL;
+    mg_status s = cli_load_model(model, config, 0, &m);
+    if (s != MG_OK) return cli_status(s);
+    if ((s = mg_stream_new(m, &so, &st)) != MG_OK) {
+        mg_model_free(m);
+        return cli_status(s);
+    }
+    const mg_config *c = mg_model_config(m);
+    int K = so.ring ? so.ring : c->ring, threads = 1;
+#ifdef MG_HAVE_OPENMP
+    threads = omp_get_max_threads();
+#endif
+    if (warmup < 0) warmup = K + 2;
+    printf("mirage bench | config %s (%.2f M params) | %dx%d | %d steps | ring %d | cpu, %d threads (%s)\n", c->name,
+           mg_model_params(m) / 1e6, so.width, so.height, so.steps, K, threads, mg_build_features());
+    fflush(stdout);
+
+    size_t fb = (size_t)so.width * so.height * 3;
+    uint8_t *in = malloc(fb), *out = malloc(fb);
+    double *t_enc = calloc(iters, sizeof(double)), *t_ref = calloc(iters, sizeof(double)),
+           *t_dec = calloc(iters, sizeof(double)), *t_step = calloc(iters * so.steps, sizeof(double));
+    lat_stats *lat = calloc(1, sizeof *lat);
+    int rc = EXIT_OK;
+    if (!in || !out || !t_enc || !t_ref || !t_dec || !t_step || !lat) {
+        rc = cli_fail("out of memory");
+        goto done;
+    }
+    for (long i = 0; i < warmup + iters; i++) {
+        testsrc_render(in, so.width, so.height, i);
+        if ((s = mg_stream_step(st, in, out)) != MG_OK) {
+            rc = cli_status(s);
+            goto done;
+        }
+        if (i < warmup) continue;
+        mg_step_timing tm;
+        mg_stream_last_timing(st, &tm);
+        long k = i - warmup;
+        t_enc[k] = tm.encode_ms, t_ref[k] = tm.refresh_ms, t_dec[k] = tm.decode_ms;
+        for (int j = 0; j < so.steps; j++) t_step[j * iters + k] = tm.step_ms[j];
+        lat_add(lat, tm.total_ms);
+    }
+    double enc = median(t_enc, (int)iters), ref = median(t_ref, (int)iters), dec = median(t_dec, (int)iters);
+    double p50 = lat_quantile(lat, 0.5), p99 = lat_quantile(lat, 0.99);
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    double w_mib = mg_model_bytes(m) / 1048576.0, s_mib = mg_stream_bytes(st) / 1048576.0, rss = ru.ru_maxrss / 1024.0;
+    printf("encode    %8.2f ms\n", enc);
+    cJSON *steps = cJSON_CreateArray();
+    for (int j = 0; j < so.steps; j++) {
+        double t = median(t_step + j * iters, (int)iters);
+        printf("step %-4d %8.2f ms\n", j, t);
+        cJSON_AddItemToArray(steps, cJSON_CreateNumber(t));
+    }
+    printf("refresh   %8.2f ms\ndecode    %8.2f ms\n", ref, dec);
+    printf("frame     %8.2f ms p50 | %.2f ms p99 | %.2f fps | %ld frames\n", p50, p99, 1000.0 / p50, iters);
+    printf("memory    weights %.1f MiB | stream %.1f MiB | peak RSS %.1f MiB\n", w_mib, s_mib, rss);
+    if (json) {
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "engine", "mirage");
+        cJSON_AddStringToObject(j, "device", "cpu");
+        cJSON_AddStringToObject(j, "config", c->name);
+        cJSON_AddNumberToObject(j, "params", (double)mg_model_params(m));
+        cJSON_AddNumberToObject(j, "width", so.width);
+        cJSON_AddNumberToObject(j, "height", so.height);
+        cJSON_AddNumberToObject(j, "steps", so.steps);
+        cJSON_AddNumberToObject(j, "ring", K);
+        cJSON_AddNumberToObject(j, "threads", threads);
+        cJSON_AddNumberToObject(j, "iters", (double)iters);
+        cJSON_AddNumberToObject(j, "p50_ms", p50);
+        cJSON_AddNumberToObject(j, "p99_ms", p99);
+        cJSON_AddNumberToObject(j, "fps", 1000.0 / p50);
+        cJSON_AddNumberToObject(j, "encode_ms", enc);
+        cJSON_AddItemToObject(j, "step_ms", steps);
+        steps = NULL;
+        cJSON_AddNumberToObject(j, "refresh_ms", ref);
+        cJSON_AddNumberToObject(j, "decode_ms", dec);
+        cJSON_AddNumberToObject(j, "weights_mib", w_mib);
+        cJSON_AddNumberToObject(j, "stream_mib", s_mib);
+        cJSON_AddNumberToObject(j, "peak_rss_mib", rss);
+        char *txt = cJSON_PrintUnformatted(j);
+        if (txt) printf("%s\n", txt);
+        free(txt);
+        cJSON_Delete(j);
+    }
+    cJSON_Delete(steps);
+done:
+    free(in), free(out), free(t_enc), free(t_ref), free(t_dec), free(t_step), free(lat);
+    mg_stream_free(st);
+    mg_model_free(m);
+    return rc;
+}

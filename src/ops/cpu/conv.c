@@ -1,0 +1,137 @@
+/* 3x3 convolution, pad 1, stride 1 or 2, HWC: the autoencoder's hot spot.
+ *
+ * Blocked im2col + one GEMM per block. The output pixels (Ho*Wo, in row-major order) are cut
+ * into blocks; a block is unrolled into scratch as a (pixels, 9*Ci) matrix whose row for
+ * output pixel (y, x) is the three input row segments it reads, ky = 0..2, each 3*Ci floats.
+ * In HWC those 3*Ci floats are contiguous in the input, so a patch row is three memcpy's
+ * (zeros at the borders). The packed weight is (9*Ci, Co), row (ky*3 + kx)*Ci + ci, so a
+ * block is one GEMM
+ *     out_block (pixels, Co) = patches (pixels, 9*Ci) @ wp (9*Ci, Co)
+ * onto the bias written first (beta 1). Since out is (Ho*Wo, Co), a block's output rows are
+ * contiguous whatever the image width.
+ *
+ * Threads take whole blocks (im2col and a single-threaded GEMM, each into its own slot of
+ * scratch): one fork/join per conv. The first version instead ran the blocks one after
+ * another with the im2col OpenMP-parallel and OpenBLAS threading each GEMM; that is a few
+ * fork/joins per block, and on a machine where another process holds a core each of those
+ * can wait for a time slice. dev/cpu/bench_conv.c keeps it ("serial-blk") beside the
+ * padded-width method ("padded-w": zero-pad the input, then 9 GEMMs, one per tap, over the
+ * shifted padded frame).
+ *
+ * Measured with dev/cpu/bench_conv.c on the 2-core dev VM (Xeon, Sapphire Rapids class, KVM),
+ * 2 OpenMP threads, best of >= 5 runs, GFLOP/s at 2*Ho*Wo*9*Ci*Co flops:
+ *   TODO
+ */
+#include "ops/ops.h"
+
+#include <string.h>
+
+#include "ops/cpu/parallel.h"
+
+#ifdef MG_HAVE_OPENMP
+#include <omp.h>
+#endif
+
+/* Total scratch: 8 MiB, or the whole image's im2col when that is smaller. A full-frame
+ * im2col at 512x512x64 would be 600 MB; a few blocks in flight are all that is needed. */
+#define CONV_SCRATCH_FLOATS ((size_t)2 * 1024 * 1024)
+/* Target size of one thread's im2col block (floats): it stays in L2 while the GEMM runs. */
+#ifndef MG_CONV_BLOCK_FLOATS
+#define MG_CONV_BLOCK_FLOATS (128 * 1024)
+#endif
+/* At least this many blocks per thread, so that when the OS takes a core from one thread for
+ * a time slice the others can take over its remaining blocks. */
+#define CONV_BLOCKS_PER_THREAD 4
+
+static int conv_out_size(int n, int stride) { return stride == 2 ? (n + 1) / 2 : n; }
+
+size_t conv3x3_packed_floats(int Ci, int Co) { return (size_t)9 * Ci * Co; }
+
+void conv3x3_pack(float *wp, const float *w, int Ci, int Co) {
+    /* w (Co, Ci, 3, 3) -> wp (9*Ci, Co), row (ky*3 + kx)*Ci + ci */
+    for (int ky = 0; ky < 3; ky++)
+        for (int kx = 0; kx < 3; kx++)
+            for (int ci = 0; ci < Ci; ci++)
+                for (int co = 0; co < Co; co++)
+                    wp[((size_t)(ky * 3 + kx) * Ci + ci) * Co + co] =
+                        w[(((size_t)co * Ci + ci) * 3 + ky) * 3 + kx];
+}
+
+size_t conv3x3_scratch_floats(int H, int W, int Ci, int Co, int stride) {
+    (void)Co; /* the im2col does not depend on it */
+    size_t K = (size_t)9 * Ci;
+    size_t full = (size_t)conv_out_size(H, stride) * conv_out_size(W, stride) * K;
+    size_t cap = CONV_SCRATCH_FLOATS > K ? CONV_SCRATCH_FLOATS : K; /* at least one pixel */
+    return full < cap ? full : cap;
+}
+
+/* One patch row (9*Ci floats) for output pixel (y, x): input rows y*s-1..y*s+1, columns
+ * x*s-1..x*s+1, zero outside the image. */
+static void im2col_pixel(float *patch, const float *inp, int H, int W, int Ci, int y, int x,
+                         int stride) {
+    int iy0 = y * stride - 1, ix0 = x * stride - 1;
+    size_t seg = (size_t)3 * Ci;
+    for (int ky = 0; ky < 3; ky++) {
+        float *dst = patch + ky * seg;
+        int iy = iy0 + ky;
+        if (iy < 0 || iy >= H) {
+            memset(dst, 0, seg * sizeof(float));
+        } else if (ix0 >= 0 && ix0 + 2 < W) {
+            memcpy(dst, inp + ((size_t)iy * W + ix0) * Ci, seg * sizeof(float));
+        } else {
+            for (int kx = 0; kx < 3; kx++) {
+                int ix = ix0 + kx;
+                if (ix < 0 || ix >= W)
+                    memset(dst + kx * Ci, 0, (size_t)Ci * sizeof(float));
+                else
+                    memcpy(dst + kx * Ci, inp + ((size_t)iy * W + ix) * Ci,
+                           (size_t)Ci * sizeof(float));
+            }
+        }
+    }
+}
+
+void conv3x3_forward(float *out, const float *inp, const float *wp, const float *b,
+                     float *scratch, int H, int W, int Ci, int Co, int stride) {
+    int Ho = conv_out_size(H, stride), Wo = conv_out_size(W, stride), K = 9 * Ci;
+    long npix = (long)Ho * Wo;
+    if (npix <= 0) return;
+    /* The scratch was sized without knowing the thread count, so the block shrinks (and past
+     * that, the number of threads) until one slot per thread fits in it. */
+    long fit = (long)(conv3x3_scratch_floats(H, W, Ci, Co, stride) / K); /* pixels, >= 1 */
+    int nthreads = 1;
+#ifdef MG_HAVE_OPENMP
+    nthreads = omp_get_max_threads();
+#endif
+    long P = MG_CONV_BLOCK_FLOATS / K; /* pixels per block */
+    long spread = (npix + (long)nthreads * CONV_BLOCKS_PER_THREAD - 1) /
+                  ((long)nthreads * CONV_BLOCKS_PER_THREAD);
+    if (P > spread) P = spread;
+    if (P > fit / nthreads) P = fit / nthreads;
+    if (P < 1) P = 1;
+    long nblocks = (npix + P - 1) / P;
+    int nslots = fit / P < nthreads ? (int)(fit / P) : nthreads;
+    (void)nslots; /* unused without OpenMP */
+    MG_OMP(omp parallel num_threads(nslots) if (nblocks > 1 && (double)npix * K * Co > 1e6))
+    {
+        int tid = 0;
+#ifdef MG_HAVE_OPENMP
+        tid = omp_get_thread_num();
+#endif
+        float *col = scratch + (size_t)tid * P * K;
+        MG_OMP(omp for schedule(dynamic, 1))
+        for (long blk = 0; blk < nblocks; blk++) {
+            long p0 = blk * P, np = npix - p0 < P ? npix - p0 : P;
+            float *oblk = out + (size_t)p0 * Co;
+            for (long p = 0; p < np; p++) {
+                long q = p0 + p;
+                im2col_pixel(col + (size_t)p * K, inp, H, W, Ci, (int)(q / Wo), (int)(q % Wo),
+                             stride);
+                if (b) memcpy(oblk + (size_t)p * Co, b, (size_t)Co * sizeof(float));
+            }
+            /* Inside a parallel region OpenBLAS (OpenMP build) and the fallback GEMM both run
+             * on the calling thread alone. */
+            gemm_nn(oblk, Co, col, K, wp, Co, (int)np, Co, K, 1.0f, b ? 1.0f : 0.0f);
+        }
+    }
+}

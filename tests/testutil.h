@@ -1,0 +1,58 @@
+/* Shared test helpers (cmocka). Tensor checks print the worst element and a verdict line. */
+#ifndef MG_TESTUTIL_H
+#define MG_TESTUTIL_H
+
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <cmocka.h>
+
+#include "core/rng.h"
+
+/* Max over i of |got-ref| / (|ref| + rms(ref)): a relative error that does not blow up where
+ * ref crosses zero. Prints "name: max rel err E at [i] (got G, ref R) ok|FAIL". */
+static inline double tu_check_close(const char *name, const float *got, const float *ref, size_t n,
+                                    double tol) {
+    double ss = 0;
+    for (size_t i = 0; i < n; i++) ss += (double)ref[i] * ref[i];
+    double rms = n ? sqrt(ss / n) : 0, worst = 0;
+    size_t wi = 0;
+    int bad_nan = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (isnan(got[i]) || isinf(got[i])) { bad_nan = 1; wi = i; worst = INFINITY; break; }
+        double e = fabs((double)got[i] - ref[i]) / (fabs((double)ref[i]) + rms + 1e-30);
+        if (e > worst) { worst = e; wi = i; }
+    }
+    printf("  %-28s n=%-8zu max rel err %.3e at [%zu] (got %.6g, ref %.6g) %s\n", name, n, worst,
+           wi, n ? got[wi] : 0.0, n ? ref[wi] : 0.0, (!bad_nan && worst <= tol) ? "ok" : "FAIL");
+    return bad_nan ? INFINITY : worst;
+}
+
+#define assert_close(name, got, ref, n, tol) \
+    assert_true(tu_check_close((name), (got), (ref), (n), (tol)) <= (tol))
+
+static inline void tu_fill_uniform(float *x, size_t n, float lo, float hi, uint64_t seed) {
+    mg_rng r;
+    mg_rng_seed(&r, seed);
+    for (size_t i = 0; i < n; i++) x[i] = lo + (hi - lo) * mg_rng_uniform(&r);
+}
+
+static inline void tu_poison(float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) x[i] = NAN;
+}
+
+/* A fresh temporary directory for files a test writes (removed by the OS's tmp cleanup). */
+static inline const char *tu_tmpdir(void) {
+    static char dir[256];
+    if (!dir[0]) {
+        snprintf(dir, sizeof dir, "/tmp/mirage-test-XXXXXX");
+        if (!mkdtemp(dir)) { perror("mkdtemp"); abort(); }
+    }
+    return dir;
+}
+
+#endif
