@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/arena.h"
 #include "core/rng.h"
 #include "core/status.h"
 #include "model/model.h"
@@ -277,11 +278,17 @@ static mg_status bind_all(mg_model *m, const wdesc *tab, int n) {
         const st_tensor *t = st_find(&m->file, tab[i].name);
         if (t && t->dtype != ST_F32) widen_floats += t->numel;
     }
-    m->arena_bytes = (pack_floats + widen_floats) * sizeof(float) + (size_t)c->layers * sizeof(dit_layer);
-    m->arena = aligned_alloc(64, (m->arena_bytes + 63) & ~(size_t)63);
+    size_t off = 0;
+    arena_take(NULL, &off, pack_floats);
+    arena_take(NULL, &off, widen_floats);
+    size_t layers_at = off; /* 64-byte aligned, so fine for the pointer table */
+    arena_take(NULL, &off, (c->layers * sizeof(dit_layer) + sizeof(float) - 1) / sizeof(float));
+    m->arena_bytes = off * sizeof(float);
+    m->arena = aligned_alloc(64, m->arena_bytes);
     if (!m->arena) return mg_fail(MG_ERR_NOMEM, "%s: cannot allocate %zu bytes for weights", m->file.path, m->arena_bytes);
-    float *pack = m->arena, *spare = m->arena + pack_floats;
-    m->dit.layers = (dit_layer *)(m->arena + pack_floats + widen_floats);
+    off = 0;
+    float *pack = arena_take(m->arena, &off, pack_floats), *spare = arena_take(m->arena, &off, widen_floats);
+    m->dit.layers = (dit_layer *)(m->arena + layers_at);
 
     int ti = 0;
     tae_weights *T = &m->tae;

@@ -1,10 +1,12 @@
 /* Multi-head attention, softmax(q k^T / sqrt(dh)) v, all keys visible.
  *
- * Heads run one after another, and each head's queries in blocks of ATT_QBLOCK rows: the
- * (qb, Nk) score block lives in scratch, the two products are GEMMs (threaded by OpenBLAS or
- * the fallback) and the softmax between them is OpenMP over rows. Blocking the queries keeps
- * scratch at ATT_QBLOCK*Nk floats (8 MiB at Nk = 8192) instead of Nq*Nk, and the score
- * block warm in cache between the three passes. */
+ * The work is cut into tasks of (head, block of R query rows); each thread takes whole tasks
+ * and runs them alone in its own slot of scratch: scores (R, Nk) = q k^T by one GEMM, the
+ * softmax in place, out (R, dh) = P v by a second GEMM. One fork/join per call, as in conv.c
+ * (GEMMs threaded one at a time would fork a few times per task, and on a loaded machine each
+ * fork/join can wait out another process's time slice). The scratch is sized from (Nq, Nk)
+ * alone, at most ATT_QBLOCK rows of scores (8 MiB at Nk = 8192), and is shared out among
+ * however many threads there are at run time. */
 #include "ops/ops.h"
 
 #include <math.h>
@@ -13,7 +15,14 @@
 
 #include "ops/cpu/parallel.h"
 
+#ifdef MG_HAVE_OPENMP
+#include <omp.h>
+#endif
+
 #define ATT_QBLOCK 256
+/* Target size of one task's scores, floats (1 MiB): they stay in L2 across the softmax
+ * passes and the P v product. */
+#define ATT_TASK_FLOATS (256 * 1024)
 
 size_t attention_scratch_floats(int Nq, int Nk) {
     return (size_t)(Nq < ATT_QBLOCK ? Nq : ATT_QBLOCK) * Nk;
@@ -45,7 +54,7 @@ static inline float exp_nonpos(float x) {
 static void softmax_row(float *row, int n) {
     float m = row[0];
     for (int j = 1; j < n; j++) m = row[j] > m ? row[j] : m;
-    double sum = 0.0; /* 8192 terms: float would lose ~1e-5 */
+    double sum = 0.0; /* 8192 terms: a float sum would lose ~1e-5 */
     MG_OMP(omp simd reduction(+ : sum))
     for (int j = 0; j < n; j++) {
         float e = exp_nonpos(row[j] - m);
@@ -58,18 +67,43 @@ static void softmax_row(float *row, int n) {
 
 void attention_forward(float *out, const float *q, int ldq, const float *k, const float *v,
                        int ldkv, float *scratch, int Nq, int Nk, int n_heads, int dh) {
+    if (Nq <= 0 || Nk <= 0 || n_heads <= 0) return;
     const int D = n_heads * dh;
     const float scale = (float)(1.0 / sqrt((double)dh));
-    for (int h = 0; h < n_heads; h++) {
-        for (int q0 = 0; q0 < Nq; q0 += ATT_QBLOCK) {
-            int qb = Nq - q0 < ATT_QBLOCK ? Nq - q0 : ATT_QBLOCK;
-            /* scores (qb, Nk) = scale * q_h (qb, dh) @ k_h^T */
-            gemm_nt(scratch, Nk, q + (size_t)q0 * ldq + h * dh, ldq, k + h * dh, ldkv, qb, Nk,
-                    dh, scale, 0.0f);
-            MG_OMP(omp parallel for schedule(static) if ((long)qb * Nk > MG_OMP_MIN_ELEMS))
-            for (int i = 0; i < qb; i++) softmax_row(scratch + (size_t)i * Nk, Nk);
+    long fit = (long)(attention_scratch_floats(Nq, Nk) / Nk); /* score rows, >= 1 */
+    int nthreads = 1;
+#ifdef MG_HAVE_OPENMP
+    nthreads = omp_get_max_threads();
+#endif
+    /* R query rows per task: about ATT_TASK_FLOATS of scores, no more than one thread's share
+     * of the scratch, and few enough that every thread gets a task. */
+    long R = ATT_TASK_FLOATS / Nk;
+    long share = ((long)Nq * n_heads + nthreads - 1) / nthreads;
+    if (R > share) R = share;
+    if (R > fit / nthreads) R = fit / nthreads;
+    if (R > Nq) R = Nq;
+    if (R < 1) R = 1;
+    int nslots = fit / R < nthreads ? (int)(fit / R) : nthreads;
+    long qblocks = (Nq + R - 1) / R, ntasks = qblocks * n_heads;
+    (void)nslots; /* unused without OpenMP */
+    MG_OMP(omp parallel num_threads(nslots) if (ntasks > 1 && (double)Nq * Nk * D > 1e5))
+    {
+        int tid = 0;
+#ifdef MG_HAVE_OPENMP
+        tid = omp_get_thread_num();
+#endif
+        float *scores = scratch + (size_t)tid * R * Nk;
+        MG_OMP(omp for schedule(dynamic, 1))
+        for (long t = 0; t < ntasks; t++) {
+            int h = (int)(t / qblocks);
+            int q0 = (int)(t % qblocks * R), qb = Nq - q0 < R ? Nq - q0 : (int)R;
+            /* scores (qb, Nk) = scale * q_h (qb, dh) @ k_h^T. Inside the parallel region
+             * OpenBLAS (OpenMP build) and the fallback GEMM run on this thread alone. */
+            gemm_nt(scores, Nk, q + (size_t)q0 * ldq + h * dh, ldq, k + h * dh, ldkv, qb, Nk, dh,
+                    scale, 0.0f);
+            for (int i = 0; i < qb; i++) softmax_row(scores + (size_t)i * Nk, Nk);
             /* out_h (qb, dh) = P (qb, Nk) @ v_h (Nk, dh) */
-            gemm_nn(out + (size_t)q0 * D + h * dh, D, scratch, Nk, v + h * dh, ldkv, qb, dh, Nk,
+            gemm_nn(out + (size_t)q0 * D + h * dh, D, scores, Nk, v + h * dh, ldkv, qb, dh, Nk,
                     1.0f, 0.0f);
         }
     }
