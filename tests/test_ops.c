@@ -66,8 +66,10 @@ static void check_gemm(const char *name, gemm_fn fn, int trans_b, int M, int N, 
 
 static void gemm_cases(const char *tag, gemm_fn fn, int trans_b) {
     char name[64];
-    /* small odd; past every block size (MC 64, NR 16, KC 256) with remainders; degenerate */
-    static const int sz[][3] = {{37, 53, 29}, {133, 70, 600}, {1, 1, 1}, {5, 3, 1}, {64, 16, 256}};
+    /* small odd; past every block size (MC 64, NR 16, KC 256) with remainders; degenerate;
+     * K = 0 (out = beta*out) */
+    static const int sz[][3] = {{37, 53, 29}, {133, 70, 600}, {1, 1, 1}, {5, 3, 1}, {64, 16, 256},
+                                {4, 5, 0}};
     for (size_t t = 0; t < sizeof sz / sizeof sz[0]; t++) {
         snprintf(name, sizeof name, "%s %dx%dx%d b0", tag, sz[t][0], sz[t][1], sz[t][2]);
         check_gemm(name, fn, trans_b, sz[t][0], sz[t][1], sz[t][2], 0.7f, 0.0f, 10 + t);
@@ -196,11 +198,14 @@ static void test_elementwise(void **state) {
     add_inplace(out, b, n);
     assert_close("add_inplace", out, ref, n, TOL);
 
-    /* extremes: silu must not NaN at large |x| */
-    float big[4] = {-200.0f, 200.0f, -88.5f, 0.0f}, bo[4];
-    silu_forward(bo, big, 4);
-    for (int i = 0; i < 4; i++) assert_false(isnan(bo[i]));
-    assert_true(bo[0] == 0.0f && bo[1] == 200.0f && bo[3] == 0.0f);
+    /* extremes: exp overflows inside silu and gelu; the results must still be the limits */
+    float big[5] = {-200.0f, 200.0f, -88.5f, 0.0f, -1e30f}, bo[5];
+    silu_forward(bo, big, 5);
+    for (int i = 0; i < 5; i++) assert_false(isnan(bo[i]));
+    assert_true(bo[0] == 0.0f && bo[1] == 200.0f && bo[3] == 0.0f && bo[4] == 0.0f);
+    gelu_tanh_forward(bo, big, 5);
+    for (int i = 0; i < 5; i++) assert_false(isnan(bo[i]));
+    assert_true(bo[0] == 0.0f && bo[1] == 200.0f && bo[2] == 0.0f && bo[3] == 0.0f && bo[4] == 0.0f);
 
     free(a); free(b); free(out); free(ref);
 }

@@ -26,11 +26,15 @@ void silu_forward(float *out, const float *inp, size_t n) {
 }
 
 void gelu_tanh_forward(float *out, const float *inp, size_t n) {
-    const float k = 0.7978845608028654f; /* sqrt(2/pi) */
+    /* 0.5*x*(1 + tanh(z)) computed as x / (1 + exp(-2z)), the same function (0.5*(1+tanh z)
+     * = sigmoid(2z)): glibc's tanhf costs ~22 ns an element here against ~2.5 for expf, and
+     * this is the widest activation in the model (N x 4d per block). It is also the more
+     * accurate form for x < 0, where 1 + tanh(z) cancels. x -> -inf: exp -> inf, x/inf = -0. */
+    const float k2 = 2.0f * 0.7978845608028654f; /* 2*sqrt(2/pi) */
     MG_OMP(omp parallel for schedule(static) if (n > MG_OMP_MIN_ELEMS))
     for (size_t i = 0; i < n; i++) {
         float x = inp[i];
-        out[i] = 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x)));
+        out[i] = x / (1.0f + expf(-k2 * (x + 0.044715f * x * x * x)));
     }
 }
 

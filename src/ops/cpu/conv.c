@@ -11,16 +11,29 @@
  * contiguous whatever the image width.
  *
  * Threads take whole blocks (im2col and a single-threaded GEMM, each into its own slot of
- * scratch): one fork/join per conv. The first version instead ran the blocks one after
- * another with the im2col OpenMP-parallel and OpenBLAS threading each GEMM; that is a few
- * fork/joins per block, and on a machine where another process holds a core each of those
- * can wait for a time slice. dev/cpu/bench_conv.c keeps it ("serial-blk") beside the
- * padded-width method ("padded-w": zero-pad the input, then 9 GEMMs, one per tap, over the
- * shifted padded frame).
+ * scratch): one fork/join per conv. The first version ran the blocks one after another with
+ * the im2col OpenMP-parallel and OpenBLAS threading each GEMM ("serial-blk" below): a few
+ * fork/joins per block. The padded-width method ("padded-w": zero-pad the input, then 9 GEMMs,
+ * one per tap, over the shifted padded frame) needs a full-frame scratch (129 MiB at
+ * 512x512x64) and its K = Ci GEMMs are less efficient. Both stay in dev/cpu/bench_conv.c.
  *
- * Measured with dev/cpu/bench_conv.c on the 2-core dev VM (Xeon, Sapphire Rapids class, KVM),
- * 2 OpenMP threads, best of >= 5 runs, GFLOP/s at 2*Ho*Wo*9*Ci*Co flops:
- *   TODO
+ * dev/cpu/bench_conv.c on the 2-core dev VM (Xeon, Sapphire Rapids class, KVM), 2 OpenMP
+ * threads, GFLOP/s (2*Ho*Wo*9*Ci*Co flops), best of >= 5 runs in one quiet run:
+ *                                  lib   serial-blk  padded-w
+ *   OpenBLAS 0.3.21, OPENBLAS_CORETYPE=SkylakeX (AVX-512 kernels):
+ *     256x256  64->64  s1        204.6     172.6      197.3
+ *      32x32   32->32  s1        165.9     128.9       66.7
+ *     512x512  64->64  s1        203.9     174.4      121.6
+ *   OpenBLAS as it detects this CPU ("Prescott", SSE3 kernels):
+ *     256x256  64->64  s1         54.8      44.4       50.2
+ *      32x32   32->32  s1         54.2      44.0       41.2
+ *   built-in GEMM (OPENBLAS=0, gemm_fallback.c, AVX2):
+ *     256x256  64->64  s1        103.2     100.5      102.2
+ *      32x32   32->32  s1         78.4      73.9       60.6
+ * With a third process busy on one of the two cores, the per-block fork/joins are what breaks:
+ * serial-blk fell to 1.2-11 GFLOP/s at 256x256 and padded-w to 0.2 GFLOP/s at 32x32 (each
+ * join waits out a time slice), while lib stayed at 14-100. Block sizes of 64K-512K floats
+ * measured within noise of each other; 32K was ~25% slower.
  */
 #include "ops/ops.h"
 
