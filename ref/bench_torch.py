@@ -50,9 +50,9 @@ def main():
     K = cfg["ring"] if a.ring is None else a.ring
     s = M.Stream(m, a.steps, K, prompt=1)
     g = torch.Generator().manual_seed(0)
-    frame = torch.randint(0, 256, (H, W, 3), dtype=torch.uint8, generator=g).to(a.device)
-    noise, ctx = (torch.randn(1, cfg["z_ch"], H // 8, W // 8, generator=g).to(a.device, dtype) for _ in range(2))
-    with torch.inference_mode():
+    with torch.inference_mode():  # everything, so compiled code sees one kind of tensor
+        frame = torch.randint(0, 256, (H, W, 3), dtype=torch.uint8, generator=g).to(a.device)
+        noise, ctx = (torch.randn(1, cfg["z_ch"], H // 8, W // 8, generator=g).to(a.device, dtype) for _ in range(2))
         for _ in range(K):  # fill the ring first, so compiled code only ever sees it full
             s.step(frame, noise, ctx)
     compiled = a.compile and hasattr(torch, "compile")

@@ -265,7 +265,8 @@ class Mirage:
         """c = t2(silu(t1(temb(sigma)))) + prompt[k], one row per frame: (T, d)."""
         j = torch.arange(128, dtype=torch.float64)
         a = torch.tensor(sigma, dtype=torch.float64)[:, None] * 1000 * torch.exp(-math.log(10000) * j / 128)
-        temb = torch.cat([a.cos(), a.sin()], 1).to(self.device, self.dtype)  # cos first
+        # made on the CPU in float64; non_blocking: no stream sync on CUDA (the bench)
+        temb = torch.cat([a.cos(), a.sin()], 1).to(self.device, self.dtype, non_blocking=True)  # cos first
         return self.linear(F.silu(self.linear(temb, "dit.t1")), "dit.t2") + self.W["dit.prompt"][prompt]
 
     def rope_tables(self, pos, th, tw):
@@ -283,7 +284,8 @@ class Mirage:
         ang = np.concatenate([np.broadcast_to(f * om(nt), (T, N, nt)), np.broadcast_to(ty * om(ny), (T, N, ny)),
                               np.broadcast_to(tx * om(nx), (T, N, nx))], -1)
         ang = np.fmod(ang, 2 * math.pi)
-        cs = torch.from_numpy(np.stack([np.cos(ang), np.sin(ang)])[:, :, :, None]).to(self.device, self.dtype)
+        cs = torch.from_numpy(np.stack([np.cos(ang), np.sin(ang)])[:, :, :, None])
+        cs = cs.to(self.device, self.dtype, non_blocking=True)
         return cs[0], cs[1]
 
     def attention(self, q, k, v, mask):
