@@ -3,7 +3,7 @@
 # switches its feature off, never the build.
 #
 #   make SAN=1 test     build into build-san/ with AddressSanitizer + UBSan and run the tests
-#   make OPENBLAS=0     force the built-in GEMM, OPENMP=0 single-threaded, FFMPEG=0, CUDA=0
+#   make OPENBLAS=0     force the built-in GEMM, OPENMP=0 single-threaded, FFMPEG=0, SDL2=0, CUDA=0
 
 CC      ?= cc
 SAN     ?= 0
@@ -50,6 +50,22 @@ ifeq ($(FFMPEG),1)
   FEATURES += ffmpeg
 endif
 
+# libavdevice (part of FFmpeg) brings the V4L2 camera input (--input v4l2:/dev/video0).
+AVDEVICE ?= $(if $(filter 1,$(FFMPEG)),$(if $(call have_pkg,libavdevice),1,0),0)
+ifeq ($(AVDEVICE),1)
+  CFLAGS += -DMG_HAVE_AVDEVICE $(shell pkg-config --cflags libavdevice)
+  LDLIBS += $(shell pkg-config --libs libavdevice)
+  FEATURES += avdevice
+endif
+
+# SDL2 brings the preview window (--output window).
+SDL2 ?= $(if $(call have_pkg,sdl2),1,0)
+ifeq ($(SDL2),1)
+  CFLAGS += -DMG_HAVE_SDL2 $(shell pkg-config --cflags sdl2)
+  LDLIBS += $(shell pkg-config --libs sdl2)
+  FEATURES += sdl2
+endif
+
 NVCC ?= $(shell command -v nvcc 2>/dev/null || (test -x /usr/local/cuda/bin/nvcc && echo /usr/local/cuda/bin/nvcc))
 CUDA ?= $(if $(NVCC),1,0)
 
@@ -71,7 +87,7 @@ LIB := $(BUILD)/libmirage.a
 all: features $(BUILD)/mirage
 
 features:
-	@echo "mirage build: openmp=$(OPENMP) openblas=$(OPENBLAS) ffmpeg=$(FFMPEG) cuda=$(CUDA)$(if $(NVCC), ($(NVCC)),) cmocka=$(CMOCKA) san=$(SAN) -> $(BUILD)/"
+	@echo "mirage build: openmp=$(OPENMP) openblas=$(OPENBLAS) ffmpeg=$(FFMPEG) avdevice=$(AVDEVICE) sdl2=$(SDL2) cuda=$(CUDA)$(if $(NVCC), ($(NVCC)),) cmocka=$(CMOCKA) san=$(SAN) -> $(BUILD)/"
 	@$(if $(filter 0,$(CUDA)),,echo "mirage build: note: the CUDA backend is not written yet (issue 4); --device cuda reports that")
 
 $(BUILD)/obj/%.o: %.c $(wildcard include/*.h src/*/*.h src/*/*/*.h)
@@ -115,8 +131,15 @@ build/fuzz/fuzz_safetensors: fuzz/fuzz_safetensors.c src/core/safetensors.c src/
 	$(FUZZ_CC) $(FUZZ_FLAGS) fuzz/fuzz_safetensors.c src/core/safetensors.c src/core/status.c \
 		-o $@ $(shell pkg-config --libs libcjson)
 
-fuzz: build/fuzz/fuzz_safetensors
-	@mkdir -p build/fuzz/corpus/safetensors
-	build/fuzz/fuzz_safetensors -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
-		-artifact_prefix=build/fuzz/ \
-		build/fuzz/corpus/safetensors fuzz/corpus/safetensors
+build/fuzz/fuzz_y4m: fuzz/fuzz_y4m.c src/io/y4m.c src/core/status.c src/io/y4m.h include/mirage.h
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_FLAGS) fuzz/fuzz_y4m.c src/io/y4m.c src/core/status.c -o $@
+
+FUZZERS := safetensors y4m
+fuzz: $(FUZZERS:%=build/fuzz/fuzz_%)
+	@for f in $(FUZZERS); do \
+		mkdir -p build/fuzz/corpus/$$f; \
+		echo "== fuzz_$$f for $(FUZZ_SECONDS) s"; \
+		build/fuzz/fuzz_$$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+			-artifact_prefix=build/fuzz/ build/fuzz/corpus/$$f fuzz/corpus/$$f || exit 1; \
+	done
