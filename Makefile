@@ -4,6 +4,7 @@
 #
 #   make SAN=1 test     build into build-san/ with AddressSanitizer + UBSan and run the tests
 #   make OPENBLAS=0     force the built-in GEMM, OPENMP=0 single-threaded, FFMPEG=0, SDL2=0, CUDA=0
+#   make test-gpu       build and run tests/gpu/test_cuda (CUDA ops and frame steps vs the CPU; needs a GPU)
 
 CC      ?= cc
 SAN     ?= 0
@@ -67,7 +68,22 @@ ifeq ($(SDL2),1)
 endif
 
 NVCC ?= $(shell command -v nvcc 2>/dev/null || (test -x /usr/local/cuda/bin/nvcc && echo /usr/local/cuda/bin/nvcc))
+# ASan and the CUDA runtime do not mix: a sanitizer build is a CPU build.
+ifeq ($(SAN),1)
+  override CUDA := 0
+endif
 CUDA ?= $(if $(NVCC),1,0)
+# The CUDA backend (src/cuda/*.cu): built for Hopper, linked with cuBLASLt and the static CUDA
+# runtime (rpath to the toolkit's lib64), so a CUDA build starts on a machine without a GPU
+# and runs on the CPU there; --device cuda then says "no CUDA device found".
+CUDA_HOME ?= $(if $(NVCC),$(patsubst %/bin/nvcc,%,$(NVCC)),/usr/local/cuda)
+NVCC_ARCH ?= -gencode=arch=compute_90a,code=sm_90a
+NVFLAGS ?= -std=c++17 -O3 $(NVCC_ARCH) -lineinfo -Xcompiler -Wall,-Wno-unused-function
+ifeq ($(CUDA),1)
+  CFLAGS += -DMG_HAVE_CUDA -I$(CUDA_HOME)/include
+  LDLIBS += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcudart_static -ldl -lrt -lstdc++
+  FEATURES += cuda
+endif
 
 CMOCKA ?= $(if $(call have_pkg,cmocka),1,0)
 
@@ -79,6 +95,9 @@ LIB_SRC := $(wildcard src/core/*.c src/model/*.c src/ops/cpu/*.c src/io/*.c)
 CLI_SRC := $(wildcard src/cli/*.c)
 TEST_SRC := $(wildcard tests/test_*.c)
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+CU_SRC := $(if $(filter 1,$(CUDA)),$(wildcard src/cuda/*.cu),)
+CU_OBJ := $(CU_SRC:%.cu=$(BUILD)/obj/%.o)
+GPU_TEST := $(BUILD)/tests/gpu/test_cuda
 CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 LIB := $(BUILD)/libmirage.a
@@ -88,13 +107,18 @@ all: features $(BUILD)/mirage
 
 features:
 	@echo "mirage build: openmp=$(OPENMP) openblas=$(OPENBLAS) ffmpeg=$(FFMPEG) avdevice=$(AVDEVICE) sdl2=$(SDL2) cuda=$(CUDA)$(if $(NVCC), ($(NVCC)),) cmocka=$(CMOCKA) san=$(SAN) -> $(BUILD)/"
-	@$(if $(filter 0,$(CUDA)),,echo "mirage build: note: the CUDA backend is not written yet (issue 4); --device cuda reports that")
+	@if [ "$(CUDA)" = 1 ]; then echo "mirage build: cuda: $(NVCC_ARCH), cuBLASLt + static cudart from $(CUDA_HOME)/lib64; make test-gpu and make lab run on a GPU machine"; fi
+	@if [ "$(SAN)" = 1 ]; then echo "mirage build: note: SAN=1 builds without CUDA (ASan and the CUDA runtime do not mix)"; fi
 
 $(BUILD)/obj/%.o: %.c $(wildcard include/*.h src/*/*.h src/*/*/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
-$(LIB): $(LIB_OBJ)
+$(BUILD)/obj/%.o: %.cu $(wildcard include/*.h src/*/*.h)
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVFLAGS) -Iinclude -Isrc -c $< -o $@
+
+$(LIB): $(LIB_OBJ) $(CU_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
@@ -115,8 +139,32 @@ test: features $(BUILD)/mirage $(TEST_BIN)
 demo: $(BUILD)/mirage
 	$(BUILD)/mirage demo
 
+# The CUDA ops against their CPU twins and whole frame steps against the CPU stream; needs a GPU.
+$(GPU_TEST): tests/gpu/test_cuda.c tests/testutil.h $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests $< -o $@ $(LIB) $(LDFLAGS) $(LDLIBS) -lcmocka
+
+# The kernel lab (dev/cuda/*.cu): each program checks its kernels against the CPU and times
+# them against the card's measured peaks; dev/cuda/run.sh runs it on a GPU machine.
+LAB_BIN := $(patsubst dev/cuda/%.cu,$(BUILD)/dev/%,$(wildcard dev/cuda/*.cu))
+$(BUILD)/dev/%: dev/cuda/%.cu dev/cuda/lab.h $(LIB)
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVFLAGS) -Iinclude -Isrc -c $< -o $@.o
+	$(CC) $(LDFLAGS) $@.o -o $@ $(LIB) $(LDLIBS)
+
+.PHONY: lab
+lab: features
+	@if [ "$(CUDA)" != 1 ]; then echo "mirage: error: make lab needs a CUDA build (nvcc found, SAN=0)"; exit 1; fi
+	@$(MAKE) --no-print-directory $(LAB_BIN)
+
+.PHONY: test-gpu
+test-gpu: features
+	@if [ "$(CUDA)" != 1 ]; then echo "mirage: error: make test-gpu needs a CUDA build (nvcc found, SAN=0)"; exit 1; fi
+	@$(MAKE) --no-print-directory $(BUILD)/mirage $(GPU_TEST)
+	$(GPU_TEST)
+
 clean:
-	rm -rf build build-san
+	rm -rf build build-san build-gpu
 
 # ---- fuzzing: make fuzz [FUZZ_SECONDS=60] ------------------------------------------------
 # libFuzzer needs clang. New inputs go to build/fuzz/corpus/; fuzz/corpus/ holds the seeds.

@@ -12,6 +12,10 @@
 #include "cli/cli.h"
 #include "cli/stats.h"
 #include "io/testsrc.h"
+#include "model/stream.h"
+#ifdef MG_HAVE_CUDA
+#include "cuda/cuda_stream.h"
+#endif
 
 static const char *help =
     "usage: mirage bench (--config NAME | --model FILE) [options]\n\n"
@@ -24,7 +28,10 @@ static const char *help =
     "  --ring K        history frames (default: the model's)\n"
     "  --iters N       timed frames (default 30)\n"
     "  --warmup N      untimed frames first (default: ring + 2)\n"
-    "  --device D      cpu or cuda (default cpu)\n"
+    "  --device D      cpu or cuda (default cpu). On cuda, each timed frame is run twice: once\n"
+    "                  with eager launches and CUDA events between components (the per-component\n"
+    "                  medians), once as the captured CUDA graph (p50/p99 of its device time, and\n"
+    "                  the host-to-host time: u8 frame in host memory to u8 frame back)\n"
     "  --json          end with one line of JSON (p50_ms, p99_ms, fps, params, device, ...)\n";
 
 static double median(double *x, int n) {
@@ -92,33 +99,60 @@ int cmd_bench(int argc, char **argv) {
     threads = omp_get_max_threads();
 #endif
     if (warmup < 0) warmup = K + 2;
-    printf("mirage bench | config %s (%.2f M params) | %dx%d | %d steps | ring %d | cpu, %d threads (%s)\n", c->name,
-           mg_model_params(m) / 1e6, so.width, so.height, so.steps, K, threads, mg_build_features());
+    void *cu = stream_cuda(st); /* a cuda_stream, or NULL on the CPU */
+    char devdesc[160];
+    snprintf(devdesc, sizeof devdesc, "cpu, %d threads", threads);
+#ifdef MG_HAVE_CUDA
+    if (cu) snprintf(devdesc, sizeof devdesc, "cuda (%s), bf16, CUDA graph", cuda_stream_device_name(cu));
+#endif
+    printf("mirage bench | config %s (%.2f M params) | %dx%d | %d steps | ring %d | %s (%s)\n", c->name,
+           mg_model_params(m) / 1e6, so.width, so.height, so.steps, K, devdesc, mg_build_features());
     fflush(stdout);
 
     size_t fb = (size_t)so.width * so.height * 3;
     uint8_t *in = malloc(fb), *out = malloc(fb);
     double *t_enc = calloc(iters, sizeof(double)), *t_ref = calloc(iters, sizeof(double)),
            *t_dec = calloc(iters, sizeof(double)), *t_step = calloc(iters * so.steps, sizeof(double));
-    lat_stats *lat = calloc(1, sizeof *lat);
+    lat_stats *lat = calloc(1, sizeof *lat), *host = calloc(1, sizeof *host);
     int rc = EXIT_OK;
-    if (!in || !out || !t_enc || !t_ref || !t_dec || !t_step || !lat) {
+    if (!in || !out || !t_enc || !t_ref || !t_dec || !t_step || !lat || !host) {
         rc = cli_fail("out of memory");
         goto done;
     }
     for (long i = 0; i < warmup + iters; i++) {
         testsrc_render(in, so.width, so.height, i);
+        mg_step_timing tm;
+        long k = i - warmup;
+#ifdef MG_HAVE_CUDA
+        if (cu && i >= warmup) { /* the per-component times: a profiled frame of eager launches */
+            cuda_stream_set_mode(cu, CUDA_MODE_PROFILE);
+            s = mg_stream_step(st, in, out);
+            cuda_stream_set_mode(cu, CUDA_MODE_GRAPH);
+            if (s != MG_OK) {
+                rc = cli_status(s);
+                goto done;
+            }
+            mg_stream_last_timing(st, &tm);
+            t_enc[k] = tm.encode_ms, t_ref[k] = tm.refresh_ms, t_dec[k] = tm.decode_ms;
+            for (int j = 0; j < so.steps; j++) t_step[j * iters + k] = tm.step_ms[j];
+        }
+#endif
         if ((s = mg_stream_step(st, in, out)) != MG_OK) {
             rc = cli_status(s);
             goto done;
         }
         if (i < warmup) continue;
-        mg_step_timing tm;
         mg_stream_last_timing(st, &tm);
-        long k = i - warmup;
-        t_enc[k] = tm.encode_ms, t_ref[k] = tm.refresh_ms, t_dec[k] = tm.decode_ms;
-        for (int j = 0; j < so.steps; j++) t_step[j * iters + k] = tm.step_ms[j];
-        lat_add(lat, tm.total_ms);
+        if (!cu) {
+            t_enc[k] = tm.encode_ms, t_ref[k] = tm.refresh_ms, t_dec[k] = tm.decode_ms;
+            for (int j = 0; j < so.steps; j++) t_step[j * iters + k] = tm.step_ms[j];
+        }
+        double dev_ms = tm.total_ms;
+#ifdef MG_HAVE_CUDA
+        if (cu) dev_ms = cuda_stream_last_device_ms(cu);
+#endif
+        lat_add(lat, dev_ms);
+        lat_add(host, tm.total_ms);
     }
     double enc = median(t_enc, (int)iters), ref = median(t_ref, (int)iters), dec = median(t_dec, (int)iters);
     double p50 = lat_quantile(lat, 0.5), p99 = lat_quantile(lat, 0.99);
@@ -133,12 +167,35 @@ int cmd_bench(int argc, char **argv) {
         cJSON_AddItemToArray(steps, cJSON_CreateNumber(t));
     }
     printf("refresh   %8.2f ms\ndecode    %8.2f ms\n", ref, dec);
-    printf("frame     %8.2f ms p50 | %.2f ms p99 | %.2f fps | %ld frames\n", p50, p99, 1000.0 / p50, iters);
-    printf("memory    weights %.1f MiB | stream %.1f MiB | peak RSS %.1f MiB\n", w_mib, s_mib, rss);
+    printf("frame     %8.2f ms p50 | %.2f ms p99 | %.2f fps | %ld frames%s\n", p50, p99, 1000.0 / p50, iters,
+           cu ? " (CUDA graph replay, device time; components above: eager launches)" : "");
+#ifdef MG_HAVE_CUDA
+    double h50 = lat_quantile(host, 0.5), h99 = lat_quantile(host, 0.99), gpu_mib = 0, gpu_used = 0, flops = 0;
+    if (cu) {
+        gpu_mib = cuda_stream_device_bytes(cu) / 1048576.0, gpu_used = cuda_stream_device_used_mib(cu);
+        flops = cuda_stream_flops(cu);
+        printf("host      %8.2f ms p50 | %.2f ms p99 (u8 frame in host memory -> u8 frame back)\n", h50, h99);
+        printf("work      %.1f GFLOP per frame | %.1f TFLOP/s achieved at p50\n", flops / 1e9, flops / (p50 * 1e9));
+        printf("memory    weights %.1f MiB host | GPU %.1f MiB (weights bf16 + buffers + workspace), %.0f MiB in use on "
+               "the card | peak RSS %.1f MiB\n", w_mib, gpu_mib, gpu_used, rss);
+    } else
+#endif
+        printf("memory    weights %.1f MiB | stream %.1f MiB | peak RSS %.1f MiB\n", w_mib, s_mib, rss);
     if (json) {
         cJSON *j = cJSON_CreateObject();
         cJSON_AddStringToObject(j, "engine", "mirage");
-        cJSON_AddStringToObject(j, "device", "cpu");
+        cJSON_AddStringToObject(j, "device", cu ? "cuda" : "cpu");
+#ifdef MG_HAVE_CUDA
+        if (cu) {
+            cJSON_AddStringToObject(j, "gpu", cuda_stream_device_name(cu));
+            cJSON_AddNumberToObject(j, "host_p50_ms", h50);
+            cJSON_AddNumberToObject(j, "host_p99_ms", h99);
+            cJSON_AddNumberToObject(j, "gpu_mib", gpu_mib);
+            cJSON_AddNumberToObject(j, "gpu_used_mib", gpu_used);
+            cJSON_AddNumberToObject(j, "gflop_per_frame", flops / 1e9);
+            cJSON_AddNumberToObject(j, "tflops", flops / (p50 * 1e9));
+        }
+#endif
         cJSON_AddStringToObject(j, "config", c->name);
         cJSON_AddNumberToObject(j, "params", (double)mg_model_params(m));
         cJSON_AddNumberToObject(j, "width", so.width);
@@ -165,7 +222,7 @@ int cmd_bench(int argc, char **argv) {
     }
     cJSON_Delete(steps);
 done:
-    free(in), free(out), free(t_enc), free(t_ref), free(t_dec), free(t_step), free(lat);
+    free(in), free(out), free(t_enc), free(t_ref), free(t_dec), free(t_step), free(lat), free(host);
     mg_stream_free(st);
     mg_model_free(m);
     return rc;

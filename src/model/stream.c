@@ -12,6 +12,9 @@
 #include "model/forward.h"
 #include "model/stream.h"
 #include "ops/ops.h"
+#ifdef MG_HAVE_CUDA
+#include "cuda/cuda_stream.h"
+#endif
 
 struct mg_stream {
     const mg_model *m;
@@ -26,6 +29,7 @@ struct mg_stream {
     float *arena;
     size_t arena_bytes;
     mg_step_timing timing;
+    void *cuda;             /* the cuda_stream doing the work for --device cuda, else NULL */
 };
 
 mg_stream_opts mg_stream_opts_default(void) {
@@ -55,10 +59,42 @@ static size_t stream_layout(mg_stream *s, float *base) {
     return off;
 }
 
+/* --device cuda: the stream keeps its RNG, prompt and the two noise buffers on the host (the
+ * noise is drawn here, in the CPU's order, so a CUDA and a CPU stream with one seed see the
+ * same noise); everything else lives in the cuda_stream. */
+static mg_status stream_new_cuda(mg_stream *s, mg_stream **out) {
+#ifdef MG_HAVE_CUDA
+    size_t lat = (size_t)s->lh * s->lw * s->m->cfg.z_ch;
+    s->arena_bytes = 2 * lat * sizeof(float);
+    s->arena = aligned_alloc(64, (s->arena_bytes + 63) & ~(size_t)63);
+    if (!s->arena) {
+        free(s);
+        return mg_fail(MG_ERR_NOMEM, "out of memory creating a stream");
+    }
+    s->noise = s->arena, s->ctx_noise = s->arena + lat;
+    cuda_stream_cfg cc = {s->W, s->H, s->steps, s->ring.K, s->guidance};
+    cuda_stream *cs = NULL;
+    mg_status st = cuda_stream_new(s->m, &cc, &cs);
+    if (st != MG_OK) {
+        free(s->arena);
+        free(s);
+        return st;
+    }
+    s->cuda = cs;
+    *out = s;
+    return MG_OK;
+#else
+    free(s);
+    return mg_fail(MG_ERR_UNSUPPORTED, "--device cuda: this build has no CUDA backend");
+#endif
+}
+
 mg_status mg_stream_new(const mg_model *m, const mg_stream_opts *o, mg_stream **out) {
     *out = NULL;
+#ifndef MG_HAVE_CUDA
     if (o->device == MG_DEVICE_CUDA)
-        return mg_fail(MG_ERR_UNSUPPORTED, "--device cuda: the CUDA backend is not part of this build yet");
+        return mg_fail(MG_ERR_UNSUPPORTED, "--device cuda: this build has no CUDA backend (built without nvcc)");
+#endif
     if (o->width < 16 || o->height < 16 || o->width % 16 || o->height % 16 || o->width > 8192 || o->height > 8192)
         return mg_fail(MG_ERR_SHAPE, "frame size %dx%d: expected multiples of 16 between 16 and 8192",
                        o->width, o->height);
@@ -83,6 +119,7 @@ mg_status mg_stream_new(const mg_model *m, const mg_stream_opts *o, mg_stream **
         free(s);
         return st;
     }
+    if (o->device == MG_DEVICE_CUDA) return stream_new_cuda(s, out);
     size_t n = stream_layout(s, NULL);
     s->arena_bytes = n * sizeof(float);
     s->arena = aligned_alloc(64, s->arena_bytes);
@@ -98,6 +135,9 @@ mg_status mg_stream_new(const mg_model *m, const mg_stream_opts *o, mg_stream **
 
 void mg_stream_free(mg_stream *s) {
     if (!s) return;
+#ifdef MG_HAVE_CUDA
+    cuda_stream_free(s->cuda);
+#endif
     free(s->arena);
     free(s);
 }
@@ -116,10 +156,27 @@ mg_status mg_stream_set_prompt(mg_stream *s, const char *name) {
 }
 
 const char *mg_stream_prompt(const mg_stream *s) { return s->m->prompts[s->prompt]; }
+void *stream_cuda(const mg_stream *s) { return s->cuda; }
+
+#ifdef MG_HAVE_CUDA
+void mg_stream_reset(mg_stream *s) {
+    kv_ring_reset(&s->ring);
+    if (s->cuda) cuda_stream_reset(s->cuda);
+}
+size_t mg_stream_bytes(const mg_stream *s) {
+    return s->arena_bytes + sizeof *s + (s->cuda ? cuda_stream_device_bytes(s->cuda) : 0);
+}
+int64_t mg_stream_frame_index(const mg_stream *s) { return s->cuda ? cuda_stream_frame_index(s->cuda) : s->ring.frame; }
+void mg_stream_last_timing(const mg_stream *s, mg_step_timing *t) {
+    if (s->cuda) cuda_stream_last_timing(s->cuda, t);
+    else *t = s->timing;
+}
+#else
 void mg_stream_reset(mg_stream *s) { kv_ring_reset(&s->ring); }
 size_t mg_stream_bytes(const mg_stream *s) { return s->arena_bytes + sizeof *s; }
 int64_t mg_stream_frame_index(const mg_stream *s) { return s->ring.frame; }
 void mg_stream_last_timing(const mg_stream *s, mg_step_timing *t) { *t = s->timing; }
+#endif
 
 /* One velocity evaluation at sigma, with guidance when asked for. */
 static void velocity(mg_stream *s, float sigma) {
@@ -136,6 +193,7 @@ static void velocity(mg_stream *s, float sigma) {
 
 mg_status stream_step_f32(mg_stream *s, const uint8_t *in_rgb, float *out_img, const float *noise,
                           const float *ctx_noise) {
+    if (s->cuda) return mg_fail(MG_ERR_UNSUPPORTED, "stream_step_f32: CPU streams only (see cuda_stream_step)");
     const mg_config *c = &s->m->cfg;
     size_t lat = (size_t)s->lh * s->lw * c->z_ch;
     mg_step_timing *tm = &s->timing;
@@ -184,6 +242,14 @@ mg_status stream_step_f32(mg_stream *s, const uint8_t *in_rgb, float *out_img, c
 
 mg_status mg_stream_step(mg_stream *s, const uint8_t *in_rgb, uint8_t *out_rgb) {
     if (!in_rgb && !s->dream) return mg_fail(MG_ERR_ARG, "mg_stream_step: no input frame");
+#ifdef MG_HAVE_CUDA
+    if (s->cuda) { /* the noise from the stream's RNG, in the CPU path's order */
+        size_t lat = (size_t)s->lh * s->lw * s->m->cfg.z_ch;
+        mg_rng_normal_fill(&s->rng, s->noise, lat);
+        mg_rng_normal_fill(&s->rng, s->ctx_noise, lat);
+        return cuda_stream_step(s->cuda, in_rgb, out_rgb, s->noise, s->ctx_noise, s->prompt, s->dream);
+    }
+#endif
     MG_TRY(stream_step_f32(s, in_rgb, NULL, NULL, NULL));
     rgb_float_to_u8(out_rgb, s->img, (size_t)s->H * s->W * 3);
     return MG_OK;

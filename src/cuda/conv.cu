@@ -1,0 +1,443 @@
+/* 3x3 convolution, pad 1, stride 1 or 2, HWC bf16: the autoencoder.
+ *
+ * The wide layers (c -> c, c = 32 or 64) run as an implicit GEMM on the tensor cores:
+ *     out (pixels, Co) = patches (pixels, 9*Ci) @ wt^T (9*Ci, Co)
+ * where the patch matrix is never written: each k-block of 32 columns lies inside one tap
+ * (Ci % 32 == 0), so a row's 32 values are 64 contiguous bytes of the HWC input, fetched with
+ * 16-byte cp.async straight into shared memory (zero-filled outside the image: that is the
+ * padding). Why implicit GEMM rather than im2col + cuBLASLt: at 512x512x64 an im2col matrix
+ * is 302 MB per conv, written and read back — ~0.2 ms of pure traffic per layer on an H100,
+ * more than the conv's arithmetic (4.8 GFLOP, ~10 us at tensor-core rate); gathering on the
+ * fly costs nothing extra. The nearest 2x upsample before the decoder's up-convs is fused
+ * into the gather (read pixel (y/2, x/2)), and the epilogue adds bias, the Block's residual
+ * and the ReLU, so a Block is three launches and no element-wise passes.
+ *
+ * Tile: 128 output pixels x BN channels per block of 4 warps; each warp 32 pixels x BN,
+ * mma.sync m16n8k16 (bf16 in, fp32 accumulate); k-blocks of 32 double-buffered in shared
+ * memory. dev/cuda/conv3x3.cu times it against the card's peaks.
+ *
+ * The thin layers (3 or 4 channels in or out: enc.in, enc.out, dec.in, dec.out) would waste
+ * a tensor-core tile; they run as a direct convolution in fp32, one thread per output pixel
+ * and 8 output channels, weights in shared memory, reading u8 / fp32 / bf16 and writing any
+ * of them (u8 in = x/255, u8 out = clamp and round: the frame conversions fused). */
+#include "cuda/cuda_common.h"
+
+#define CV_BK 32
+#define CV_LD (CV_BK + 8) /* shared row stride (bf16): 80 bytes, conflict-free fragment reads */
+
+/* A block tile of BM pixels x BN channels; 4 warps as WM x WN, each MT m-tiles x NT n-tiles;
+ * NS k-blocks in flight (cp.async multistage pipeline). */
+template <int BM, int BN, int WM, int WN, int NS> struct conv_cfg {
+    static const int MT = BM / (WM * 16), NT = BN / (WN * 8);
+};
+
+template <int BM, int BN, int NS> struct conv_smem {
+    bf16 a[NS][BM][CV_LD];
+    bf16 b[NS][BN][CV_LD];
+};
+
+template <int BM, int BN, int NS>
+__device__ __forceinline__ void conv_load(conv_smem<BM, BN, NS> &sm, int buf, int kb, const bf16 *in, const bf16 *wt,
+                                          const int *a_oy, const int *a_ox, const bool *a_ok, int tid, int H,
+                                          int W, int Ci, int Co, int stride, int up, int co0) {
+    int k0 = kb * CV_BK, tap = k0 / Ci, ky = tap / 3, kx = tap % 3, K = 9 * Ci;
+    int c8 = (tid & 3) * 8, ci = k0 % Ci + c8, Ws = up ? W >> 1 : W;
+#pragma unroll
+    for (int i = 0; i < BM / 32; i++) {
+        int r = (tid >> 2) + 32 * i;
+        int iy = a_oy[i] * stride - 1 + ky, ix = a_ox[i] * stride - 1 + kx;
+        bool ok = a_ok[i] && iy >= 0 && iy < H && ix >= 0 && ix < W;
+        const bf16 *src = in;
+        if (ok) src = in + ((size_t)(up ? (iy >> 1) * Ws + (ix >> 1) : iy * W + ix)) * Ci + ci;
+        cp_async16(&sm.a[buf][r][c8], src, ok);
+    }
+#pragma unroll
+    for (int j = 0; j < BN * 4 / 128; j++) {
+        int idx = tid + 128 * j, r = idx >> 2, c = (idx & 3) * 8, co = co0 + r;
+        bool ok = co < Co;
+        cp_async16(&sm.b[buf][r][c], ok ? wt + (size_t)co * K + k0 + c : wt, ok);
+    }
+}
+
+template <int BM, int BN, int WM, int WN, int NS, bool LDM>
+__global__ void __launch_bounds__(128) conv_igemm_kernel(bf16 *out, const bf16 *in, const bf16 *wt, const float *bias,
+                                                         const bf16 *res, int H, int W, int Ci, int Co, int stride,
+                                                         int up, int relu) {
+    const int MT = conv_cfg<BM, BN, WM, WN, NS>::MT, NT = conv_cfg<BM, BN, WM, WN, NS>::NT;
+    __shared__ __align__(16) conv_smem<BM, BN, NS> sm;
+    int Ho = stride == 2 ? (H + 1) / 2 : H, Wo = stride == 2 ? (W + 1) / 2 : W, npix = Ho * Wo;
+    int p0 = blockIdx.x * BM, co0 = blockIdx.y * BN;
+    int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
+    int wm = warp / WN, wn = warp % WN, nk = 9 * Ci / CV_BK;
+    int a_oy[BM / 32], a_ox[BM / 32];
+    bool a_ok[BM / 32];
+#pragma unroll
+    for (int i = 0; i < BM / 32; i++) {
+        int p = p0 + (tid >> 2) + 32 * i;
+        a_ok[i] = p < npix;
+        a_oy[i] = p / Wo, a_ox[i] = p % Wo;
+    }
+    float acc[MT][NT][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++) acc[mt][nt][0] = acc[mt][nt][1] = acc[mt][nt][2] = acc[mt][nt][3] = 0.0f;
+
+    /* prologue: NS-1 k-blocks in flight (a group is committed even when empty, so that
+     * "all but NS-2 groups done" always means "k-block kb has landed") */
+#pragma unroll
+    for (int s = 0; s < NS - 1; s++) {
+        if (s < nk) conv_load<BM, BN, NS>(sm, s, s, in, wt, a_oy, a_ox, a_ok, tid, H, W, Ci, Co, stride, up, co0);
+        cp_async_commit();
+    }
+    for (int kb = 0; kb < nk; kb++) {
+        cp_async_wait<NS - 2>();
+        __syncthreads(); /* k-block kb visible to all; everyone is done with kb-1's buffer */
+        int nxt = kb + NS - 1;
+        if (nxt < nk) conv_load<BM, BN, NS>(sm, nxt % NS, nxt, in, wt, a_oy, a_ox, a_ok, tid, H, W, Ci, Co, stride, up, co0);
+        cp_async_commit();
+        int buf = kb % NS;
+#pragma unroll
+        for (int ks = 0; ks < CV_BK; ks += 16) {
+            uint32_t a[MT][4], b[NT][2];
+            if (LDM) { /* one ldmatrix.x4 per A fragment and per two B fragments */
+                const int mi = lane >> 3, lr = lane & 7;
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++) /* matrices: rows +0/+8 (i&1), k +0/+8 (i>>1) */
+                    ldmatrix_x4(a[mt], &sm.a[buf][(wm * MT + mt) * 16 + (mi & 1) * 8 + lr][ks + (mi >> 1) * 8]);
+#pragma unroll
+                for (int nt = 0; nt < NT; nt += 2) { /* matrices: k +0/+8 (i&1), n-tile +0/+1 (i>>1) */
+                    if (nt + 1 < NT) {
+                        uint32_t r[4];
+                        ldmatrix_x4(r, &sm.b[buf][(wn * NT + nt) * 8 + (mi >> 1) * 8 + lr][ks + (mi & 1) * 8]);
+                        b[nt][0] = r[0], b[nt][1] = r[1], b[nt + 1][0] = r[2], b[nt + 1][1] = r[3];
+                    } else {
+                        int nb = (wn * NT + nt) * 8;
+                        b[nt][0] = *reinterpret_cast<const uint32_t *>(&sm.b[buf][nb + g][ks + 2 * t]);
+                        b[nt][1] = *reinterpret_cast<const uint32_t *>(&sm.b[buf][nb + g][ks + 2 * t + 8]);
+                    }
+                }
+            } else {
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++) {
+                    int rb = (wm * MT + mt) * 16;
+                    a[mt][0] = *reinterpret_cast<const uint32_t *>(&sm.a[buf][rb + g][ks + 2 * t]);
+                    a[mt][1] = *reinterpret_cast<const uint32_t *>(&sm.a[buf][rb + g + 8][ks + 2 * t]);
+                    a[mt][2] = *reinterpret_cast<const uint32_t *>(&sm.a[buf][rb + g][ks + 2 * t + 8]);
+                    a[mt][3] = *reinterpret_cast<const uint32_t *>(&sm.a[buf][rb + g + 8][ks + 2 * t + 8]);
+                }
+#pragma unroll
+                for (int nt = 0; nt < NT; nt++) {
+                    int nb = (wn * NT + nt) * 8;
+                    b[nt][0] = *reinterpret_cast<const uint32_t *>(&sm.b[buf][nb + g][ks + 2 * t]);
+                    b[nt][1] = *reinterpret_cast<const uint32_t *>(&sm.b[buf][nb + g][ks + 2 * t + 8]);
+                }
+            }
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+                for (int nt = 0; nt < NT; nt++) mma_bf16_16816(acc[mt][nt], a[mt], b[nt]);
+        }
+    }
+    cp_async_wait<0>();
+    /* epilogue: (+ bias) (+ res) (relu) -> bf16 pairs */
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) {
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++) {
+            int col = co0 + (wn * NT + nt) * 8 + 2 * t;
+            if (col >= Co) continue;
+            float b0 = bias ? bias[col] : 0.0f, b1 = bias ? bias[col + 1] : 0.0f;
+#pragma unroll
+            for (int half = 0; half < 2; half++) {
+                int p = p0 + (wm * MT + mt) * 16 + g + 8 * half;
+                if (p >= npix) continue;
+                size_t o = (size_t)p * Co + col;
+                float v0 = acc[mt][nt][2 * half] + b0, v1 = acc[mt][nt][2 * half + 1] + b1;
+                if (res) {
+                    float2 r = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(res + o));
+                    v0 += r.x, v1 += r.y;
+                }
+                if (relu) v0 = fmaxf(v0, 0.0f), v1 = fmaxf(v1, 0.0f);
+                *reinterpret_cast<__nv_bfloat162 *>(out + o) = __floats2bfloat162_rn(v0, v1);
+            }
+        }
+    }
+}
+
+extern "C" int cu_conv3x3_igemm_ok(int Ci, int Co) { return Ci > 0 && Ci % 32 == 0 && Co > 0 && Co % 8 == 0; }
+
+template <int BM, int BN, int WM, int WN, int NS, bool LDM>
+static void igemm_launch(size_t npix, cudaStream_t st, bf16_t *out, const bf16_t *in, const bf16_t *wt,
+                         const float *bias, const bf16_t *res, int H, int W, int Ci, int Co, int stride, int up,
+                         int relu) {
+    dim3 grid(cu_blocks(npix, BM), cu_blocks(Co, BN));
+    conv_igemm_kernel<BM, BN, WM, WN, NS, LDM><<<grid, 128, 0, st>>>((bf16 *)out, (const bf16 *)in, (const bf16 *)wt, bias,
+                                                                (const bf16 *)res, H, W, Ci, Co, stride, up, relu);
+}
+
+/* Below this many output pixels a 128-pixel tile leaves SMs idle (under 2 blocks per SM on an
+ * H100/H200): use 32-pixel tiles, four warps side by side over the channels. */
+#define CV_SMALL_PIX 32768
+
+extern "C" mg_status cu_conv3x3_igemm_v(int version, bf16_t *out, const bf16_t *in, const bf16_t *wt,
+                                        const float *bias, const bf16_t *res, int H, int W, int Ci, int Co, int stride,
+                                        int up, int relu, cudaStream_t st) {
+    if (!cu_conv3x3_igemm_ok(Ci, Co) || (up && (H % 2 || W % 2)) || (stride != 1 && stride != 2))
+        return mg_fail(MG_ERR_UNSUPPORTED, "CUDA conv3x3 (implicit GEMM): Ci %d, Co %d, %dx%d, stride %d, up %d",
+                       Ci, Co, W, H, stride, up);
+    int Ho = stride == 2 ? (H + 1) / 2 : H, Wo = stride == 2 ? (W + 1) / 2 : W;
+    size_t npix = (size_t)Ho * Wo;
+    if (!npix) return MG_OK;
+    int small = version >= 2 && npix < CV_SMALL_PIX, narrow = Co <= 32;
+    if (version < 2) { /* v1: 128-pixel tiles, double buffer, 32-bit fragment loads */
+        if (narrow) igemm_launch<128, 32, 4, 1, 2, false>(npix, st, out, in, wt, bias, res, H, W, Ci, Co, stride, up, relu);
+        else igemm_launch<128, 64, 4, 1, 2, false>(npix, st, out, in, wt, bias, res, H, W, Ci, Co, stride, up, relu);
+    } else if (small) { /* v2+, small images: 32-pixel tiles, 4 stages */
+        if (narrow) igemm_launch<32, 32, 1, 4, 4, false>(npix, st, out, in, wt, bias, res, H, W, Ci, Co, stride, up, relu);
+        else if (version < 3) igemm_launch<32, 64, 1, 4, 4, false>(npix, st, out, in, wt, bias, res, H, W, Ci, Co, stride, up, relu);
+        else igemm_launch<32, 64, 1, 4, 4, true>(npix, st, out, in, wt, bias, res, H, W, Ci, Co, stride, up, relu);
+    } else { /* v2+, large images: 128-pixel tiles, 3 stages; v3: ldmatrix fragments */
+        if (narrow && version < 3) igemm_launch<128, 32, 4, 1, 3, false>(npix, st, out, in, wt, bias, res, H, W, Ci, Co, stride, up, relu);
+        else if (narrow) igemm_launch<128, 32, 4, 1, 3, true>(npix, st, out, in, wt, bias, res, H, W, Ci, Co, stride, up, relu);
+        else if (version < 3) igemm_launch<128, 64, 4, 1, 3, false>(npix, st, out, in, wt, bias, res, H, W, Ci, Co, stride, up, relu);
+        else igemm_launch<128, 64, 4, 1, 3, true>(npix, st, out, in, wt, bias, res, H, W, Ci, Co, stride, up, relu);
+    }
+    CU_LAUNCHED();
+    return MG_OK;
+}
+
+extern "C" mg_status cu_conv3x3_igemm(bf16_t *out, const bf16_t *in, const bf16_t *wt, const float *bias,
+                                      const bf16_t *res, int H, int W, int Ci, int Co, int stride, int up, int relu,
+                                      cudaStream_t st) {
+    return cu_conv3x3_igemm_v(3, out, in, wt, bias, res, H, W, Ci, Co, stride, up, relu, st);
+}
+
+/* ---- direct convolution for the thin layers ------------------------------------------- */
+
+__device__ __forceinline__ float ld_px(const uint8_t *p, size_t i) { return (float)p[i] / 255.0f; }
+__device__ __forceinline__ float ld_px(const float *p, size_t i) { return p[i]; }
+__device__ __forceinline__ float ld_px(const bf16 *p, size_t i) { return bf2f(p[i]); }
+__device__ __forceinline__ void st_px(uint8_t *p, size_t i, float v) { p[i] = to_u8(v); }
+__device__ __forceinline__ void st_px(float *p, size_t i, float v) { p[i] = v; }
+__device__ __forceinline__ void st_px(bf16 *p, size_t i, float v) { p[i] = f2bf(v); }
+
+#define DC_CO 8
+#define DC_THREADS 128
+
+template <typename TO, typename TI>
+__global__ void conv_direct_kernel(TO *out, const TI *in, const bf16 *wt, const float *bias, int H, int W, int Ci,
+                                   int Co, int stride, int up, int relu) {
+    extern __shared__ float ws[]; /* (9*Ci, DC_CO): this block's output channels */
+    int K = 9 * Ci, co0 = blockIdx.y * DC_CO, nco = Co - co0 < DC_CO ? Co - co0 : DC_CO;
+    for (int idx = threadIdx.x; idx < K * DC_CO; idx += blockDim.x) {
+        int k = idx / DC_CO, j = idx % DC_CO;
+        ws[idx] = j < nco ? bf2f(wt[(size_t)(co0 + j) * K + k]) : 0.0f;
+    }
+    __syncthreads();
+    int Ho = stride == 2 ? (H + 1) / 2 : H, Wo = stride == 2 ? (W + 1) / 2 : W, Ws = up ? W >> 1 : W;
+    size_t p = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (p >= (size_t)Ho * Wo) return;
+    int oy = (int)(p / Wo), ox = (int)(p % Wo);
+    float acc[DC_CO];
+#pragma unroll
+    for (int j = 0; j < DC_CO; j++) acc[j] = bias && j < nco ? bias[co0 + j] : 0.0f;
+    for (int ky = 0; ky < 3; ky++) {
+        int iy = oy * stride - 1 + ky;
+        if (iy < 0 || iy >= H) continue;
+        for (int kx = 0; kx < 3; kx++) {
+            int ix = ox * stride - 1 + kx;
+            if (ix < 0 || ix >= W) continue;
+            size_t src = (size_t)(up ? (iy >> 1) * Ws + (ix >> 1) : iy * W + ix) * Ci;
+            const float *wk = ws + (size_t)(ky * 3 + kx) * Ci * DC_CO;
+            for (int ci = 0; ci < Ci; ci++) {
+                float v = ld_px(in, src + ci);
+#pragma unroll
+                for (int j = 0; j < DC_CO; j++) acc[j] += v * wk[ci * DC_CO + j];
+            }
+        }
+    }
+    for (int j = 0; j < nco; j++) {
+        float v = acc[j];
+        if (relu) v = fmaxf(v, 0.0f);
+        st_px(out, p * Co + co0 + j, v);
+    }
+}
+
+template <typename TO, typename TI>
+static mg_status direct_launch(void *out, const void *in, const bf16_t *wt, const float *bias, int H, int W, int Ci,
+                               int Co, int stride, int up, int relu, cudaStream_t st) {
+    int Ho = stride == 2 ? (H + 1) / 2 : H, Wo = stride == 2 ? (W + 1) / 2 : W;
+    size_t smem = (size_t)9 * Ci * DC_CO * sizeof(float);
+    dim3 grid(cu_blocks((size_t)Ho * Wo, DC_THREADS), cu_blocks(Co, DC_CO));
+    conv_direct_kernel<TO, TI><<<grid, DC_THREADS, smem, st>>>((TO *)out, (const TI *)in, (const bf16 *)wt, bias,
+                                                                 H, W, Ci, Co, stride, up, relu);
+    CU_LAUNCHED();
+    return MG_OK;
+}
+
+/* Thin output (Co <= 4, e.g. dec.out 64 -> 3, enc.out 64 -> 4): one thread per pixel holds all
+ * outputs; the input row of a tap is read as 16-byte vectors (8 bf16), the weights are one
+ * float4 per k in shared memory (a broadcast load). */
+template <typename TO>
+__global__ void conv_thin_out_kernel(TO *out, const bf16 *in, const bf16 *wt, const float *bias, int H, int W, int Ci,
+                                     int Co, int stride, int up, int relu) {
+    extern __shared__ float4 w4[]; /* (9*Ci): output channels 0..3 of each k */
+    int K = 9 * Ci;
+    for (int k = threadIdx.x; k < K; k += blockDim.x)
+        w4[k] = make_float4(bf2f(wt[k]), Co > 1 ? bf2f(wt[(size_t)K + k]) : 0.0f, Co > 2 ? bf2f(wt[(size_t)2 * K + k]) : 0.0f,
+                            Co > 3 ? bf2f(wt[(size_t)3 * K + k]) : 0.0f);
+    __syncthreads();
+    int Ho = stride == 2 ? (H + 1) / 2 : H, Wo = stride == 2 ? (W + 1) / 2 : W, Ws = up ? W >> 1 : W;
+    size_t p = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (p >= (size_t)Ho * Wo) return;
+    int oy = (int)(p / Wo), ox = (int)(p % Wo);
+    float4 acc = make_float4(bias ? bias[0] : 0.0f, bias && Co > 1 ? bias[1] : 0.0f, bias && Co > 2 ? bias[2] : 0.0f,
+                             bias && Co > 3 ? bias[3] : 0.0f);
+    for (int ky = 0; ky < 3; ky++) {
+        int iy = oy * stride - 1 + ky;
+        if (iy < 0 || iy >= H) continue;
+        for (int kx = 0; kx < 3; kx++) {
+            int ix = ox * stride - 1 + kx;
+            if (ix < 0 || ix >= W) continue;
+            const uint4 *src = reinterpret_cast<const uint4 *>(in + (size_t)(up ? (iy >> 1) * Ws + (ix >> 1) : iy * W + ix) * Ci);
+            const float4 *wk = w4 + (ky * 3 + kx) * Ci;
+            for (int c8 = 0; c8 < Ci / 8; c8++) {
+                uint4 raw = src[c8];
+                const __nv_bfloat162 *h2 = reinterpret_cast<const __nv_bfloat162 *>(&raw);
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    float2 v = __bfloat1622float2(h2[e]);
+                    float4 wa = wk[c8 * 8 + 2 * e], wb = wk[c8 * 8 + 2 * e + 1];
+                    acc.x += v.x * wa.x, acc.y += v.x * wa.y, acc.z += v.x * wa.z, acc.w += v.x * wa.w;
+                    acc.x += v.y * wb.x, acc.y += v.y * wb.y, acc.z += v.y * wb.z, acc.w += v.y * wb.w;
+                }
+            }
+        }
+    }
+    float r[4] = {acc.x, acc.y, acc.z, acc.w};
+#pragma unroll
+    for (int j = 0; j < 4; j++)
+        if (j < Co) st_px(out, p * Co + j, relu ? fmaxf(r[j], 0.0f) : r[j]);
+}
+
+/* Thin input (Ci = 3 or 4, e.g. enc.in from the u8 frame, dec.in from the latent): one thread
+ * per pixel gathers its 9*CI inputs once into registers, then produces 8 output channels at a
+ * time from float4 weight rows in shared memory, written as one 16-byte store. */
+template <typename TI, int CI>
+__global__ void conv_thin_in_kernel(bf16 *out, const TI *in, const bf16 *wt, const float *bias, int H, int W, int Co,
+                                    int stride, int up, int relu) {
+    extern __shared__ float4 wsm[]; /* (9*CI, Co/4): k-major, output channels contiguous */
+    const int K = 9 * CI;
+    float *ws = reinterpret_cast<float *>(wsm);
+    for (int idx = threadIdx.x; idx < K * Co; idx += blockDim.x) {
+        int k = idx / Co, co = idx % Co;
+        ws[idx] = bf2f(wt[(size_t)co * K + k]);
+    }
+    __syncthreads();
+    int Ho = stride == 2 ? (H + 1) / 2 : H, Wo = stride == 2 ? (W + 1) / 2 : W, Ws = up ? W >> 1 : W;
+    size_t p = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (p >= (size_t)Ho * Wo) return;
+    int oy = (int)(p / Wo), ox = (int)(p % Wo);
+    float x[K];
+#pragma unroll
+    for (int ky = 0; ky < 3; ky++)
+#pragma unroll
+        for (int kx = 0; kx < 3; kx++) {
+            int iy = oy * stride - 1 + ky, ix = ox * stride - 1 + kx;
+            bool ok = iy >= 0 && iy < H && ix >= 0 && ix < W;
+            size_t src = ok ? (size_t)(up ? (iy >> 1) * Ws + (ix >> 1) : iy * W + ix) * CI : 0;
+#pragma unroll
+            for (int c = 0; c < CI; c++) x[(ky * 3 + kx) * CI + c] = ok ? ld_px(in, src + c) : 0.0f;
+        }
+    for (int co8 = 0; co8 < Co; co8 += 8) {
+        float a[8];
+#pragma unroll
+        for (int j = 0; j < 8; j++) a[j] = bias ? bias[co8 + j] : 0.0f;
+#pragma unroll
+        for (int k = 0; k < K; k++) {
+            float4 w0 = wsm[(k * Co + co8) / 4], w1 = wsm[(k * Co + co8) / 4 + 1];
+            a[0] += x[k] * w0.x, a[1] += x[k] * w0.y, a[2] += x[k] * w0.z, a[3] += x[k] * w0.w;
+            a[4] += x[k] * w1.x, a[5] += x[k] * w1.y, a[6] += x[k] * w1.z, a[7] += x[k] * w1.w;
+        }
+        uint4 pk;
+        uint32_t *pw = reinterpret_cast<uint32_t *>(&pk);
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            float u = a[2 * j], v = a[2 * j + 1];
+            if (relu) u = fmaxf(u, 0.0f), v = fmaxf(v, 0.0f);
+            pw[j] = pack_bf16x2(u, v);
+        }
+        *reinterpret_cast<uint4 *>(out + p * Co + co8) = pk;
+    }
+}
+
+template <typename TO>
+static mg_status direct_in(void *out, const void *in, cu_dtype it, const bf16_t *wt, const float *bias, int H, int W,
+                           int Ci, int Co, int stride, int up, int relu, cudaStream_t st) {
+    switch (it) {
+    case CU_U8: return direct_launch<TO, uint8_t>(out, in, wt, bias, H, W, Ci, Co, stride, up, relu, st);
+    case CU_F32: return direct_launch<TO, float>(out, in, wt, bias, H, W, Ci, Co, stride, up, relu, st);
+    default: return direct_launch<TO, bf16>(out, in, wt, bias, H, W, Ci, Co, stride, up, relu, st);
+    }
+}
+
+template <typename TI>
+static mg_status thin_in_launch(void *out, const void *in, const bf16_t *wt, const float *bias, int H, int W, int Ci,
+                                int Co, int stride, int up, int relu, cudaStream_t st) {
+    int Ho = stride == 2 ? (H + 1) / 2 : H, Wo = stride == 2 ? (W + 1) / 2 : W;
+    dim3 grid(cu_blocks((size_t)Ho * Wo, DC_THREADS));
+    size_t smem = (size_t)9 * Ci * Co * sizeof(float);
+    if (Ci == 3)
+        conv_thin_in_kernel<TI, 3><<<grid, DC_THREADS, smem, st>>>((bf16 *)out, (const TI *)in, (const bf16 *)wt, bias,
+                                                                     H, W, Co, stride, up, relu);
+    else
+        conv_thin_in_kernel<TI, 4><<<grid, DC_THREADS, smem, st>>>((bf16 *)out, (const TI *)in, (const bf16 *)wt, bias,
+                                                                     H, W, Co, stride, up, relu);
+    CU_LAUNCHED();
+    return MG_OK;
+}
+
+template <typename TO>
+static mg_status thin_out_launch(void *out, const void *in, const bf16_t *wt, const float *bias, int H, int W, int Ci,
+                                 int Co, int stride, int up, int relu, cudaStream_t st) {
+    int Ho = stride == 2 ? (H + 1) / 2 : H, Wo = stride == 2 ? (W + 1) / 2 : W;
+    dim3 grid(cu_blocks((size_t)Ho * Wo, DC_THREADS));
+    conv_thin_out_kernel<TO><<<grid, DC_THREADS, (size_t)9 * Ci * sizeof(float4), st>>>(
+        (TO *)out, (const bf16 *)in, (const bf16 *)wt, bias, H, W, Ci, Co, stride, up, relu);
+    CU_LAUNCHED();
+    return MG_OK;
+}
+
+extern "C" mg_status cu_conv3x3_direct(void *out, cu_dtype ot, const void *in, cu_dtype it, const bf16_t *wt,
+                                       const float *bias, int H, int W, int Ci, int Co, int stride, int up, int relu,
+                                       cudaStream_t st) {
+    return cu_conv3x3_direct_v(2, out, ot, in, it, wt, bias, H, W, Ci, Co, stride, up, relu, st);
+}
+
+extern "C" mg_status cu_conv3x3_direct_v(int version, void *out, cu_dtype ot, const void *in, cu_dtype it,
+                                         const bf16_t *wt, const float *bias, int H, int W, int Ci, int Co, int stride,
+                                         int up, int relu, cudaStream_t st) {
+    if ((size_t)9 * Ci * DC_CO * sizeof(float) > 48 * 1024 || (up && (H % 2 || W % 2)) || (stride != 1 && stride != 2))
+        return mg_fail(MG_ERR_UNSUPPORTED, "CUDA conv3x3 (direct): Ci %d, %dx%d, stride %d, up %d", Ci, W, H, stride, up);
+    if ((size_t)H * W == 0 || Co <= 0) return MG_OK;
+    if (version >= 2 && it == CU_BF16 && Co <= 4 && Ci % 8 == 0 && (size_t)9 * Ci * 16 <= 48 * 1024) {
+        switch (ot) {
+        case CU_U8: return thin_out_launch<uint8_t>(out, in, wt, bias, H, W, Ci, Co, stride, up, relu, st);
+        case CU_F32: return thin_out_launch<float>(out, in, wt, bias, H, W, Ci, Co, stride, up, relu, st);
+        default: return thin_out_launch<bf16>(out, in, wt, bias, H, W, Ci, Co, stride, up, relu, st);
+        }
+    }
+    if (version >= 2 && ot == CU_BF16 && (Ci == 3 || Ci == 4) && Co % 8 == 0 && (size_t)9 * Ci * Co * 4 <= 48 * 1024) {
+        switch (it) {
+        case CU_U8: return thin_in_launch<uint8_t>(out, in, wt, bias, H, W, Ci, Co, stride, up, relu, st);
+        case CU_F32: return thin_in_launch<float>(out, in, wt, bias, H, W, Ci, Co, stride, up, relu, st);
+        default: return thin_in_launch<bf16>(out, in, wt, bias, H, W, Ci, Co, stride, up, relu, st);
+        }
+    }
+    switch (ot) {
+    case CU_U8: return direct_in<uint8_t>(out, in, it, wt, bias, H, W, Ci, Co, stride, up, relu, st);
+    case CU_F32: return direct_in<float>(out, in, it, wt, bias, H, W, Ci, Co, stride, up, relu, st);
+    default: return direct_in<bf16>(out, in, it, wt, bias, H, W, Ci, Co, stride, up, relu, st);
+    }
+}

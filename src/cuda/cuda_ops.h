@@ -1,0 +1,154 @@
+/* The CUDA ops: one launcher per op, C-callable, bf16 storage with fp32 accumulation.
+ *
+ * Each op has a CPU twin in src/ops/ops.h with the same meaning (tests/gpu/test_cuda.c holds
+ * them to it); some are fused forms of two CPU ops (named in the comment). Pointers are device
+ * pointers; every launcher enqueues on `st`, checks the launch, and returns an mg_status
+ * (MG_ERR_DEVICE with file and line on a CUDA or cuBLAS failure). Nothing here allocates per
+ * call: scratch comes from the caller, sized by the *_floats() helpers. Layouts as on the CPU:
+ * feature maps HWC, token rows (N, C), Linear weights (out, in), conv weights (Co, 9*Ci) with
+ * k = (ky*3 + kx)*Ci + ci (the transpose of conv3x3_pack's layout). */
+#ifndef MG_CUDA_OPS_H
+#define MG_CUDA_OPS_H
+
+#include <cuda_runtime_api.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mirage.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef uint16_t bf16_t; /* bfloat16 bits (device code reads it as __nv_bfloat16) */
+
+/* Host-side conversions (round to nearest even; NaN stays NaN). */
+bf16_t cu_f2bf(float x);
+float cu_bf2f(bf16_t x);
+
+/* Everything a kernel launch needs besides its arguments: the cuBLASLt handle, its workspace
+ * and the card's properties. One per stream (or per test). */
+typedef struct cu_ctx cu_ctx;
+/* MG_ERR_UNSUPPORTED "no CUDA device found" when there is none (no driver, no card). */
+mg_status cu_ctx_new(cu_ctx **out);
+void cu_ctx_free(cu_ctx *c);
+const char *cu_ctx_device_name(const cu_ctx *c);
+int cu_ctx_sm_count(const cu_ctx *c);
+/* Where a failure message is formatted: "file:line: call: cuda error string". */
+mg_status cu_fail(const char *file, int line, const char *what, const char *err);
+
+/* ---- GEMM (cuBLASLt): out (M, N) = A (M, K) @ W (N, K)^T [+ bias] [then GELU-tanh] ------- */
+typedef enum cu_epi { CU_EPI_NONE = 0, CU_EPI_BIAS, CU_EPI_GELU_BIAS } cu_epi;
+typedef struct cu_gemm cu_gemm;
+/* Plans once (heuristic query, outside any graph capture). out_f32: out and bias are float,
+ * else bf16. Where cuBLASLt has no algorithm for the fused epilogue, the plan falls back to a
+ * plain GEMM followed by our bias/GELU kernel (cu_gemm_fused() says which). */
+mg_status cu_gemm_plan(cu_ctx *c, cu_gemm **out, int M, int N, int K, int out_f32, cu_epi epi);
+mg_status cu_gemm_run(cu_ctx *c, const cu_gemm *g, void *out, const bf16_t *a, const bf16_t *w,
+                      const void *bias, cudaStream_t st);
+int cu_gemm_fused(const cu_gemm *g);
+void cu_gemm_free(cu_gemm *g);
+
+/* Conditioning rows: out (R, N) = x (R, K) fp32 @ w (N, K)^T bf16 + b (N), fp32 throughout
+ * but the weights (a matrix-vector kernel; the adaLN modulation of every layer at once). */
+mg_status cu_linear_rows(float *out, const float *x, const bf16_t *w, const float *b, int R, int K,
+                         int N, cudaStream_t st);
+
+/* ---- 3x3 convolution, pad 1 (conv3x3_forward) ---------------------------------------------- */
+typedef enum cu_dtype { CU_U8 = 0, CU_F32, CU_BF16 } cu_dtype;
+/* Implicit GEMM on tensor cores (mma.sync m16n8k16 bf16, fp32 accumulate), for Ci % 32 == 0 and
+ * Co % 8 == 0. The input is (H, W, Ci); with up = 1 it is (H/2, W/2, Ci) read as its nearest 2x
+ * upsample (upsample2x_forward fused). out (Ho, Wo, Co) = act(conv + bias + res): bias (Co)
+ * float or NULL, res (Ho, Wo, Co) or NULL (may be out itself), relu 0/1. */
+int cu_conv3x3_igemm_ok(int Ci, int Co);
+mg_status cu_conv3x3_igemm(bf16_t *out, const bf16_t *in, const bf16_t *wt, const float *bias,
+                           const bf16_t *res, int H, int W, int Ci, int Co, int stride, int up,
+                           int relu, cudaStream_t st);
+/* Direct convolution in fp32 for the thin layers (3 or 4 channels in or out): any input type
+ * (u8 reads as x/255, the encoder's rgb_u8_to_float fused), any output type (u8 clamps and
+ * rounds, rgb_float_to_u8 fused). */
+mg_status cu_conv3x3_direct(void *out, cu_dtype ot, const void *in, cu_dtype it, const bf16_t *wt,
+                            const float *bias, int H, int W, int Ci, int Co, int stride, int up,
+                            int relu, cudaStream_t st);
+
+/* The lab's handles on the kernel versions (dev/cuda/conv3x3.cu). igemm version 1: 128-pixel
+ * tiles, double buffer; version 2: 32-pixel tiles with 4 stages below 32768 output pixels,
+ * 128-pixel tiles with 3 stages above; version 3 (the library's): version 2 with ldmatrix
+ * fragment loads. direct version 1: the generic kernel
+ * only; version 2 (the library's): thin-layer kernels where they apply. */
+mg_status cu_conv3x3_igemm_v(int version, bf16_t *out, const bf16_t *in, const bf16_t *wt, const float *bias,
+                             const bf16_t *res, int H, int W, int Ci, int Co, int stride, int up, int relu,
+                             cudaStream_t st);
+mg_status cu_conv3x3_direct_v(int version, void *out, cu_dtype ot, const void *in, cu_dtype it, const bf16_t *wt,
+                              const float *bias, int H, int W, int Ci, int Co, int stride, int up, int relu,
+                              cudaStream_t st);
+
+/* ---- norms, activations, residuals ----------------------------------------------------- */
+/* out = LN(x)*(1+scale) + shift per row (layernorm_modulate_forward); x fp32, out bf16. */
+mg_status cu_layernorm_modulate(bf16_t *out, const float *x, const float *shift, const float *scale,
+                                int N, int C, cudaStream_t st);
+/* x += gate * y (gated_residual_forward), then, if out != NULL, out = LN(x)*(1+scale)+shift. */
+mg_status cu_gated_residual_ln(float *x, const float *y, const float *gate, bf16_t *out,
+                               const float *shift, const float *scale, int N, int C, cudaStream_t st);
+mg_status cu_silu(float *out, const float *in, size_t n, cudaStream_t st);
+mg_status cu_gelu_tanh(bf16_t *out, const bf16_t *in, size_t n, cudaStream_t st);
+mg_status cu_relu(bf16_t *out, const bf16_t *in, size_t n, cudaStream_t st);
+mg_status cu_add_relu(bf16_t *out, const bf16_t *a, const bf16_t *b, size_t n, cudaStream_t st);
+/* out (M, N) += bias (N) [then GELU-tanh]: the GEMM epilogue when cuBLASLt has none. */
+mg_status cu_bias_act(void *out, int out_f32, const void *bias, int M, int N, int gelu, cudaStream_t st);
+
+/* ---- RoPE + KV ring write ---------------------------------------------------------------- */
+#define CU_MAX_TPAIRS 64
+/* Per-frame values, uploaded each frame (inside the graph) from pinned host memory: kernels
+ * read them on the device, so one captured graph serves every frame. */
+typedef struct cu_frame_params {
+    int vis;   /* visible ring slots this frame (history + the current one) */
+    int slot;  /* ring slot the current frame's k,v go to */
+    int pad[2];
+    float tcos[CU_MAX_TPAIRS], tsin[CU_MAX_TPAIRS]; /* the time pairs' cos/sin at this frame */
+} cu_frame_params;
+/* qkv (N rows, stride ldq): q = columns [0, d) rotated in place; k = [d, 2d) rotated and
+ * written to k_ring + slot*N*d, v = [2d, 3d) copied to v_ring + slot*N*d (rows of d).
+ * Pairs j < nt take cos/sin from p->tcos/tsin, the others from the spatial tables
+ * (N, dh/2) (rope_tables at frame 0; their time columns are unused). */
+mg_status cu_rope_kv(bf16_t *qkv, int ldq, bf16_t *k_ring, bf16_t *v_ring, const float *cos_sp,
+                     const float *sin_sp, const cu_frame_params *p, int N, int H, int dh, cudaStream_t st);
+
+/* ---- attention: softmax(q k^T / sqrt(dh)) v, flash-style (attention_forward) ------------ */
+/* q (Nq rows, stride ldq), k and v (Nk rows, stride ldkv), out (Nq, H*dh) bf16. The key count
+ * is nk_slots[0] * Nk when nk_slots (a device int) is given, else Nk. Work is split over keys
+ * into `splits` parts (combined in a second kernel) so that small frames fill the card;
+ * scratch: cu_attention_scratch_floats(). dh must be 64 or 128. */
+int cu_attention_ok(int dh);
+mg_status cu_attention_setup(void); /* kernel attributes; once, by cu_ctx_new */
+int cu_attention_splits(const cu_ctx *c, int Nq, int Nk_max, int H);
+size_t cu_attention_scratch_floats(int Nq, int H, int dh, int splits);
+mg_status cu_attention(bf16_t *out, const bf16_t *q, int ldq, const bf16_t *k, const bf16_t *v,
+                       int ldkv, const int *nk_slots, int Nk, int Nq, int H, int dh, int splits,
+                       float *scratch, cudaStream_t st);
+
+/* The lab's handle on the kernel versions (dev/cuda/attention.cu): version 1 builds K and V
+ * fragments with plain shared loads, version 2 (the library's) with ldmatrix. */
+mg_status cu_attention_v(int version, bf16_t *out, const bf16_t *q, int ldq, const bf16_t *k, const bf16_t *v,
+                         int ldkv, const int *nk_slots, int Nk, int Nq, int H, int dh, int splits, float *scratch,
+                         cudaStream_t st);
+
+/* ---- layout ---------------------------------------------------------------------------- */
+/* tokens (H/p*W/p, 2*Z*p*p) bf16 from z and cond (H, W, Z) fp32; cond NULL reads zeros. */
+mg_status cu_patchify(bf16_t *tok, const float *z, const float *cond, int H, int W, int Z, int p,
+                      cudaStream_t st);
+/* v = unpatchify(tok) (tokens (H/p*W/p, Z*p*p) fp32); with tok_u: v = v_u + g*(v - v_u);
+ * then z += dt * v (the Euler step). dt = 1 onto z = 0 gives plain unpatchify. */
+mg_status cu_unpatchify_euler(float *z, const float *tok, const float *tok_u, float g, float dt,
+                              int H, int W, int Z, int p, cudaStream_t st);
+/* zc = (1 - sigma) z + sigma eps */
+mg_status cu_renoise(float *zc, const float *z, const float *eps, float sigma, size_t n, cudaStream_t st);
+mg_status cu_upsample2x(bf16_t *out, const bf16_t *in, int H, int W, int C, cudaStream_t st);
+mg_status cu_u8_to_float(float *out, const uint8_t *in, size_t n, cudaStream_t st);
+mg_status cu_float_to_u8(uint8_t *out, const float *in, size_t n, cudaStream_t st);
+mg_status cu_f32_to_bf16(bf16_t *out, const float *in, size_t n, cudaStream_t st);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,657 @@
+/* The CUDA frame step, top to bottom as in src/model/stream.c: take the frame, encode, denoise
+ * N steps against the KV ring, refresh the ring, decode, hand the frame back. Same math as
+ * the CPU (dit.c, tae.c), with bf16 storage and fp32 accumulation; the residual stream and
+ * the latents stay fp32.
+ *
+ * Everything is allocated once in cuda_stream_new (one device arena, laid out by the same
+ * function run twice: measure, then assign), the weights are converted to bf16 once, and the
+ * GEMMs are planned once. The step is captured as a CUDA graph the first time it runs (one
+ * per dream flag) and replayed afterwards. What changes from frame to frame is uploaded
+ * inside the graph from pinned host memory: the input frame, the two noise draws, and a small
+ * parameter block (ring slot, visible slots, the RoPE time angles computed on the host in
+ * float64 by rope_tables). So the kernels read the per-frame values on the device, and the
+ * captured launches stay valid for every frame.
+ *
+ * The ring on the GPU keeps the same frames visible as kv_ring but not in the same slots:
+ * frame f writes slot f mod (K+1) and sees slots [0, min(f, K)], so no slot is ever copied
+ * (the CPU ring writes a spare slot and copies it over the oldest on push). Attention does
+ * not depend on the order of the keys, only on which are visible.
+ *
+ * The conditioning (timestep embedding, t1, t2, prompt row) depends only on (sigma, prompt),
+ * so it is computed on the host with the CPU ops for every pass of the step, and the adaLN
+ * modulation of every layer and pass is one kernel over the concatenated ada weights, run
+ * when the prompt changes (outside the graph), not every frame. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda/cuda_common.h"
+#include "cuda/cuda_stream.h"
+
+extern "C" {
+#include "core/timing.h"
+#include "model/forward.h"
+#include "ops/ops.h"
+}
+
+#define MAX_PASS_ROWS 129 /* conditioning rows: 64 steps x 2 (guidance) + refresh */
+#define MAX_EVENTS 72
+
+typedef struct cu_conv {
+    bf16_t *w; /* (co, 9*ci) */
+    float *b;  /* (co) or NULL */
+    int ci, co;
+} cu_conv;
+
+typedef struct cu_tae {
+    cu_conv enc_in, enc_down[3], enc_out, enc_b[MG_TAE_BLOCKS][3];
+    cu_conv dec_in, dec_up[3], dec_out, dec_b[MG_TAE_BLOCKS][3];
+} cu_tae;
+
+typedef struct cu_layer {
+    bf16_t *qkv_w, *qkv_b;  /* (3d, d), (3d) bf16: the GEMM writes bf16 */
+    bf16_t *proj_w;         /* (d, d) */
+    float *proj_b;          /* (d) fp32: the GEMM writes fp32 */
+    bf16_t *fc1_w, *fc1_b;  /* (4d, d), (4d) */
+    bf16_t *fc2_w;          /* (d, 4d) */
+    float *fc2_b;           /* (d) */
+} cu_layer;
+
+struct cuda_stream {
+    const mg_model *m;
+    cuda_stream_cfg cfg;
+    int H, W, lh, lw, N, d, L, heads, dh, Z, zpp, c, K, passes, rows, guided, lmod, splits;
+    size_t lat;
+    cu_ctx *ctx;
+    cudaStream_t st, st2;  /* st2: the decode, concurrent with the KV refresh */
+    cudaEvent_t ev_fork, ev_join;
+    int mode;
+    /* device arena */
+    char *dev;
+    size_t dev_bytes;
+    cu_tae tae;
+    bf16_t *in_w, *ada_w, *fout_w;
+    float *in_b, *ada_b, *fout_b;
+    cu_layer *layers; /* host array of device pointers */
+    uint8_t *d_in, *d_out;
+    bf16_t *fm[3];    /* TAE feature maps (H, W, c) */
+    float *d_noise;   /* z (lat) then ctx noise (lat): one upload; z is denoised in place */
+    float *d_cond, *d_zc;
+    const float *cond_in; /* what patchify reads as the condition: d_cond, or NULL (dream) */
+    bf16_t *tok, *y, *qkv, *att, *hbuf;
+    float *x, *y32, *out_c, *out_u, *att_scratch;
+    bf16_t *ring_k, *ring_v; /* (L, K+1, N, d) */
+    float *rope_cos, *rope_sin; /* (N, dh/2) spatial tables */
+    float *mod;       /* (rows, lmod): every pass's modulation, all layers + final */
+    float *d_sc;      /* (rows, d) silu(c) per pass */
+    cu_frame_params *d_params;
+    /* pinned host */
+    cu_frame_params *h_params;
+    float *h_noise, *h_sc;
+    uint8_t *h_in, *h_out;
+    /* plans */
+    cu_gemm *g_in, *g_qkv, *g_proj, *g_fc1, *g_fc2, *g_out;
+    /* graphs, one per dream flag */
+    cudaGraphExec_t exec[2];
+    int have_exec[2];
+    /* state */
+    long long frame;
+    int cur_prompt;   /* prompt the modulation was computed for (-1: none yet) */
+    float dt[64], sig[65];
+    cudaEvent_t ev[MAX_EVENTS], ev_a, ev_b;
+    mg_step_timing timing;
+    double device_ms, flops;
+};
+
+/* ---- layout ---------------------------------------------------------------------------- */
+
+static void *take(char *base, size_t *off, size_t bytes) {
+    void *p = base ? base + *off : NULL;
+    *off += (bytes + 255) & ~(size_t)255;
+    return p;
+}
+
+static void conv_layout(cu_conv *cv, const conv_w *src, char *base, size_t *off) {
+    cv->ci = src->ci, cv->co = src->co;
+    cv->w = (bf16_t *)take(base, off, (size_t)9 * src->ci * src->co * 2);
+    cv->b = src->b ? (float *)take(base, off, (size_t)src->co * 4) : NULL;
+}
+
+static size_t stream_layout(cuda_stream *s, char *base) {
+    const mg_model *m = s->m;
+    size_t off = 0, TN = (size_t)s->N, d = s->d;
+    const tae_weights *T = &m->tae;
+    cu_tae *G = &s->tae;
+    conv_layout(&G->enc_in, &T->enc_in, base, &off);
+    conv_layout(&G->enc_out, &T->enc_out, base, &off);
+    conv_layout(&G->dec_in, &T->dec_in, base, &off);
+    conv_layout(&G->dec_out, &T->dec_out, base, &off);
+    for (int i = 0; i < 3; i++) {
+        conv_layout(&G->enc_down[i], &T->enc_down[i], base, &off);
+        conv_layout(&G->dec_up[i], &T->dec_up[i], base, &off);
+    }
+    for (int i = 0; i < MG_TAE_BLOCKS; i++)
+        for (int j = 0; j < 3; j++) {
+            conv_layout(&G->enc_b[i][j], &T->enc_b[i][j], base, &off);
+            conv_layout(&G->dec_b[i][j], &T->dec_b[i][j], base, &off);
+        }
+    s->in_w = (bf16_t *)take(base, &off, d * 2 * s->zpp * 2);
+    s->in_b = (float *)take(base, &off, d * 4);
+    s->ada_w = (bf16_t *)take(base, &off, (size_t)s->lmod * d * 2);
+    s->ada_b = (float *)take(base, &off, (size_t)s->lmod * 4);
+    s->fout_w = (bf16_t *)take(base, &off, (size_t)s->zpp * d * 2);
+    s->fout_b = (float *)take(base, &off, (size_t)s->zpp * 4);
+    for (int l = 0; l < s->L; l++) {
+        cu_layer *Ly = &s->layers[l];
+        Ly->qkv_w = (bf16_t *)take(base, &off, 3 * d * d * 2);
+        Ly->qkv_b = (bf16_t *)take(base, &off, 3 * d * 2);
+        Ly->proj_w = (bf16_t *)take(base, &off, d * d * 2);
+        Ly->proj_b = (float *)take(base, &off, d * 4);
+        Ly->fc1_w = (bf16_t *)take(base, &off, 4 * d * d * 2);
+        Ly->fc1_b = (bf16_t *)take(base, &off, 4 * d * 2);
+        Ly->fc2_w = (bf16_t *)take(base, &off, 4 * d * d * 2);
+        Ly->fc2_b = (float *)take(base, &off, d * 4);
+    }
+    size_t px = (size_t)s->H * s->W;
+    s->d_in = (uint8_t *)take(base, &off, px * 3);
+    s->d_out = (uint8_t *)take(base, &off, px * 3);
+    for (int i = 0; i < 3; i++) s->fm[i] = (bf16_t *)take(base, &off, px * s->c * 2);
+    s->d_noise = (float *)take(base, &off, 2 * s->lat * 4);
+    s->d_cond = (float *)take(base, &off, s->lat * 4);
+    s->d_zc = (float *)take(base, &off, s->lat * 4);
+    s->tok = (bf16_t *)take(base, &off, TN * 2 * s->zpp * 2);
+    s->x = (float *)take(base, &off, TN * d * 4);
+    s->y = (bf16_t *)take(base, &off, TN * d * 2);
+    s->y32 = (float *)take(base, &off, TN * d * 4);
+    s->qkv = (bf16_t *)take(base, &off, TN * 3 * d * 2);
+    s->att = (bf16_t *)take(base, &off, TN * d * 2);
+    s->hbuf = (bf16_t *)take(base, &off, TN * 4 * d * 2);
+    s->out_c = (float *)take(base, &off, TN * s->zpp * 4);
+    s->out_u = (float *)take(base, &off, TN * s->zpp * 4);
+    s->att_scratch = (float *)take(base, &off, cu_attention_scratch_floats(s->N, s->heads, s->dh, s->splits) * 4 + 16);
+    size_t ring = (size_t)s->L * (s->K + 1) * TN * d * 2;
+    s->ring_k = (bf16_t *)take(base, &off, ring);
+    s->ring_v = (bf16_t *)take(base, &off, ring);
+    s->rope_cos = (float *)take(base, &off, TN * s->dh / 2 * 4);
+    s->rope_sin = (float *)take(base, &off, TN * s->dh / 2 * 4);
+    s->mod = (float *)take(base, &off, (size_t)s->rows * s->lmod * 4);
+    s->d_sc = (float *)take(base, &off, (size_t)s->rows * d * 4);
+    s->d_params = (cu_frame_params *)take(base, &off, sizeof(cu_frame_params));
+    return off;
+}
+
+/* ---- weight upload --------------------------------------------------------------------- */
+
+/* bf16 copy of n floats (or of the transposed packed conv weight when co > 0). */
+static mg_status upload_bf16(bf16_t *dst, const float *src, size_t n, bf16_t *stage) {
+    for (size_t i = 0; i < n; i++) stage[i] = cu_f2bf(src[i]);
+    CU_TRY(cudaMemcpy(dst, stage, n * 2, cudaMemcpyHostToDevice));
+    return MG_OK;
+}
+
+static mg_status upload_f32(float *dst, const float *src, size_t n) {
+    CU_TRY(cudaMemcpy(dst, src, n * 4, cudaMemcpyHostToDevice));
+    return MG_OK;
+}
+
+static mg_status upload_conv(const cu_conv *cv, const conv_w *src, bf16_t *stage) {
+    /* the CPU's packed (9*ci, co) -> ours (co, 9*ci) */
+    size_t K = (size_t)9 * src->ci;
+    for (int co = 0; co < src->co; co++)
+        for (size_t k = 0; k < K; k++) stage[co * K + k] = cu_f2bf(src->wp[k * src->co + co]);
+    CU_TRY(cudaMemcpy(cv->w, stage, K * src->co * 2, cudaMemcpyHostToDevice));
+    if (src->b) CU_MG(upload_f32(cv->b, src->b, src->co));
+    return MG_OK;
+}
+
+static mg_status upload_weights(cuda_stream *s, bf16_t *stage) {
+    const mg_model *m = s->m;
+    const tae_weights *T = &m->tae;
+    cu_tae *G = &s->tae;
+    const dit_weights *D = &m->dit;
+    size_t d = s->d;
+    CU_MG(upload_conv(&G->enc_in, &T->enc_in, stage));
+    CU_MG(upload_conv(&G->enc_out, &T->enc_out, stage));
+    CU_MG(upload_conv(&G->dec_in, &T->dec_in, stage));
+    CU_MG(upload_conv(&G->dec_out, &T->dec_out, stage));
+    for (int i = 0; i < 3; i++) {
+        CU_MG(upload_conv(&G->enc_down[i], &T->enc_down[i], stage));
+        CU_MG(upload_conv(&G->dec_up[i], &T->dec_up[i], stage));
+    }
+    for (int i = 0; i < MG_TAE_BLOCKS; i++)
+        for (int j = 0; j < 3; j++) {
+            CU_MG(upload_conv(&G->enc_b[i][j], &T->enc_b[i][j], stage));
+            CU_MG(upload_conv(&G->dec_b[i][j], &T->dec_b[i][j], stage));
+        }
+    CU_MG(upload_bf16(s->in_w, D->in_w, d * 2 * s->zpp, stage));
+    CU_MG(upload_f32(s->in_b, D->in_b, d));
+    for (int l = 0; l < s->L; l++) {
+        const dit_layer *Lc = &D->layers[l];
+        cu_layer *Ly = &s->layers[l];
+        CU_MG(upload_bf16(s->ada_w + (size_t)l * 6 * d * d, Lc->ada_w, 6 * d * d, stage));
+        CU_MG(upload_f32(s->ada_b + (size_t)l * 6 * d, Lc->ada_b, 6 * d));
+        CU_MG(upload_bf16(Ly->qkv_w, Lc->qkv_w, 3 * d * d, stage));
+        CU_MG(upload_bf16(Ly->qkv_b, Lc->qkv_b, 3 * d, stage));
+        CU_MG(upload_bf16(Ly->proj_w, Lc->proj_w, d * d, stage));
+        CU_MG(upload_f32(Ly->proj_b, Lc->proj_b, d));
+        CU_MG(upload_bf16(Ly->fc1_w, Lc->fc1_w, 4 * d * d, stage));
+        CU_MG(upload_bf16(Ly->fc1_b, Lc->fc1_b, 4 * d, stage));
+        CU_MG(upload_bf16(Ly->fc2_w, Lc->fc2_w, 4 * d * d, stage));
+        CU_MG(upload_f32(Ly->fc2_b, Lc->fc2_b, d));
+    }
+    CU_MG(upload_bf16(s->ada_w + (size_t)s->L * 6 * d * d, D->fada_w, 2 * d * d, stage));
+    CU_MG(upload_f32(s->ada_b + (size_t)s->L * 6 * d, D->fada_b, 2 * d));
+    CU_MG(upload_bf16(s->fout_w, D->fout_w, (size_t)s->zpp * d, stage));
+    CU_MG(upload_f32(s->fout_b, D->fout_b, s->zpp));
+    return MG_OK;
+}
+
+/* ---- conditioning ---------------------------------------------------------------------- */
+
+/* Row r's sigma and prompt: step i's passes (conditional, then unconditional with guidance),
+ * then the refresh pass. */
+static void pass_row(const cuda_stream *s, int r, int prompt, float *sigma, int *row_prompt) {
+    int per = s->guided ? 2 : 1;
+    if (r < s->cfg.steps * per) {
+        *sigma = s->sig[r / per];
+        *row_prompt = (s->guided && r % per == 1) ? 0 : prompt;
+    } else {
+        *sigma = s->m->cfg.sigma_ctx;
+        *row_prompt = prompt;
+    }
+}
+
+/* silu(c) for every pass on the host (dit.c's conditioning()), then the modulation of every
+ * layer for every pass on the device. Outside the graph; runs when the prompt changes. */
+static mg_status set_prompt(cuda_stream *s, int prompt) {
+    const dit_weights *D = &s->m->dit;
+    int d = s->d;
+    float temb[256], *tmp = (float *)malloc((size_t)d * sizeof(float));
+    if (!tmp) return mg_fail(MG_ERR_NOMEM, "out of memory");
+    for (int r = 0; r < s->rows; r++) {
+        float sigma;
+        int p;
+        pass_row(s, r, prompt, &sigma, &p);
+        float *c = s->h_sc + (size_t)r * d;
+        timestep_embedding(temb, sigma);
+        linear_forward(tmp, temb, D->t1_w, D->t1_b, 1, 256, d);
+        silu_forward(tmp, tmp, d);
+        linear_forward(c, tmp, D->t2_w, D->t2_b, 1, d, d);
+        add_inplace(c, D->prompt + (size_t)p * d, d);
+        silu_forward(c, c, d);
+    }
+    free(tmp);
+    CU_TRY(cudaMemcpyAsync(s->d_sc, s->h_sc, (size_t)s->rows * d * 4, cudaMemcpyHostToDevice, s->st));
+    CU_MG(cu_linear_rows(s->mod, s->d_sc, s->ada_w, s->ada_b, s->rows, d, s->lmod, s->st));
+    s->cur_prompt = prompt;
+    return MG_OK;
+}
+
+/* ---- the networks ---------------------------------------------------------------------- */
+
+static mg_status conv(cudaStream_t st, bf16_t *out, const bf16_t *in, const cu_conv *cv, const bf16_t *res, int H,
+                      int W, int stride, int up, int relu) {
+    if (cu_conv3x3_igemm_ok(cv->ci, cv->co))
+        return cu_conv3x3_igemm(out, in, cv->w, cv->b, res, H, W, cv->ci, cv->co, stride, up, relu, st);
+    if (!res) return cu_conv3x3_direct(out, CU_BF16, in, CU_BF16, cv->w, cv->b, H, W, cv->ci, cv->co, stride, up, relu, st);
+    /* residual without the fused epilogue: conv into out's twin, then relu(res + it) */
+    return mg_fail(MG_ERR_UNSUPPORTED, "CUDA TAE: width %d needs the implicit-GEMM conv (multiple of 32)", cv->ci);
+}
+
+/* x = relu(c3(relu(c2(relu(c1(x))))) + x) */
+static mg_status block(cudaStream_t st, const cu_conv cv[3], bf16_t *x, bf16_t *t1, bf16_t *t2, int H, int W) {
+    CU_MG(conv(st, t1, x, &cv[0], NULL, H, W, 1, 0, 1));
+    CU_MG(conv(st, t2, t1, &cv[1], NULL, H, W, 1, 0, 1));
+    CU_MG(conv(st, x, t2, &cv[2], x, H, W, 1, 0, 1));
+    return MG_OK;
+}
+
+static mg_status encode(const cuda_stream *s) {
+    const cu_tae *T = &s->tae;
+    bf16_t *cur = s->fm[0], *oth = s->fm[1], *tmp = s->fm[2];
+    int h = s->H, w = s->W;
+    CU_MG(cu_conv3x3_direct(cur, CU_BF16, s->d_in, CU_U8, T->enc_in.w, T->enc_in.b, h, w, 3, s->c, 1, 0, 0, s->st));
+    for (int i = 0; i < MG_TAE_BLOCKS; i++) {
+        if (i == 1 || i == 4 || i == 7) {
+            CU_MG(conv(s->st, oth, cur, &T->enc_down[i / 3], NULL, h, w, 2, 0, 0));
+            h = (h + 1) / 2, w = (w + 1) / 2;
+            bf16_t *t = cur; cur = oth; oth = t;
+        }
+        CU_MG(block(s->st, T->enc_b[i], cur, oth, tmp, h, w));
+    }
+    return cu_conv3x3_direct(s->d_cond, CU_F32, cur, CU_BF16, T->enc_out.w, T->enc_out.b, h, w, s->c, s->Z, 1, 0, 0, s->st);
+}
+
+static mg_status decode(const cuda_stream *s, const float *z, cudaStream_t st) {
+    const cu_tae *T = &s->tae;
+    bf16_t *cur = s->fm[0], *oth = s->fm[1], *tmp = s->fm[2];
+    int h = s->lh, w = s->lw;
+    CU_MG(cu_conv3x3_direct(cur, CU_BF16, z, CU_F32, T->dec_in.w, T->dec_in.b, h, w, s->Z, s->c, 1, 0, 1, st));
+    for (int i = 0; i < MG_TAE_BLOCKS; i++) {
+        if (i == 3 || i == 6 || i == 9) { /* nearest 2x fused into the conv's gather */
+            h *= 2, w *= 2;
+            CU_MG(conv(st, oth, cur, &T->dec_up[i / 3 - 1], NULL, h, w, 1, 1, 0));
+            bf16_t *t = cur; cur = oth; oth = t;
+        }
+        CU_MG(block(st, T->dec_b[i], cur, oth, tmp, h, w));
+    }
+    return cu_conv3x3_direct(s->d_out, CU_U8, cur, CU_BF16, T->dec_out.w, T->dec_out.b, h, w, s->c, 3, 1, 0, 0, st);
+}
+
+/* One DiT pass over the current frame (dit_forward with a ring, T = 1). row: the conditioning
+ * row; refresh: stop after the last block's k,v are in the ring; out: velocity tokens. */
+static mg_status dit_pass(cuda_stream *s, const float *z, int row, int refresh, float *out) {
+    cu_ctx *c = s->ctx;
+    int N = s->N, d = s->d, L = s->L;
+    const float *mrow = s->mod + (size_t)row * s->lmod;
+    size_t slot_stride = (size_t)N * d, layer_stride = (size_t)(s->K + 1) * slot_stride;
+    CU_MG(cu_patchify(s->tok, z, s->cond_in, s->lh, s->lw, s->Z, s->m->cfg.patch, s->st));
+    CU_MG(cu_gemm_run(c, s->g_in, s->x, s->tok, s->in_w, s->in_b, s->st));
+    CU_MG(cu_layernorm_modulate(s->y, s->x, mrow, mrow + d, N, d, s->st));
+    for (int l = 0; l < L; l++) {
+        const cu_layer *Ly = &s->layers[l];
+        const float *mo = mrow + (size_t)l * 6 * d;
+        bf16_t *kr = s->ring_k + l * layer_stride, *vr = s->ring_v + l * layer_stride;
+        CU_MG(cu_gemm_run(c, s->g_qkv, s->qkv, s->y, Ly->qkv_w, Ly->qkv_b, s->st));
+        CU_MG(cu_rope_kv(s->qkv, 3 * d, kr, vr, s->rope_cos, s->rope_sin, s->d_params, N, s->heads, s->dh, s->st));
+        if (refresh && l == L - 1) return MG_OK; /* only the k,v were wanted */
+        CU_MG(cu_attention(s->att, s->qkv, 3 * d, kr, vr, d, &s->d_params->vis, N, N, s->heads, s->dh, s->splits,
+                           s->att_scratch, s->st));
+        CU_MG(cu_gemm_run(c, s->g_proj, s->y32, s->att, Ly->proj_w, Ly->proj_b, s->st));
+        CU_MG(cu_gated_residual_ln(s->x, s->y32, mo + 2 * d, s->y, mo + 3 * d, mo + 4 * d, N, d, s->st));
+        CU_MG(cu_gemm_run(c, s->g_fc1, s->hbuf, s->y, Ly->fc1_w, Ly->fc1_b, s->st));
+        CU_MG(cu_gemm_run(c, s->g_fc2, s->y32, s->hbuf, Ly->fc2_w, Ly->fc2_b, s->st));
+        /* x += gate2 * mlp, then the next layer's (or the final) modulated norm */
+        const float *nsh = l + 1 < L ? mo + 6 * d : mrow + (size_t)L * 6 * d;
+        CU_MG(cu_gated_residual_ln(s->x, s->y32, mo + 5 * d, s->y, nsh, nsh + d, N, d, s->st));
+    }
+    return cu_gemm_run(c, s->g_out, out, s->y, s->fout_w, s->fout_b, s->st);
+}
+
+static mg_status mark(cuda_stream *s, int profile, int i) {
+    if (profile) CU_TRY(cudaEventRecord(s->ev[i], s->st));
+    return MG_OK;
+}
+
+/* Everything one frame enqueues: captured into the graph, or launched directly. */
+static mg_status step_body(cuda_stream *s, int dream, int profile) {
+    cudaStream_t st = s->st;
+    int per = s->guided ? 2 : 1, e = 0;
+    float *z = s->d_noise, *ctx = s->d_noise + s->lat;
+    CU_TRY(cudaMemcpyAsync(s->d_params, s->h_params, sizeof(cu_frame_params), cudaMemcpyHostToDevice, st));
+    CU_TRY(cudaMemcpyAsync(s->d_noise, s->h_noise, 2 * s->lat * 4, cudaMemcpyHostToDevice, st));
+    if (!dream) CU_TRY(cudaMemcpyAsync(s->d_in, s->h_in, (size_t)s->H * s->W * 3, cudaMemcpyHostToDevice, st));
+    CU_MG(mark(s, profile, e++));
+    /* 1. encode the input frame (dream drops it: cond reads as zeros) */
+    s->cond_in = dream ? NULL : s->d_cond;
+    if (!dream) CU_MG(encode(s));
+    CU_MG(mark(s, profile, e++));
+    /* 2. denoise from the noise with Euler steps, each attending to the ring */
+    for (int i = 0; i < s->cfg.steps; i++) {
+        CU_MG(dit_pass(s, z, i * per, 0, s->out_c));
+        if (s->guided) CU_MG(dit_pass(s, z, i * per + 1, 0, s->out_u));
+        CU_MG(cu_unpatchify_euler(z, s->out_c, s->guided ? s->out_u : NULL, s->cfg.guidance, s->dt[i], s->lh, s->lw,
+                                  s->Z, s->m->cfg.patch, st));
+        CU_MG(mark(s, profile, e++));
+    }
+    /* 3 and 4 both read only the final z: outside profiling, the decode runs on a second
+     * stream (a fork and a join in the graph) so that its convolutions fill the SMs the
+     * launch-bound refresh pass leaves idle. Profiling runs them one after the other. */
+    cudaStream_t dst = profile ? st : s->st2;
+    if (!profile) {
+        CU_TRY(cudaEventRecord(s->ev_fork, st));
+        CU_TRY(cudaStreamWaitEvent(s->st2, s->ev_fork, 0));
+        CU_MG(decode(s, z, dst));
+        CU_TRY(cudaMemcpyAsync(s->h_out, s->d_out, (size_t)s->H * s->W * 3, cudaMemcpyDeviceToHost, dst));
+        CU_TRY(cudaEventRecord(s->ev_join, dst));
+    }
+    /* 3. refresh the ring: the clean latent re-noised to sigma_ctx, seen once */
+    if (s->K > 0) {
+        CU_MG(cu_renoise(s->d_zc, z, ctx, s->m->cfg.sigma_ctx, s->lat, st));
+        CU_MG(dit_pass(s, s->d_zc, s->rows - 1, 1, NULL));
+    }
+    CU_MG(mark(s, profile, e++));
+    /* 4. decode, straight to u8 */
+    if (profile) {
+        CU_MG(decode(s, z, dst));
+        CU_TRY(cudaMemcpyAsync(s->h_out, s->d_out, (size_t)s->H * s->W * 3, cudaMemcpyDeviceToHost, dst));
+    } else {
+        CU_TRY(cudaStreamWaitEvent(st, s->ev_join, 0));
+    }
+    CU_MG(mark(s, profile, e++));
+    return MG_OK;
+}
+
+static mg_status capture(cuda_stream *s, int dream) {
+    cudaGraph_t g;
+    CU_TRY(cudaStreamBeginCapture(s->st, cudaStreamCaptureModeThreadLocal));
+    mg_status st = step_body(s, dream, 0);
+    cudaError_t e = cudaStreamEndCapture(s->st, &g);
+    if (st != MG_OK) {
+        if (e == cudaSuccess) cudaGraphDestroy(g);
+        return st;
+    }
+    if (e != cudaSuccess) return cu_fail(__FILE__, __LINE__, "cudaStreamEndCapture", cudaGetErrorString(e));
+    e = cudaGraphInstantiate(&s->exec[dream], g, 0);
+    cudaGraphDestroy(g);
+    if (e != cudaSuccess) return cu_fail(__FILE__, __LINE__, "cudaGraphInstantiate", cudaGetErrorString(e));
+    s->have_exec[dream] = 1;
+    return MG_OK;
+}
+
+/* ---- FLOPs of one frame (2 per multiply-add), with the ring full ------------------------ */
+
+static double conv_flops(int Ho, int Wo, int ci, int co) { return 2.0 * Ho * Wo * 9.0 * ci * co; }
+
+static double frame_flops(const cuda_stream *s) {
+    int c = s->c, Z = s->Z, h = s->H, w = s->W;
+    double f = conv_flops(h, w, 3, c);
+    for (int i = 0; i < MG_TAE_BLOCKS; i++) {
+        if (i == 1 || i == 4 || i == 7) h = (h + 1) / 2, w = (w + 1) / 2, f += conv_flops(h, w, c, c);
+        f += 3 * conv_flops(h, w, c, c);
+    }
+    f += conv_flops(h, w, c, Z);
+    h = s->lh, w = s->lw;
+    f += conv_flops(h, w, Z, c);
+    for (int i = 0; i < MG_TAE_BLOCKS; i++) {
+        if (i == 3 || i == 6 || i == 9) h *= 2, w *= 2, f += conv_flops(h, w, c, c);
+        f += 3 * conv_flops(h, w, c, c);
+    }
+    f += conv_flops(h, w, c, 3);
+    double N = s->N, d = s->d, Nk = (double)(s->K + 1) * N;
+    double qkv = 2 * N * d * 3 * d, rest = 4 * N * Nk * d + 2 * N * d * d + 2 * 2 * N * d * 4 * d;
+    double in = 2 * N * 2 * s->zpp * d, pass = in + s->L * (qkv + rest) + 2 * N * d * s->zpp;
+    f += s->cfg.steps * (s->guided ? 2 : 1) * pass;
+    if (s->K > 0) f += in + s->L * qkv + (s->L - 1) * rest;
+    return f;
+}
+
+/* ---- lifetime ---------------------------------------------------------------------------- */
+
+static mg_status stream_init(cuda_stream *s) {
+    const mg_config *mc = &s->m->cfg;
+    CU_MG(cu_ctx_new(&s->ctx));
+    if (!cu_attention_ok(s->dh) || s->d % 8 || s->d > 2048 || s->dh / 2 / 4 > CU_MAX_TPAIRS ||
+        !cu_conv3x3_igemm_ok(s->c, s->c) || s->rows > MAX_PASS_ROWS || (size_t)9 * s->c * 8 * 4 > 48 * 1024)
+        return mg_fail(MG_ERR_UNSUPPORTED, "--device cuda: config %s (d %d, heads %d, tae_ch %d, %d passes) is outside "
+                       "what the CUDA backend supports (head width 64 or 128, d <= 2048 and a multiple of 8, "
+                       "tae_ch a multiple of 32 up to 160)", mc->name, s->d, s->heads, s->c, s->rows);
+    s->splits = cu_attention_splits(s->ctx, s->N, (s->K + 1) * s->N, s->heads);
+    for (int i = 0; i <= s->cfg.steps; i++) s->sig[i] = sampler_sigma(i, s->cfg.steps, mc->shift);
+    for (int i = 0; i < s->cfg.steps; i++) s->dt[i] = s->sig[i + 1] - s->sig[i];
+    CU_TRY(cudaStreamCreateWithFlags(&s->st, cudaStreamNonBlocking));
+    CU_TRY(cudaStreamCreateWithFlags(&s->st2, cudaStreamNonBlocking));
+    CU_TRY(cudaEventCreateWithFlags(&s->ev_fork, cudaEventDisableTiming));
+    CU_TRY(cudaEventCreateWithFlags(&s->ev_join, cudaEventDisableTiming));
+    for (int i = 0; i < MAX_EVENTS; i++) CU_TRY(cudaEventCreate(&s->ev[i]));
+    CU_TRY(cudaEventCreate(&s->ev_a));
+    CU_TRY(cudaEventCreate(&s->ev_b));
+
+    s->dev_bytes = stream_layout(s, NULL);
+    CU_TRY(cudaMalloc((void **)&s->dev, s->dev_bytes));
+    stream_layout(s, s->dev);
+    CU_TRY(cudaMemset(s->dev, 0, s->dev_bytes));
+    CU_TRY(cudaMallocHost((void **)&s->h_params, sizeof(cu_frame_params)));
+    CU_TRY(cudaMallocHost((void **)&s->h_noise, 2 * s->lat * 4));
+    CU_TRY(cudaMallocHost((void **)&s->h_sc, (size_t)s->rows * s->d * 4));
+    CU_TRY(cudaMallocHost((void **)&s->h_in, (size_t)s->H * s->W * 3));
+    CU_TRY(cudaMallocHost((void **)&s->h_out, (size_t)s->H * s->W * 3));
+    memset(s->h_params, 0, sizeof *s->h_params);
+
+    size_t stage_n = (size_t)6 * s->d * s->d, conv_n = (size_t)9 * s->c * s->c;
+    if (conv_n > stage_n) stage_n = conv_n;
+    bf16_t *stage = (bf16_t *)malloc(stage_n * 2);
+    if (!stage) return mg_fail(MG_ERR_NOMEM, "out of memory staging weights");
+    mg_status st = upload_weights(s, stage);
+    free(stage);
+    CU_MG(st);
+
+    /* spatial RoPE tables (the time pairs come per frame) */
+    size_t tab = (size_t)s->N * s->dh / 2;
+    float *cs = (float *)malloc(tab * 2 * sizeof(float));
+    if (!cs) return mg_fail(MG_ERR_NOMEM, "out of memory");
+    rope_tables(cs, cs + tab, 0, s->lh / mc->patch, s->lw / mc->patch, s->dh, mc->rope_theta);
+    st = upload_f32(s->rope_cos, cs, tab);
+    if (st == MG_OK) st = upload_f32(s->rope_sin, cs + tab, tab);
+    free(cs);
+    CU_MG(st);
+
+    int N = s->N, d = s->d;
+    CU_MG(cu_gemm_plan(s->ctx, &s->g_in, N, d, 2 * s->zpp, 1, CU_EPI_BIAS));
+    CU_MG(cu_gemm_plan(s->ctx, &s->g_qkv, N, 3 * d, d, 0, CU_EPI_BIAS));
+    CU_MG(cu_gemm_plan(s->ctx, &s->g_proj, N, d, d, 1, CU_EPI_BIAS));
+    CU_MG(cu_gemm_plan(s->ctx, &s->g_fc1, N, 4 * d, d, 0, CU_EPI_GELU_BIAS));
+    CU_MG(cu_gemm_plan(s->ctx, &s->g_fc2, N, d, 4 * d, 1, CU_EPI_BIAS));
+    CU_MG(cu_gemm_plan(s->ctx, &s->g_out, N, s->zpp, d, 1, CU_EPI_BIAS));
+    CU_TRY(cudaStreamSynchronize(s->st));
+    s->flops = frame_flops(s);
+    return MG_OK;
+}
+
+extern "C" mg_status cuda_stream_new(const mg_model *m, const cuda_stream_cfg *cfg, cuda_stream **out) {
+    *out = NULL;
+    if (cfg->steps < 1 || cfg->steps > 64 || cfg->ring < 0)
+        return mg_fail(MG_ERR_ARG, "--device cuda: steps %d / ring %d out of range", cfg->steps, cfg->ring);
+    cuda_stream *s = (cuda_stream *)calloc(1, sizeof *s);
+    if (!s) return mg_fail(MG_ERR_NOMEM, "out of memory creating a CUDA stream");
+    const mg_config *mc = &m->cfg;
+    s->m = m;
+    s->cfg = *cfg;
+    s->H = cfg->height, s->W = cfg->width, s->lh = s->H / 8, s->lw = s->W / 8;
+    s->N = (s->lh / mc->patch) * (s->lw / mc->patch);
+    s->d = mc->d, s->L = mc->layers, s->heads = mc->heads, s->dh = mc->d / mc->heads, s->Z = mc->z_ch;
+    s->zpp = mc->z_ch * mc->patch * mc->patch, s->c = mc->tae_ch, s->K = cfg->ring;
+    s->guided = cfg->guidance != 1.0f;
+    s->rows = cfg->steps * (s->guided ? 2 : 1) + 1;
+    s->lmod = (s->L * 6 + 2) * s->d;
+    s->lat = (size_t)s->lh * s->lw * s->Z;
+    s->cur_prompt = -1;
+    s->layers = (cu_layer *)calloc(s->L, sizeof(cu_layer));
+    mg_status st = s->layers ? stream_init(s) : mg_fail(MG_ERR_NOMEM, "out of memory");
+    if (st != MG_OK) {
+        cuda_stream_free(s);
+        return st;
+    }
+    *out = s;
+    return MG_OK;
+}
+
+extern "C" void cuda_stream_free(cuda_stream *s) {
+    if (!s) return;
+    if (s->st) cudaStreamSynchronize(s->st);
+    if (s->st2) cudaStreamSynchronize(s->st2);
+    for (int i = 0; i < 2; i++)
+        if (s->have_exec[i]) cudaGraphExecDestroy(s->exec[i]);
+    cu_gemm_free(s->g_in), cu_gemm_free(s->g_qkv), cu_gemm_free(s->g_proj);
+    cu_gemm_free(s->g_fc1), cu_gemm_free(s->g_fc2), cu_gemm_free(s->g_out);
+    for (int i = 0; i < MAX_EVENTS; i++)
+        if (s->ev[i]) cudaEventDestroy(s->ev[i]);
+    if (s->ev_a) cudaEventDestroy(s->ev_a);
+    if (s->ev_b) cudaEventDestroy(s->ev_b);
+    if (s->h_params) cudaFreeHost(s->h_params);
+    if (s->h_noise) cudaFreeHost(s->h_noise);
+    if (s->h_sc) cudaFreeHost(s->h_sc);
+    if (s->h_in) cudaFreeHost(s->h_in);
+    if (s->h_out) cudaFreeHost(s->h_out);
+    if (s->dev) cudaFree(s->dev);
+    if (s->st) cudaStreamDestroy(s->st);
+    if (s->st2) cudaStreamDestroy(s->st2);
+    if (s->ev_fork) cudaEventDestroy(s->ev_fork);
+    if (s->ev_join) cudaEventDestroy(s->ev_join);
+    cu_ctx_free(s->ctx);
+    free(s->layers);
+    free(s);
+}
+
+/* ---- one frame ------------------------------------------------------------------------- */
+
+static float ev_ms(cudaEvent_t a, cudaEvent_t b) {
+    float ms = 0.0f;
+    if (cudaEventElapsedTime(&ms, a, b) != cudaSuccess) ms = 0.0f;
+    return ms;
+}
+
+extern "C" mg_status cuda_stream_step(cuda_stream *s, const uint8_t *in_rgb, uint8_t *out_rgb, const float *noise,
+                                      const float *ctx_noise, int prompt, int dream) {
+    double t0 = mg_now_ms();
+    const mg_config *mc = &s->m->cfg;
+    int K = s->K, npairs = s->dh / 2, nt = npairs / 4;
+    long long f = s->frame;
+    dream = dream ? 1 : 0;
+    /* per-frame parameters: ring slot and visible slots, the RoPE time angles (float64) */
+    s->h_params->slot = (int)(f % (K + 1));
+    s->h_params->vis = (int)(f < K ? f : K) + 1;
+    float tc[512], ts[512];
+    rope_tables(tc, ts, f, 1, 1, s->dh, mc->rope_theta);
+    for (int j = 0; j < nt; j++) s->h_params->tcos[j] = tc[j], s->h_params->tsin[j] = ts[j];
+    memcpy(s->h_noise, noise, s->lat * 4);
+    memcpy(s->h_noise + s->lat, ctx_noise, s->lat * 4);
+    if (!dream) memcpy(s->h_in, in_rgb, (size_t)s->H * s->W * 3);
+    if (prompt != s->cur_prompt) CU_MG(set_prompt(s, prompt));
+
+    if (s->mode == CUDA_MODE_GRAPH) {
+        if (!s->have_exec[dream]) CU_MG(capture(s, dream));
+        CU_TRY(cudaEventRecord(s->ev_a, s->st));
+        CU_TRY(cudaGraphLaunch(s->exec[dream], s->st));
+        CU_TRY(cudaEventRecord(s->ev_b, s->st));
+    } else {
+        CU_TRY(cudaEventRecord(s->ev_a, s->st));
+        CU_MG(step_body(s, dream, s->mode == CUDA_MODE_PROFILE));
+        CU_TRY(cudaEventRecord(s->ev_b, s->st));
+    }
+    CU_TRY(cudaStreamSynchronize(s->st));
+    s->device_ms = ev_ms(s->ev_a, s->ev_b);
+    if (s->mode == CUDA_MODE_PROFILE) {
+        mg_step_timing *tm = &s->timing;
+        int n = s->cfg.steps;
+        tm->encode_ms = ev_ms(s->ev[0], s->ev[1]);
+        for (int i = 0; i < n && i < 16; i++) tm->step_ms[i] = ev_ms(s->ev[1 + i], s->ev[2 + i]);
+        tm->refresh_ms = ev_ms(s->ev[1 + n], s->ev[2 + n]);
+        tm->decode_ms = ev_ms(s->ev[2 + n], s->ev[3 + n]);
+    }
+    memcpy(out_rgb, s->h_out, (size_t)s->H * s->W * 3);
+    s->frame++;
+    s->timing.total_ms = mg_now_ms() - t0;
+    return MG_OK;
+}
+
+extern "C" void cuda_stream_reset(cuda_stream *s) { s->frame = 0; }
+extern "C" int64_t cuda_stream_frame_index(const cuda_stream *s) { return s->frame; }
+extern "C" void cuda_stream_set_mode(cuda_stream *s, int mode) { s->mode = mode; }
+extern "C" void cuda_stream_last_timing(const cuda_stream *s, mg_step_timing *t) { *t = s->timing; }
+extern "C" double cuda_stream_last_device_ms(const cuda_stream *s) { return s->device_ms; }
+extern "C" const char *cuda_stream_device_name(const cuda_stream *s) { return cu_ctx_device_name(s->ctx); }
+extern "C" size_t cuda_stream_device_bytes(const cuda_stream *s) { return s->dev_bytes + ((size_t)32 << 20); }
+extern "C" double cuda_stream_flops(const cuda_stream *s) { return s->flops; }
+
+extern "C" double cuda_stream_device_used_mib(const cuda_stream *s) {
+    size_t fr = 0, total = 0;
+    if (cudaMemGetInfo(&fr, &total) != cudaSuccess) return 0.0;
+    return (double)(total - fr) / 1048576.0;
+}
+
+extern "C" mg_status cuda_stream_latent(const cuda_stream *s, float *out) {
+    CU_TRY(cudaMemcpy(out, s->d_noise, s->lat * 4, cudaMemcpyDeviceToHost));
+    return MG_OK;
+}

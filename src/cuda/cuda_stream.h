@@ -1,0 +1,57 @@
+/* The CUDA frame step: what src/model/stream.c does for one frame (encode, N denoise steps
+ * against the KV ring, KV refresh, decode; u8 in, u8 out), on the GPU, captured once as a
+ * CUDA graph and replayed. A C header: stream.c dispatches here when the build has CUDA. */
+#ifndef MG_CUDA_STREAM_H
+#define MG_CUDA_STREAM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model/model.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct cuda_stream cuda_stream;
+
+typedef struct cuda_stream_cfg {
+    int width, height; /* multiples of 16 */
+    int steps;         /* denoising steps */
+    int ring;          /* history frames K (resolved: not 0 for "default") */
+    float guidance;    /* 1 = off */
+} cuda_stream_cfg;
+
+/* Execution modes: replay the captured graph (default); launch the same kernels eagerly;
+ * launch eagerly with CUDA events between the components (fills the per-component times). */
+enum { CUDA_MODE_GRAPH = 0, CUDA_MODE_EAGER = 1, CUDA_MODE_PROFILE = 2 };
+
+/* Uploads the weights (bf16 once), allocates every buffer, plans the GEMMs. Fails with
+ * MG_ERR_UNSUPPORTED "no CUDA device found" when there is no usable GPU. */
+mg_status cuda_stream_new(const mg_model *m, const cuda_stream_cfg *cfg, cuda_stream **out);
+void cuda_stream_free(cuda_stream *cs);
+/* One frame. in_rgb: H x W x 3 (ignored in dream mode), out_rgb: H x W x 3; noise and
+ * ctx_noise: (H/8, W/8, Z) each, drawn by the caller from the stream's RNG in the CPU order;
+ * prompt: the prompt row; dream: the input is dropped (cond = 0). */
+mg_status cuda_stream_step(cuda_stream *cs, const uint8_t *in_rgb, uint8_t *out_rgb, const float *noise,
+                           const float *ctx_noise, int prompt, int dream);
+void cuda_stream_reset(cuda_stream *cs);
+int64_t cuda_stream_frame_index(const cuda_stream *cs);
+void cuda_stream_set_mode(cuda_stream *cs, int mode);
+/* Per-component times of the last profiled step; total_ms is the host-to-host time of the
+ * last step (u8 frame in host memory to u8 frame back). */
+void cuda_stream_last_timing(const cuda_stream *cs, mg_step_timing *t);
+/* GPU time of the last step (events around the graph launch or the eager launches). */
+double cuda_stream_last_device_ms(const cuda_stream *cs);
+const char *cuda_stream_device_name(const cuda_stream *cs);
+size_t cuda_stream_device_bytes(const cuda_stream *cs); /* weights + buffers + workspace */
+/* Device memory in use on the card as the driver reports it (all processes), MiB. */
+double cuda_stream_device_used_mib(const cuda_stream *cs);
+double cuda_stream_flops(const cuda_stream *cs); /* multiply-adds x 2 of one frame step */
+/* The final latent of the last frame, (H/8, W/8, Z), copied to host memory. */
+mg_status cuda_stream_latent(const cuda_stream *cs, float *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,656 @@
+/* make test-gpu: every CUDA op against its CPU twin (src/ops/cpu) on random, odd-sized inputs
+ * with bf16 tolerances; whole frame steps on configs tiny and s against the CPU stream with the
+ * same noise; the public API on the GPU against the CPU with one seed; and the CUDA graph
+ * replay against eager launches, bit for bit. Outputs are poisoned (NaN) before each run and
+ * checked to be fully written. Inputs the GPU sees in bf16 are rounded to bf16 on the host
+ * first, so the CPU twin computes on the same values and the error measured is the kernel's.
+ * Needs a GPU; CI has none (the CPU suite covers streaming == parallel). */
+#include <cuda_runtime_api.h>
+#include <string.h>
+
+#include "core/rng.h"
+#include "cuda/cuda_ops.h"
+#include "cuda/cuda_stream.h"
+#include "model/model.h"
+#include "model/stream.h"
+#include "ops/ops.h"
+#include "testutil.h"
+
+#define TOL_BF16 1e-2 /* relative L2 error for bf16 storage, fp32 accumulation */
+
+static cu_ctx *ctx;
+static cudaStream_t st;
+static uint64_t seed_ctr = 1000;
+
+#define CK(call) assert_int_equal((call), cudaSuccess)
+#define OK(call)                                                                 \
+    do {                                                                         \
+        mg_status s_ = (call);                                                   \
+        if (s_ != MG_OK) fail_msg("%s: %s", #call, mg_last_error());             \
+    } while (0)
+
+/* ---- helpers --------------------------------------------------------------------------- */
+
+static float *rnd(size_t n, float lo, float hi) {
+    float *x = malloc(n * sizeof(float) + 16);
+    tu_fill_uniform(x, n, lo, hi, seed_ctr++);
+    return x;
+}
+
+static void round_bf16(float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) x[i] = cu_bf2f(cu_f2bf(x[i]));
+}
+
+static void *dmalloc(size_t bytes) {
+    void *p = NULL;
+    CK(cudaMalloc(&p, bytes ? bytes : 1));
+    return p;
+}
+
+/* device bf16 copy of x (x is rounded to bf16 in place, so the CPU sees the same values) */
+static bf16_t *up_bf16(float *x, size_t n) {
+    round_bf16(x, n);
+    bf16_t *h = malloc(n * 2 + 2), *d = dmalloc(n * 2);
+    for (size_t i = 0; i < n; i++) h[i] = cu_f2bf(x[i]);
+    CK(cudaMemcpy(d, h, n * 2, cudaMemcpyHostToDevice));
+    free(h);
+    return d;
+}
+
+static float *up_f32(const float *x, size_t n) {
+    float *d = dmalloc(n * 4);
+    CK(cudaMemcpy(d, x, n * 4, cudaMemcpyHostToDevice));
+    return d;
+}
+
+/* poisoned outputs: 0xFF bytes are NaN in both bf16 and fp32 */
+static void *poisoned(size_t bytes) {
+    void *d = dmalloc(bytes);
+    CK(cudaMemset(d, 0xFF, bytes));
+    return d;
+}
+
+static float *down_bf16(const bf16_t *d, size_t n) {
+    bf16_t *h = malloc(n * 2 + 2);
+    float *x = malloc(n * 4 + 4);
+    CK(cudaStreamSynchronize(st));
+    CK(cudaMemcpy(h, d, n * 2, cudaMemcpyDeviceToHost));
+    for (size_t i = 0; i < n; i++) x[i] = cu_bf2f(h[i]);
+    free(h);
+    return x;
+}
+
+static float *down_f32(const float *d, size_t n) {
+    float *x = malloc(n * 4 + 4);
+    CK(cudaStreamSynchronize(st));
+    CK(cudaMemcpy(x, d, n * 4, cudaMemcpyDeviceToHost));
+    return x;
+}
+
+/* ||got - ref|| / ||ref||; any NaN (an unwritten, poisoned element) fails. */
+static double rel_l2(const char *name, const float *got, const float *ref, size_t n, double tol) {
+    double num = 0, den = 0, worst = 0;
+    size_t wi = 0, nan = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (isnan(got[i]) || isinf(got[i])) { nan++; continue; }
+        double e = (double)got[i] - ref[i];
+        num += e * e, den += (double)ref[i] * ref[i];
+        if (fabs(e) > worst) worst = fabs(e), wi = i;
+    }
+    double r = nan ? INFINITY : sqrt(num / (den > 0 ? den : 1e-300));
+    printf("  %-44s n=%-8zu rel L2 %.2e  max abs %.2e at [%zu] (got %.5g ref %.5g)%s %s\n", name, n, r, worst, wi,
+           n ? got[wi] : 0.0, n ? ref[wi] : 0.0, nan ? " NaN/unwritten!" : "", r <= tol ? "ok" : "FAIL");
+    return r;
+}
+#define assert_rel(name, got, ref, n, tol) assert_true(rel_l2((name), (got), (ref), (n), (tol)) <= (tol))
+
+/* conv weight (Co, Ci, 3, 3) -> the GPU layout (Co, 9*Ci) */
+static bf16_t *up_conv_w(const float *w, int Ci, int Co) {
+    size_t K = (size_t)9 * Ci;
+    float *t = malloc(K * Co * 4);
+    for (int co = 0; co < Co; co++)
+        for (int ci = 0; ci < Ci; ci++)
+            for (int k = 0; k < 9; k++) t[co * K + (size_t)k * Ci + ci] = w[((size_t)co * Ci + ci) * 9 + k];
+    bf16_t *d = up_bf16(t, K * Co);
+    free(t);
+    return d;
+}
+
+static void cpu_conv(float *out, const float *in, const float *w, const float *b, int H, int W, int Ci, int Co,
+                     int stride) {
+    float *wp = malloc(conv3x3_packed_floats(Ci, Co) * 4);
+    float *scr = malloc(conv3x3_scratch_floats(H, W, Ci, Co, stride) * 4);
+    conv3x3_pack(wp, w, Ci, Co);
+    conv3x3_forward(out, in, wp, b, scr, H, W, Ci, Co, stride);
+    free(wp), free(scr);
+}
+
+/* ---- ops ------------------------------------------------------------------------------- */
+
+static void test_gemm(void **state) {
+    int shapes[][3] = {{37, 200, 72}, {37, 51, 45}, {256, 1152, 384}};
+    for (int si = 0; si < 3; si++) {
+        int M = shapes[si][0], N = shapes[si][1], K = shapes[si][2];
+        float *a = rnd((size_t)M * K, -1, 1), *w = rnd((size_t)N * K, -0.2f, 0.2f), *b = rnd(N, -0.5f, 0.5f);
+        bf16_t *da = up_bf16(a, (size_t)M * K), *dw = up_bf16(w, (size_t)N * K);
+        float *bb = malloc(N * 4);
+        memcpy(bb, b, N * 4);
+        bf16_t *dbb = up_bf16(bb, N); /* the bf16 bias the bf16-output GEMMs take */
+        float *db = up_f32(b, N);
+        float *ref = malloc((size_t)M * N * 4);
+        for (int of = 0; of < 2; of++)
+            for (int e = 0; e < 3; e++) {
+                cu_gemm *g;
+                OK(cu_gemm_plan(ctx, &g, M, N, K, of, (cu_epi)e));
+                void *out = poisoned((size_t)M * N * 4);
+                OK(cu_gemm_run(ctx, g, out, da, dw, of ? (void *)db : (void *)dbb, st));
+                float *got = of ? down_f32(out, (size_t)M * N) : down_bf16(out, (size_t)M * N);
+                linear_forward(ref, a, w, e ? (of ? b : bb) : NULL, M, K, N);
+                if (e == CU_EPI_GELU_BIAS) gelu_tanh_forward(ref, ref, (size_t)M * N);
+                char name[96];
+                snprintf(name, sizeof name, "gemm %dx%dx%d %s %s%s", M, N, K, of ? "f32" : "bf16",
+                         e == 0 ? "plain" : e == 1 ? "bias" : "bias+gelu", cu_gemm_fused(g) ? "" : " (unfused)");
+                assert_rel(name, got, ref, (size_t)M * N, TOL_BF16);
+                free(got), cudaFree(out), cu_gemm_free(g);
+            }
+        free(a), free(w), free(b), free(bb), free(ref);
+        cudaFree(da), cudaFree(dw), cudaFree(dbb), cudaFree(db);
+    }
+}
+
+static void test_linear_rows(void **state) {
+    int R = 5, K = 77, N = 129;
+    float *x = rnd((size_t)R * K, -1, 1), *w = rnd((size_t)N * K, -0.3f, 0.3f), *b = rnd(N, -1, 1);
+    bf16_t *dw = up_bf16(w, (size_t)N * K);
+    float *dx = up_f32(x, (size_t)R * K), *db = up_f32(b, N), *out = poisoned((size_t)R * N * 4);
+    OK(cu_linear_rows(out, dx, dw, db, R, K, N, st));
+    float *got = down_f32(out, (size_t)R * N), *ref = malloc((size_t)R * N * 4);
+    linear_forward(ref, x, w, b, R, K, N);
+    assert_rel("linear rows (adaLN modulation)", got, ref, (size_t)R * N, 1e-5);
+    free(x), free(w), free(b), free(got), free(ref);
+    cudaFree(dw), cudaFree(dx), cudaFree(db), cudaFree(out);
+}
+
+static void test_conv_igemm(void **state) {
+    /* H, W (of the conv's input as read), Ci, Co, stride, up, bias, res, relu */
+    int cases[][9] = {{37, 29, 64, 64, 1, 0, 1, 0, 1}, {37, 29, 64, 64, 2, 0, 0, 0, 0}, {38, 30, 64, 64, 1, 1, 0, 0, 0},
+                      {23, 41, 32, 32, 1, 0, 1, 1, 1}, {16, 16, 64, 40, 1, 0, 1, 1, 0}, {64, 64, 64, 64, 1, 0, 1, 1, 1},
+                      {161, 256, 64, 64, 1, 0, 1, 1, 1}, {200, 176, 32, 32, 1, 0, 1, 0, 1}, {322, 258, 64, 64, 2, 0, 0, 0, 1}};
+    for (int ci_ = 0; ci_ < 18; ci_++) {
+        int version = ci_ < 9 ? 3 : 1; /* the library's, and the first one */
+        int *c = cases[ci_ % 9];
+        int H = c[0], W = c[1], Ci = c[2], Co = c[3], s = c[4], up = c[5];
+        int Hs = up ? H / 2 : H, Ws = up ? W / 2 : W, Ho = s == 2 ? (H + 1) / 2 : H, Wo = s == 2 ? (W + 1) / 2 : W;
+        size_t nin = (size_t)Hs * Ws * Ci, nout = (size_t)Ho * Wo * Co;
+        float *in = rnd(nin, -1, 1), *w = rnd((size_t)Co * Ci * 9, -0.05f, 0.05f), *b = rnd(Co, -0.5f, 0.5f);
+        float *res = rnd(nout, -1, 1);
+        bf16_t *din = up_bf16(in, nin), *dw = up_conv_w(w, Ci, Co), *dres = c[7] ? up_bf16(res, nout) : NULL;
+        round_bf16(w, (size_t)Co * Ci * 9);
+        float *db = up_f32(b, Co);
+        bf16_t *out = poisoned(nout * 2);
+        OK(cu_conv3x3_igemm_v(version, out, din, dw, c[6] ? db : NULL, dres, H, W, Ci, Co, s, up, c[8], st));
+        float *got = down_bf16(out, nout), *ref = malloc(nout * 4), *upin = malloc((size_t)H * W * Ci * 4);
+        if (up) upsample2x_forward(upin, in, Hs, Ws, Ci);
+        cpu_conv(ref, up ? upin : in, w, c[6] ? b : NULL, H, W, Ci, Co, s);
+        for (size_t i = 0; i < nout; i++) {
+            if (c[7]) ref[i] += res[i];
+            if (c[8]) ref[i] = ref[i] > 0 ? ref[i] : 0;
+        }
+        char name[96];
+        snprintf(name, sizeof name, "conv igemm v%d %dx%d %d->%d s%d%s%s%s%s", version, W, H, Ci, Co, s, up ? " up" : "",
+                 c[6] ? " bias" : "", c[7] ? " res" : "", c[8] ? " relu" : "");
+        assert_rel(name, got, ref, nout, TOL_BF16);
+        free(in), free(w), free(b), free(res), free(got), free(ref), free(upin);
+        cudaFree(din), cudaFree(dw), cudaFree(dres), cudaFree(db), cudaFree(out);
+    }
+}
+
+static void test_conv_direct(void **state) {
+    /* H, W, Ci, Co, in type, out type, relu, stride */
+    int cases[][8] = {{37, 29, 3, 64, CU_U8, CU_BF16, 0, 1}, {13, 11, 4, 64, CU_F32, CU_BF16, 1, 1},
+                      {13, 11, 64, 4, CU_BF16, CU_F32, 0, 1}, {37, 29, 64, 3, CU_BF16, CU_F32, 0, 1},
+                      {37, 29, 64, 3, CU_BF16, CU_U8, 0, 1}, {37, 29, 32, 5, CU_BF16, CU_F32, 1, 2},
+                      {20, 18, 3, 64, CU_U8, CU_BF16, 1, 2}};
+    for (int k = 0; k < 14; k++) {
+        int *c = cases[k % 7], version = k < 7 ? 2 : 1;
+        int H = c[0], W = c[1], Ci = c[2], Co = c[3], it = c[4], ot = c[5], relu = c[6], s = c[7];
+        int Ho = s == 2 ? (H + 1) / 2 : H, Wo = s == 2 ? (W + 1) / 2 : W;
+        size_t nin = (size_t)H * W * Ci, nout = (size_t)Ho * Wo * Co;
+        float *in = rnd(nin, it == CU_U8 ? 0 : -1, 1), *w = rnd((size_t)Co * Ci * 9, -0.1f, 0.1f), *b = rnd(Co, -0.5f, 0.5f);
+        void *din;
+        if (it == CU_U8) {
+            uint8_t *u = malloc(nin);
+            for (size_t i = 0; i < nin; i++) u[i] = (uint8_t)(in[i] * 255.0f);
+            rgb_u8_to_float(in, u, nin);
+            din = dmalloc(nin);
+            CK(cudaMemcpy(din, u, nin, cudaMemcpyHostToDevice));
+            free(u);
+        } else if (it == CU_F32) {
+            din = up_f32(in, nin);
+        } else {
+            din = up_bf16(in, nin);
+        }
+        bf16_t *dw = up_conv_w(w, Ci, Co);
+        round_bf16(w, (size_t)Co * Ci * 9);
+        float *db = up_f32(b, Co), *ref = malloc(nout * 4), *got;
+        size_t osz = ot == CU_U8 ? 1 : ot == CU_F32 ? 4 : 2;
+        void *out = poisoned(nout * osz);
+        OK(cu_conv3x3_direct_v(version, out, ot, din, it, dw, db, H, W, Ci, Co, s, 0, relu, st));
+        cpu_conv(ref, in, w, b, H, W, Ci, Co, s);
+        if (relu)
+            for (size_t i = 0; i < nout; i++) ref[i] = ref[i] > 0 ? ref[i] : 0;
+        char name[96];
+        snprintf(name, sizeof name, "conv direct v%d %dx%d %d->%d %s->%s s%d%s", version, W, H, Ci, Co,
+                 it == CU_U8 ? "u8" : it == CU_F32 ? "f32" : "bf16", ot == CU_U8 ? "u8" : ot == CU_F32 ? "f32" : "bf16",
+                 s, relu ? " relu" : "");
+        if (ot == CU_U8) {
+            uint8_t *g8 = malloc(nout), *r8 = malloc(nout);
+            CK(cudaStreamSynchronize(st));
+            CK(cudaMemcpy(g8, out, nout, cudaMemcpyDeviceToHost));
+            rgb_float_to_u8(r8, ref, nout);
+            int worst = 0;
+            long diff = 0;
+            for (size_t i = 0; i < nout; i++) {
+                int e = abs((int)g8[i] - r8[i]);
+                worst = e > worst ? e : worst, diff += e != 0;
+            }
+            printf("  %-44s n=%-8zu max |u8 diff| %d, %ld differ %s\n", name, nout, worst, diff, worst <= 1 ? "ok" : "FAIL");
+            assert_true(worst <= 1);
+            free(g8), free(r8);
+            got = NULL;
+        } else {
+            got = ot == CU_F32 ? down_f32(out, nout) : down_bf16(out, nout);
+            assert_rel(name, got, ref, nout, ot == CU_F32 ? 1e-5 : TOL_BF16);
+        }
+        free(in), free(w), free(b), free(ref), free(got);
+        cudaFree(din), cudaFree(dw), cudaFree(db), cudaFree(out);
+    }
+}
+
+static void test_norms(void **state) {
+    int cases[][2] = {{37, 384}, {37, 200}, {11, 2048}};
+    for (int k = 0; k < 3; k++) {
+        int N = cases[k][0], C = cases[k][1];
+        size_t n = (size_t)N * C;
+        float *x = rnd(n, -2, 3), *y = rnd(n, -1, 1), *g = rnd(C, -1, 1), *sh = rnd(C, -0.5f, 0.5f), *sc = rnd(C, -0.5f, 0.5f);
+        float *dx = up_f32(x, n), *dy = up_f32(y, n), *dg = up_f32(g, C), *dsh = up_f32(sh, C), *dsc = up_f32(sc, C);
+        bf16_t *out = poisoned(n * 2);
+        float *ref = malloc(n * 4);
+        OK(cu_layernorm_modulate(out, dx, dsh, dsc, N, C, st));
+        float *got = down_bf16(out, n);
+        layernorm_modulate_forward(ref, x, sh, sc, N, C);
+        char name[96];
+        snprintf(name, sizeof name, "layernorm+modulate %dx%d", N, C);
+        assert_rel(name, got, ref, n, TOL_BF16);
+        free(got);
+        CK(cudaMemset(out, 0xFF, n * 2));
+        OK(cu_gated_residual_ln(dx, dy, dg, out, dsh, dsc, N, C, st));
+        float *gx = down_f32(dx, n);
+        got = down_bf16(out, n);
+        gated_residual_forward(x, y, g, N, C);
+        layernorm_modulate_forward(ref, x, sh, sc, N, C);
+        snprintf(name, sizeof name, "gated residual %dx%d (x, fp32)", N, C);
+        assert_rel(name, gx, x, n, 1e-6);
+        snprintf(name, sizeof name, "gated residual + layernorm %dx%d", N, C);
+        assert_rel(name, got, ref, n, TOL_BF16);
+        free(x), free(y), free(g), free(sh), free(sc), free(ref), free(got), free(gx);
+        cudaFree(dx), cudaFree(dy), cudaFree(dg), cudaFree(dsh), cudaFree(dsc), cudaFree(out);
+    }
+}
+
+static void test_activations(void **state) {
+    size_t n = 100003;
+    float *a = rnd(n, -6, 6), *b = rnd(n, -3, 3), *ref = malloc(n * 4);
+    float *da = up_f32(a, n), *fo = poisoned(n * 4);
+    OK(cu_silu(fo, da, n, st));
+    float *got = down_f32(fo, n);
+    silu_forward(ref, a, n);
+    assert_rel("silu (f32)", got, ref, n, 1e-6);
+    free(got);
+    bf16_t *ba = up_bf16(a, n), *bb = up_bf16(b, n), *bo = poisoned(n * 2);
+    OK(cu_gelu_tanh(bo, ba, n, st));
+    got = down_bf16(bo, n);
+    gelu_tanh_forward(ref, a, n);
+    assert_rel("gelu tanh (bf16)", got, ref, n, TOL_BF16);
+    free(got);
+    CK(cudaMemset(bo, 0xFF, n * 2));
+    OK(cu_relu(bo, ba, n, st));
+    got = down_bf16(bo, n);
+    relu_forward(ref, a, n);
+    assert_rel("relu (bf16)", got, ref, n, 1e-6);
+    free(got);
+    CK(cudaMemset(bo, 0xFF, n * 2));
+    OK(cu_add_relu(bo, ba, bb, n, st));
+    got = down_bf16(bo, n);
+    add_relu_forward(ref, a, b, n);
+    assert_rel("add+relu (bf16)", got, ref, n, TOL_BF16);
+    free(got);
+    /* the GEMM epilogue fallback */
+    int M = 37, N = 129;
+    float *x = rnd((size_t)M * N, -3, 3), *bias = rnd(N, -1, 1);
+    float *dx = up_f32(x, (size_t)M * N), *dbias = up_f32(bias, N);
+    OK(cu_bias_act(dx, 1, dbias, M, N, 1, st));
+    got = down_f32(dx, (size_t)M * N);
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) x[i * N + j] += bias[j];
+    gelu_tanh_forward(x, x, (size_t)M * N);
+    assert_rel("bias + gelu epilogue (f32)", got, x, (size_t)M * N, 1e-5);
+    free(a), free(b), free(ref), free(got), free(x), free(bias);
+    cudaFree(da), cudaFree(fo), cudaFree(ba), cudaFree(bb), cudaFree(bo), cudaFree(dx), cudaFree(dbias);
+}
+
+static void test_rope_kv(void **state) {
+    int cases[][3] = {{37, 3, 64}, {24, 2, 128}};
+    for (int k = 0; k < 2; k++) {
+        int N = cases[k][0], H = cases[k][1], dh = cases[k][2], d = H * dh, np = dh / 2, nt = np / 4;
+        long long frame = 123457;
+        size_t n = (size_t)N * 3 * d, tab = (size_t)N * np;
+        float *qkv = rnd(n, -1, 1), *c0 = malloc(tab * 4), *s0 = malloc(tab * 4), *cf = malloc(tab * 4), *sf = malloc(tab * 4);
+        bf16_t *dq = up_bf16(qkv, n);
+        rope_tables(c0, s0, 0, N, 1, dh, 10000.0);     /* spatial tables: frame 0, N rows of 1 token */
+        rope_tables(cf, sf, frame, N, 1, dh, 10000.0); /* what the CPU uses at this frame */
+        cu_frame_params p;
+        memset(&p, 0, sizeof p);
+        p.slot = 2, p.vis = 3;
+        for (int j = 0; j < nt; j++) p.tcos[j] = cf[j], p.tsin[j] = sf[j];
+        cu_frame_params *dp = dmalloc(sizeof p);
+        CK(cudaMemcpy(dp, &p, sizeof p, cudaMemcpyHostToDevice));
+        float *dc = up_f32(c0, tab), *ds = up_f32(s0, tab);
+        size_t ring = (size_t)3 * N * d;
+        bf16_t *kr = poisoned(ring * 2), *vr = poisoned(ring * 2);
+        OK(cu_rope_kv(dq, 3 * d, kr, vr, dc, ds, dp, N, H, dh, st));
+        float *gq = down_bf16(dq, n), *gk = down_bf16(kr, ring), *gv = down_bf16(vr, ring);
+        rope_forward(qkv, 3 * d, cf, sf, N, H, dh);
+        rope_forward(qkv + d, 3 * d, cf, sf, N, H, dh);
+        float *rq = malloc((size_t)N * d * 4), *rk = malloc((size_t)N * d * 4), *rv = malloc((size_t)N * d * 4);
+        float *oq = malloc((size_t)N * d * 4);
+        for (int i = 0; i < N; i++) {
+            memcpy(rq + (size_t)i * d, qkv + (size_t)i * 3 * d, d * 4);
+            memcpy(oq + (size_t)i * d, gq + (size_t)i * 3 * d, d * 4);
+            memcpy(rk + (size_t)i * d, qkv + (size_t)i * 3 * d + d, d * 4);
+            memcpy(rv + (size_t)i * d, qkv + (size_t)i * 3 * d + 2 * d, d * 4);
+        }
+        char name[96];
+        snprintf(name, sizeof name, "rope q (N %d, %d heads of %d)", N, H, dh);
+        assert_rel(name, oq, rq, (size_t)N * d, TOL_BF16);
+        snprintf(name, sizeof name, "rope k -> ring slot 2");
+        assert_rel(name, gk + (size_t)2 * N * d, rk, (size_t)N * d, TOL_BF16);
+        snprintf(name, sizeof name, "v -> ring slot 2");
+        assert_rel(name, gv + (size_t)2 * N * d, rv, (size_t)N * d, 1e-6);
+        free(qkv), free(c0), free(s0), free(cf), free(sf), free(gq), free(gk), free(gv), free(rq), free(rk), free(rv), free(oq);
+        cudaFree(dq), cudaFree(dp), cudaFree(dc), cudaFree(ds), cudaFree(kr), cudaFree(vr);
+    }
+}
+
+static void test_attention(void **state) {
+    /* Nq, Nk, heads, dh, splits, via device slot count */
+    int cases[][6] = {{37, 101, 3, 64, 1, 0}, {37, 101, 3, 64, 2, 0}, {300, 1000, 3, 64, 3, 0},
+                      {256, 1024, 6, 64, 0, 1}, {130, 260, 2, 128, 1, 0}, {130, 520, 2, 128, 0, 1}};
+    for (int kv = 0; kv < 12; kv++) {
+        int k = kv % 6, version = kv < 6 ? 2 : 1;
+        int Nq = cases[k][0], Nk = cases[k][1], H = cases[k][2], dh = cases[k][3], splits = cases[k][4];
+        int d = H * dh, ldq = 3 * d;
+        if (splits == 0) splits = cu_attention_splits(ctx, Nq, Nk, H);
+        float *q = rnd((size_t)Nq * ldq, -2, 2), *kk = rnd((size_t)Nk * d, -2, 2), *v = rnd((size_t)Nk * d, -1, 1);
+        bf16_t *dq = up_bf16(q, (size_t)Nq * ldq), *dk = up_bf16(kk, (size_t)Nk * d), *dv = up_bf16(v, (size_t)Nk * d);
+        bf16_t *out = poisoned((size_t)Nq * d * 2);
+        float *scr = dmalloc(cu_attention_scratch_floats(Nq, H, dh, splits) * 4 + 16);
+        int *slots = NULL, nk_arg = Nk;
+        if (cases[k][5]) { /* Nk = slots * rows-per-slot, read on the device */
+            int vis = 4;
+            slots = dmalloc(sizeof(int));
+            CK(cudaMemcpy(slots, &vis, sizeof vis, cudaMemcpyHostToDevice));
+            nk_arg = Nk / vis;
+        }
+        OK(cu_attention_v(version, out, dq, ldq, dk, dv, d, slots, nk_arg, Nq, H, dh, splits, scr, st));
+        float *got = down_bf16(out, (size_t)Nq * d), *ref = malloc((size_t)Nq * d * 4);
+        float *scratch = malloc(attention_scratch_floats(Nq, Nk) * 4);
+        attention_forward(ref, q, ldq, kk, v, d, scratch, Nq, Nk, H, dh);
+        char name[96];
+        snprintf(name, sizeof name, "attention v%d %d q x %d k, %d x %d, %d splits%s", version, Nq, Nk, H, dh, splits,
+                 slots ? " (device count)" : "");
+        assert_rel(name, got, ref, (size_t)Nq * d, TOL_BF16);
+        free(q), free(kk), free(v), free(got), free(ref), free(scratch);
+        cudaFree(dq), cudaFree(dk), cudaFree(dv), cudaFree(out), cudaFree(scr), cudaFree(slots);
+    }
+}
+
+static void test_layout(void **state) {
+    int H = 6, W = 10, Z = 4, p = 2, N = (H / p) * (W / p), F = 2 * Z * p * p;
+    size_t lat = (size_t)H * W * Z;
+    float *z = rnd(lat, -1, 1), *cond = rnd(lat, -1, 1), *ref = malloc((size_t)N * F * 4);
+    float *dz = up_f32(z, lat), *dc = up_f32(cond, lat);
+    round_bf16(z, lat), round_bf16(cond, lat);
+    for (int withc = 0; withc < 2; withc++) {
+        bf16_t *tok = poisoned((size_t)N * F * 2);
+        OK(cu_patchify(tok, dz, withc ? dc : NULL, H, W, Z, p, st));
+        float *got = down_bf16(tok, (size_t)N * F);
+        patchify_forward(ref, z, withc ? cond : NULL, H, W, Z, p);
+        assert_rel(withc ? "patchify" : "patchify (dream: no cond)", got, ref, (size_t)N * F, 1e-6);
+        free(got), cudaFree(tok);
+    }
+    /* unpatchify = Euler step of size 1 onto zeros; then guidance + a real step */
+    float *t1 = rnd((size_t)N * Z * p * p, -1, 1), *t2 = rnd((size_t)N * Z * p * p, -1, 1);
+    float *dt1 = up_f32(t1, (size_t)N * Z * p * p), *dt2 = up_f32(t2, (size_t)N * Z * p * p), *zz = dmalloc(lat * 4);
+    CK(cudaMemset(zz, 0, lat * 4));
+    OK(cu_unpatchify_euler(zz, dt1, NULL, 1.0f, 1.0f, H, W, Z, p, st));
+    float *got = down_f32(zz, lat), *v1 = malloc(lat * 4), *v2 = malloc(lat * 4);
+    unpatchify_forward(v1, t1, H, W, Z, p);
+    assert_rel("unpatchify", got, v1, lat, 1e-7);
+    free(got);
+    float *z0 = rnd(lat, -1, 1), *dz0 = up_f32(z0, lat);
+    OK(cu_unpatchify_euler(dz0, dt1, dt2, 2.5f, -0.25f, H, W, Z, p, st));
+    got = down_f32(dz0, lat);
+    unpatchify_forward(v2, t2, H, W, Z, p);
+    for (size_t i = 0; i < lat; i++) z0[i] += -0.25f * (v2[i] + 2.5f * (v1[i] - v2[i]));
+    assert_rel("unpatchify + guidance + Euler", got, z0, lat, 1e-6);
+    free(got);
+    float *zc = dmalloc(lat * 4);
+    OK(cu_renoise(zc, dz, dc, 0.1f, lat, st));
+    got = down_f32(zc, lat);
+    float *z32 = down_f32(dz, lat), *c32 = down_f32(dc, lat);
+    for (size_t i = 0; i < lat; i++) v1[i] = (1.0f - 0.1f) * z32[i] + 0.1f * c32[i];
+    assert_rel("renoise", got, v1, lat, 1e-6);
+    free(got);
+    /* upsample */
+    int uh = 7, uw = 5, uc = 64;
+    size_t un = (size_t)uh * uw * uc;
+    float *ui = rnd(un, -1, 1), *uref = malloc(un * 16);
+    bf16_t *dui = up_bf16(ui, un), *duo = poisoned(un * 4 * 2);
+    OK(cu_upsample2x(duo, dui, uh, uw, uc, st));
+    got = down_bf16(duo, un * 4);
+    upsample2x_forward(uref, ui, uh, uw, uc);
+    assert_rel("upsample 2x", got, uref, un * 4, 0);
+    free(got);
+    /* u8 <-> float, exact */
+    size_t n8 = 3 * 37 * 29;
+    uint8_t *u = malloc(n8), *u2 = malloc(n8), *du = dmalloc(n8);
+    for (size_t i = 0; i < n8; i++) u[i] = (uint8_t)(i * 97 + 13);
+    CK(cudaMemcpy(du, u, n8, cudaMemcpyHostToDevice));
+    float *df = poisoned(n8 * 4), *fr = malloc(n8 * 4);
+    OK(cu_u8_to_float(df, du, n8, st));
+    got = down_f32(df, n8);
+    rgb_u8_to_float(fr, u, n8);
+    assert_rel("u8 -> float", got, fr, n8, 0);
+    free(got);
+    float *ff = rnd(n8, -0.2f, 1.2f), *dff = up_f32(ff, n8);
+    OK(cu_float_to_u8(du, dff, n8, st));
+    CK(cudaStreamSynchronize(st));
+    CK(cudaMemcpy(u2, du, n8, cudaMemcpyDeviceToHost));
+    rgb_float_to_u8(u, ff, n8);
+    printf("  %-44s n=%-8zu %s\n", "float -> u8 (clamp, round half even)", n8, memcmp(u, u2, n8) ? "FAIL" : "identical");
+    assert_memory_equal(u, u2, n8);
+    free(z), free(cond), free(ref), free(t1), free(t2), free(v1), free(v2), free(z0), free(z32), free(c32);
+    free(ui), free(uref), free(u), free(u2), free(fr), free(ff);
+    cudaFree(dz), cudaFree(dc), cudaFree(dt1), cudaFree(dt2), cudaFree(zz), cudaFree(dz0), cudaFree(zc);
+    cudaFree(dui), cudaFree(duo), cudaFree(du), cudaFree(df), cudaFree(dff);
+}
+
+/* ---- whole frame steps ----------------------------------------------------------------- */
+
+static mg_model *load_model(const char *config, uint64_t seed) {
+    mg_config cfg;
+    char path[512];
+    mg_model *m = NULL;
+    OK(mg_config_named(config, &cfg));
+    snprintf(path, sizeof path, "%s/%s-%llu.safetensors", tu_tmpdir(), config, (unsigned long long)seed);
+    OK(mg_model_init_file(path, &cfg, seed, 1));
+    OK(mg_model_load(path, &m));
+    return m;
+}
+
+/* T frames through a CPU stream and a CUDA stream with the same inputs and noise; compares
+ * the final latents (relative L2) and the u8 frames. */
+static void frame_steps(const char *config, int W, int H, int steps, float guidance, const char *prompt, double tol_lat) {
+    mg_model *m = load_model(config, 7);
+    const mg_config *c = mg_model_config(m);
+    int T = 6, K = c->ring;
+    mg_stream_opts o = mg_stream_opts_default();
+    o.width = W, o.height = H, o.steps = steps, o.guidance = guidance, o.prompt = prompt;
+    mg_stream *cpu;
+    OK(mg_stream_new(m, &o, &cpu));
+    cuda_stream_cfg cc = {W, H, steps, K, guidance};
+    cuda_stream *gpu;
+    OK(cuda_stream_new(m, &cc, &gpu));
+    int prow = model_prompt_index(m, prompt), dream = !strcmp(prompt, "dream");
+    size_t img = (size_t)W * H * 3, lat = (size_t)(H / 8) * (W / 8) * c->z_ch;
+    uint8_t *in = malloc(img), *og = malloc(img), *oc = malloc(img);
+    float *fimg = malloc(img * 4), *noise = malloc(lat * 4), *ctxn = malloc(lat * 4), *zg = malloc(lat * 4);
+    mg_rng r;
+    mg_rng_seed(&r, 99);
+    double worst_lat = 0, worst_mean = 0;
+    int worst_px = 0;
+    for (int t = 0; t < T; t++) {
+        for (size_t i = 0; i < img; i++) in[i] = (uint8_t)(mg_rng_next(&r) >> 56);
+        mg_rng_normal_fill(&r, noise, lat);
+        mg_rng_normal_fill(&r, ctxn, lat);
+        memset(og, 0xAB, img);
+        OK(stream_step_f32(cpu, in, fimg, noise, ctxn));
+        rgb_float_to_u8(oc, fimg, img);
+        OK(cuda_stream_step(gpu, in, og, noise, ctxn, prow, dream));
+        OK(cuda_stream_latent(gpu, zg));
+        char name[128];
+        snprintf(name, sizeof name, "%s %dx%d %d steps g%.1f %s: frame %d latent", config, W, H, steps, guidance, prompt, t);
+        double e = rel_l2(name, zg, stream_latent(cpu), lat, tol_lat);
+        worst_lat = e > worst_lat ? e : worst_lat;
+        long sum = 0;
+        int mx = 0;
+        for (size_t i = 0; i < img; i++) {
+            int dlt = abs((int)og[i] - oc[i]);
+            sum += dlt, mx = dlt > mx ? dlt : mx;
+        }
+        double mean = (double)sum / img;
+        printf("  %-44s mean |u8 diff| %.3f, max %d\n", "  frame", mean, mx);
+        worst_mean = mean > worst_mean ? mean : worst_mean;
+        worst_px = mx > worst_px ? mx : worst_px;
+    }
+    printf("  %s: worst latent rel L2 %.3e (tol %.0e), worst mean |u8 diff| %.3f, max %d over %d frames (ring %d)\n",
+           config, worst_lat, tol_lat, worst_mean, worst_px, T, K);
+    assert_true(worst_lat <= tol_lat);
+    assert_true(worst_mean <= 2.0);
+    free(in), free(og), free(oc), free(fimg), free(noise), free(ctxn), free(zg);
+    cuda_stream_free(gpu);
+    mg_stream_free(cpu);
+    mg_model_free(m);
+}
+
+static void test_frame_tiny(void **state) { frame_steps("tiny", 64, 48, 2, 1.0f, "colorize", 3e-2); }
+static void test_frame_tiny_guided_dream(void **state) { frame_steps("tiny", 64, 48, 2, 2.5f, "dream", 5e-2); }
+static void test_frame_s(void **state) { frame_steps("s", 128, 96, 2, 1.0f, "restore", 3e-2); }
+
+/* The public API: a CUDA stream and a CPU stream with one seed see the same noise. */
+static void test_public_api(void **state) {
+    mg_model *m = load_model("tiny", 3);
+    mg_stream_opts o = mg_stream_opts_default();
+    o.width = 64, o.height = 64, o.seed = 42;
+    mg_stream *a, *b;
+    OK(mg_stream_new(m, &o, &a));
+    o.device = MG_DEVICE_CUDA;
+    OK(mg_stream_new(m, &o, &b));
+    size_t img = 64 * 64 * 3;
+    uint8_t *in = malloc(img), *oa = malloc(img), *ob = malloc(img);
+    double worst = 0;
+    for (int t = 0; t < 5; t++) {
+        for (size_t i = 0; i < img; i++) in[i] = (uint8_t)(i * 7 + t * 31);
+        OK(mg_stream_step(a, in, oa));
+        OK(mg_stream_step(b, in, ob));
+        long sum = 0;
+        for (size_t i = 0; i < img; i++) sum += abs((int)oa[i] - ob[i]);
+        worst = (double)sum / img > worst ? (double)sum / img : worst;
+    }
+    assert_int_equal(mg_stream_frame_index(b), 5);
+    mg_step_timing tm;
+    mg_stream_last_timing(b, &tm);
+    printf("  public API, seed 42, 5 frames: worst mean |u8 diff| cpu vs cuda %.3f; host-to-host %.2f ms\n", worst,
+           tm.total_ms);
+    assert_true(worst <= 2.0);
+    assert_non_null(stream_cuda(b));
+    free(in), free(oa), free(ob);
+    mg_stream_free(a), mg_stream_free(b);
+    mg_model_free(m);
+}
+
+/* Replaying the captured graph gives exactly what launching the kernels one by one gives. */
+static void test_graph_equals_eager(void **state) {
+    const char *configs[] = {"tiny", "s"};
+    for (int ci = 0; ci < 2; ci++) {
+        mg_model *m = load_model(configs[ci], 11);
+        int W = 128, H = 64, K = mg_model_config(m)->ring;
+        cuda_stream_cfg cc = {W, H, 2, K, 1.0f};
+        cuda_stream *g, *e;
+        OK(cuda_stream_new(m, &cc, &g));
+        OK(cuda_stream_new(m, &cc, &e));
+        cuda_stream_set_mode(e, CUDA_MODE_EAGER);
+        size_t img = (size_t)W * H * 3, lat = (size_t)(H / 8) * (W / 8) * 4;
+        uint8_t *in = malloc(img), *og = malloc(img), *oe = malloc(img);
+        float *n1 = malloc(lat * 4), *n2 = malloc(lat * 4), *zg = malloc(lat * 4), *ze = malloc(lat * 4);
+        mg_rng r;
+        mg_rng_seed(&r, 5);
+        int same = 1;
+        for (int t = 0; t < 6; t++) {
+            for (size_t i = 0; i < img; i++) in[i] = (uint8_t)(mg_rng_next(&r) >> 56);
+            mg_rng_normal_fill(&r, n1, lat);
+            mg_rng_normal_fill(&r, n2, lat);
+            int dream = t == 4; /* the second graph (dream) too */
+            OK(cuda_stream_step(g, in, og, n1, n2, dream ? 7 : 1, dream));
+            OK(cuda_stream_step(e, in, oe, n1, n2, dream ? 7 : 1, dream));
+            OK(cuda_stream_latent(g, zg));
+            OK(cuda_stream_latent(e, ze));
+            same &= !memcmp(og, oe, img) && !memcmp(zg, ze, lat * 4);
+        }
+        printf("  %s: graph replay vs eager launches, 6 frames (one dream): %s (graph %.3f ms on the device)\n",
+               configs[ci], same ? "bit-identical" : "DIFFER", cuda_stream_last_device_ms(g));
+        assert_true(same);
+        free(in), free(og), free(oe), free(n1), free(n2), free(zg), free(ze);
+        cuda_stream_free(g), cuda_stream_free(e);
+        mg_model_free(m);
+    }
+}
+
+static int setup(void **state) {
+    if (cu_ctx_new(&ctx) != MG_OK) {
+        fprintf(stderr, "test_cuda: %s\n", mg_last_error());
+        return -1;
+    }
+    printf("test_cuda on %s (%d SMs)\n", cu_ctx_device_name(ctx), cu_ctx_sm_count(ctx));
+    return cudaStreamCreate(&st) == cudaSuccess ? 0 : -1;
+}
+
+static int teardown(void **state) {
+    cudaStreamDestroy(st);
+    cu_ctx_free(ctx);
+    return 0;
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_gemm),          cmocka_unit_test(test_linear_rows),
+        cmocka_unit_test(test_conv_igemm),    cmocka_unit_test(test_conv_direct),
+        cmocka_unit_test(test_norms),         cmocka_unit_test(test_activations),
+        cmocka_unit_test(test_rope_kv),       cmocka_unit_test(test_attention),
+        cmocka_unit_test(test_layout),        cmocka_unit_test(test_frame_tiny),
+        cmocka_unit_test(test_frame_tiny_guided_dream), cmocka_unit_test(test_frame_s),
+        cmocka_unit_test(test_public_api),    cmocka_unit_test(test_graph_equals_eager),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
