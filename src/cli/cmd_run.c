@@ -1,52 +1,89 @@
-/* mirage run: read frames, transform each with the model, write them out. */
+/* mirage run: read frames from a source, transform each with the model, write them to a sink.
+ * This file parses options, opens the three ends (source, model, sink) and hands them to the
+ * real-time loop (src/cli/loop.c). */
+#include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
-#include "cli/stats.h"
-#include "core/timing.h"
-#include "io/testsrc.h"
-#include "io/y4m.h"
+#include "cli/loop.h"
+#include "io/fit.h"
+#include "io/sink.h"
+#include "io/source.h"
+
+/* The longest side of the frame size chosen for a file or camera when --size is absent: the
+ * CPU engine's cost grows with the pixel count, and 512 keeps a 16:9 clip at 512x288. */
+#define AUTO_MAX_SIDE 512
 
 static const char *help =
     "usage: mirage run --model FILE --input SRC --output DST [options]\n\n"
     "Transforms a stream frame by frame, conditioned on the input, the prompt and its own past.\n"
-    "  --model FILE      weights (.safetensors); --config NAME instead uses fresh random weights\n"
-    "  --input SRC       testsrc (a built-in moving scene), FILE.y4m, or - (y4m on stdin)\n"
-    "  --output DST      FILE.y4m, - (y4m on stdout) or null\n"
-    "  --prompt P        what to do (see `mirage info MODEL`); default: the model's first\n"
-    "  --steps N         denoising steps per frame (default 2)\n"
-    "  --size WxH        frame size, multiples of 16 (default: the input's; testsrc 256x256)\n"
-    "  --frames N        stop after N frames (default: the whole input; testsrc 100)\n"
-    "  --ring K          history frames (default: the model's)\n"
-    "  --guidance G      classifier-free guidance scale (default 1 = off)\n"
-    "  --device D        cpu or cuda (default cpu)\n"
-    "  --seed N          noise seed (default 0)\n"
-    "  --quiet           no status lines\n"
-    "Status goes to stderr: the configuration, a line a second, and a summary.\n";
+    "  --model FILE        weights (.safetensors); --config NAME instead uses fresh random weights\n"
+    "  --input SRC         testsrc (a built-in moving scene), FILE.y4m, - (y4m on stdin),\n"
+    "                      v4l2:/dev/videoN (a camera), or any file/URL FFmpeg reads (FILE.mp4,\n"
+    "                      pipe:0 for any format on stdin, ...)\n"
+    "  --output DST        FILE.mp4 or FILE.mkv (H.264, the source's timing), FILE.y4m,\n"
+    "                      - (y4m on stdout), window (a preview) or null\n"
+    "  --prompt P          what to do (see `mirage info MODEL`); default: the model's first\n"
+    "  --steps N           denoising steps per frame (default 2)\n"
+    "  --size WxH          frame size, multiples of 16 (default: the input's, scaled to a longest\n"
+    "                      side of 512 and rounded down to multiples of 16; testsrc 256x256)\n"
+    "  --fit MODE          how the input fills that size: crop (default), pad or stretch\n"
+    "  --frames N          stop after N input frames (default: the whole input; testsrc 100)\n"
+    "  --realtime          the source's clock rules: files are paced by their timestamps, and a\n"
+    "                      frame that arrives while the model is busy replaces the waiting one\n"
+    "                      (counted as dropped); always on for cameras\n"
+    "  --side-by-side      write input and output next to each other (2W x H)\n"
+    "  --camera-size WxH   camera capture size (default: the camera's)\n"
+    "  --camera-fps N      camera frame rate (default: the camera's)\n"
+    "  --switch-reset      forget the history when the prompt changes (default: keep it; see\n"
+    "                      docs/DECISIONS.md)\n"
+    "  --ring K            history frames (default: the model's)\n"
+    "  --guidance G        classifier-free guidance scale (default 1 = off)\n"
+    "  --device D          cpu or cuda (default cpu)\n"
+    "  --seed N            noise seed (default 0)\n"
+    "  --quiet             no status lines\n"
+    "While it runs: a line `prompt NAME`, `next` or `quit` on stdin (when the input is not stdin),\n"
+    "or in the window the keys 0-9 (prompt row), p (next prompt), q/Esc (stop). Ctrl-C stops and\n"
+    "finalises the output; a second Ctrl-C ends at once.\n"
+    "Status goes to stderr: the configuration, a line a second (frames, end-to-end latency p50/p99\n"
+    "from a frame entering to its output written, fps, drops), a summary and the per-stage times.\n";
 
-static volatile sig_atomic_t stop_requested;
-static void on_signal(int sig) { (void)sig; stop_requested = 1; }
-
-static int is_y4m_name(const char *p) {
-    size_t n = strlen(p);
-    return n > 4 && !strcmp(p + n - 4, ".y4m");
+/* A closed stdin/stdout/stderr would be reused by the next open() — a model or output file read
+ * as commands, or a file written as stdout. Park /dev/null on whichever is closed. */
+static void guard_std_fds(void) {
+    for (int fd = 0; fd <= 2; fd++)
+        if (fcntl(fd, F_GETFD) == -1 && errno == EBADF) {
+            int n = open("/dev/null", O_RDWR);
+            if (n >= 0 && n != fd) close(n); /* lower fds are open: n is fd unless that failed */
+        }
 }
 
 int cmd_run(int argc, char **argv) {
+    enum { O_FIT = 256, O_CAMSIZE, O_CAMFPS, O_REALTIME, O_SBS, O_DELAY, O_SWRESET };
     static const struct option opts[] = {
         {"model", 1, 0, 'm'}, {"config", 1, 0, 'c'}, {"input", 1, 0, 'i'}, {"output", 1, 0, 'o'},
         {"prompt", 1, 0, 'p'}, {"steps", 1, 0, 'n'}, {"size", 1, 0, 'S'}, {"frames", 1, 0, 'f'},
         {"ring", 1, 0, 'k'}, {"guidance", 1, 0, 'g'}, {"device", 1, 0, 'd'}, {"seed", 1, 0, 's'},
-        {"quiet", 0, 0, 'q'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+        {"quiet", 0, 0, 'q'}, {"help", 0, 0, 'h'}, {"fit", 1, 0, O_FIT}, {"camera-size", 1, 0, O_CAMSIZE},
+        {"camera-fps", 1, 0, O_CAMFPS}, {"realtime", 0, 0, O_REALTIME}, {"side-by-side", 0, 0, O_SBS},
+        {"switch-reset", 0, 0, O_SWRESET},
+        /* for tests: a deliberately slow model (sleeps N ms per frame in the model stage) */
+        {"debug-delay-ms", 1, 0, O_DELAY}, {0, 0, 0, 0}};
     const char *model = NULL, *config = NULL, *input = NULL, *output = NULL;
     mg_stream_opts so = mg_stream_opts_default();
-    int W = 0, H = 0, quiet = 0, o;
-    long frames = -1, v;
+    source_opts sopt = {0};
+    loop_opts lo = {0};
+    fit_mode fit = FIT_CROP;
+    int W = 0, H = 0, o;
+    long v;
     double g;
+    lo.max_frames = -1;
+    guard_std_fds();
     optind = 1;
     opterr = 0;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -64,7 +101,8 @@ int cmd_run(int argc, char **argv) {
             if (parse_size(optarg, &W, &H)) return cli_usage("run", "--size: expected WxH, found '%s'", optarg);
             break;
         case 'f':
-            if (parse_long(optarg, 0, 1L << 40, &frames)) return cli_usage("run", "--frames: expected a count, found '%s'", optarg);
+            if (parse_long(optarg, 0, 1L << 40, &lo.max_frames))
+                return cli_usage("run", "--frames: expected a count, found '%s'", optarg);
             break;
         case 'k':
             if (parse_long(optarg, 0, 64, &v)) return cli_usage("run", "--ring: expected 0..64, found '%s'", optarg);
@@ -80,8 +118,26 @@ int cmd_run(int argc, char **argv) {
         case 's':
             if (parse_u64(optarg, &so.seed)) return cli_usage("run", "--seed: expected a non-negative integer, found '%s'", optarg);
             break;
-        case 'q': quiet = 1; break;
+        case 'q': lo.quiet = 1; break;
         case 'h': fputs(help, stdout); return EXIT_OK;
+        case O_FIT:
+            if (fit_parse(optarg, &fit)) return cli_usage("run", "--fit: expected crop, pad or stretch, found '%s'", optarg);
+            break;
+        case O_CAMSIZE:
+            if (parse_size(optarg, &sopt.camera_w, &sopt.camera_h))
+                return cli_usage("run", "--camera-size: expected WxH, found '%s'", optarg);
+            break;
+        case O_CAMFPS:
+            if (parse_long(optarg, 1, 1000, &v)) return cli_usage("run", "--camera-fps: expected 1..1000, found '%s'", optarg);
+            sopt.camera_fps = (int)v;
+            break;
+        case O_REALTIME: lo.realtime = 1; break;
+        case O_SBS: lo.side_by_side = 1; break;
+        case O_SWRESET: lo.reset_on_switch = 1; break;
+        case O_DELAY:
+            if (parse_long(optarg, 0, 60000, &v)) return cli_usage("run", "--debug-delay-ms: expected 0..60000, found '%s'", optarg);
+            lo.debug_delay_ms = (int)v;
+            break;
         default: return cli_usage("run", "unknown or incomplete option '%s'", argv[optind - 1]);
         }
     }
@@ -89,109 +145,83 @@ int cmd_run(int argc, char **argv) {
     if (!model && !config) return cli_usage("run", "--model FILE is required (or --config NAME for random weights)");
     if (model && config) return cli_usage("run", "give --model or --config, not both");
     if (!input || !output) return cli_usage("run", "--input and --output are required");
-    int use_testsrc = !strcmp(input, "testsrc");
-    if (!use_testsrc && strcmp(input, "-") && !is_y4m_name(input))
-        return cli_usage("run", "--input '%s': expected testsrc, a .y4m file or - (other formats need FFmpeg input, not in this build yet)", input);
-    if (strcmp(output, "null") && strcmp(output, "-") && !is_y4m_name(output))
-        return cli_usage("run", "--output '%s': expected a .y4m file, - or null", output);
+    if (!sink_spec_known(output))
+        return cli_usage("run", "--output '%s': expected FILE.mp4, FILE.mkv, FILE.y4m, - (y4m on stdout), window or null",
+                         output);
+    if ((sopt.camera_w || sopt.camera_fps) && strncmp(input, "v4l2:", 5))
+        return cli_usage("run", "--camera-size and --camera-fps are for camera inputs (v4l2:/dev/videoN)");
 
-    /* the source decides the size unless --size says otherwise */
-    y4m_reader rd = {0};
-    int fps_num = 25, fps_den = 1, rc = EXIT_OK;
-    mg_status s;
-    if (!use_testsrc) {
-        if ((s = y4m_reader_open(&rd, input)) != MG_OK) return cli_status(s);
-        fps_num = rd.fps_num, fps_den = rd.fps_den;
-        if (W && (W != rd.width || H != rd.height)) {
-            y4m_reader_close(&rd);
-            return cli_fail("input %s is %dx%d but --size is %dx%d (scaling needs the FFmpeg input, not in this build yet)",
-                            input, rd.width, rd.height, W, H);
-        }
-        W = rd.width, H = rd.height;
-    } else {
-        if (!W) W = H = 256;
-        if (frames < 0) frames = 100;
-    }
-    if (W % 16 || H % 16) {
-        y4m_reader_close(&rd);
-        return cli_fail("frame size %dx%d: the model needs multiples of 16", W, H);
-    }
-    so.width = W, so.height = H;
-
+    /* the source: open it, learn its size, choose the frame size */
+    atomic_int abort_src;
+    atomic_init(&abort_src, 0);
+    sopt.abort_flag = &abort_src;
+    lo.abort_flag = &abort_src;
+    source *src = NULL;
     mg_model *m = NULL;
     mg_stream *st = NULL;
-    y4m_writer wr = {0};
-    uint8_t *in = NULL, *out = NULL;
+    sink *snk = NULL;
+    int rc = EXIT_OK, testsrc = !strcmp(input, "testsrc");
+    mg_status s;
+    if ((s = source_open(&src, input, &sopt)) != MG_OK) return cli_status(s);
+    char size_note[256] = "";
+    if (!W) {
+        if (testsrc) {
+            W = H = 256;
+        } else {
+            fit_auto_size(src->in_width, src->in_height, AUTO_MAX_SIDE, &W, &H);
+            if (W != src->in_width || H != src->in_height)
+                snprintf(size_note, sizeof size_note,
+                         "mirage run | note: running at %dx%d: the input's %dx%d %sand rounded down to multiples of 16 "
+                         "(--size WxH to choose)\n",
+                         W, H, src->in_width, src->in_height,
+                         (src->in_width > AUTO_MAX_SIDE || src->in_height > AUTO_MAX_SIDE) ? "scaled to a longest side of 512 " : "");
+        }
+    }
+    if (testsrc && lo.max_frames < 0) lo.max_frames = 100;
+    if (W % 16 || H % 16) {
+        source_close(src);
+        return cli_fail("frame size %dx%d: the model needs multiples of 16", W, H);
+    }
+    if ((s = source_set_size(src, W, H, fit)) != MG_OK) goto fail;
+    so.width = W, so.height = H;
+
     if ((s = cli_load_model(model, config, 0, &m)) != MG_OK) goto fail;
     if ((s = mg_stream_new(m, &so, &st)) != MG_OK) goto fail;
-    in = malloc((size_t)W * H * 3);
-    out = malloc((size_t)W * H * 3);
-    if (!in || !out) {
-        rc = cli_fail("out of memory");
-        goto done;
-    }
-    if (strcmp(output, "null") && (s = y4m_writer_open(&wr, output, W, H, fps_num, fps_den)) != MG_OK) goto fail;
+
+    sink_opts ko = {lo.side_by_side ? 2 * W : W, H, src->fps_num, src->fps_den, src->tb_num, src->tb_den, "mirage"};
+    char title[160];
+    snprintf(title, sizeof title, "mirage — %s", input);
+    ko.title = title;
+    if ((s = sink_open(&snk, output, &ko)) != MG_OK) goto fail;
 
     const mg_config *c = mg_model_config(m);
-    if (!quiet)
-        fprintf(stderr, "mirage run | model %s (%s, %.2f M params, %.1f MiB) | %dx%d | prompt %s | %d steps | ring %d | guidance %g | cpu (%s)\n"
-                        "mirage run | input %s | output %s | stream arena %.1f MiB\n",
+    int realtime = lo.realtime || src->live;
+    if (!lo.quiet) {
+        fprintf(stderr, "mirage run | model %s (%s, %.2f M params, %.1f MiB) | %dx%d | prompt %s | %d steps | ring %d | guidance %g | cpu (%s)\n",
                 model ? model : "(random)", c->name, mg_model_params(m) / 1e6, mg_model_bytes(m) / 1048576.0, W, H,
-                mg_stream_prompt(st), so.steps, so.ring ? so.ring : c->ring, so.guidance, mg_build_features(), input,
-                output, mg_stream_bytes(st) / 1048576.0);
-
-    signal(SIGINT, on_signal);
-    signal(SIGTERM, on_signal);
-    signal(SIGPIPE, SIG_IGN);
-    lat_stats *lat = calloc(1, sizeof *lat);
-    if (!lat) {
-        rc = cli_fail("out of memory");
-        goto done;
+                mg_stream_prompt(st), so.steps, so.ring ? so.ring : c->ring, so.guidance, mg_build_features());
+        fprintf(stderr, "mirage run | input %s (%s) | fit %s | output %s (%s)%s\n", src->name, src->desc, fit_name(fit),
+                output, snk->desc, lo.side_by_side ? ", side by side" : "");
+        fprintf(stderr, "mirage run | %s | stream arena %.1f MiB\n",
+                realtime ? (src->live ? "live source: its clock rules, frames dropped when the model is behind"
+                                      : "realtime: paced by the source's timestamps, frames dropped when the model is behind")
+                         : "every frame is processed",
+                mg_stream_bytes(st) / 1048576.0);
+        fputs(size_note, stderr);
     }
-    double t_start = mg_now_ms(), t_report = t_start;
-    long n = 0;
-    while (!stop_requested && (frames < 0 || n < frames)) {
-        if (use_testsrc) testsrc_render(in, W, H, n);
-        else if ((s = y4m_read_frame(&rd, in)) == MG_ERR_EOF) break;
-        else if (s != MG_OK) {
-            rc = cli_status(s); /* keep what was written so far */
-            break;
-        }
-        double t0 = mg_now_ms();
-        if ((s = mg_stream_step(st, in, out)) != MG_OK) {
-            rc = cli_status(s);
-            break;
-        }
-        lat_add(lat, mg_now_ms() - t0);
-        if (strcmp(output, "null") && (s = y4m_write_frame(&wr, out)) != MG_OK) {
-            rc = cli_status(s);
-            break;
-        }
-        n++;
-        double now = mg_now_ms();
-        if (!quiet && now - t_report >= 1000) {
-            fprintf(stderr, "frame %ld | %.1f ms p50 | %.1f ms p99 | %.2f fps | 0 dropped\n", n, lat_quantile(lat, 0.5),
-                    lat_quantile(lat, 0.99), n * 1000.0 / (now - t_start));
-            t_report = now;
-        }
-    }
-    if (stop_requested && !quiet) fprintf(stderr, "mirage run | interrupted: finishing the output\n");
-    if (wr.fp && (s = y4m_writer_close(&wr)) != MG_OK && rc == EXIT_OK) rc = cli_status(s);
-    if (!quiet) {
-        double secs = (mg_now_ms() - t_start) / 1000.0;
-        fprintf(stderr, "done | %ld frames in %.1f s | %.2f fps | %.1f ms p50 | %.1f ms p99 | 0 dropped | %s\n", n, secs,
-                secs > 0 ? n / secs : 0.0, lat_quantile(lat, 0.5), lat_quantile(lat, 0.99), output);
-    }
-    free(lat);
+    /* commands on stdin, unless stdin is the input, or a terminal we don't own (background job) */
+    lo.stdin_commands = strcmp(input, "-") && strcmp(input, "pipe:") && strcmp(input, "pipe:0") &&
+                        (!isatty(0) || tcgetpgrp(0) == getpgrp());
+    lo.output = output;
+    rc = loop_run(m, st, src, snk, &lo); /* closes the sink */
+    snk = NULL;
     goto done;
 fail:
     rc = cli_status(s);
 done:
-    if (wr.fp) y4m_writer_abort(&wr);
-    y4m_reader_close(&rd);
-    free(in);
-    free(out);
+    sink_close(snk);
     mg_stream_free(st);
     mg_model_free(m);
+    source_close(src);
     return rc;
 }
