@@ -400,6 +400,7 @@ mg_status y4m_writer_open(y4m_writer *w, const char *path, int width, int height
     int hn = snprintf(hdr, sizeof hdr,
                       "YUV4MPEG2 W%d H%d F%d:%d Ip A1:1 C420jpeg XYSCSS=420JPEG XCOLORRANGE=LIMITED\n",
                       width, height, fps_num, fps_den);
+    w->header_bytes = (size_t)hn;
     if (fwrite(hdr, 1, (size_t)hn, w->fp) != (size_t)hn) {
         mg_status st = wfail(w, "cannot write the y4m header", errno);
         y4m_writer_abort(w);
@@ -481,8 +482,23 @@ mg_status y4m_writer_close(y4m_writer *w) {
     if (w->failed) {
         char why[512];
         snprintf(why, sizeof why, "%s", mg_last_error()); /* mg_fail must not read its own buffer */
-        st = mg_fail(MG_ERR_IO, "%s: not finalised: an earlier write failed (%s)",
-                     w->mode == W_STDOUT ? "stdout" : w->path, why);
+        if (w->mode != W_TEMP) {
+            st = mg_fail(MG_ERR_IO, "%s: an earlier write failed (%s)", w->mode == W_STDOUT ? "stdout" : w->path, why);
+            y4m_writer_abort(w);
+            return st;
+        }
+        /* Keep what was written: cut the temporary back to whole frames, then publish it. */
+        fclose(w->fp); /* its error is the one already reported */
+        w->fp = NULL;
+        off_t keep = (off_t)(w->header_bytes + (size_t)w->frames_written * (6 + w->frame_bytes));
+        if (truncate(w->tmp, keep) == 0 && rename(w->tmp, w->path) == 0) {
+            w->tmp[0] = 0;
+            fsync_parent_dir(w->path);
+            st = mg_fail(MG_ERR_IO, "%s; kept the %lld whole frames written before it", why,
+                         (long long)w->frames_written);
+        } else {
+            st = mg_fail(MG_ERR_IO, "%s; and the partial file could not be kept (%s)", why, strerror(errno));
+        }
         y4m_writer_abort(w);
         return st;
     }

@@ -104,6 +104,7 @@ typedef struct y4m_writer {
     char path[4096];        /* the destination */
     char tmp[4128];         /* PATH.tmp.<pid> while writing (mode 1) */
     size_t frame_bytes;
+    size_t header_bytes;    /* the stream header line, so a failed file can be cut to whole frames */
     uint8_t *yuv;           /* (frame_bytes) one frame's planes */
 } y4m_writer;
 
@@ -112,8 +113,9 @@ mg_status y4m_writer_open(y4m_writer *w, const char *path, int width, int height
                           int fps_den);
 mg_status y4m_write_frame(y4m_writer *w, const uint8_t *rgb);
 /* Finalises: fflush, fsync, fclose, rename onto the path. The file then holds every frame
- * written. If any write failed, or finalising fails, the temporary is deleted instead and
- * the result is MG_ERR_IO. Closing a closed writer is MG_OK. */
+ * written. If a write failed (a full disk, say), the file is cut back to the last whole frame
+ * and published all the same, so the frames written so far are kept; the result is then
+ * MG_ERR_IO naming the failure and the frames kept. Closing a closed writer is MG_OK. */
 mg_status y4m_writer_close(y4m_writer *w);
 /* Gives up: closes and deletes the temporary file; the path keeps whatever it had before.
  * (For stdout or a FIFO the bytes already written are gone out; abort just stops.) */
