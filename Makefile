@@ -3,7 +3,7 @@
 # switches its feature off, never the build.
 #
 #   make SAN=1 test     build into build-san/ with AddressSanitizer + UBSan and run the tests
-#   make OPENBLAS=0     force the built-in GEMM, OPENMP=0 single-threaded, FFMPEG=0, SDL2=0, CUDA=0
+#   make OPENBLAS=0     force the built-in GEMM, OPENMP=0 single-threaded, FFMPEG=0, SDL2=0, PNG=0, CUDA=0
 #   make test-gpu       build and run tests/gpu/test_cuda (CUDA ops and frame steps vs the CPU; needs a GPU)
 
 CC      ?= cc
@@ -85,13 +85,22 @@ ifeq ($(CUDA),1)
   FEATURES += cuda
 endif
 
+# libpng compresses the evaluation report's frame strips; without it they are written by a
+# built-in writer as uncompressed PNG (bigger files, same pictures).
+PNG ?= $(if $(call have_pkg,libpng),1,0)
+ifeq ($(PNG),1)
+  CFLAGS += -DMG_HAVE_PNG $(shell pkg-config --cflags libpng)
+  LDLIBS += $(shell pkg-config --libs libpng)
+  FEATURES += png
+endif
+
 CMOCKA ?= $(if $(call have_pkg,cmocka),1,0)
 
 FEATURES_STR := $(strip $(FEATURES))
 CFLAGS += -DMG_FEATURES='"$(FEATURES_STR)"'
 
 # ---- sources ---------------------------------------------------------------------------
-LIB_SRC := $(wildcard src/core/*.c src/model/*.c src/ops/cpu/*.c src/io/*.c)
+LIB_SRC := $(wildcard src/core/*.c src/model/*.c src/ops/cpu/*.c src/io/*.c src/train/*.c src/eval/*.c)
 CLI_SRC := $(wildcard src/cli/*.c)
 TEST_SRC := $(wildcard tests/test_*.c)
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
@@ -106,7 +115,7 @@ LIB := $(BUILD)/libmirage.a
 all: features $(BUILD)/mirage
 
 features:
-	@echo "mirage build: openmp=$(OPENMP) openblas=$(OPENBLAS) ffmpeg=$(FFMPEG) avdevice=$(AVDEVICE) sdl2=$(SDL2) cuda=$(CUDA)$(if $(NVCC), ($(NVCC)),) cmocka=$(CMOCKA) san=$(SAN) -> $(BUILD)/"
+	@echo "mirage build: openmp=$(OPENMP) openblas=$(OPENBLAS) ffmpeg=$(FFMPEG) avdevice=$(AVDEVICE) sdl2=$(SDL2) png=$(PNG) cuda=$(CUDA)$(if $(NVCC), ($(NVCC)),) cmocka=$(CMOCKA) san=$(SAN) -> $(BUILD)/"
 	@if [ "$(CUDA)" = 1 ]; then echo "mirage build: cuda: $(NVCC_ARCH), cuBLASLt + static cudart from $(CUDA_HOME)/lib64; make test-gpu and make lab run on a GPU machine"; fi
 	@if [ "$(SAN)" = 1 ]; then echo "mirage build: note: SAN=1 builds without CUDA (ASan and the CUDA runtime do not mix)"; fi
 

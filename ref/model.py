@@ -243,6 +243,10 @@ class Mirage:
         """u8 (T, H, W, 3) or (H, W, 3) -> latent (T, Z, H/8, W/8)."""
         x = torch.as_tensor(frames).to(self.device)
         x = (x[None] if x.dim() == 3 else x).permute(0, 3, 1, 2).to(self.dtype) / 255
+        return self.encode_x(x)
+
+    def encode_x(self, x):
+        """pixels (T, 3, H, W) in [0,1], the model's dtype -> latent (T, Z, H/8, W/8)."""
         x = self.block(self.conv(x, "enc.in"), "enc.b0")
         for s in (1, 2, 3):
             x = self.conv(x, f"enc.down{s}", 2)
