@@ -1,19 +1,27 @@
 #!/bin/sh
-# The kernel lab, the GPU tests and the benches in one call on the GPU machine.
+# The GPU tests, the benches (mirage, torch eager, torch.compile) and the lab in one call on
+# the GPU machine.
 #
 #   sh dev/cuda/run.sh build   here, where cJSON and cmocka are installed: builds build-gpu/
-#                              (CUDA=1, no FFmpeg/OpenBLAS/SDL2: the GPU machine has none) and
-#                              copies the shared libraries the GPU machine lacks into .devlibs/
-#   sh dev/cuda/run.sh run     on the GPU machine (carry build-gpu and .devlibs): card, peaks,
-#                              make test-gpu's binary, benches (mirage and torch eager, same
-#                              card), the lab; one combined log in $OUT/run.log
+#                              (CUDA=1, no FFmpeg/OpenBLAS/SDL2/libpng: the GPU machine has
+#                              none) and copies the shared libraries it lacks into .devlibs/
+#   sh dev/cuda/run.sh run     on the GPU machine (carry build-gpu/{mirage,tests/gpu/test_cuda,
+#                              dev} and .devlibs): card, peaks, make test-gpu's binary (the
+#                              defaults; fallbacks if it fails), mirage against its own
+#                              settings (A/B on the same card), torch eager and torch.compile,
+#                              the lab; one combined log in $OUT/run.log
 #
-# Environment: BUILD (build-gpu), OUT (./gpu-logs), WITH_1B=1 adds config 1b at 512x512,
-# STEP_TIMEOUT (seconds per step, 150).
+# Environment: BUILD (build-gpu), OUT (./gpu-logs), SIZES ("256 512": mirage A/B sizes),
+# PROFILE=1 adds ncu per-kernel times of one s frame (PROFILE_SIZE 256x256) for the defaults
+# and MG_CUDA_FUSED=1 ($OUT/ncu_*.csv), TORCH_EAGER=0 skips torch eager, WITH_1B=1 adds
+# config 1b at 512x512, COMPILE="256 512" (the sizes torch.compile runs at, ~4.5 minutes
+# each; "" for none; past the first, only while COMPILE_NEED seconds (330) of BUDGET (570,
+# from the start of the script) are left), LAB=1 runs the kernel lab, STEP_TIMEOUT (seconds
+# per step, 90; torch.compile gets 420).
 set -u
 B=${BUILD:-build-gpu}
 if [ "${1:-run}" = build ]; then
-    make BUILD="$B" CUDA=1 FFMPEG=0 OPENBLAS=0 SDL2=0 -j"$(nproc)" "$B/mirage" "$B/tests/gpu/test_cuda" lab || exit 1
+    make BUILD="$B" CUDA=1 FFMPEG=0 OPENBLAS=0 SDL2=0 PNG=0 -j"$(nproc)" "$B/mirage" "$B/tests/gpu/test_cuda" lab || exit 1
     mkdir -p .devlibs
     for l in libcjson.so.1 libcmocka.so.0 libgomp.so.1; do cp -L "/usr/lib/x86_64-linux-gnu/$l" .devlibs/ || exit 1; done
     du -sh "$B" .devlibs
@@ -26,7 +34,8 @@ LOG=$O/run.log
 : >"$LOG"
 export LD_LIBRARY_PATH="$PWD/.devlibs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export MIRAGE_TESTDATA=tests/data PYTHONUNBUFFERED=1
-T=${STEP_TIMEOUT:-150}
+T=${STEP_TIMEOUT:-90}
+START=$(date +%s)
 # step NAME CMD...: runs CMD with a time limit, appends its output to the log, prints a summary
 step() {
     name=$1
@@ -38,23 +47,86 @@ step() {
     t1=$(date +%s.%N)
     cat "$O/$name.tmp" >>"$LOG"
     awk -v n="$name" -v r="$rc" -v a="$t0" -v b="$t1" 'BEGIN { printf "==== %s: rc=%d, %.1f s\n", n, r, b - a }' | tee -a "$LOG"
-    grep -E "${GREP:-^(frame|host|encode|step|refresh|decode|work|memory|peaks|copy|gemm|v[0-9]|[di][0-9] |test_cuda|  [a-z].*(ok|FAIL)|\[  (PASSED|FAILED)|\[  FAILED|.*worst|.*rror|bench_torch|p50)}" "$O/$name.tmp" | head -n "${HEAD:-60}"
+    grep -E '^(frame|host|work|memory|peaks|copy|gemm|v[0-9]|[di][0-9] |test_cuda|bench_torch|mirage bench)|FAIL|\[  (PASSED|FAILED)|worst|rror|identical|DIFFER|p50' "$O/$name.tmp" | head -n 40
     rm -f "$O/$name.tmp"
+    return $rc
 }
+left() { echo $(( ${BUDGET:-570} - ($(date +%s) - START) )); }
 
 nvidia-smi -L | tee -a "$LOG"
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.draw,power.limit,memory.used,memory.total --format=csv >>"$LOG" 2>&1
 step peaks "$B/dev/peaks"
 set -- $(grep '^peaks:' "$LOG" | tail -n 1)
 export MG_PEAK_GBS="${2:-0}" MG_PEAK_TFLOPS="${3:-0}"
-step test_gpu "$B/tests/gpu/test_cuda"
-step bench_s256 "$B/mirage" bench --config s --size 256x256 --steps 2 --device cuda --json
-step torch_s256 python3 ref/bench_torch.py --model s --size 256x256 --steps 2 --device cuda --json
-step bench_s512 "$B/mirage" bench --config s --size 512x512 --steps 2 --device cuda --json
-step torch_s512 python3 ref/bench_torch.py --model s --size 512x512 --steps 2 --device cuda --json
-step lab_attention "$B/dev/attention"
-step lab_conv "$B/dev/conv3x3"
-if [ -n "${WITH_1B:-}" ]; then
-    step bench_1b512 "$B/mirage" bench --config 1b --size 512x512 --steps 2 --device cuda --iters 20 --json
+
+# Optimisation settings (dev/cuda/README.md): MG_CUDA_FUSED (dit.cu's fused DiT kernels,
+# default off), MG_CUDA_PDL (programmatic dependent launch, default off), MG_CUDA_SPLITK (the
+# fused GEMMs' K split over clusters, default on), MG_CUDA_CONVSPLIT (the small convs' K split
+# over clusters, default off), MG_CUDA_LN2 (the layernorm kernel with its loads ahead of its
+# stores, default on). The defaults run the whole GPU suite first (it also runs the fused +
+# PDL stream and every kernel version); should it fail, the first fallback that passes is
+# benched as "chosen". "base" is the first slice's path.
+BASE="MG_CUDA_FUSED=0 MG_CUDA_PDL=0 MG_CUDA_CONVSPLIT=0 MG_CUDA_LN2=0"
+CHOSEN=none
+i=0
+for cfg in "" "$BASE"; do
+    i=$((i + 1))
+    echo "==== settings $i: ${cfg:-defaults}" | tee -a "$LOG"
+    if step "test_gpu_$i" env $cfg "$B/tests/gpu/test_cuda"; then CHOSEN=$cfg; break; fi
+done
+echo "==== chosen: ${CHOSEN:-defaults}" | tee -a "$LOG"
+[ "$CHOSEN" = none ] && CHOSEN=$BASE
+
+bench() { # name size config settings
+    step "$1" env $4 "$B/mirage" bench --config "$3" --size "$2" --steps 2 --device cuda --json
+}
+for sz in ${SIZES-256 512}; do
+    bench "bench_s${sz}" "${sz}x${sz}" s "$CHOSEN"
+    bench "bench_s${sz}_base" "${sz}x${sz}" s "$BASE"
+    bench "bench_s${sz}_fused" "${sz}x${sz}" s "$CHOSEN MG_CUDA_FUSED=1"
+    bench "bench_s${sz}_pdl" "${sz}x${sz}" s "$CHOSEN MG_CUDA_PDL=1"
+    bench "bench_s${sz}_convsplit" "${sz}x${sz}" s "$CHOSEN MG_CUDA_CONVSPLIT=1"
+done
+[ "${TORCH_EAGER:-1}" = 1 ] || SKIP_EAGER=1
+if [ -z "${SKIP_EAGER:-}" ]; then
+    step torch_s256 python3 ref/bench_torch.py --model s --size 256x256 --steps 2 --device cuda --json
+    step torch_s512 python3 ref/bench_torch.py --model s --size 512x512 --steps 2 --device cuda --json
 fi
-echo "==== done" | tee -a "$LOG"
+if [ -n "${WITH_1B:-}" ]; then
+    step bench_1b512 env $CHOSEN "$B/mirage" bench --config 1b --size 512x512 --steps 2 --device cuda --iters 20 --json
+    [ -n "${WITH_1B_BASE:-}" ] && step bench_1b512_base env $BASE "$B/mirage" bench --config 1b --size 512x512 --steps 2 \
+        --device cuda --iters 20 --json
+fi
+if [ -n "${LAB:-}" ]; then
+    step lab_attention "$B/dev/attention"
+    step lab_conv "$B/dev/conv3x3"
+fi
+CL=${COMPILE-256 512}
+FIRST=${CL%% *}
+for sz in $CL; do
+    if [ "$sz" != "$FIRST" ] && [ "$(left)" -lt "${COMPILE_NEED:-330}" ]; then
+        echo "==== torch.compile at ${sz}: skipped, $(left) s of the budget left" | tee -a "$LOG"
+        continue
+    fi
+    # mirage again just before, so each ratio comes from neighbouring runs on one card
+    bench "bench_s${sz}_again" "${sz}x${sz}" s "$CHOSEN"
+    T0=$T
+    T=${COMPILE_TIMEOUT:-420}
+    step "torch_compile_s${sz}" python3 ref/bench_torch.py --model s --size "${sz}x${sz}" --steps 2 --device cuda \
+        --compile --json
+    T=$T0
+done
+if [ -n "${PROFILE:-}" ]; then # ncu: per-kernel device times of s frames, eager and graph
+    NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -n 1)
+    j=0
+    for cfg in "$CHOSEN" "$CHOSEN MG_CUDA_FUSED=1"; do
+        j=$((j + 1))
+        echo "==== ncu $j: $cfg" | tee -a "$LOG"
+        lim=$(left); [ "$lim" -gt 150 ] && lim=150; [ "$lim" -lt 20 ] && break
+        env $cfg timeout "$lim" "$NCU" --clock-control none --metrics gpu__time_duration.sum --csv --page raw \
+            --print-units base --log-file "$O/ncu_$j.csv" "$B/mirage" bench --config s --size "${PROFILE_SIZE:-256x256}" \
+            --steps 2 --device cuda --warmup 1 --iters 1 >>"$LOG" 2>&1
+        echo "==== ncu $j: rc=$?, $(wc -l <"$O/ncu_$j.csv" 2>/dev/null) lines" | tee -a "$LOG"
+    done
+fi
+echo "==== done, $(( $(date +%s) - START )) s" | tee -a "$LOG"

@@ -54,6 +54,8 @@ __global__ void __launch_bounds__(128) attn_kernel(bf16 *out, float *part_o, flo
                                                    int Nk_arg, int Nq, int H, float scale_log2) {
     extern __shared__ __align__(16) unsigned char att_raw[];
     att_smem<DH> &sm = *reinterpret_cast<att_smem<DH> *>(att_raw);
+    pdl_wait();
+    pdl_trigger();
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
     const int h = blockIdx.y, split = blockIdx.z, splits = gridDim.z;
     const int Nk = nk_slots ? nk_slots[0] * Nk_arg : Nk_arg;
@@ -211,6 +213,8 @@ __global__ void __launch_bounds__(128) attn_kernel(bf16 *out, float *part_o, flo
 /* out = sum_s 2^(m_s - M) o_s / sum_s 2^(m_s - M) l_s; an empty split has m = -inf, l = 0. */
 __global__ void attn_combine_kernel(bf16 *out, const float *part_o, const float *part_ml, int Nq, int H, int DH,
                                     int splits) {
+    pdl_wait();
+    pdl_trigger();
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     int D = H * DH;
     if (i >= (size_t)Nq * D) return;
@@ -255,15 +259,14 @@ extern "C" size_t cu_attention_scratch_floats(int Nq, int H, int dh, int splits)
 }
 
 template <int DH>
-static void attn_launch(int ldm, dim3 grid, cudaStream_t st, bf16 *out, float *part_o, float *part_ml, const bf16 *q,
-                        int ldq, const bf16 *k, const bf16 *v, int ldkv, const int *nk_slots, int Nk, int Nq, int H,
-                        float scale_log2) {
+static cudaError_t attn_launch(int ldm, dim3 grid, cudaStream_t st, bf16 *out, float *part_o, float *part_ml,
+                               const bf16 *q, int ldq, const bf16 *k, const bf16 *v, int ldkv, const int *nk_slots,
+                               int Nk, int Nq, int H, float scale_log2) {
     if (ldm)
-        attn_kernel<DH, true><<<grid, 128, att_smem_bytes<DH>(), st>>>(out, part_o, part_ml, q, ldq, k, v, ldkv, nk_slots,
-                                                                        Nk, Nq, H, scale_log2);
-    else
-        attn_kernel<DH, false><<<grid, 128, att_smem_bytes<DH>(), st>>>(out, part_o, part_ml, q, ldq, k, v, ldkv,
-                                                                         nk_slots, Nk, Nq, H, scale_log2);
+        return cu_launch(attn_kernel<DH, true>, grid, 128, att_smem_bytes<DH>(), st, out, part_o, part_ml, q, ldq, k, v,
+                         ldkv, nk_slots, Nk, Nq, H, scale_log2);
+    return cu_launch(attn_kernel<DH, false>, grid, 128, att_smem_bytes<DH>(), st, out, part_o, part_ml, q, ldq, k, v,
+                     ldkv, nk_slots, Nk, Nq, H, scale_log2);
 }
 
 extern "C" mg_status cu_attention(bf16_t *out, const bf16_t *q, int ldq, const bf16_t *k, const bf16_t *v, int ldkv,
@@ -286,16 +289,15 @@ extern "C" mg_status cu_attention_v(int version, bf16_t *out, const bf16_t *q, i
     dim3 grid((Nq + AT_BQ - 1) / AT_BQ, H, splits);
     int ldm = version >= 2;
     if (dh == 64)
-        attn_launch<64>(ldm, grid, st, (bf16 *)out, part_o, part_ml, (const bf16 *)q, ldq, (const bf16 *)k,
-                        (const bf16 *)v, ldkv, nk_slots, Nk, Nq, H, scale_log2);
+        CU_TRY(attn_launch<64>(ldm, grid, st, (bf16 *)out, part_o, part_ml, (const bf16 *)q, ldq, (const bf16 *)k,
+                               (const bf16 *)v, ldkv, nk_slots, Nk, Nq, H, scale_log2));
     else
-        attn_launch<128>(ldm, grid, st, (bf16 *)out, part_o, part_ml, (const bf16 *)q, ldq, (const bf16 *)k,
-                         (const bf16 *)v, ldkv, nk_slots, Nk, Nq, H, scale_log2);
-    CU_LAUNCHED();
+        CU_TRY(attn_launch<128>(ldm, grid, st, (bf16 *)out, part_o, part_ml, (const bf16 *)q, ldq, (const bf16 *)k,
+                                (const bf16 *)v, ldkv, nk_slots, Nk, Nq, H, scale_log2));
     if (splits > 1) {
         size_t n = (size_t)Nq * H * dh;
-        attn_combine_kernel<<<cu_blocks(n, 256), 256, 0, st>>>((bf16 *)out, part_o, part_ml, Nq, H, dh, splits);
-        CU_LAUNCHED();
+        CU_LAUNCH(attn_combine_kernel, cu_blocks(n, 256), 256, 0, st, (bf16 *)out, (const float *)part_o,
+                  (const float *)part_ml, Nq, H, dh, splits);
     }
     return MG_OK;
 }

@@ -20,7 +20,11 @@
  * a tensor-core tile; they run as a direct convolution in fp32, one thread per output pixel
  * and 8 output channels, weights in shared memory, reading u8 / fp32 / bf16 and writing any
  * of them (u8 in = x/255, u8 out = clamp and round: the frame conversions fused). */
+#include <cooperative_groups.h>
+
 #include "cuda/cuda_common.h"
+
+namespace cg = cooperative_groups;
 
 #define CV_BK 32
 #define CV_LD (CV_BK + 8) /* shared row stride (bf16): 80 bytes, conflict-free fragment reads */
@@ -59,16 +63,36 @@ __device__ __forceinline__ void conv_load(conv_smem<BM, BN, NS> &sm, int buf, in
     }
 }
 
-template <int BM, int BN, int WM, int WN, int NS, bool LDM>
+/* out[p, col..col+1] = act(v + bias + res), the epilogue of both forms below */
+__device__ __forceinline__ void conv_store(bf16 *out, const float *bias, const bf16 *res, int relu, int p, int col,
+                                           int Co, float v0, float v1) {
+    size_t o = (size_t)p * Co + col;
+    if (bias) v0 += bias[col], v1 += bias[col + 1];
+    if (res) {
+        float2 r = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(res + o));
+        v0 += r.x, v1 += r.y;
+    }
+    if (relu) v0 = fmaxf(v0, 0.0f), v1 = fmaxf(v1, 0.0f);
+    *reinterpret_cast<__nv_bfloat162 *>(out + o) = __floats2bfloat162_rn(v0, v1);
+}
+
+/* SPLIT (version 4, small images): gridDim.z blocks of a cluster each take 1/gridDim.z of
+ * the k-blocks of the same tile; the partial tiles meet in distributed shared memory and
+ * each block of the cluster sums its share of the tile over the ranks in rank order
+ * (deterministic) and runs the epilogue on it. At 32x32 a conv is 32 tiles walking 18
+ * k-blocks one after the other; split 6 ways it is 192 blocks of 3. */
+template <int BM, int BN, int WM, int WN, int NS, bool LDM, bool SPLIT = false>
 __global__ void __launch_bounds__(128) conv_igemm_kernel(bf16 *out, const bf16 *in, const bf16 *wt, const float *bias,
                                                          const bf16 *res, int H, int W, int Ci, int Co, int stride,
                                                          int up, int relu) {
     const int MT = conv_cfg<BM, BN, WM, WN, NS>::MT, NT = conv_cfg<BM, BN, WM, WN, NS>::NT;
     __shared__ __align__(16) conv_smem<BM, BN, NS> sm;
+    pdl_wait();
+    pdl_trigger();
     int Ho = stride == 2 ? (H + 1) / 2 : H, Wo = stride == 2 ? (W + 1) / 2 : W, npix = Ho * Wo;
     int p0 = blockIdx.x * BM, co0 = blockIdx.y * BN;
     int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
-    int wm = warp / WN, wn = warp % WN, nk = 9 * Ci / CV_BK;
+    int wm = warp / WN, wn = warp % WN, nk = 9 * Ci / CV_BK / (int)gridDim.z, kb0 = (int)blockIdx.z * nk;
     int a_oy[BM / 32], a_ox[BM / 32];
     bool a_ok[BM / 32];
 #pragma unroll
@@ -87,14 +111,15 @@ __global__ void __launch_bounds__(128) conv_igemm_kernel(bf16 *out, const bf16 *
      * "all but NS-2 groups done" always means "k-block kb has landed") */
 #pragma unroll
     for (int s = 0; s < NS - 1; s++) {
-        if (s < nk) conv_load<BM, BN, NS>(sm, s, s, in, wt, a_oy, a_ox, a_ok, tid, H, W, Ci, Co, stride, up, co0);
+        if (s < nk) conv_load<BM, BN, NS>(sm, s, kb0 + s, in, wt, a_oy, a_ox, a_ok, tid, H, W, Ci, Co, stride, up, co0);
         cp_async_commit();
     }
     for (int kb = 0; kb < nk; kb++) {
         cp_async_wait<NS - 2>();
         __syncthreads(); /* k-block kb visible to all; everyone is done with kb-1's buffer */
         int nxt = kb + NS - 1;
-        if (nxt < nk) conv_load<BM, BN, NS>(sm, nxt % NS, nxt, in, wt, a_oy, a_ox, a_ok, tid, H, W, Ci, Co, stride, up, co0);
+        if (nxt < nk)
+            conv_load<BM, BN, NS>(sm, nxt % NS, kb0 + nxt, in, wt, a_oy, a_ox, a_ok, tid, H, W, Ci, Co, stride, up, co0);
         cp_async_commit();
         int buf = kb % NS;
 #pragma unroll
@@ -140,26 +165,51 @@ __global__ void __launch_bounds__(128) conv_igemm_kernel(bf16 *out, const bf16 *
         }
     }
     cp_async_wait<0>();
-    /* epilogue: (+ bias) (+ res) (relu) -> bf16 pairs */
+    if constexpr (SPLIT) {
+        constexpr int RLD = BN + 4; /* floats */
+        static_assert(sizeof(conv_smem<BM, BN, NS>) >= (size_t)BM * RLD * 4, "reduction tile");
+        float *red = reinterpret_cast<float *>(&sm);
+        __syncthreads(); /* every warp is done reading the pipeline buffers */
 #pragma unroll
-    for (int mt = 0; mt < MT; mt++) {
+        for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-        for (int nt = 0; nt < NT; nt++) {
-            int col = co0 + (wn * NT + nt) * 8 + 2 * t;
-            if (col >= Co) continue;
-            float b0 = bias ? bias[col] : 0.0f, b1 = bias ? bias[col + 1] : 0.0f;
+            for (int nt = 0; nt < NT; nt++)
 #pragma unroll
-            for (int half = 0; half < 2; half++) {
-                int p = p0 + (wm * MT + mt) * 16 + g + 8 * half;
-                if (p >= npix) continue;
-                size_t o = (size_t)p * Co + col;
-                float v0 = acc[mt][nt][2 * half] + b0, v1 = acc[mt][nt][2 * half + 1] + b1;
-                if (res) {
-                    float2 r = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(res + o));
-                    v0 += r.x, v1 += r.y;
+                for (int half = 0; half < 2; half++) {
+                    int rl = (wm * MT + mt) * 16 + g + 8 * half, cl = (wn * NT + nt) * 8 + 2 * t;
+                    *reinterpret_cast<float2 *>(red + rl * RLD + cl) =
+                        make_float2(acc[mt][nt][2 * half], acc[mt][nt][2 * half + 1]);
                 }
-                if (relu) v0 = fmaxf(v0, 0.0f), v1 = fmaxf(v1, 0.0f);
-                *reinterpret_cast<__nv_bfloat162 *>(out + o) = __floats2bfloat162_rn(v0, v1);
+        cg::cluster_group cluster = cg::this_cluster();
+        cluster.sync();
+        const int S = (int)gridDim.z, rank = (int)cluster.block_rank(), total = BM * BN / 2;
+        const int chunk = (total + S - 1) / S, lo = rank * chunk, hi = min(total, lo + chunk);
+        for (int idx = lo + tid; idx < hi; idx += 128) {
+            int rl = idx / (BN / 2), cl = 2 * (idx % (BN / 2));
+            float2 sum = make_float2(0.0f, 0.0f);
+            for (int q = 0; q < S; q++) {
+                const float *rp = cluster.map_shared_rank(red, q);
+                float2 v = *reinterpret_cast<const float2 *>(rp + rl * RLD + cl);
+                sum.x += v.x, sum.y += v.y;
+            }
+            int p = p0 + rl, col = co0 + cl;
+            if (p < npix && col < Co) conv_store(out, bias, res, relu, p, col, Co, sum.x, sum.y);
+        }
+        cluster.sync(); /* no block leaves while another still reads its shared memory */
+    } else {
+        /* epilogue: (+ bias) (+ res) (relu) -> bf16 pairs */
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) {
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++) {
+                int col = co0 + (wn * NT + nt) * 8 + 2 * t;
+                if (col >= Co) continue;
+#pragma unroll
+                for (int half = 0; half < 2; half++) {
+                    int p = p0 + (wm * MT + mt) * 16 + g + 8 * half;
+                    if (p < npix)
+                        conv_store(out, bias, res, relu, p, col, Co, acc[mt][nt][2 * half], acc[mt][nt][2 * half + 1]);
+                }
             }
         }
     }
@@ -167,13 +217,39 @@ __global__ void __launch_bounds__(128) conv_igemm_kernel(bf16 *out, const bf16 *
 
 extern "C" int cu_conv3x3_igemm_ok(int Ci, int Co) { return Ci > 0 && Ci % 32 == 0 && Co > 0 && Co % 8 == 0; }
 
-template <int BM, int BN, int WM, int WN, int NS, bool LDM>
-static void igemm_launch(size_t npix, cudaStream_t st, bf16_t *out, const bf16_t *in, const bf16_t *wt,
-                         const float *bias, const bf16_t *res, int H, int W, int Ci, int Co, int stride, int up,
-                         int relu) {
-    dim3 grid(cu_blocks(npix, BM), cu_blocks(Co, BN));
-    conv_igemm_kernel<BM, BN, WM, WN, NS, LDM><<<grid, 128, 0, st>>>((bf16 *)out, (const bf16 *)in, (const bf16 *)wt, bias,
-                                                                (const bf16 *)res, H, W, Ci, Co, stride, up, relu);
+template <int BM, int BN, int WM, int WN, int NS, bool LDM, bool SPLIT = false>
+static cudaError_t igemm_launch(size_t npix, cudaStream_t st, bf16_t *out, const bf16_t *in, const bf16_t *wt,
+                                const float *bias, const bf16_t *res, int H, int W, int Ci, int Co, int stride, int up,
+                                int relu, int split = 1) {
+    dim3 grid(cu_blocks(npix, BM), cu_blocks(Co, BN), SPLIT ? (unsigned)split : 1u);
+    return cu_launch_ex(conv_igemm_kernel<BM, BN, WM, WN, NS, LDM, SPLIT>, grid, 128, 0, st, SPLIT ? (unsigned)split : 1u,
+                        (bf16 *)out, (const bf16 *)in, (const bf16 *)wt, bias, (const bf16 *)res, H, W, Ci, Co, stride,
+                        up, relu);
+}
+
+static int conv_sm_count(void) {
+    static int n = 0;
+    if (!n) {
+        int dev = 0, v = 0;
+        if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
+            v = 132;
+        n = v > 0 ? v : 132;
+    }
+    return n;
+}
+
+/* Version 4's K split: the fewest parts (dividing the k-blocks, at most 6: clusters of up to
+ * 8 are portable) that give two blocks per SM, else the most. */
+static int conv_split(size_t tiles, int nk) {
+    static const int cand[] = {1, 2, 3, 6};
+    int best = 1;
+    for (int i = 0; i < 4; i++) {
+        int s = cand[i];
+        if (nk % s || nk / s < 2) continue;
+        best = s;
+        if (tiles * s >= (size_t)2 * conv_sm_count()) break;
+    }
+    return best;
 }
 
 /* Below this many output pixels a 128-pixel tile leaves SMs idle (under 2 blocks per SM on an
@@ -190,27 +266,43 @@ extern "C" mg_status cu_conv3x3_igemm_v(int version, bf16_t *out, const bf16_t *
     size_t npix = (size_t)Ho * Wo;
     if (!npix) return MG_OK;
     int small = version >= 2 && npix < CV_SMALL_PIX, narrow = Co <= 32;
-    if (version < 2) { /* v1: 128-pixel tiles, double buffer, 32-bit fragment loads */
-        if (narrow) igemm_launch<128, 32, 4, 1, 2, false>(npix, st, out, in, wt, bias, res, H, W, Ci, Co, stride, up, relu);
-        else igemm_launch<128, 64, 4, 1, 2, false>(npix, st, out, in, wt, bias, res, H, W, Ci, Co, stride, up, relu);
-    } else if (small) { /* v2+, small images: 32-pixel tiles, 4 stages */
-        if (narrow) igemm_launch<32, 32, 1, 4, 4, false>(npix, st, out, in, wt, bias, res, H, W, Ci, Co, stride, up, relu);
-        else if (version < 3) igemm_launch<32, 64, 1, 4, 4, false>(npix, st, out, in, wt, bias, res, H, W, Ci, Co, stride, up, relu);
-        else igemm_launch<32, 64, 1, 4, 4, true>(npix, st, out, in, wt, bias, res, H, W, Ci, Co, stride, up, relu);
-    } else { /* v2+, large images: 128-pixel tiles, 3 stages; v3: ldmatrix fragments */
-        if (narrow && version < 3) igemm_launch<128, 32, 4, 1, 3, false>(npix, st, out, in, wt, bias, res, H, W, Ci, Co, stride, up, relu);
-        else if (narrow) igemm_launch<128, 32, 4, 1, 3, true>(npix, st, out, in, wt, bias, res, H, W, Ci, Co, stride, up, relu);
-        else if (version < 3) igemm_launch<128, 64, 4, 1, 3, false>(npix, st, out, in, wt, bias, res, H, W, Ci, Co, stride, up, relu);
-        else igemm_launch<128, 64, 4, 1, 3, true>(npix, st, out, in, wt, bias, res, H, W, Ci, Co, stride, up, relu);
+    cudaError_t e;
+    if (version >= 4 && small) { /* v4: v3 with the K split over a cluster where the image is small */
+        int split = conv_split(cu_blocks(npix, 32) * cu_blocks(Co, narrow ? 32 : 64), 9 * Ci / CV_BK);
+        if (split > 1) {
+            if (narrow)
+                e = igemm_launch<32, 32, 1, 4, 4, false, true>(npix, st, out, in, wt, bias, res, H, W, Ci, Co, stride, up,
+                                                               relu, split);
+            else
+                e = igemm_launch<32, 64, 1, 4, 4, true, true>(npix, st, out, in, wt, bias, res, H, W, Ci, Co, stride, up,
+                                                              relu, split);
+            CU_TRY(e);
+            return MG_OK;
+        }
     }
-    CU_LAUNCHED();
+    if (version < 2) { /* v1: 128-pixel tiles, double buffer, 32-bit fragment loads */
+        if (narrow) e = igemm_launch<128, 32, 4, 1, 2, false>(npix, st, out, in, wt, bias, res, H, W, Ci, Co, stride, up, relu);
+        else e = igemm_launch<128, 64, 4, 1, 2, false>(npix, st, out, in, wt, bias, res, H, W, Ci, Co, stride, up, relu);
+    } else if (small) { /* v2+, small images: 32-pixel tiles, 4 stages */
+        if (narrow) e = igemm_launch<32, 32, 1, 4, 4, false>(npix, st, out, in, wt, bias, res, H, W, Ci, Co, stride, up, relu);
+        else if (version < 3) e = igemm_launch<32, 64, 1, 4, 4, false>(npix, st, out, in, wt, bias, res, H, W, Ci, Co, stride, up, relu);
+        else e = igemm_launch<32, 64, 1, 4, 4, true>(npix, st, out, in, wt, bias, res, H, W, Ci, Co, stride, up, relu);
+    } else { /* v2+, large images: 128-pixel tiles, 3 stages; v3: ldmatrix fragments */
+        if (narrow && version < 3) e = igemm_launch<128, 32, 4, 1, 3, false>(npix, st, out, in, wt, bias, res, H, W, Ci, Co, stride, up, relu);
+        else if (narrow) e = igemm_launch<128, 32, 4, 1, 3, true>(npix, st, out, in, wt, bias, res, H, W, Ci, Co, stride, up, relu);
+        else if (version < 3) e = igemm_launch<128, 64, 4, 1, 3, false>(npix, st, out, in, wt, bias, res, H, W, Ci, Co, stride, up, relu);
+        else e = igemm_launch<128, 64, 4, 1, 3, true>(npix, st, out, in, wt, bias, res, H, W, Ci, Co, stride, up, relu);
+    }
+    CU_TRY(e);
     return MG_OK;
 }
 
 extern "C" mg_status cu_conv3x3_igemm(bf16_t *out, const bf16_t *in, const bf16_t *wt, const float *bias,
                                       const bf16_t *res, int H, int W, int Ci, int Co, int stride, int up, int relu,
                                       cudaStream_t st) {
-    return cu_conv3x3_igemm_v(3, out, in, wt, bias, res, H, W, Ci, Co, stride, up, relu, st);
+    static int version = 0;
+    if (!version) version = cu_opt("CONVSPLIT", 0) ? 4 : 3; /* v4 measured neutral: off */
+    return cu_conv3x3_igemm_v(version, out, in, wt, bias, res, H, W, Ci, Co, stride, up, relu, st);
 }
 
 /* ---- direct convolution for the thin layers ------------------------------------------- */
@@ -234,6 +326,8 @@ __global__ void conv_direct_kernel(TO *out, const TI *in, const bf16 *wt, const 
         int k = idx / DC_CO, j = idx % DC_CO;
         ws[idx] = j < nco ? bf2f(wt[(size_t)(co0 + j) * K + k]) : 0.0f;
     }
+    pdl_wait(); /* the weights above are constant; the input below is the previous kernel's */
+    pdl_trigger();
     __syncthreads();
     int Ho = stride == 2 ? (H + 1) / 2 : H, Wo = stride == 2 ? (W + 1) / 2 : W, Ws = up ? W >> 1 : W;
     size_t p = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
@@ -270,9 +364,8 @@ static mg_status direct_launch(void *out, const void *in, const bf16_t *wt, cons
     int Ho = stride == 2 ? (H + 1) / 2 : H, Wo = stride == 2 ? (W + 1) / 2 : W;
     size_t smem = (size_t)9 * Ci * DC_CO * sizeof(float);
     dim3 grid(cu_blocks((size_t)Ho * Wo, DC_THREADS), cu_blocks(Co, DC_CO));
-    conv_direct_kernel<TO, TI><<<grid, DC_THREADS, smem, st>>>((TO *)out, (const TI *)in, (const bf16 *)wt, bias,
-                                                                 H, W, Ci, Co, stride, up, relu);
-    CU_LAUNCHED();
+    CU_LAUNCH(conv_direct_kernel<TO, TI>, grid, DC_THREADS, smem, st, (TO *)out, (const TI *)in, (const bf16 *)wt, bias,
+              H, W, Ci, Co, stride, up, relu);
     return MG_OK;
 }
 
@@ -287,6 +380,8 @@ __global__ void conv_thin_out_kernel(TO *out, const bf16 *in, const bf16 *wt, co
     for (int k = threadIdx.x; k < K; k += blockDim.x)
         w4[k] = make_float4(bf2f(wt[k]), Co > 1 ? bf2f(wt[(size_t)K + k]) : 0.0f, Co > 2 ? bf2f(wt[(size_t)2 * K + k]) : 0.0f,
                             Co > 3 ? bf2f(wt[(size_t)3 * K + k]) : 0.0f);
+    pdl_wait();
+    pdl_trigger();
     __syncthreads();
     int Ho = stride == 2 ? (H + 1) / 2 : H, Wo = stride == 2 ? (W + 1) / 2 : W, Ws = up ? W >> 1 : W;
     size_t p = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
@@ -334,6 +429,8 @@ __global__ void conv_thin_in_kernel(bf16 *out, const TI *in, const bf16 *wt, con
         int k = idx / Co, co = idx % Co;
         ws[idx] = bf2f(wt[(size_t)co * K + k]);
     }
+    pdl_wait();
+    pdl_trigger();
     __syncthreads();
     int Ho = stride == 2 ? (H + 1) / 2 : H, Wo = stride == 2 ? (W + 1) / 2 : W, Ws = up ? W >> 1 : W;
     size_t p = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
@@ -389,12 +486,11 @@ static mg_status thin_in_launch(void *out, const void *in, const bf16_t *wt, con
     dim3 grid(cu_blocks((size_t)Ho * Wo, DC_THREADS));
     size_t smem = (size_t)9 * Ci * Co * sizeof(float);
     if (Ci == 3)
-        conv_thin_in_kernel<TI, 3><<<grid, DC_THREADS, smem, st>>>((bf16 *)out, (const TI *)in, (const bf16 *)wt, bias,
-                                                                     H, W, Co, stride, up, relu);
+        CU_LAUNCH(conv_thin_in_kernel<TI, 3>, grid, DC_THREADS, smem, st, (bf16 *)out, (const TI *)in, (const bf16 *)wt,
+                  bias, H, W, Co, stride, up, relu);
     else
-        conv_thin_in_kernel<TI, 4><<<grid, DC_THREADS, smem, st>>>((bf16 *)out, (const TI *)in, (const bf16 *)wt, bias,
-                                                                     H, W, Co, stride, up, relu);
-    CU_LAUNCHED();
+        CU_LAUNCH(conv_thin_in_kernel<TI, 4>, grid, DC_THREADS, smem, st, (bf16 *)out, (const TI *)in, (const bf16 *)wt,
+                  bias, H, W, Co, stride, up, relu);
     return MG_OK;
 }
 
@@ -403,9 +499,8 @@ static mg_status thin_out_launch(void *out, const void *in, const bf16_t *wt, co
                                  int Co, int stride, int up, int relu, cudaStream_t st) {
     int Ho = stride == 2 ? (H + 1) / 2 : H, Wo = stride == 2 ? (W + 1) / 2 : W;
     dim3 grid(cu_blocks((size_t)Ho * Wo, DC_THREADS));
-    conv_thin_out_kernel<TO><<<grid, DC_THREADS, (size_t)9 * Ci * sizeof(float4), st>>>(
-        (TO *)out, (const bf16 *)in, (const bf16 *)wt, bias, H, W, Ci, Co, stride, up, relu);
-    CU_LAUNCHED();
+    CU_LAUNCH(conv_thin_out_kernel<TO>, grid, DC_THREADS, (size_t)9 * Ci * sizeof(float4), st, (TO *)out,
+              (const bf16 *)in, (const bf16 *)wt, bias, H, W, Ci, Co, stride, up, relu);
     return MG_OK;
 }
 

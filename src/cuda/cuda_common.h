@@ -39,6 +39,69 @@ typedef __nv_bfloat16 bf16;
 
 static inline unsigned cu_blocks(size_t n, unsigned threads) { return (unsigned)((n + threads - 1) / threads); }
 
+/* ---- launches: programmatic dependent launch (PDL) --------------------------------------
+ * Every kernel of the library starts with pdl_wait() (griddepcontrol.wait: returns once the
+ * grids it depends on have completed and their writes are visible; a no-op for a kernel
+ * launched without the attribute), then pdl_trigger() (lets the next kernel in the stream be
+ * launched now, so its blocks are resident and waiting when this one ends). Work that reads
+ * nothing a predecessor writes (weights) may come before the wait. So a chain of kernels
+ * launched with the attribute computes exactly what plain launches compute, and the launch
+ * latency between them overlaps the previous kernel's tail.
+ *
+ * cu_launch() adds the attribute only when the caller enabled it (cu_pdl_enable, per thread:
+ * the frame step does with MG_CUDA_PDL=1, outside profiling) and the previous operation on
+ * this thread was a kernel launch on the same stream (cu_pdl_fence() after memcpys and
+ * events), so a programmatic edge always links two kernels of one stream. Measured on an H200
+ * it made the graph replay ~0.4 ms slower per frame (dev/cuda/README.md), so it is off by
+ * default; the waits cost nothing in plain launches. */
+__device__ __forceinline__ void pdl_wait() { asm volatile("griddepcontrol.wait;\n" ::: "memory"); }
+__device__ __forceinline__ void pdl_trigger() { asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory"); }
+
+typedef struct cu_launch_state {
+    int enable;      /* PDL wanted (cu_pdl_enable) */
+    int after_kernel; /* the last operation this thread enqueued was one of our launches */
+    cudaStream_t last;
+} cu_launch_state;
+extern thread_local cu_launch_state cu_ls;
+
+/* cluster_z > 1: thread-block clusters of (1, 1, cluster_z) (gridDim.z a multiple of it). */
+template <typename... KArgs, typename... Args>
+static inline cudaError_t cu_launch_ex(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t st,
+                                       unsigned cluster_z, Args... args) {
+    cudaLaunchAttribute at[2];
+    unsigned n = 0;
+    if (cu_ls.enable && cu_ls.after_kernel && cu_ls.last == st) {
+        at[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        at[n].val.programmaticStreamSerializationAllowed = 1;
+        n++;
+    }
+    if (cluster_z > 1) {
+        at[n].id = cudaLaunchAttributeClusterDimension;
+        at[n].val.clusterDim.x = 1;
+        at[n].val.clusterDim.y = 1;
+        at[n].val.clusterDim.z = cluster_z;
+        n++;
+    }
+    cudaLaunchConfig_t cfg;
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = st;
+    cfg.attrs = n ? at : nullptr;
+    cfg.numAttrs = n;
+    cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, args...);
+    cu_ls.after_kernel = 1;
+    cu_ls.last = st;
+    return e;
+}
+template <typename... KArgs, typename... Args>
+static inline cudaError_t cu_launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t st,
+                                    Args... args) {
+    return cu_launch_ex(kernel, grid, block, smem, st, 1u, args...);
+}
+/* A launch through cu_launch: the error is the launch's (CU_LAUNCHED reads it too). */
+#define CU_LAUNCH(...) CU_TRY(cu_launch(__VA_ARGS__))
+
 __device__ __forceinline__ float bf2f(bf16 x) { return __bfloat162float(x); }
 __device__ __forceinline__ bf16 f2bf(float x) { return __float2bfloat16_rn(x); }
 

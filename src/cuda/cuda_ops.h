@@ -36,6 +36,15 @@ const char *cu_ctx_device_name(const cu_ctx *c);
 int cu_ctx_sm_count(const cu_ctx *c);
 /* Where a failure message is formatted: "file:line: call: cuda error string". */
 mg_status cu_fail(const char *file, int line, const char *what, const char *err);
+/* Programmatic dependent launch for this thread's launches (cuda_common.h): on/off, and
+ * "the next launch follows a memcpy or an event" (no programmatic edge to it). Off unless
+ * enabled; the frame step enables it. */
+void cu_pdl_enable(int on);
+void cu_pdl_fence(void);
+/* An optimisation switch from the environment: MG_CUDA_<name>=0 or =1 overrides the default
+ * (dflt), for A/B runs and as a fallback. The defaults are what measured fastest
+ * (dev/cuda/README.md): FUSED 0, PDL 0, SPLITK 1 (with FUSED), CONVSPLIT 0, LN2 1. */
+int cu_opt(const char *name, int dflt);
 
 /* ---- GEMM (cuBLASLt): out (M, N) = A (M, K) @ W (N, K)^T [+ bias] [then GELU-tanh] ------- */
 typedef enum cu_epi { CU_EPI_NONE = 0, CU_EPI_BIAS, CU_EPI_GELU_BIAS } cu_epi;
@@ -73,8 +82,9 @@ mg_status cu_conv3x3_direct(void *out, cu_dtype ot, const void *in, cu_dtype it,
 
 /* The lab's handles on the kernel versions (dev/cuda/conv3x3.cu). igemm version 1: 128-pixel
  * tiles, double buffer; version 2: 32-pixel tiles with 4 stages below 32768 output pixels,
- * 128-pixel tiles with 3 stages above; version 3 (the library's): version 2 with ldmatrix
- * fragment loads. direct version 1: the generic kernel
+ * 128-pixel tiles with 3 stages above; version 3: version 2 with ldmatrix fragment loads;
+ * version 4 (the library's with MG_CUDA_CONVSPLIT=1): version 3 with the K split over a
+ * thread-block cluster of up to 6 below 32768 output pixels. direct version 1: the generic kernel
  * only; version 2 (the library's): thin-layer kernels where they apply. */
 mg_status cu_conv3x3_igemm_v(int version, bf16_t *out, const bf16_t *in, const bf16_t *wt, const float *bias,
                              const bf16_t *res, int H, int W, int Ci, int Co, int stride, int up, int relu,
@@ -113,6 +123,42 @@ typedef struct cu_frame_params {
  * (N, dh/2) (rope_tables at frame 0; their time columns are unused). */
 mg_status cu_rope_kv(bf16_t *qkv, int ldq, bf16_t *k_ring, bf16_t *v_ring, const float *cos_sp,
                      const float *sin_sp, const cu_frame_params *p, int N, int H, int dh, cudaStream_t st);
+
+/* ---- fused DiT GEMMs (dit.cu): out = epilogue(A (M, K) @ W (N, K)^T) --------------------- */
+/* For the small token counts where a DiT layer is launch-bound (d <= 768). A is bf16 (M, K),
+ * or LN mode: A = LN(x) * (1 + scale) + shift (layernorm_modulate_forward) computed in the
+ * prologue from x fp32 (M, K), K a multiple of 64 up to 768. Epilogues (bias optional):
+ *   F32    out fp32 (M, N) = acc + bias (fp32)
+ *   GELU   out bf16 (M, N) = gelu_tanh(acc + bias (bf16))
+ *   RESID  out is x fp32 (M, N): x += gate * (acc + bias (fp32))   (gated_residual_forward)
+ *   QKV    N = 3 * heads * dh; v = acc + bias (bf16); RoPE (as cu_rope_kv) on q and k; q to
+ *          out (bf16, row stride ldq), k and v to k_ring/v_ring + slot*M*d (rows of d) */
+typedef enum cu_dg_amode { CU_DG_A_BF16 = 0, CU_DG_A_LN = 1 } cu_dg_amode;
+typedef enum cu_dg_epi { CU_DG_F32 = 0, CU_DG_GELU = 1, CU_DG_RESID = 2, CU_DG_QKV = 3 } cu_dg_epi;
+typedef struct cu_dgemm {
+    int M, N, K, amode, epi;
+    int tile, split; /* tile shape index (64x64, 32x64, 32x32) and K split (cluster size) */
+    size_t smem;
+} cu_dgemm;
+typedef struct cu_dgemm_args {
+    const bf16_t *a;            /* A_BF16 */
+    const float *x;             /* A_LN */
+    const float *shift, *scale; /* A_LN, (K) */
+    const bf16_t *w;            /* (N, K) */
+    const void *bias;           /* (N) or NULL */
+    void *out;
+    const float *gate; /* RESID */
+    int ldq;           /* QKV */
+    bf16_t *k_ring, *v_ring;
+    const float *cos_sp, *sin_sp; /* QKV: spatial RoPE tables (M, dh/2) */
+    const cu_frame_params *p;     /* QKV: slot and time pairs (device) */
+    int heads, dh;
+} cu_dgemm_args;
+int cu_dgemm_ok(int M, int N, int K, int amode);
+/* Picks the tile and the K split (max_split 1 = none; clusters of up to 4) and sets the
+ * kernel's shared-memory limit: outside any graph capture. */
+mg_status cu_dgemm_plan(const cu_ctx *c, cu_dgemm *g, int M, int N, int K, int amode, int epi, int max_split);
+mg_status cu_dgemm_run(const cu_dgemm *g, const cu_dgemm_args *a, cudaStream_t st);
 
 /* ---- attention: softmax(q k^T / sqrt(dh)) v, flash-style (attention_forward) ------------ */
 /* q (Nq rows, stride ldq), k and v (Nk rows, stride ldkv), out (Nq, H*dh) bf16. The key count

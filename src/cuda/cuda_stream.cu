@@ -90,8 +90,10 @@ struct cuda_stream {
     cu_frame_params *h_params;
     float *h_noise, *h_sc;
     uint8_t *h_in, *h_out;
-    /* plans */
+    /* plans: cuBLASLt (the general path), or the fused DiT kernels (dit.cu, d <= 768) */
     cu_gemm *g_in, *g_qkv, *g_proj, *g_fc1, *g_fc2, *g_out;
+    cu_dgemm dg_in, dg_qkv, dg_proj, dg_fc1, dg_fc2, dg_out;
+    int fused, pdl; /* the fused DiT path; programmatic dependent launch in the frame step */
     /* graphs, one per dream flag */
     cudaGraphExec_t exec[2];
     int have_exec[2];
@@ -339,9 +341,12 @@ static mg_status decode(const cuda_stream *s, const float *z, cudaStream_t st) {
     return cu_conv3x3_direct(s->d_out, CU_U8, cur, CU_BF16, T->dec_out.w, T->dec_out.b, h, w, s->c, 3, 1, 0, 0, st);
 }
 
+static mg_status dit_pass_fused(cuda_stream *s, const float *z, int row, int refresh, float *out);
+
 /* One DiT pass over the current frame (dit_forward with a ring, T = 1). row: the conditioning
  * row; refresh: stop after the last block's k,v are in the ring; out: velocity tokens. */
 static mg_status dit_pass(cuda_stream *s, const float *z, int row, int refresh, float *out) {
+    if (s->fused) return dit_pass_fused(s, z, row, refresh, out);
     cu_ctx *c = s->ctx;
     int N = s->N, d = s->d, L = s->L;
     const float *mrow = s->mod + (size_t)row * s->lmod;
@@ -369,19 +374,63 @@ static mg_status dit_pass(cuda_stream *s, const float *z, int row, int refresh, 
     return cu_gemm_run(c, s->g_out, out, s->y, s->fout_w, s->fout_b, s->st);
 }
 
+/* The same pass on the fused kernels (dit.cu): five launches per layer (six with the
+ * attention's combine) instead of nine; x stays fp32 and is updated in the GEMM epilogues. */
+static mg_status dit_pass_fused(cuda_stream *s, const float *z, int row, int refresh, float *out) {
+    int N = s->N, d = s->d, L = s->L;
+    const float *mrow = s->mod + (size_t)row * s->lmod;
+    size_t slot_stride = (size_t)N * d, layer_stride = (size_t)(s->K + 1) * slot_stride;
+    CU_MG(cu_patchify(s->tok, z, s->cond_in, s->lh, s->lw, s->Z, s->m->cfg.patch, s->st));
+    cu_dgemm_args a;
+    memset(&a, 0, sizeof a);
+    a.a = s->tok, a.w = s->in_w, a.bias = s->in_b, a.out = s->x;
+    CU_MG(cu_dgemm_run(&s->dg_in, &a, s->st));
+    for (int l = 0; l < L; l++) {
+        const cu_layer *Ly = &s->layers[l];
+        const float *mo = mrow + (size_t)l * 6 * d;
+        /* LN1 + modulation -> qkv + bias -> RoPE -> q, ring k and v */
+        memset(&a, 0, sizeof a);
+        a.x = s->x, a.shift = mo, a.scale = mo + d, a.w = Ly->qkv_w, a.bias = Ly->qkv_b, a.out = s->qkv;
+        a.ldq = 3 * d, a.k_ring = s->ring_k + l * layer_stride, a.v_ring = s->ring_v + l * layer_stride;
+        a.cos_sp = s->rope_cos, a.sin_sp = s->rope_sin, a.p = s->d_params, a.heads = s->heads, a.dh = s->dh;
+        CU_MG(cu_dgemm_run(&s->dg_qkv, &a, s->st));
+        if (refresh && l == L - 1) return MG_OK; /* only the k,v were wanted */
+        CU_MG(cu_attention(s->att, s->qkv, 3 * d, a.k_ring, a.v_ring, d, &s->d_params->vis, N, N, s->heads, s->dh,
+                           s->splits, s->att_scratch, s->st));
+        /* x += gate1 * (proj(att) + b) */
+        memset(&a, 0, sizeof a);
+        a.a = s->att, a.w = Ly->proj_w, a.bias = Ly->proj_b, a.out = s->x, a.gate = mo + 2 * d;
+        CU_MG(cu_dgemm_run(&s->dg_proj, &a, s->st));
+        /* LN2 + modulation -> fc1 + bias -> GELU */
+        memset(&a, 0, sizeof a);
+        a.x = s->x, a.shift = mo + 3 * d, a.scale = mo + 4 * d, a.w = Ly->fc1_w, a.bias = Ly->fc1_b, a.out = s->hbuf;
+        CU_MG(cu_dgemm_run(&s->dg_fc1, &a, s->st));
+        /* x += gate2 * (fc2(h) + b) */
+        memset(&a, 0, sizeof a);
+        a.a = s->hbuf, a.w = Ly->fc2_w, a.bias = Ly->fc2_b, a.out = s->x, a.gate = mo + 5 * d;
+        CU_MG(cu_dgemm_run(&s->dg_fc2, &a, s->st));
+    }
+    /* final LN + modulation -> out projection */
+    memset(&a, 0, sizeof a);
+    a.x = s->x, a.shift = mrow + (size_t)L * 6 * d, a.scale = mrow + (size_t)L * 6 * d + d, a.w = s->fout_w;
+    a.bias = s->fout_b, a.out = out;
+    return cu_dgemm_run(&s->dg_out, &a, s->st);
+}
+
 static mg_status mark(cuda_stream *s, int profile, int i) {
     if (profile) CU_TRY(cudaEventRecord(s->ev[i], s->st));
     return MG_OK;
 }
 
 /* Everything one frame enqueues: captured into the graph, or launched directly. */
-static mg_status step_body(cuda_stream *s, int dream, int profile) {
+static mg_status step_body_inner(cuda_stream *s, int dream, int profile) {
     cudaStream_t st = s->st;
     int per = s->guided ? 2 : 1, e = 0;
     float *z = s->d_noise, *ctx = s->d_noise + s->lat;
     CU_TRY(cudaMemcpyAsync(s->d_params, s->h_params, sizeof(cu_frame_params), cudaMemcpyHostToDevice, st));
     CU_TRY(cudaMemcpyAsync(s->d_noise, s->h_noise, 2 * s->lat * 4, cudaMemcpyHostToDevice, st));
     if (!dream) CU_TRY(cudaMemcpyAsync(s->d_in, s->h_in, (size_t)s->H * s->W * 3, cudaMemcpyHostToDevice, st));
+    cu_pdl_fence(); /* the first kernel follows copies: a plain edge */
     CU_MG(mark(s, profile, e++));
     /* 1. encode the input frame (dream drops it: cond reads as zeros) */
     s->cond_in = dream ? NULL : s->d_cond;
@@ -405,6 +454,7 @@ static mg_status step_body(cuda_stream *s, int dream, int profile) {
         CU_MG(decode(s, z, dst));
         CU_TRY(cudaMemcpyAsync(s->h_out, s->d_out, (size_t)s->H * s->W * 3, cudaMemcpyDeviceToHost, dst));
         CU_TRY(cudaEventRecord(s->ev_join, dst));
+        cu_pdl_fence(); /* the refresh's first kernel: a plain edge after the fork */
     }
     /* 3. refresh the ring: the clean latent re-noised to sigma_ctx, seen once */
     if (s->K > 0) {
@@ -421,6 +471,16 @@ static mg_status step_body(cuda_stream *s, int dream, int profile) {
     }
     CU_MG(mark(s, profile, e++));
     return MG_OK;
+}
+
+/* With PDL on (outside profiling), consecutive kernels of one stream are launched with the
+ * programmatic-serialization attribute: each waits on its predecessor inside the kernel
+ * (cuda_common.h), so the arithmetic is unchanged and graph and eager runs stay identical. */
+static mg_status step_body(cuda_stream *s, int dream, int profile) {
+    cu_pdl_enable(s->pdl && !profile);
+    mg_status st = step_body_inner(s, dream, profile);
+    cu_pdl_enable(0);
+    return st;
 }
 
 static mg_status capture(cuda_stream *s, int dream) {
@@ -518,12 +578,28 @@ static mg_status stream_init(cuda_stream *s) {
     CU_MG(st);
 
     int N = s->N, d = s->d;
-    CU_MG(cu_gemm_plan(s->ctx, &s->g_in, N, d, 2 * s->zpp, 1, CU_EPI_BIAS));
-    CU_MG(cu_gemm_plan(s->ctx, &s->g_qkv, N, 3 * d, d, 0, CU_EPI_BIAS));
-    CU_MG(cu_gemm_plan(s->ctx, &s->g_proj, N, d, d, 1, CU_EPI_BIAS));
-    CU_MG(cu_gemm_plan(s->ctx, &s->g_fc1, N, 4 * d, d, 0, CU_EPI_GELU_BIAS));
-    CU_MG(cu_gemm_plan(s->ctx, &s->g_fc2, N, d, 4 * d, 1, CU_EPI_BIAS));
-    CU_MG(cu_gemm_plan(s->ctx, &s->g_out, N, s->zpp, d, 1, CU_EPI_BIAS));
+    s->pdl = cu_opt("PDL", 0); /* measured slower in graph replay: off unless asked for */
+    /* the fused DiT kernels (d <= 768) only when asked for (MG_CUDA_FUSED=1): correct, but
+     * measured slower than cuBLASLt's GEMMs plus the separate kernels (dev/cuda/README.md) */
+    s->fused = cu_opt("FUSED", 0) && d <= 768 && cu_dgemm_ok(N, 3 * d, d, CU_DG_A_LN) &&
+               cu_dgemm_ok(N, d, 2 * s->zpp, CU_DG_A_BF16) && cu_dgemm_ok(N, d, 4 * d, CU_DG_A_BF16) &&
+               cu_dgemm_ok(N, s->zpp, d, CU_DG_A_LN);
+    if (s->fused) {
+        int split = cu_opt("SPLITK", 1) ? 4 : 1;
+        CU_MG(cu_dgemm_plan(s->ctx, &s->dg_in, N, d, 2 * s->zpp, CU_DG_A_BF16, CU_DG_F32, split));
+        CU_MG(cu_dgemm_plan(s->ctx, &s->dg_qkv, N, 3 * d, d, CU_DG_A_LN, CU_DG_QKV, split));
+        CU_MG(cu_dgemm_plan(s->ctx, &s->dg_proj, N, d, d, CU_DG_A_BF16, CU_DG_RESID, split));
+        CU_MG(cu_dgemm_plan(s->ctx, &s->dg_fc1, N, 4 * d, d, CU_DG_A_LN, CU_DG_GELU, split));
+        CU_MG(cu_dgemm_plan(s->ctx, &s->dg_fc2, N, d, 4 * d, CU_DG_A_BF16, CU_DG_RESID, split));
+        CU_MG(cu_dgemm_plan(s->ctx, &s->dg_out, N, s->zpp, d, CU_DG_A_LN, CU_DG_F32, split));
+    } else {
+        CU_MG(cu_gemm_plan(s->ctx, &s->g_in, N, d, 2 * s->zpp, 1, CU_EPI_BIAS));
+        CU_MG(cu_gemm_plan(s->ctx, &s->g_qkv, N, 3 * d, d, 0, CU_EPI_BIAS));
+        CU_MG(cu_gemm_plan(s->ctx, &s->g_proj, N, d, d, 1, CU_EPI_BIAS));
+        CU_MG(cu_gemm_plan(s->ctx, &s->g_fc1, N, 4 * d, d, 0, CU_EPI_GELU_BIAS));
+        CU_MG(cu_gemm_plan(s->ctx, &s->g_fc2, N, d, 4 * d, 1, CU_EPI_BIAS));
+        CU_MG(cu_gemm_plan(s->ctx, &s->g_out, N, s->zpp, d, 1, CU_EPI_BIAS));
+    }
     CU_TRY(cudaStreamSynchronize(s->st));
     s->flops = frame_flops(s);
     return MG_OK;

@@ -34,6 +34,23 @@ extern "C" mg_status cu_fail(const char *file, int line, const char *what, const
     return mg_fail(MG_ERR_DEVICE, "%s:%d: %s: %s", base ? base + 1 : file, line, what, err);
 }
 
+thread_local cu_launch_state cu_ls = {0, 0, nullptr};
+
+extern "C" void cu_pdl_enable(int on) {
+    cu_ls.enable = on;
+    cu_ls.after_kernel = 0;
+}
+
+extern "C" void cu_pdl_fence(void) { cu_ls.after_kernel = 0; }
+
+extern "C" int cu_opt(const char *name, int dflt) {
+    char key[64];
+    snprintf(key, sizeof key, "MG_CUDA_%s", name);
+    const char *v = getenv(key);
+    if (!v || !*v) return dflt;
+    return strcmp(v, "0") != 0;
+}
+
 extern "C" bf16_t cu_f2bf(float x) {
     uint32_t u;
     memcpy(&u, &x, 4);
@@ -232,6 +249,8 @@ extern "C" void cu_gemm_free(cu_gemm *g) {
 
 #define ROWS_MAX 64
 __global__ void linear_rows_kernel(float *out, const float *x, const bf16 *w, const float *b, int R, int K, int N) {
+    pdl_wait();
+    pdl_trigger();
     int warp = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
     if (warp >= N) return;
     const bf16 *wr = w + (size_t)warp * K;
@@ -255,7 +274,6 @@ __global__ void linear_rows_kernel(float *out, const float *x, const bf16 *w, co
 extern "C" mg_status cu_linear_rows(float *out, const float *x, const bf16_t *w, const float *b, int R, int K,
                                     int N, cudaStream_t st) {
     if (R <= 0 || N <= 0) return MG_OK;
-    linear_rows_kernel<<<cu_blocks((size_t)N * 32, 256), 256, 0, st>>>(out, x, (const bf16 *)w, b, R, K, N);
-    CU_LAUNCHED();
+    CU_LAUNCH(linear_rows_kernel, cu_blocks((size_t)N * 32, 256), 256, 0, st, out, x, (const bf16 *)w, b, R, K, N);
     return MG_OK;
 }

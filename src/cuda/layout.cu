@@ -4,6 +4,8 @@
 #include "cuda/cuda_common.h"
 
 __global__ void patchify_kernel(bf16 *tok, const float *z, const float *cond, int H, int W, int Z, int p) {
+    pdl_wait();
+    pdl_trigger();
     int Tx = W / p, pp = p * p, F = 2 * Z * pp;
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (size_t)(H / p) * Tx * F) return;
@@ -17,6 +19,8 @@ __global__ void patchify_kernel(bf16 *tok, const float *z, const float *cond, in
 
 __global__ void unpatchify_euler_kernel(float *z, const float *tok, const float *tok_u, float g, float dt, int H,
                                         int W, int Z, int p) {
+    pdl_wait();
+    pdl_trigger();
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (size_t)H * W * Z) return;
     int ch = (int)(i % Z);
@@ -33,11 +37,15 @@ __global__ void unpatchify_euler_kernel(float *z, const float *tok, const float 
 }
 
 __global__ void renoise_kernel(float *zc, const float *z, const float *eps, float sigma, size_t n) {
+    pdl_wait();
+    pdl_trigger();
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) zc[i] = (1.0f - sigma) * z[i] + sigma * eps[i];
 }
 
 __global__ void upsample2x_kernel(bf16 *out, const bf16 *in, int H, int W, int C) {
+    pdl_wait();
+    pdl_trigger();
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (size_t)4 * H * W * C) return;
     int c = (int)(i % C);
@@ -47,16 +55,22 @@ __global__ void upsample2x_kernel(bf16 *out, const bf16 *in, int H, int W, int C
 }
 
 __global__ void u8_to_float_kernel(float *out, const uint8_t *in, size_t n) {
+    pdl_wait();
+    pdl_trigger();
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) out[i] = (float)in[i] / 255.0f;
 }
 
 __global__ void float_to_u8_kernel(uint8_t *out, const float *in, size_t n) {
+    pdl_wait();
+    pdl_trigger();
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) out[i] = to_u8(in[i]);
 }
 
 __global__ void f32_to_bf16_kernel(bf16 *out, const float *in, size_t n) {
+    pdl_wait();
+    pdl_trigger();
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) out[i] = f2bf(in[i]);
 }
@@ -65,8 +79,7 @@ extern "C" mg_status cu_patchify(bf16_t *tok, const float *z, const float *cond,
                                  cudaStream_t st) {
     size_t n = (size_t)(H / p) * (W / p) * 2 * Z * p * p;
     if (!n) return MG_OK;
-    patchify_kernel<<<cu_blocks(n, 256), 256, 0, st>>>((bf16 *)tok, z, cond, H, W, Z, p);
-    CU_LAUNCHED();
+    CU_LAUNCH(patchify_kernel, cu_blocks(n, 256), 256, 0, st, (bf16 *)tok, z, cond, H, W, Z, p);
     return MG_OK;
 }
 
@@ -74,43 +87,37 @@ extern "C" mg_status cu_unpatchify_euler(float *z, const float *tok, const float
                                          int W, int Z, int p, cudaStream_t st) {
     size_t n = (size_t)H * W * Z;
     if (!n) return MG_OK;
-    unpatchify_euler_kernel<<<cu_blocks(n, 256), 256, 0, st>>>(z, tok, tok_u, g, dt, H, W, Z, p);
-    CU_LAUNCHED();
+    CU_LAUNCH(unpatchify_euler_kernel, cu_blocks(n, 256), 256, 0, st, z, tok, tok_u, g, dt, H, W, Z, p);
     return MG_OK;
 }
 
 extern "C" mg_status cu_renoise(float *zc, const float *z, const float *eps, float sigma, size_t n, cudaStream_t st) {
     if (!n) return MG_OK;
-    renoise_kernel<<<cu_blocks(n, 256), 256, 0, st>>>(zc, z, eps, sigma, n);
-    CU_LAUNCHED();
+    CU_LAUNCH(renoise_kernel, cu_blocks(n, 256), 256, 0, st, zc, z, eps, sigma, n);
     return MG_OK;
 }
 
 extern "C" mg_status cu_upsample2x(bf16_t *out, const bf16_t *in, int H, int W, int C, cudaStream_t st) {
     size_t n = (size_t)4 * H * W * C;
     if (!n) return MG_OK;
-    upsample2x_kernel<<<cu_blocks(n, 256), 256, 0, st>>>((bf16 *)out, (const bf16 *)in, H, W, C);
-    CU_LAUNCHED();
+    CU_LAUNCH(upsample2x_kernel, cu_blocks(n, 256), 256, 0, st, (bf16 *)out, (const bf16 *)in, H, W, C);
     return MG_OK;
 }
 
 extern "C" mg_status cu_u8_to_float(float *out, const uint8_t *in, size_t n, cudaStream_t st) {
     if (!n) return MG_OK;
-    u8_to_float_kernel<<<cu_blocks(n, 256), 256, 0, st>>>(out, in, n);
-    CU_LAUNCHED();
+    CU_LAUNCH(u8_to_float_kernel, cu_blocks(n, 256), 256, 0, st, out, in, n);
     return MG_OK;
 }
 
 extern "C" mg_status cu_float_to_u8(uint8_t *out, const float *in, size_t n, cudaStream_t st) {
     if (!n) return MG_OK;
-    float_to_u8_kernel<<<cu_blocks(n, 256), 256, 0, st>>>(out, in, n);
-    CU_LAUNCHED();
+    CU_LAUNCH(float_to_u8_kernel, cu_blocks(n, 256), 256, 0, st, out, in, n);
     return MG_OK;
 }
 
 extern "C" mg_status cu_f32_to_bf16(bf16_t *out, const float *in, size_t n, cudaStream_t st) {
     if (!n) return MG_OK;
-    f32_to_bf16_kernel<<<cu_blocks(n, 256), 256, 0, st>>>((bf16 *)out, in, n);
-    CU_LAUNCHED();
+    CU_LAUNCH(f32_to_bf16_kernel, cu_blocks(n, 256), 256, 0, st, (bf16 *)out, in, n);
     return MG_OK;
 }

@@ -7,6 +7,8 @@
 
 __global__ void rope_kv_kernel(bf16 *qkv, int ldq, bf16 *k_ring, bf16 *v_ring, const float *cos_sp,
                                const float *sin_sp, const cu_frame_params *p, int N, int H, int dh) {
+    pdl_wait();
+    pdl_trigger();
     int npairs = dh / 2, nt = npairs / 4;
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (size_t)N * H * npairs) return;
@@ -40,8 +42,7 @@ extern "C" mg_status cu_rope_kv(bf16_t *qkv, int ldq, bf16_t *k_ring, bf16_t *v_
         return mg_fail(MG_ERR_UNSUPPORTED, "CUDA rope: head width %d / row stride %d not supported", dh, ldq);
     size_t n = (size_t)N * H * (dh / 2);
     if (!n) return MG_OK;
-    rope_kv_kernel<<<cu_blocks(n, 256), 256, 0, st>>>((bf16 *)qkv, ldq, (bf16 *)k_ring, (bf16 *)v_ring, cos_sp,
-                                                      sin_sp, p, N, H, dh);
-    CU_LAUNCHED();
+    CU_LAUNCH(rope_kv_kernel, cu_blocks(n, 256), 256, 0, st, (bf16 *)qkv, ldq, (bf16 *)k_ring, (bf16 *)v_ring, cos_sp,
+              sin_sp, p, N, H, dh);
     return MG_OK;
 }

@@ -158,6 +158,117 @@ static void test_gemm(void **state) {
     }
 }
 
+/* The fused DiT GEMMs (dit.cu) against linear_forward with the CPU's prologue and epilogue
+ * ops: every A mode and epilogue, the tile shapes and the K splits over clusters. */
+static void test_dgemm(void **state) {
+    /* tested unless explicitly off, whatever the stream's default */
+    if (!cu_opt("FUSED", 1)) {
+        printf("  fused DiT GEMMs: skipped (MG_CUDA_FUSED=0)\n");
+        return;
+    }
+    int max_split = cu_opt("SPLITK", 1) ? 4 : 1;
+    /* M, N, K, A mode, epilogue, split allowed, heads, dh */
+    int cases[][8] = {{37, 1152, 384, CU_DG_A_LN, CU_DG_QKV, 1, 6, 64},   {256, 1152, 384, CU_DG_A_LN, CU_DG_QKV, 1, 6, 64},
+                      {100, 576, 192, CU_DG_A_LN, CU_DG_QKV, 1, 3, 64},   {64, 768, 256, CU_DG_A_LN, CU_DG_QKV, 1, 2, 128},
+                      {256, 1536, 384, CU_DG_A_LN, CU_DG_GELU, 1, 0, 0},  {1024, 1536, 384, CU_DG_A_LN, CU_DG_GELU, 1, 0, 0},
+                      {200, 3072, 768, CU_DG_A_LN, CU_DG_GELU, 1, 0, 0},  {48, 16, 384, CU_DG_A_LN, CU_DG_F32, 1, 0, 0},
+                      {256, 384, 1536, CU_DG_A_BF16, CU_DG_RESID, 1, 0, 0}, {256, 384, 1536, CU_DG_A_BF16, CU_DG_RESID, 0, 0, 0},
+                      {256, 384, 384, CU_DG_A_BF16, CU_DG_RESID, 1, 0, 0}, {1024, 384, 1536, CU_DG_A_BF16, CU_DG_RESID, 1, 0, 0},
+                      {256, 384, 32, CU_DG_A_BF16, CU_DG_F32, 1, 0, 0},   {256, 768, 256, CU_DG_A_BF16, CU_DG_F32, 1, 0, 0},
+                      {77, 200, 96, CU_DG_A_BF16, CU_DG_F32, 1, 0, 0}};
+    int ncases = (int)(sizeof cases / sizeof cases[0]);
+    for (int ci = 0; ci < ncases; ci++) {
+        int M = cases[ci][0], N = cases[ci][1], K = cases[ci][2], am = cases[ci][3], epi = cases[ci][4];
+        int H = cases[ci][6], dh = cases[ci][7], d = H * dh;
+        cu_dgemm g;
+        OK(cu_dgemm_plan(ctx, &g, M, N, K, am, epi, cases[ci][5] ? max_split : 1));
+        size_t nmk = (size_t)M * K, nmn = (size_t)M * N;
+        float *a = rnd(nmk, -2, 3), *sh = rnd(K, -0.5f, 0.5f), *sc = rnd(K, -0.5f, 0.5f);
+        float *w = rnd((size_t)N * K, -0.1f, 0.1f), *b = rnd(N, -0.5f, 0.5f), *gate = rnd(N, -1, 1);
+        float *x0 = rnd(nmn, -2, 2), *ra = malloc(nmk * 4), *lin = malloc(nmn * 4);
+        bf16_t *dw = up_bf16(w, (size_t)N * K);
+        int bias_bf16 = epi == CU_DG_GELU || epi == CU_DG_QKV;
+        void *db;
+        if (bias_bf16) db = up_bf16(b, N); /* b rounded in place: the CPU sees the bf16 bias */
+        else db = up_f32(b, N);
+        float *dx = NULL, *dsh = up_f32(sh, K), *dsc = up_f32(sc, K), *dgate = up_f32(gate, N);
+        bf16_t *da = NULL;
+        if (am == CU_DG_A_LN) {
+            dx = up_f32(a, nmk);
+            layernorm_modulate_forward(ra, a, sh, sc, M, K);
+            round_bf16(ra, nmk); /* the GPU keeps the normalised rows in bf16 */
+        } else {
+            da = up_bf16(a, nmk);
+            memcpy(ra, a, nmk * 4);
+        }
+        linear_forward(lin, ra, w, b, M, K, N);
+        cu_dgemm_args arg;
+        memset(&arg, 0, sizeof arg);
+        arg.a = da, arg.x = dx, arg.shift = dsh, arg.scale = dsc, arg.w = dw, arg.bias = db, arg.gate = dgate;
+        char name[128];
+        snprintf(name, sizeof name, "dgemm %dx%dx%d %s %s tile %d split %d", M, N, K, am == CU_DG_A_LN ? "LN" : "bf16",
+                 epi == CU_DG_F32 ? "f32" : epi == CU_DG_GELU ? "gelu" : epi == CU_DG_RESID ? "resid" : "qkv+rope", g.tile,
+                 g.split);
+        if (epi == CU_DG_F32 || epi == CU_DG_GELU) {
+            void *out = poisoned(nmn * 4);
+            arg.out = out;
+            OK(cu_dgemm_run(&g, &arg, st));
+            float *got = epi == CU_DG_F32 ? down_f32(out, nmn) : down_bf16(out, nmn);
+            if (epi == CU_DG_GELU) gelu_tanh_forward(lin, lin, nmn);
+            assert_rel(name, got, lin, nmn, am == CU_DG_A_LN || epi == CU_DG_GELU ? TOL_BF16 : 1e-4);
+            free(got), cudaFree(out);
+        } else if (epi == CU_DG_RESID) {
+            float *dxo = up_f32(x0, nmn);
+            arg.out = dxo;
+            OK(cu_dgemm_run(&g, &arg, st));
+            float *got = down_f32(dxo, nmn);
+            gated_residual_forward(x0, lin, gate, M, N);
+            assert_rel(name, got, x0, nmn, 1e-5);
+            free(got), cudaFree(dxo);
+        } else { /* qkv: RoPE at a frame, ring slot 2 of 3 */
+            int np = dh / 2, nt = np / 4;
+            long long frame = 98765;
+            size_t tab = (size_t)M * np, ring = (size_t)3 * M * d;
+            float *c0 = malloc(tab * 4), *s0 = malloc(tab * 4), *cf = malloc(tab * 4), *sf = malloc(tab * 4);
+            rope_tables(c0, s0, 0, M, 1, dh, 10000.0);
+            rope_tables(cf, sf, frame, M, 1, dh, 10000.0);
+            cu_frame_params pp;
+            memset(&pp, 0, sizeof pp);
+            pp.slot = 2, pp.vis = 3;
+            for (int j = 0; j < nt; j++) pp.tcos[j] = cf[j], pp.tsin[j] = sf[j];
+            cu_frame_params *dp = dmalloc(sizeof pp);
+            CK(cudaMemcpy(dp, &pp, sizeof pp, cudaMemcpyHostToDevice));
+            float *dc = up_f32(c0, tab), *ds = up_f32(s0, tab);
+            bf16_t *q = poisoned(nmn * 2), *kr = poisoned(ring * 2), *vr = poisoned(ring * 2);
+            arg.out = q, arg.ldq = N, arg.k_ring = kr, arg.v_ring = vr, arg.cos_sp = dc, arg.sin_sp = ds, arg.p = dp;
+            arg.heads = H, arg.dh = dh;
+            OK(cu_dgemm_run(&g, &arg, st));
+            float *gq = down_bf16(q, nmn), *gk = down_bf16(kr, ring), *gv = down_bf16(vr, ring);
+            rope_forward(lin, N, cf, sf, M, H, dh);
+            rope_forward(lin + d, N, cf, sf, M, H, dh);
+            float *rq = malloc((size_t)M * d * 4), *rk = malloc((size_t)M * d * 4), *rv = malloc((size_t)M * d * 4);
+            float *oq = malloc((size_t)M * d * 4);
+            for (int i = 0; i < M; i++) {
+                memcpy(rq + (size_t)i * d, lin + (size_t)i * N, d * 4);
+                memcpy(rk + (size_t)i * d, lin + (size_t)i * N + d, d * 4);
+                memcpy(rv + (size_t)i * d, lin + (size_t)i * N + 2 * d, d * 4);
+                memcpy(oq + (size_t)i * d, gq + (size_t)i * N, d * 4);
+            }
+            char nm2[160];
+            snprintf(nm2, sizeof nm2, "%s: q", name);
+            assert_rel(nm2, oq, rq, (size_t)M * d, TOL_BF16);
+            snprintf(nm2, sizeof nm2, "%s: k -> ring slot 2", name);
+            assert_rel(nm2, gk + (size_t)2 * M * d, rk, (size_t)M * d, TOL_BF16);
+            snprintf(nm2, sizeof nm2, "%s: v -> ring slot 2", name);
+            assert_rel(nm2, gv + (size_t)2 * M * d, rv, (size_t)M * d, TOL_BF16);
+            free(c0), free(s0), free(cf), free(sf), free(gq), free(gk), free(gv), free(rq), free(rk), free(rv), free(oq);
+            cudaFree(dp), cudaFree(dc), cudaFree(ds), cudaFree(q), cudaFree(kr), cudaFree(vr);
+        }
+        free(a), free(sh), free(sc), free(w), free(b), free(gate), free(x0), free(ra), free(lin);
+        cudaFree(dw), cudaFree(db), cudaFree(dx), cudaFree(dsh), cudaFree(dsc), cudaFree(dgate), cudaFree(da);
+    }
+}
+
 static void test_linear_rows(void **state) {
     int R = 5, K = 77, N = 129;
     float *x = rnd((size_t)R * K, -1, 1), *w = rnd((size_t)N * K, -0.3f, 0.3f), *b = rnd(N, -1, 1);
@@ -176,8 +287,9 @@ static void test_conv_igemm(void **state) {
     int cases[][9] = {{37, 29, 64, 64, 1, 0, 1, 0, 1}, {37, 29, 64, 64, 2, 0, 0, 0, 0}, {38, 30, 64, 64, 1, 1, 0, 0, 0},
                       {23, 41, 32, 32, 1, 0, 1, 1, 1}, {16, 16, 64, 40, 1, 0, 1, 1, 0}, {64, 64, 64, 64, 1, 0, 1, 1, 1},
                       {161, 256, 64, 64, 1, 0, 1, 1, 1}, {200, 176, 32, 32, 1, 0, 1, 0, 1}, {322, 258, 64, 64, 2, 0, 0, 0, 1}};
-    for (int ci_ = 0; ci_ < 18; ci_++) {
-        int version = ci_ < 9 ? 3 : 1; /* the library's, and the first one */
+    int with4 = cu_opt("CONVSPLIT", 1);
+    for (int ci_ = with4 ? 0 : 9; ci_ < 27; ci_++) {
+        int version = ci_ < 9 ? 4 : ci_ < 18 ? 3 : 1; /* the library's (v4: K split over clusters), v3, the first */
         int *c = cases[ci_ % 9];
         int H = c[0], W = c[1], Ci = c[2], Co = c[3], s = c[4], up = c[5];
         int Hs = up ? H / 2 : H, Ws = up ? W / 2 : W, Ho = s == 2 ? (H + 1) / 2 : H, Wo = s == 2 ? (W + 1) / 2 : W;
@@ -591,9 +703,9 @@ static void test_public_api(void **state) {
 }
 
 /* Replaying the captured graph gives exactly what launching the kernels one by one gives. */
-static void test_graph_equals_eager(void **state) {
-    const char *configs[] = {"tiny", "s"};
-    for (int ci = 0; ci < 2; ci++) {
+static void graph_equals_eager(int nconfigs) {
+    const char *configs[] = {"s", "tiny"};
+    for (int ci = 0; ci < nconfigs; ci++) {
         mg_model *m = load_model(configs[ci], 11);
         int W = 128, H = 64, K = mg_model_config(m)->ring;
         cuda_stream_cfg cc = {W, H, 2, K, 1.0f};
@@ -627,6 +739,24 @@ static void test_graph_equals_eager(void **state) {
     }
 }
 
+static void test_graph_equals_eager(void **state) { graph_equals_eager(2); }
+
+/* The paths that are off by default (MG_CUDA_FUSED=1: dit.cu's fused DiT kernels with the K
+ * split; MG_CUDA_PDL=1: programmatic dependent launch): frame steps against the CPU, and graph
+ * against eager. Skipped where the environment turns them off explicitly. */
+static void test_fused_pdl_paths(void **state) {
+    if (!cu_opt("FUSED", 1) || !cu_opt("PDL", 1)) {
+        printf("  fused DiT + PDL stream: skipped (switched off)\n");
+        return;
+    }
+    setenv("MG_CUDA_FUSED", "1", 1), setenv("MG_CUDA_PDL", "1", 1);
+    printf("  with MG_CUDA_FUSED=1 MG_CUDA_PDL=1:\n");
+    frame_steps("tiny", 64, 48, 2, 2.5f, "dream", 5e-2);
+    frame_steps("s", 128, 96, 2, 1.0f, "restore", 3e-2);
+    graph_equals_eager(1);
+    unsetenv("MG_CUDA_FUSED"), unsetenv("MG_CUDA_PDL");
+}
+
 static int setup(void **state) {
     if (cu_ctx_new(&ctx) != MG_OK) {
         fprintf(stderr, "test_cuda: %s\n", mg_last_error());
@@ -644,13 +774,15 @@ static int teardown(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_gemm),          cmocka_unit_test(test_linear_rows),
+        cmocka_unit_test(test_gemm),          cmocka_unit_test(test_dgemm),
+        cmocka_unit_test(test_linear_rows),
         cmocka_unit_test(test_conv_igemm),    cmocka_unit_test(test_conv_direct),
         cmocka_unit_test(test_norms),         cmocka_unit_test(test_activations),
         cmocka_unit_test(test_rope_kv),       cmocka_unit_test(test_attention),
         cmocka_unit_test(test_layout),        cmocka_unit_test(test_frame_tiny),
         cmocka_unit_test(test_frame_tiny_guided_dream), cmocka_unit_test(test_frame_s),
         cmocka_unit_test(test_public_api),    cmocka_unit_test(test_graph_equals_eager),
+        cmocka_unit_test(test_fused_pdl_paths),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
