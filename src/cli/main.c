@@ -16,6 +16,7 @@ static const struct { const char *name; int (*fn)(int, char **); const char *wha
     {"run", cmd_run, "transform a stream: --model FILE --input SRC --output DST"},
     {"demo", cmd_demo, "the main job: the shipped model on the default input"},
     {"bench", cmd_bench, "time one frame step, per component"},
+    {"eval", cmd_eval, "long-rollout evaluation: drift, flicker, collapse; writes a report"},
     {"init", cmd_init, "write a freshly initialised model"},
     {"info", cmd_info, "describe a model file"},
 };

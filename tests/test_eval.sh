@@ -1,0 +1,60 @@
+#!/bin/sh
+# `mirage eval` from the command line: exit codes (0 ok, 1 failure, 2 bad usage), the progress
+# lines and summary, and the report files. The metrics themselves are tested in test_eval.c.
+M=${MIRAGE:-build/mirage}
+T=$(mktemp -d /tmp/mirage-eval-XXXXXX)
+trap 'rm -rf "$T"' EXIT
+pass=0; fail=0
+
+expect() { # expect CODE DESCRIPTION -- command...   (stdout+stderr in $T/out)
+    code=$1; what=$2; shift 3
+    "$@" >"$T/out" 2>&1
+    got=$?
+    if [ "$got" -eq "$code" ]; then pass=$((pass + 1)); echo "  ok    $what (exit $got)"
+    else fail=$((fail + 1)); echo "  FAIL  $what: exit $got, expected $code"; sed 's/^/        /' "$T/out" | head -8; fi
+}
+grep_out() {
+    if grep -q -- "$1" "$T/out"; then pass=$((pass + 1)); echo "  ok    $2"
+    else fail=$((fail + 1)); echo "  FAIL  $2: no '$1' in:"; sed 's/^/        /' "$T/out" | head -8; fi
+}
+check() { # check DESCRIPTION -- test expression...
+    what=$1; shift 2
+    if "$@"; then pass=$((pass + 1)); echo "  ok    $what"; else fail=$((fail + 1)); echo "  FAIL  $what"; fi
+}
+
+expect 0 "eval --help" -- $M eval --help
+grep_out "usage: mirage eval" "help text"
+expect 0 "help eval" -- $M help eval
+$M init --config tiny --seed 3 --out "$T/tiny.safetensors" >/dev/null || fail=$((fail + 1))
+E="$M eval --model $T/tiny.safetensors --input testsrc --size 32x32 --steps 1"
+expect 2 "no --report" -- $E --frames 2
+expect 2 "no --input" -- $M eval --model "$T/tiny.safetensors" --report "$T/r"
+expect 2 "no model" -- $M eval --input testsrc --report "$T/r"
+expect 2 "unknown prompt" -- $E --frames 2 --report "$T/r" --prompt style:vangogh
+grep_out "no ground truth" "unknown prompt message"
+expect 2 "bad --frames" -- $E --frames 0 --report "$T/r"
+expect 2 "unknown option" -- $E --frames 2 --report "$T/r" --bogus
+expect 1 "missing model file" -- $M eval --model "$T/none.safetensors" --input testsrc --report "$T/r"
+expect 1 "missing --compare file" -- $E --frames 2 --report "$T/r" --compare "$T/none.safetensors"
+expect 1 "size not a multiple of 16" -- $E --frames 2 --report "$T/r" --size 40x40
+check "no report after failures" -- test ! -e "$T/r/index.html"
+
+expect 0 "eval restore, 3 frames, compare" -- $E --frames 3 --report "$T/r" --prompt restore --compare "$T/tiny.safetensors"
+grep_out "mirage eval | model B" "configuration names both models"
+grep_out "frame 3/3 | psnr" "progress line"
+grep_out "drift" "summary"
+for f in index.html metrics.json strip_000000.png strip_000002.png; do
+    check "report has $f" -- test -s "$T/r/$f"
+done
+check "no temporary files left" -- test -z "$(ls "$T/r" | grep tmp)"
+expect 0 "eval --config (random weights), dream, quiet" -- $M eval --config tiny --input testsrc --size 32x32 --steps 1 \
+    --frames 2 --prompt dream --report "$T/d" --quiet
+check "quiet prints nothing" -- test ! -s "$T/out"
+check "dream report" -- test -s "$T/d/metrics.json"
+expect 0 "one frame, truth" -- $E --frames 1 --report "$T/one" --prompt style:toon
+expect 0 "one frame, dream" -- $E --frames 1 --report "$T/one-dream" --prompt dream
+grep_out "freeze no" "one frame: no window to flag"
+expect 1 "report into a file" -- $E --frames 1 --report "$T/r/index.html"
+
+echo "test_eval.sh: $pass passed, $fail failed"
+[ "$fail" -eq 0 ]
