@@ -1,7 +1,13 @@
-/* Conv3x3 lab: times the library's conv3x3_forward against two alternatives, checks that
- * they agree, and prints GFLOP/s (2*Ho*Wo*9*Ci*Co flops per call).
- *   lib         src/ops/cpu/conv.c: blocked im2col, threads take whole blocks, one
- *               single-threaded GEMM per block, one fork/join per conv.
+/* Conv3x3 lab: times the library's conv3x3_forward and the implementations behind it against
+ * alternatives, checks that they agree, and prints GFLOP/s counted as a direct convolution
+ * (2*Ho*Wo*9*Ci*Co flops per call, whatever the method does), so the numbers compare.
+ *   lib         conv3x3_forward: Winograd F(4,3) or im2col, as conv.c picks for the shape.
+ *   im2col      src/ops/cpu/conv.c: blocked im2col, threads take whole blocks, one
+ *               single-threaded GEMM per block, one fork/join per conv. The reference the
+ *               others are compared with (rel err: max |x - ref| / (|ref| + rms(ref)), as in
+ *               tests/test_ops.c).
+ *   wino-f2     src/ops/cpu/conv_winograd.c, F(2x2, 3x3), stride 1 only.
+ *   wino-f4     the same, F(4x4, 3x3).
  *   serial-blk  the first version: blocks of output rows one after another, im2col
  *               OpenMP-parallel, each block's GEMM threaded by OpenBLAS (several fork/joins
  *               per block).
@@ -14,9 +20,11 @@
  *      src/ops/cpu/[a-z]*.c src/core/rng.c src/core/timing.c \
  *      -L/usr/lib/x86_64-linux-gnu/openblas-openmp -lopenblas -lm -o /tmp/bench_conv
  *   /tmp/bench_conv             the standard sizes
- *   /tmp/bench_conv H W Ci Co s one size
+ *   /tmp/bench_conv H W Ci Co s [lib,im2col,wino-f2,wino-f4,serial-blk,padded-w]  one size
+ *   MG_WINO_ISA=1 /tmp/bench_conv ...  Winograd on AVX2 (0: portable C + gemm_nn)
  * Drop -DMG_HAVE_OPENBLAS and -lopenblas to time the built-in GEMM; add
- * -DMG_CONV_BLOCK_FLOATS=N to try another block size. OpenBLAS 0.3.21 does not recognise
+ * -DMG_CONV_BLOCK_FLOATS=N (im2col) or -DMG_WINO_BLOCK_FLOATS=N (Winograd) to try another
+ * block size. OpenBLAS 0.3.21 does not recognise
  * newer Xeons and falls back to SSE3 kernels ("Prescott"); run with
  * OPENBLAS_CORETYPE=SkylakeX (or Haswell) to get its AVX-512 (AVX2) kernels. */
 #include <math.h>
@@ -28,6 +36,7 @@
 
 #include "core/rng.h"
 #include "core/timing.h"
+#include "ops/cpu/conv_impl.h"
 #include "ops/ops.h"
 
 #ifdef MG_CONV_BLOCK_FLOATS
@@ -111,19 +120,36 @@ static void conv3x3_padded(float *out, const float *inp, const float *wp, const 
 
 /* ---- timing ------------------------------------------------------------------------ */
 
+enum { V_LIB, V_IM2COL, V_WINO2, V_WINO4, V_SERIAL, V_PADDED, NVARIANTS };
+static const char *variant_names[NVARIANTS] = {"lib", "im2col", "wino-f2", "wino-f4",
+                                               "serial-blk", "padded-w"};
+
 typedef struct {
     int H, W, Ci, Co, stride, variant;
     float *out, *inp, *wp, *b, *scratch;
 } conv_job;
 
 static void run_job(conv_job *j) {
-    if (j->variant == 0)
+    switch (j->variant) {
+    case V_LIB:
         conv3x3_forward(j->out, j->inp, j->wp, j->b, j->scratch, j->H, j->W, j->Ci, j->Co, j->stride);
-    else if (j->variant == 1)
+        break;
+    case V_IM2COL:
+        conv3x3_im2col_forward(j->out, j->inp, j->wp, j->b, NULL, MG_ACT_NONE, j->scratch, j->H,
+                               j->W, j->Ci, j->Co, j->stride);
+        break;
+    case V_WINO2:
+    case V_WINO4:
+        conv3x3_wino_forward(j->out, j->inp, j->wp, j->b, NULL, MG_ACT_NONE, j->scratch, j->H,
+                             j->W, j->Ci, j->Co, j->variant == V_WINO2 ? 2 : 4);
+        break;
+    case V_SERIAL:
         conv3x3_serial_blocks(j->out, j->inp, j->wp, j->b, j->scratch, j->H, j->W, j->Ci, j->Co,
                               j->stride);
-    else
+        break;
+    default:
         conv3x3_padded(j->out, j->inp, j->wp, j->b, j->scratch, j->H, j->W, j->Ci, j->Co);
+    }
 }
 
 /* Best of the runs (at least 5, about 1 s of work): on a shared machine the minimum is the
@@ -150,54 +176,95 @@ static void fill(float *x, size_t n, uint64_t seed) {
     for (size_t i = 0; i < n; i++) x[i] = 2.0f * mg_rng_uniform(&r) - 1.0f;
 }
 
-static void bench(int H, int W, int Ci, int Co, int stride) {
+/* max |x - ref| / (|ref| + rms(ref)), tests/test_ops.c's measure */
+static double rel_err(const float *x, const float *ref, size_t n) {
+    double ss = 0, worst = 0;
+    for (size_t i = 0; i < n; i++) ss += (double)ref[i] * ref[i];
+    double rms = sqrt(ss / (double)n);
+    for (size_t i = 0; i < n; i++) {
+        double e = fabs((double)x[i] - ref[i]) / (fabs((double)ref[i]) + rms + 1e-30);
+        if (!(e <= worst)) worst = e; /* NaN sticks */
+    }
+    return worst;
+}
+
+/* mask: which variants to run (bit per enum value); im2col always runs first (reference). */
+static void bench(int H, int W, int Ci, int Co, int stride, unsigned mask) {
     int Ho = stride == 2 ? (H + 1) / 2 : H, Wo = stride == 2 ? (W + 1) / 2 : W;
     size_t nin = (size_t)H * W * Ci, nout = (size_t)Ho * Wo * Co;
     float *inp = malloc(nin * sizeof(float)), *w = malloc((size_t)Co * Ci * 9 * sizeof(float));
     float *b = malloc((size_t)Co * sizeof(float));
     float *wp = malloc(conv3x3_packed_floats(Ci, Co) * sizeof(float));
+    float *wu2 = malloc(conv3x3_wino_packed_floats(Ci, Co, 2) * sizeof(float));
+    float *wu4 = malloc(conv3x3_wino_packed_floats(Ci, Co, 4) * sizeof(float));
     float *ref = malloc(nout * sizeof(float)), *out = malloc(nout * sizeof(float));
     fill(inp, nin, 1);
     fill(w, (size_t)Co * Ci * 9, 2);
     fill(b, Co, 3);
     conv3x3_pack(wp, w, Ci, Co);
-    double gflop = 2.0 * Ho * Wo * 9.0 * Ci * Co * 1e-9, lib_ms = 0;
-    static const char *names[] = {"lib", "serial-blk", "padded-w"};
-    for (int v = 0; v < 3; v++) {
-        if (v == 2 && stride != 1) continue;
-        conv_job j = {H, W, Ci, Co, stride, v, v == 0 ? ref : out, inp, wp, b, NULL};
-        size_t sc = v == 0 ? conv3x3_scratch_floats(H, W, Ci, Co, stride)
-                  : v == 1 ? (size_t)serial_rows(Ho, Wo, Ci) * Wo * 9 * Ci
-                           : padded_scratch_floats(H, W, Ci, Co);
+    conv3x3_wino_pack(wu2, w, Ci, Co, 2);
+    conv3x3_wino_pack(wu4, w, Ci, Co, 4);
+    double gflop = 2.0 * Ho * Wo * 9.0 * Ci * Co * 1e-9, base_ms = 0;
+    static const int order[] = {V_IM2COL, V_LIB, V_WINO2, V_WINO4, V_SERIAL, V_PADDED};
+    for (int o = 0; o < NVARIANTS; o++) {
+        int v = order[o];
+        if (v != V_IM2COL && !(mask >> v & 1)) continue;
+        if (stride != 1 && (v == V_PADDED || v == V_WINO2 || v == V_WINO4)) continue;
+        conv_job j = {H, W, Ci, Co, stride, v, v == V_IM2COL ? ref : out, inp,
+                      v == V_WINO2 ? wu2 : v == V_WINO4 ? wu4 : wp, b, NULL};
+        size_t sc = v == V_LIB      ? conv3x3_scratch_floats(H, W, Ci, Co, stride)
+                  : v == V_IM2COL   ? conv3x3_im2col_scratch_floats(H, W, Ci, stride)
+                  : v == V_WINO2    ? conv3x3_wino_scratch_floats(H, W, Ci, Co, 2)
+                  : v == V_WINO4    ? conv3x3_wino_scratch_floats(H, W, Ci, Co, 4)
+                  : v == V_SERIAL   ? (size_t)serial_rows(Ho, Wo, Ci) * Wo * 9 * Ci
+                                    : padded_scratch_floats(H, W, Ci, Co);
         j.scratch = malloc(sc * sizeof(float));
         double med, ms = time_job(&j, &med);
-        double diff = 0;
-        if (v == 0) lib_ms = ms;
-        else
-            for (size_t i = 0; i < nout; i++) diff = fmax(diff, fabs((double)ref[i] - out[i]));
+        if (v == V_IM2COL) base_ms = ms;
+        double err = v == V_IM2COL ? 0.0 : rel_err(out, ref, nout);
         printf("%4dx%-4d %3d->%-3d s%d | %-10s %9.3f ms (median %9.3f) %6.1f GFLOP/s | "
-               "scratch %6.2f MiB | lib is %5.2fx faster | max|diff| %.1e\n",
-               H, W, Ci, Co, stride, names[v], ms, med, gflop / (ms * 1e-3), sc * 4.0 / (1 << 20),
-               ms / lib_ms, diff);
+               "scratch %6.2f MiB | %5.2fx im2col | rel err %.1e\n",
+               H, W, Ci, Co, stride, variant_names[v], ms, med, gflop / (ms * 1e-3),
+               sc * 4.0 / (1 << 20), base_ms / ms, err);
+        fflush(stdout);
         free(j.scratch);
     }
-    free(inp); free(w); free(b); free(wp); free(ref); free(out);
+    free(inp); free(w); free(b); free(wp); free(wu2); free(wu4); free(ref); free(out);
 }
 
 int main(int argc, char **argv) {
-    printf("conv3x3 bench: %d OpenMP threads, lib block %d floats\n", omp_get_max_threads(),
-           BLOCK_FLOATS);
-    if (argc == 6) {
-        bench(atoi(argv[1]), atoi(argv[2]), atoi(argv[3]), atoi(argv[4]), atoi(argv[5]));
+    /* MG_WINO_ISA=0|1|2 caps Winograd's code path: portable C + gemm_nn, AVX2, AVX-512 */
+    const char *isa = getenv("MG_WINO_ISA");
+    if (isa) conv3x3_wino_limit_isa(atoi(isa));
+    printf("conv3x3 bench: %d OpenMP threads, im2col block %d floats, Winograd path limit %s\n",
+           omp_get_max_threads(), BLOCK_FLOATS, isa ? isa : "2 (AVX-512)");
+    /* bench H W Ci Co s [variants]: one size; variants a comma list of names (default all) */
+    if (argc == 6 || argc == 7) {
+        unsigned mask = ~0u;
+        if (argc == 7) {
+            mask = 0;
+            for (int v = 0; v < NVARIANTS; v++) {
+                const char *p = strstr(argv[6], variant_names[v]);
+                size_t len = strlen(variant_names[v]);
+                if (p && (p == argv[6] || p[-1] == ',') && (p[len] == 0 || p[len] == ','))
+                    mask |= 1u << v;
+            }
+        }
+        bench(atoi(argv[1]), atoi(argv[2]), atoi(argv[3]), atoi(argv[4]), atoi(argv[5]), mask);
         return 0;
     }
+    unsigned fast = 1u << V_LIB | 1u << V_WINO2 | 1u << V_WINO4; /* the slow old ones: once */
     static const int cases[][5] = {
-        {256, 256, 64, 64, 1}, {32, 32, 32, 32, 1},   /* the two sizes the choice was made on */
+        {256, 256, 32, 32, 1}, {128, 128, 32, 32, 1}, /* tiny model at 256x256 */
+        {256, 256, 64, 64, 1}, {128, 128, 64, 64, 1}, {32, 32, 32, 32, 1},
+        {64, 64, 32, 32, 1},   {16, 16, 32, 32, 1},   {8, 8, 32, 32, 1}, /* crossover */
         {512, 512, 64, 64, 1}, {512, 512, 64, 64, 2}, /* s-model autoencoder, 512x512 frame */
-        {512, 512, 3, 64, 1},  {512, 512, 64, 3, 1},  /* enc.in / dec.out: thin GEMMs */
-        {64, 64, 64, 64, 1},   {256, 256, 32, 32, 1}, /* tiny model at 256x256 */
+        {256, 256, 3, 32, 1},  {256, 256, 32, 3, 1},  /* enc.in / dec.out: thin GEMMs */
+        {32, 32, 32, 4, 1},    {32, 32, 4, 32, 1},    /* enc.out / dec.in */
+        {256, 256, 16, 16, 1}, {256, 256, 8, 8, 1},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
-        bench(cases[i][0], cases[i][1], cases[i][2], cases[i][3], cases[i][4]);
+        bench(cases[i][0], cases[i][1], cases[i][2], cases[i][3], cases[i][4],
+              i < 2 ? ~0u : fast);
     return 0;
 }

@@ -28,6 +28,14 @@ size_t conv3x3_scratch_floats(int H, int W, int Ci, int Co, int stride);
  * b (Co) or NULL. */
 void conv3x3_forward(float *out, const float *inp, const float *wp, const float *b,
                      float *scratch, int H, int W, int Ci, int Co, int stride);
+/* conv3x3_forward with the epilogue fused: out = act(conv(inp) + b + residual).
+ * residual (Ho, Wo, Co) or NULL; it may be out itself (in place), never inp. act is one of
+ * enum mg_act; relu is x > 0 ? x : 0 like relu_forward. Same pack and scratch as
+ * conv3x3_forward, which is this with residual NULL and MG_ACT_NONE. */
+enum mg_act { MG_ACT_NONE = 0, MG_ACT_RELU = 1 };
+void conv3x3_forward_ex(float *out, const float *inp, const float *wp, const float *b,
+                        const float *residual, int act, float *scratch, int H, int W, int Ci,
+                        int Co, int stride);
 
 void relu_forward(float *out, const float *inp, size_t n);              /* out may be inp */
 void add_relu_forward(float *out, const float *a, const float *b, size_t n); /* relu(a+b) */

@@ -1,5 +1,13 @@
 /* 3x3 convolution, pad 1, stride 1 or 2, HWC: the autoencoder's hot spot.
  *
+ * Two methods behind conv3x3_forward(_ex), picked per call by conv_wino_use():
+ *   Winograd F(2x2, 3x3) (conv_winograd.c) for stride 1 with Ci >= 16 and >= 64 output
+ *     pixels: every c -> c conv of the autoencoder and its c -> 3 output conv;
+ *   blocked im2col + GEMM (here) for the rest: the stride-2 convs, the encoder's 3 -> c input,
+ *     the c -> 4 / 4 -> c latent convs, images under 8x8.
+ * conv3x3_pack writes both packed weights (the Winograd one only where the channel counts
+ * allow it), since the stride is not known at load time.
+ *
  * Blocked im2col + one GEMM per block. The output pixels (Ho*Wo, in row-major order) are cut
  * into blocks; a block is unrolled into scratch as a (pixels, 9*Ci) matrix whose row for
  * output pixel (y, x) is the three input row segments it reads, ky = 0..2, each 3*Ci floats.
@@ -7,8 +15,10 @@
  * (zeros at the borders). The packed weight is (9*Ci, Co), row (ky*3 + kx)*Ci + ci, so a
  * block is one GEMM
  *     out_block (pixels, Co) = patches (pixels, 9*Ci) @ wp (9*Ci, Co)
- * onto the bias written first (beta 1). Since out is (Ho*Wo, Co), a block's output rows are
- * contiguous whatever the image width.
+ * onto the bias (and residual) written first (beta 1). Since out is (Ho*Wo, Co), a block's
+ * output rows are contiguous whatever the image width. Where Co is a multiple of 16 the GEMM is
+ * conv3x3_gemm_kernel (conv_winograd.c's register-blocked AVX-512/AVX2 kernel), else gemm_nn:
+ * 256x256 32->32 stride 2 on one thread went from 3.8 ms (OpenBLAS) to 2.9 ms.
  *
  * Threads take whole blocks (im2col and a single-threaded GEMM, each into its own slot of
  * scratch): one fork/join per conv. The first version ran the blocks one after another with
@@ -18,7 +28,9 @@
  * 512x512x64) and its K = Ci GEMMs are less efficient. Both stay in dev/cpu/bench_conv.c.
  *
  * dev/cpu/bench_conv.c on the 2-core dev VM (Xeon, Sapphire Rapids class, KVM), 2 OpenMP
- * threads, GFLOP/s (2*Ho*Wo*9*Ci*Co flops), best of >= 5 runs in one quiet run:
+ * threads, GFLOP/s (2*Ho*Wo*9*Ci*Co flops), best of >= 5 runs in one quiet run, before
+ * Winograd and conv3x3_gemm_kernel ("lib" is this im2col with gemm_nn; Winograd's numbers
+ * are in conv_winograd.c):
  *                                  lib   serial-blk  padded-w
  *   OpenBLAS 0.3.21, OPENBLAS_CORETYPE=SkylakeX (AVX-512 kernels):
  *     256x256  64->64  s1        204.6     172.6      197.3
@@ -39,6 +51,7 @@
 
 #include <string.h>
 
+#include "ops/cpu/conv_impl.h"
 #include "ops/cpu/parallel.h"
 
 #ifdef MG_HAVE_OPENMP
@@ -56,11 +69,42 @@
  * a time slice the others can take over its remaining blocks. */
 #define CONV_BLOCKS_PER_THREAD 4
 
+/* Winograd tile size: F(2x2, 3x3). F(4x4, 3x3) is ~1.5x faster still but ~5x less accurate
+ * in fp32 (~1e-5 worst relative error on random data at Ci = 64, against ~2e-6; see
+ * conv_winograd.c): build with -DMG_CONV_WINO_M=4 to trade. */
+#ifndef MG_CONV_WINO_M
+#define MG_CONV_WINO_M 2
+#endif
+/* Winograd needs this many input channels and output pixels to beat im2col (one thread,
+ * dev/cpu/bench_conv.c): at Ci = 8 and 12 the 16-lane padding of the input channels eats the
+ * gain, below 8x8 pixels the transforms do. Any Co wins: at Co = 3 (the decoder's output)
+ * Winograd with Co padded to 16 still beats im2col's thin GEMM, 4.1 against 6.2 ms at
+ * 256x256x32. */
+#ifndef MG_CONV_WINO_MIN_CI
+#define MG_CONV_WINO_MIN_CI 16
+#endif
+#ifndef MG_CONV_WINO_MIN_PIX
+#define MG_CONV_WINO_MIN_PIX 64
+#endif
+
 static int conv_out_size(int n, int stride) { return stride == 2 ? (n + 1) / 2 : n; }
 
-size_t conv3x3_packed_floats(int Ci, int Co) { return (size_t)9 * Ci * Co; }
+/* The pack holds the Winograd weights (after the im2col ones) for these channel counts; the
+ * stride and image size are only known per call. */
+static int conv_wino_packed(int Ci, int Co) { return Ci >= MG_CONV_WINO_MIN_CI && Co >= 1; }
+
+static int conv_wino_use(int H, int W, int Ci, int Co, int stride) {
+    return stride == 1 && conv_wino_packed(Ci, Co) && (long)H * W >= MG_CONV_WINO_MIN_PIX;
+}
+
+size_t conv3x3_packed_floats(int Ci, int Co) {
+    return (size_t)9 * Ci * Co +
+           (conv_wino_packed(Ci, Co) ? conv3x3_wino_packed_floats(Ci, Co, MG_CONV_WINO_M) : 0);
+}
 
 void conv3x3_pack(float *wp, const float *w, int Ci, int Co) {
+    if (conv_wino_packed(Ci, Co))
+        conv3x3_wino_pack(wp + (size_t)9 * Ci * Co, w, Ci, Co, MG_CONV_WINO_M);
     /* w (Co, Ci, 3, 3) -> wp (9*Ci, Co), row (ky*3 + kx)*Ci + ci */
     for (int ky = 0; ky < 3; ky++)
         for (int kx = 0; kx < 3; kx++)
@@ -71,7 +115,12 @@ void conv3x3_pack(float *wp, const float *w, int Ci, int Co) {
 }
 
 size_t conv3x3_scratch_floats(int H, int W, int Ci, int Co, int stride) {
-    (void)Co; /* the im2col does not depend on it */
+    if (conv_wino_use(H, W, Ci, Co, stride))
+        return conv3x3_wino_scratch_floats(H, W, Ci, Co, MG_CONV_WINO_M);
+    return conv3x3_im2col_scratch_floats(H, W, Ci, stride);
+}
+
+size_t conv3x3_im2col_scratch_floats(int H, int W, int Ci, int stride) {
     size_t K = (size_t)9 * Ci;
     size_t full = (size_t)conv_out_size(H, stride) * conv_out_size(W, stride) * K;
     size_t cap = CONV_SCRATCH_FLOATS > K ? CONV_SCRATCH_FLOATS : K; /* at least one pixel */
@@ -106,12 +155,28 @@ static void im2col_pixel(float *patch, const float *inp, int H, int W, int Ci, i
 
 void conv3x3_forward(float *out, const float *inp, const float *wp, const float *b,
                      float *scratch, int H, int W, int Ci, int Co, int stride) {
+    conv3x3_forward_ex(out, inp, wp, b, NULL, MG_ACT_NONE, scratch, H, W, Ci, Co, stride);
+}
+
+void conv3x3_forward_ex(float *out, const float *inp, const float *wp, const float *b,
+                        const float *residual, int act, float *scratch, int H, int W, int Ci,
+                        int Co, int stride) {
+    if (conv_wino_use(H, W, Ci, Co, stride))
+        conv3x3_wino_forward(out, inp, wp + (size_t)9 * Ci * Co, b, residual, act, scratch, H, W,
+                             Ci, Co, MG_CONV_WINO_M);
+    else
+        conv3x3_im2col_forward(out, inp, wp, b, residual, act, scratch, H, W, Ci, Co, stride);
+}
+
+void conv3x3_im2col_forward(float *out, const float *inp, const float *wp, const float *b,
+                            const float *residual, int act, float *scratch, int H, int W, int Ci,
+                            int Co, int stride) {
     int Ho = conv_out_size(H, stride), Wo = conv_out_size(W, stride), K = 9 * Ci;
     long npix = (long)Ho * Wo;
     if (npix <= 0) return;
     /* The scratch was sized without knowing the thread count, so the block shrinks (and past
      * that, the number of threads) until one slot per thread fits in it. */
-    long fit = (long)(conv3x3_scratch_floats(H, W, Ci, Co, stride) / K); /* pixels, >= 1 */
+    long fit = (long)(conv3x3_im2col_scratch_floats(H, W, Ci, stride) / K); /* pixels, >= 1 */
     int nthreads = 1;
 #ifdef MG_HAVE_OPENMP
     nthreads = omp_get_max_threads();
@@ -122,6 +187,7 @@ void conv3x3_forward(float *out, const float *inp, const float *wp, const float 
     if (P > spread) P = spread;
     if (P > fit / nthreads) P = fit / nthreads;
     if (P < 1) P = 1;
+    if (P > 12) P -= P % 12; /* whole row blocks for conv3x3_gemm_kernel but in the last block */
     long nblocks = (npix + P - 1) / P;
     int nslots = fit / P < nthreads ? (int)(fit / P) : nthreads;
     (void)nslots; /* unused without OpenMP */
@@ -140,11 +206,26 @@ void conv3x3_forward(float *out, const float *inp, const float *wp, const float 
                 long q = p0 + p;
                 im2col_pixel(col + (size_t)p * K, inp, H, W, Ci, (int)(q / Wo), (int)(q % Wo),
                              stride);
-                if (b) memcpy(oblk + (size_t)p * Co, b, (size_t)Co * sizeof(float));
             }
-            /* Inside a parallel region OpenBLAS (OpenMP build) and the fallback GEMM both run
-             * on the calling thread alone. */
-            gemm_nn(oblk, Co, col, K, wp, Co, (int)np, Co, K, 1.0f, b ? 1.0f : 0.0f);
+            /* The GEMM accumulates onto bias + residual (element-wise, so residual may be out
+             * itself). Inside a parallel region OpenBLAS (OpenMP build) and the fallback GEMM
+             * both run on the calling thread alone. */
+            const float *rblk = residual ? residual + (size_t)p0 * Co : NULL;
+            for (long p = 0; p < np; p++) {
+                float *o = oblk + (size_t)p * Co;
+                if (rblk) {
+                    const float *r = rblk + (size_t)p * Co;
+                    for (int co = 0; co < Co; co++) o[co] = r[co] + (b ? b[co] : 0.0f);
+                } else if (b) {
+                    memcpy(o, b, (size_t)Co * sizeof(float));
+                }
+            }
+            float beta = b || residual ? 1.0f : 0.0f;
+            if (!conv3x3_gemm_kernel(oblk, Co, col, K, wp, (int)np, Co, K, beta))
+                gemm_nn(oblk, Co, col, K, wp, Co, (int)np, Co, K, 1.0f, beta);
+            if (act == MG_ACT_RELU) /* while the block is still in cache */
+                for (size_t i = 0; i < (size_t)np * Co; i++)
+                    oblk[i] = oblk[i] > 0.0f ? oblk[i] : 0.0f;
         }
     }
 }
