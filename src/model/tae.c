@@ -40,15 +40,16 @@ static void conv(const conv_w *cv, float *out, const float *in, float *scr, int 
     conv3x3_forward(out, in, cv->wp, cv->b, scr, H, W, cv->ci, cv->co, stride);
 }
 
+/* conv + bias + residual (or NULL), then relu, in the conv's own epilogue. */
+static void conv_relu(const conv_w *cv, float *out, const float *in, const float *res, float *scr, int H, int W) {
+    conv3x3_forward_ex(out, in, cv->wp, cv->b, res, MG_ACT_RELU, scr, H, W, cv->ci, cv->co, 1);
+}
+
 /* x = relu(c3(relu(c2(relu(c1(x))))) + x), with t1, t2 as temporaries. */
 static void block(const conv_w cv[3], float *x, float *t1, float *t2, float *scr, int H, int W) {
-    size_t n = (size_t)H * W * cv[0].co;
-    conv(&cv[0], t1, x, scr, H, W, 1);
-    relu_forward(t1, t1, n);
-    conv(&cv[1], t2, t1, scr, H, W, 1);
-    relu_forward(t2, t2, n);
-    conv(&cv[2], t1, t2, scr, H, W, 1);
-    add_relu_forward(x, t1, x, n);
+    conv_relu(&cv[0], t1, x, NULL, scr, H, W);
+    conv_relu(&cv[1], t2, t1, NULL, scr, H, W);
+    conv_relu(&cv[2], x, t2, x, scr, H, W); /* residual in place: out == residual is allowed */
 }
 
 void tae_encode(const mg_model *m, float *lat, const float *img, float *work, int H, int W) {
@@ -73,8 +74,7 @@ void tae_decode(const mg_model *m, float *img, const float *lat, float *work, in
     tae_bufs b = tae_bufs_of(&m->cfg, work, H, W);
     float *cur = b.a, *oth = b.b, *tmp = b.c;
     int h = H / 8, w = W / 8, c = m->cfg.tae_ch;
-    conv(&T->dec_in, cur, lat, b.scr, h, w, 1);
-    relu_forward(cur, cur, (size_t)h * w * c);
+    conv_relu(&T->dec_in, cur, lat, NULL, b.scr, h, w);
     for (int i = 0; i < MG_TAE_BLOCKS; i++) {
         if (i == 3 || i == 6 || i == 9) { /* nearest 2x, then conv without bias */
             upsample2x_forward(oth, cur, h, w, c);
