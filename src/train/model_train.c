@@ -152,7 +152,7 @@ mg_status dit_train_forward(dit_train *dt, const dit_clip *clip, float *loss) {
     /* x_σ = (1-σ) x0 + σ ε, per frame */
     for (int t = 0; t < T; t++) {
         float s = clip->sigma[t];
-        const float *x0 = clip->x0 + t * lat, *e = clip->eps + t * lat;
+        const float *x0 = (clip->x0_in ? clip->x0_in : clip->x0) + t * lat, *e = clip->eps + t * lat;
         float *z = a->z + t * lat;
         for (size_t i = 0; i < lat; i++) z[i] = (1.0f - s) * x0[i] + s * e[i];
     }

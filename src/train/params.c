@@ -1,5 +1,5 @@
 /* The training state's parameter layout: the weight table (model_weight_table) laid out in
- * four flat arrays (parameters, gradients, AdamW m and v), one allocation. Walking the same
+ * five flat arrays (parameters, gradients, AdamW m and v, the EMA of the parameters), one allocation. Walking the same
  * table as loading and initialisation means a trained state saves back to a weights file
  * tensor for tensor. */
 #include <math.h>
@@ -59,7 +59,7 @@ mg_status train_params_load(train_params *tp, const char *path) {
         for (int r = 0; r < tab[i].rank; r++) numel *= (size_t)tab[i].shape[r];
         arena_take(NULL, &count, numel);
     }
-    tp->mem_bytes = head + 4 * count * sizeof(float);
+    tp->mem_bytes = head + 5 * count * sizeof(float);
     tp->mem = aligned_alloc(64, tp->mem_bytes);
     if (!tp->mem) {
         free(tab);
@@ -77,6 +77,7 @@ mg_status train_params_load(train_params *tp, const char *path) {
     tp->grad = tp->param + count;
     tp->m = tp->grad + count;
     tp->v = tp->m + count;
+    tp->ema = tp->v + count;
     size_t off = 0;
     for (int i = 0; i < n; i++) {
         tp->offset[i] = off;
@@ -93,6 +94,7 @@ mg_status train_params_load(train_params *tp, const char *path) {
         else
             for (size_t k = 0; k < t->numel; k++) dst[k] = widen(t, k);
     }
+    memcpy(tp->ema, tp->param, count * sizeof(float)); /* the EMA starts at the loaded weights */
     mg_model_free(m);
     return MG_OK;
 }

@@ -13,7 +13,7 @@
 
 /* ---- parameters -------------------------------------------------------------------------- */
 
-/* Four flat fp32 arrays with one layout: every tensor of the weight table (model_weight_table),
+/* Five flat fp32 arrays with one layout: every tensor of the weight table (model_weight_table),
  * in file order, each starting on a 64-byte boundary. The autoencoder's tensors come first and
  * the DiT's last, so each network is one contiguous range of tensors, [tae_first, tae_last)
  * and [dit_first, n_tensors). */
@@ -28,13 +28,14 @@ typedef struct train_params {
     float *param;   /* (count) weights, PyTorch layouts as in the file */
     float *grad;    /* (count) gradients, accumulated by the backward passes */
     float *m, *v;   /* (count) AdamW first and second moments */
+    float *ema;     /* (count) exponential moving average of param (the shipped weights) */
     int dit_first;  /* index of dit.in.weight: the DiT is [dit_first, n_tensors) */
     void *mem;      /* the one allocation behind table, offset and the four arrays */
     size_t mem_bytes;
 } train_params;
 
 /* Loads a weights file (validated by mg_model_load; BF16/F16 widened) into a fresh state with
- * zero gradients and moments. */
+ * zero gradients and moments and the EMA equal to the weights. */
 mg_status train_params_load(train_params *tp, const char *path);
 void train_params_free(train_params *tp);
 /* Index of the tensor called name, or -1. */
@@ -46,12 +47,15 @@ void train_zero_grad(train_params *tp, int first, int last);
 /* ---- the DiT, trained on clips ----------------------------------------------------------- */
 
 /* One training clip: T frames of latents (lh x lw x Z, HWC), each with its own noise level
- * (diffusion forcing). The model sees x_σ = (1-σ_t) x0 + σ_t ε for frame t, block-causal with
+ * (diffusion forcing). The model sees x_σ = (1-σ_t) x0_in + σ_t ε for frame t, block-causal with
  * window K (frame t attends to frames max(0, t-K)..t, as dit_forward's parallel mode), RoPE
  * positions 0..T-1, one prompt row for the clip. The target is v = ε - x0. */
 typedef struct dit_clip {
     int T, lh, lw;
-    const float *x0;   /* (T, lh, lw, Z) clean latents */
+    const float *x0;   /* (T, lh, lw, Z) clean latents: the target is v = ε - x0 */
+    const float *x0_in; /* (T, lh, lw, Z) what is noised into x_σ, or NULL for x0. History
+                         * augmentation passes a corrupted copy here (blur, colour shift), so
+                         * the model learns to repair a wrong history rather than copy it. */
     const float *eps;  /* (T, lh, lw, Z) noise */
     const float *cond; /* (T, lh, lw, Z) encoded input frames, or NULL (dream: zeros) */
     const float *sigma; /* (T) noise level per frame, in [0, 1] */

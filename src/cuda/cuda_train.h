@@ -1,0 +1,79 @@
+/* Training on the GPU: the same model, objective and optimizer as the CPU reference
+ * (src/train/train.h), with bf16 GEMM/conv operands, fp32 accumulation, and fp32 master
+ * weights, gradients, AdamW moments and EMA on the device.
+ *
+ * The device state mirrors train_params exactly: five flat fp32 arrays with the host's
+ * offsets (tp->offset), so a tensor is at the same float offset on both sides and moving the
+ * state between them is one copy per array. Gradients accumulate (+=) like the CPU backward
+ * ops; zero them before a step. Every function returns an mg_status (MG_ERR_DEVICE naming file
+ * and line on a CUDA failure); none allocates after its *_new. Host arrays passed in are
+ * copied before the call returns. All work runs on one stream owned by the cuda_params.
+ *
+ * tests/gpu/test_cuda_train.c holds each piece to the CPU: gradients of the DiT and of the
+ * autoencoder against dit_train_backward / tae_train_backward, AdamW, clipping and EMA against
+ * optimizer.c, and ten optimizer steps of losses against ref/ (grads_tiny.safetensors). */
+#ifndef MG_CUDA_TRAIN_H
+#define MG_CUDA_TRAIN_H
+
+#include "train/train.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- the device copy of the training state (src/cuda/train.cu) -------------------------- */
+typedef struct cuda_params {
+    const train_params *tp;          /* the host layout (not owned; must outlive this) */
+    float *param, *grad, *m, *v, *ema; /* device, tp->count floats each */
+    void *impl;                      /* stream, cuBLASLt handle, bf16 weight copy, scratch */
+} cuda_params;
+
+/* MG_ERR_UNSUPPORTED "no CUDA device found" without a GPU. Uploads param, m, v and ema;
+ * zeroes grad. */
+mg_status cuda_params_new(cuda_params *cp, const train_params *tp);
+void cuda_params_free(cuda_params *cp);
+/* param, m, v, ema (and grad) device -> host, for checkpoints and validation on the CPU. */
+mg_status cuda_params_download(const cuda_params *cp, train_params *tp);
+const char *cuda_params_device_name(const cuda_params *cp);
+mg_status cuda_zero_grad(cuda_params *cp, int first, int last);
+/* As grad_clip (optimizer.c): global norm over [first, last) in fp64-accurate sums, scales the
+ * gradients by max_norm / (norm + 1e-6) where that is below 1; *norm gets the norm before. */
+mg_status cuda_grad_clip(cuda_params *cp, int first, int last, double max_norm, double *norm);
+/* As adamw_step: bias-corrected AdamW on [first, last), weight decay on rank >= 2 only. */
+mg_status cuda_adamw_step(cuda_params *cp, int first, int last, long step, float lr, const adamw_opts *o);
+/* ema = decay * ema + (1 - decay) * param over [first, last). */
+mg_status cuda_ema_update(cuda_params *cp, int first, int last, float decay);
+
+/* ---- the DiT (src/cuda/dit_train.cu) ----------------------------------------------------- */
+typedef struct cuda_dit_train cuda_dit_train;
+/* Sized once for batches of up to B clips of up to T frames of lh x lw latents. */
+mg_status cuda_dit_train_new(cuda_dit_train **out, cuda_params *cp, int B, int T, int lh, int lw);
+void cuda_dit_train_free(cuda_dit_train *dt);
+/* Forward and backward over clips[0..n) (n <= B; same T, lh, lw, window for all): grad +=
+ * scale * d(sum of the clips' losses)/d params over the DiT's tensors; losses[i] gets clip i's
+ * loss (mean over its elements of (v - (ε - x0))^2), as dit_train_forward. */
+mg_status cuda_dit_train_step(cuda_dit_train *dt, const dit_clip *clips, int n, float scale, float *losses);
+/* The forward alone (validation): losses[i] as above; gradients untouched. */
+mg_status cuda_dit_train_loss(cuda_dit_train *dt, const dit_clip *clips, int n, float *losses);
+
+/* ---- the autoencoder (src/cuda/tae_train.cu) --------------------------------------------- */
+typedef struct cuda_tae_train cuda_tae_train;
+/* Sized once for batches of up to B images of up to H x W (multiples of 8). */
+mg_status cuda_tae_train_new(cuda_tae_train **out, cuda_params *cp, int B, int H, int W);
+void cuda_tae_train_free(cuda_tae_train *tt);
+/* img (n, H, W, 3) in [0, 1], host. grad += scale * d(sum of the images' losses)/d params over
+ * the autoencoder's tensors; losses[i] = mean |rec - img| + mean (rec - img)^2 for image i, as
+ * tae_train_forward. */
+mg_status cuda_tae_train_step(cuda_tae_train *tt, const float *img, int n, int H, int W, float scale,
+                              float *losses);
+mg_status cuda_tae_train_loss(cuda_tae_train *tt, const float *img, int n, int H, int W, float *losses);
+/* The encoder alone on u8 frames (n, H, W, 3), host: lat (n, H/8, W/8, Z) fp32, host. For the
+ * DiT stage, whose autoencoder is frozen. */
+mg_status cuda_tae_encode(cuda_tae_train *tt, const uint8_t *frames, int n, int H, int W, float *lat);
+/* The decoder alone: lat (n, H/8, W/8, Z) host -> frames (n, H, W, 3) u8 host (samples). */
+mg_status cuda_tae_decode(cuda_tae_train *tt, const float *lat, int n, int H, int W, uint8_t *frames);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
