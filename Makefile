@@ -4,7 +4,7 @@
 #
 #   make SAN=1 test     build into build-san/ with AddressSanitizer + UBSan and run the tests
 #   make OPENBLAS=0     force the built-in GEMM, OPENMP=0 single-threaded, FFMPEG=0, SDL2=0, PNG=0, CUDA=0
-#   make test-gpu       build and run tests/gpu/test_cuda (CUDA ops and frame steps vs the CPU; needs a GPU)
+#   make test-gpu       build and run tests/gpu/test_* (CUDA ops, frame steps and training vs the CPU; needs a GPU)
 
 CC      ?= cc
 SAN     ?= 0
@@ -94,19 +94,35 @@ ifeq ($(PNG),1)
   FEATURES += png
 endif
 
+# libjpeg-turbo: training shards store frames as JPEG (mirage data build, the trainer's reader).
+JPEG ?= $(if $(call have_pkg,libturbojpeg),1,0)
+ifeq ($(JPEG),1)
+  CFLAGS += -DMG_HAVE_JPEG $(shell pkg-config --cflags libturbojpeg)
+  LDLIBS += $(shell pkg-config --libs libturbojpeg)
+  FEATURES += jpeg
+endif
+
+# libwebsockets brings `mirage serve` (HTTP + WebSocket).
+LWS ?= $(if $(call have_pkg,libwebsockets),1,0)
+ifeq ($(LWS),1)
+  CFLAGS += -DMG_HAVE_LWS $(shell pkg-config --cflags libwebsockets)
+  LDLIBS += $(shell pkg-config --libs libwebsockets)
+  FEATURES += lws
+endif
+
 CMOCKA ?= $(if $(call have_pkg,cmocka),1,0)
 
 FEATURES_STR := $(strip $(FEATURES))
 CFLAGS += -DMG_FEATURES='"$(FEATURES_STR)"'
 
 # ---- sources ---------------------------------------------------------------------------
-LIB_SRC := $(wildcard src/core/*.c src/model/*.c src/ops/cpu/*.c src/io/*.c src/train/*.c src/eval/*.c)
+LIB_SRC := $(wildcard src/core/*.c src/model/*.c src/ops/cpu/*.c src/io/*.c src/train/*.c src/eval/*.c src/data/*.c src/serve/*.c)
 CLI_SRC := $(wildcard src/cli/*.c)
 TEST_SRC := $(wildcard tests/test_*.c)
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 CU_SRC := $(if $(filter 1,$(CUDA)),$(wildcard src/cuda/*.cu),)
 CU_OBJ := $(CU_SRC:%.cu=$(BUILD)/obj/%.o)
-GPU_TEST := $(BUILD)/tests/gpu/test_cuda
+GPU_TEST := $(patsubst tests/gpu/%.c,$(BUILD)/tests/gpu/%,$(wildcard tests/gpu/test_*.c))
 CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 LIB := $(BUILD)/libmirage.a
@@ -115,7 +131,7 @@ LIB := $(BUILD)/libmirage.a
 all: features $(BUILD)/mirage
 
 features:
-	@echo "mirage build: openmp=$(OPENMP) openblas=$(OPENBLAS) ffmpeg=$(FFMPEG) avdevice=$(AVDEVICE) sdl2=$(SDL2) png=$(PNG) cuda=$(CUDA)$(if $(NVCC), ($(NVCC)),) cmocka=$(CMOCKA) san=$(SAN) -> $(BUILD)/"
+	@echo "mirage build: openmp=$(OPENMP) openblas=$(OPENBLAS) ffmpeg=$(FFMPEG) avdevice=$(AVDEVICE) sdl2=$(SDL2) png=$(PNG) jpeg=$(JPEG) lws=$(LWS) cuda=$(CUDA)$(if $(NVCC), ($(NVCC)),) cmocka=$(CMOCKA) san=$(SAN) -> $(BUILD)/"
 	@if [ "$(CUDA)" = 1 ]; then echo "mirage build: cuda: $(NVCC_ARCH), cuBLASLt + static cudart from $(CUDA_HOME)/lib64; make test-gpu and make lab run on a GPU machine"; fi
 	@if [ "$(SAN)" = 1 ]; then echo "mirage build: note: SAN=1 builds without CUDA (ASan and the CUDA runtime do not mix)"; fi
 
@@ -149,7 +165,7 @@ demo: $(BUILD)/mirage
 	$(BUILD)/mirage demo
 
 # The CUDA ops against their CPU twins and whole frame steps against the CPU stream; needs a GPU.
-$(GPU_TEST): tests/gpu/test_cuda.c tests/testutil.h $(LIB)
+$(BUILD)/tests/gpu/%: tests/gpu/%.c tests/testutil.h $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests $< -o $@ $(LIB) $(LDFLAGS) $(LDLIBS) -lcmocka
 
@@ -170,7 +186,7 @@ lab: features
 test-gpu: features
 	@if [ "$(CUDA)" != 1 ]; then echo "mirage: error: make test-gpu needs a CUDA build (nvcc found, SAN=0)"; exit 1; fi
 	@$(MAKE) --no-print-directory $(BUILD)/mirage $(GPU_TEST)
-	$(GPU_TEST)
+	@for t in $(GPU_TEST); do echo "== $$t"; $$t || exit 1; done
 
 clean:
 	rm -rf build build-san build-gpu

@@ -3,11 +3,11 @@
 # Required: a C compiler, make, pkg-config, cJSON, cmocka (tests).
 # Optional, detected by the build: OpenBLAS (OpenMP flavour), FFmpeg libraries (libavdevice:
 # cameras), SDL2 (the preview window), libpng (compressed frame strips in `mirage eval` reports),
-# clang (fuzzers). For the tests: the ffmpeg CLI (clips are
+# libjpeg-turbo (training shards), libwebsockets (mirage serve), clang (fuzzers). For the tests: the ffmpeg CLI (clips are
 # generated and checked with ffmpeg and ffprobe), Xvfb (the window test, skipped without it).
 set -euo pipefail
 pkgs="build-essential pkg-config libcjson-dev libcmocka-dev libopenblas-openmp-dev
-      libavformat-dev libavcodec-dev libswscale-dev libavutil-dev libavdevice-dev libsdl2-dev libpng-dev
+      libavformat-dev libavcodec-dev libswscale-dev libavutil-dev libavdevice-dev libsdl2-dev libpng-dev libturbojpeg0-dev libwebsockets-dev
       ffmpeg xvfb xauth"
 missing=""
 for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
