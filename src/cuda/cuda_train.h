@@ -35,6 +35,12 @@ void cuda_params_free(cuda_params *cp);
 /* param, m, v, ema (and grad) device -> host, for checkpoints and validation on the CPU. */
 mg_status cuda_params_download(const cuda_params *cp, train_params *tp);
 const char *cuda_params_device_name(const cuda_params *cp);
+/* The cudaStream_t every training kernel of this state runs on, and the cu_ctx (cuda_ops.h:
+ * cuBLASLt handle and workspace) that goes with it; both owned by the cuda_params. */
+void *cuda_params_stream(const cuda_params *cp);
+struct cu_ctx *cuda_params_ctx(const cuda_params *cp);
+/* Waits for the stream (the end of a step, before reading results on the host). */
+mg_status cuda_params_sync(cuda_params *cp);
 mg_status cuda_zero_grad(cuda_params *cp, int first, int last);
 /* As grad_clip (optimizer.c): global norm over [first, last) in fp64-accurate sums, scales the
  * gradients by max_norm / (norm + 1e-6) where that is below 1; *norm gets the norm before. */
