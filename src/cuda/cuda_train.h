@@ -49,6 +49,11 @@ mg_status cuda_grad_clip(cuda_params *cp, int first, int last, double max_norm, 
 mg_status cuda_adamw_step(cuda_params *cp, int first, int last, long step, float lr, const adamw_opts *o);
 /* ema = decay * ema + (1 - decay) * param over [first, last). */
 mg_status cuda_ema_update(cuda_params *cp, int first, int last, float decay);
+/* A bf16 copy of param (uint16 bf16 bits, tp->count of them, the same offsets) for GEMM
+ * operands: cuda_params_to_bf16 refreshes tensors [first, last) from param (after each
+ * optimizer step); the copy is uninitialised until then. */
+const uint16_t *cuda_params_bf16(const cuda_params *cp);
+mg_status cuda_params_to_bf16(cuda_params *cp, int first, int last);
 
 /* ---- the DiT (src/cuda/dit_train.cu) ----------------------------------------------------- */
 typedef struct cuda_dit_train cuda_dit_train;
