@@ -3,6 +3,7 @@
  * because absolute frame indices grow without bound in a stream (frame 10^6 at omega = 1 is
  * an angle float32 could only place to within ~0.06 rad). */
 #include "ops/ops.h"
+#include "ops/ops_backward.h"
 
 #include <math.h>
 
@@ -31,8 +32,11 @@ void rope_tables(float *cos_t, float *sin_t, long long frame, int Ty, int Tx, in
     }
 }
 
-void rope_forward(float *x, int ld, const float *cos_t, const float *sin_t, int N, int n_heads,
-                  int dh) {
+/* Turns each pair (x0, x1) of every head by its angle, or by minus its angle when sign is -1:
+ * the forward rotation and its transpose (the gradient) are one loop. sign is +-1, so
+ * s * sign is exact and the forward is bit-identical to a loop without it. */
+static void rope_rotate(float *x, int ld, const float *cos_t, const float *sin_t, int N, int n_heads, int dh,
+                        float sign) {
     int npairs = dh / 2;
     MG_OMP(omp parallel for schedule(static) if ((long)N * n_heads * dh > MG_OMP_MIN_ELEMS))
     for (int n = 0; n < N; n++) {
@@ -40,10 +44,22 @@ void rope_forward(float *x, int ld, const float *cos_t, const float *sin_t, int 
         for (int h = 0; h < n_heads; h++) {
             float *xh = x + (size_t)n * ld + h * dh;
             for (int j = 0; j < npairs; j++) {
-                float x0 = xh[2 * j], x1 = xh[2 * j + 1];
-                xh[2 * j] = x0 * c[j] - x1 * s[j];
-                xh[2 * j + 1] = x0 * s[j] + x1 * c[j];
+                float x0 = xh[2 * j], x1 = xh[2 * j + 1], sj = sign * s[j];
+                xh[2 * j] = x0 * c[j] - x1 * sj;
+                xh[2 * j + 1] = x0 * sj + x1 * c[j];
             }
         }
     }
+}
+
+void rope_forward(float *x, int ld, const float *cos_t, const float *sin_t, int N, int n_heads,
+                  int dh) {
+    rope_rotate(x, ld, cos_t, sin_t, N, n_heads, dh, 1.0f);
+}
+
+/* Each pair was turned by an angle a, x' = R(a) x; the gradient of x is R(a)^T dx' = R(-a) dx',
+ * the same tables with the sign of sin flipped. In place. */
+void rope_backward(float *dx, int ld, const float *cos_t, const float *sin_t, int N, int n_heads,
+                   int dh) {
+    rope_rotate(dx, ld, cos_t, sin_t, N, n_heads, dh, -1.0f);
 }
