@@ -81,7 +81,7 @@ NVCC_ARCH ?= -gencode=arch=compute_90a,code=sm_90a
 NVFLAGS ?= -std=c++17 -O3 $(NVCC_ARCH) -lineinfo -Xcompiler -Wall,-Wno-unused-function
 ifeq ($(CUDA),1)
   CFLAGS += -DMG_HAVE_CUDA -I$(CUDA_HOME)/include
-  LDLIBS += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcudart_static -ldl -lrt -lstdc++
+  LDLIBS += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcublasLt -lcudart_static -ldl -lrt -lstdc++
   FEATURES += cuda
 endif
 
