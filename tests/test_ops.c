@@ -12,20 +12,6 @@
 
 #define TOL 1e-5
 
-static float *frand(size_t n, float lo, float hi, uint64_t seed) {
-    float *x = malloc((n ? n : 1) * sizeof(float));
-    assert_non_null(x);
-    tu_fill_uniform(x, n, lo, hi, seed);
-    return x;
-}
-
-static float *fpoison(size_t n) {
-    float *x = malloc((n ? n : 1) * sizeof(float));
-    assert_non_null(x);
-    tu_poison(x, n);
-    return x;
-}
-
 /* ---- GEMM -------------------------------------------------------------------------- */
 
 typedef void (*gemm_fn)(float *, int, const float *, int, const float *, int, int, int, int,
@@ -38,10 +24,10 @@ static void check_gemm(const char *name, gemm_fn fn, int trans_b, int M, int N, 
                        float alpha, float beta, uint64_t seed) {
     int lda = K + 3, ldb = (trans_b ? K : N) + 5, ldc = N + 7;
     size_t brows = trans_b ? N : K;
-    float *a = frand((size_t)M * lda, -1, 1, seed);
-    float *b = frand(brows * ldb, -1, 1, seed + 1);
-    float *c = fpoison((size_t)M * ldc);
-    float *c0 = frand((size_t)M * ldc, -1, 1, seed + 2);
+    float *a = tu_frand((size_t)M * lda, -1, 1, seed);
+    float *b = tu_frand(brows * ldb, -1, 1, seed + 1);
+    float *c = tu_fpoison((size_t)M * ldc);
+    float *c0 = tu_frand((size_t)M * ldc, -1, 1, seed + 2);
     float *ref = malloc((size_t)M * N * sizeof(float)), *got = malloc((size_t)M * N * sizeof(float));
     if (beta != 0.0f)
         for (int i = 0; i < M; i++) memcpy(c + (size_t)i * ldc, c0 + (size_t)i * ldc, N * sizeof(float));
@@ -93,8 +79,8 @@ static void test_gemm_nn_fallback(void **state) {
 static void test_linear(void **state) {
     (void)state;
     const int N = 37, IC = 53, OC = 29;
-    float *inp = frand((size_t)N * IC, -1, 1, 1), *w = frand((size_t)OC * IC, -1, 1, 2);
-    float *b = frand(OC, -1, 1, 3), *out = fpoison((size_t)N * OC), *ref = malloc(N * OC * sizeof(float));
+    float *inp = tu_frand((size_t)N * IC, -1, 1, 1), *w = tu_frand((size_t)OC * IC, -1, 1, 2);
+    float *b = tu_frand(OC, -1, 1, 3), *out = tu_fpoison((size_t)N * OC), *ref = malloc(N * OC * sizeof(float));
     for (int with_bias = 0; with_bias < 2; with_bias++) {
         for (int n = 0; n < N; n++)
             for (int o = 0; o < OC; o++) {
@@ -152,15 +138,15 @@ static void check_conv_via(conv_via via, int H, int W, int Ci, int Co, int strid
                            conv_epi epi, double tol, uint64_t seed) {
     int Ho = stride == 2 ? (H + 1) / 2 : H, Wo = stride == 2 ? (W + 1) / 2 : W, m = via == VIA_WINO2 ? 2 : 4;
     size_t nout = (size_t)Ho * Wo * Co;
-    float *inp = frand((size_t)H * W * Ci, -1, 1, seed);
-    float *w = frand((size_t)Co * Ci * 9, -1, 1, seed + 1), *b = frand(Co, -1, 1, seed + 2);
-    float *res = frand(nout, -1, 1, seed + 3);
+    float *inp = tu_frand((size_t)H * W * Ci, -1, 1, seed);
+    float *w = tu_frand((size_t)Co * Ci * 9, -1, 1, seed + 1), *b = tu_frand(Co, -1, 1, seed + 2);
+    float *res = tu_frand(nout, -1, 1, seed + 3);
     int wino = via == VIA_WINO2 || via == VIA_WINO4;
     size_t npack = wino ? conv3x3_wino_packed_floats(Ci, Co, m) : conv3x3_packed_floats(Ci, Co);
     size_t nscr = via == VIA_LIB    ? conv3x3_scratch_floats(H, W, Ci, Co, stride)
                 : via == VIA_IM2COL ? conv3x3_im2col_scratch_floats(H, W, Ci, stride)
                                     : conv3x3_wino_scratch_floats(H, W, Ci, Co, m);
-    float *wp = fpoison(npack), *scratch = fpoison(nscr), *out = fpoison(nout);
+    float *wp = tu_fpoison(npack), *scratch = tu_fpoison(nscr), *out = tu_fpoison(nout);
     float *ref = malloc(nout * sizeof(float));
     int relu = epi == EPI_RELU || epi == EPI_RES_RELU || epi == EPI_INPLACE_RELU;
     int inplace = epi == EPI_INPLACE_RELU || epi == EPI_INPLACE;
@@ -273,7 +259,7 @@ static void test_conv3x3_winograd(void **state) {
 static void test_elementwise(void **state) {
     (void)state;
     const size_t n = 37 * 53 + 11;
-    float *a = frand(n, -4, 4, 1), *b = frand(n, -4, 4, 2), *out = fpoison(n);
+    float *a = tu_frand(n, -4, 4, 1), *b = tu_frand(n, -4, 4, 2), *out = tu_fpoison(n);
     float *ref = malloc(n * sizeof(float));
 
     for (size_t i = 0; i < n; i++) ref[i] = a[i] > 0 ? a[i] : 0;
@@ -321,8 +307,8 @@ static void test_elementwise(void **state) {
 static void test_gated_residual(void **state) {
     (void)state;
     const int N = 37, C = 53;
-    float *x = frand((size_t)N * C, -1, 1, 1), *y = frand((size_t)N * C, -1, 1, 2);
-    float *g = frand(C, -2, 2, 3), *ref = malloc((size_t)N * C * sizeof(float));
+    float *x = tu_frand((size_t)N * C, -1, 1, 1), *y = tu_frand((size_t)N * C, -1, 1, 2);
+    float *g = tu_frand(C, -2, 2, 3), *ref = malloc((size_t)N * C * sizeof(float));
     for (int n = 0; n < N; n++)
         for (int c = 0; c < C; c++) ref[n * C + c] = (float)(x[n * C + c] + (double)g[c] * y[n * C + c]);
     gated_residual_forward(x, y, g, N, C);
@@ -334,11 +320,11 @@ static void test_layernorm_modulate(void **state) {
     (void)state;
     const int N = 37, C = 53;
     /* rows with a large common offset: a one-pass float variance would fail here */
-    float *inp = frand((size_t)N * C, -1, 1, 1);
+    float *inp = tu_frand((size_t)N * C, -1, 1, 1);
     for (int n = 0; n < N; n++)
         for (int c = 0; c < C; c++) inp[n * C + c] += (n % 3) * 300.0f;
-    float *shift = frand(C, -1, 1, 2), *scale = frand(C, -1, 1, 3);
-    float *out = fpoison((size_t)N * C), *ref = malloc((size_t)N * C * sizeof(float));
+    float *shift = tu_frand(C, -1, 1, 2), *scale = tu_frand(C, -1, 1, 3);
+    float *out = tu_fpoison((size_t)N * C), *ref = malloc((size_t)N * C * sizeof(float));
     for (int n = 0; n < N; n++) {
         double mean = 0, var = 0;
         for (int c = 0; c < C; c++) mean += inp[n * C + c];
@@ -402,7 +388,7 @@ static void test_rope(void **state) {
     const long long frames[] = {0, 7, 123456789};
     for (size_t d = 0; d < sizeof dhs / sizeof dhs[0]; d++) {
         int dh = dhs[d], np = dh / 2;
-        float *c = fpoison((size_t)N * np), *s = fpoison((size_t)N * np);
+        float *c = tu_fpoison((size_t)N * np), *s = tu_fpoison((size_t)N * np);
         float *cr = malloc((size_t)N * np * sizeof(float)), *sr = malloc((size_t)N * np * sizeof(float));
         for (size_t f = 0; f < sizeof frames / sizeof frames[0]; f++) {
             char name[64];
@@ -418,7 +404,7 @@ static void test_rope(void **state) {
         /* rotate 3 heads inside rows of width ld (qkv-like); the columns past n_heads*dh
          * must be untouched */
         const int heads = 3, ld = 3 * heads * dh + 5;
-        float *x = frand((size_t)N * ld, -1, 1, 40 + d), *ref = malloc((size_t)N * ld * sizeof(float));
+        float *x = tu_frand((size_t)N * ld, -1, 1, 40 + d), *ref = malloc((size_t)N * ld * sizeof(float));
         memcpy(ref, x, (size_t)N * ld * sizeof(float));
         for (int n = 0; n < N; n++)
             for (int h = 0; h < heads; h++)
@@ -445,10 +431,10 @@ static void test_rope(void **state) {
 static void check_attention(int Nq, int Nk, int heads, int dh, int every, float range,
                             uint64_t seed) {
     int D = heads * dh, ldq = 3 * D + 1, ldkv = 3 * D + 3;
-    float *q = frand((size_t)Nq * ldq, -range, range, seed);
-    float *kv = frand((size_t)Nk * ldkv, -range, range, seed + 1);
+    float *q = tu_frand((size_t)Nq * ldq, -range, range, seed);
+    float *kv = tu_frand((size_t)Nk * ldkv, -range, range, seed + 1);
     const float *k = kv + D, *v = kv + 2 * D;
-    float *out = fpoison((size_t)Nq * D), *scratch = fpoison(attention_scratch_floats(Nq, Nk));
+    float *out = tu_fpoison((size_t)Nq * D), *scratch = tu_fpoison(attention_scratch_floats(Nq, Nk));
     int nchk = (Nq + every - 1) / every;
     float *got = malloc((size_t)nchk * D * sizeof(float)), *ref = malloc((size_t)nchk * D * sizeof(float));
     double *p = malloc((size_t)Nk * sizeof(double));
@@ -495,8 +481,8 @@ static void test_patchify(void **state) {
     (void)state;
     const int H = 6, W = 10, Z = 3, p = 2, Ty = H / p, Tx = W / p, N = Ty * Tx;
     const int F = 2 * Z * p * p;
-    float *z = frand((size_t)H * W * Z, -1, 1, 1), *cond = frand((size_t)H * W * Z, -1, 1, 2);
-    float *tok = fpoison((size_t)N * F), *ref = malloc((size_t)N * F * sizeof(float));
+    float *z = tu_frand((size_t)H * W * Z, -1, 1, 1), *cond = tu_frand((size_t)H * W * Z, -1, 1, 2);
+    float *tok = tu_fpoison((size_t)N * F), *ref = malloc((size_t)N * F * sizeof(float));
     for (int ty = 0; ty < Ty; ty++)
         for (int tx = 0; tx < Tx; tx++)
             for (int f = 0; f < F; f++) {
@@ -515,7 +501,7 @@ static void test_patchify(void **state) {
 
     /* unpatchify inverts the z half: feed it tokens of Z*p*p features */
     const int Fz = Z * p * p;
-    float *tz = malloc((size_t)N * Fz * sizeof(float)), *zz = fpoison((size_t)H * W * Z);
+    float *tz = malloc((size_t)N * Fz * sizeof(float)), *zz = tu_fpoison((size_t)H * W * Z);
     for (int n = 0; n < N; n++) memcpy(tz + n * Fz, ref + n * F, Fz * sizeof(float));
     unpatchify_forward(zz, tz, H, W, Z, p);
     assert_close("unpatchify", zz, z, (size_t)H * W * Z, 0.0);
@@ -525,7 +511,7 @@ static void test_patchify(void **state) {
 static void test_upsample2x(void **state) {
     (void)state;
     const int H = 13, W = 22, C = 5;
-    float *inp = frand((size_t)H * W * C, -1, 1, 1), *out = fpoison((size_t)4 * H * W * C);
+    float *inp = tu_frand((size_t)H * W * C, -1, 1, 1), *out = tu_fpoison((size_t)4 * H * W * C);
     float *ref = malloc((size_t)4 * H * W * C * sizeof(float));
     for (int y = 0; y < 2 * H; y++)
         for (int x = 0; x < 2 * W; x++)
@@ -549,7 +535,7 @@ static void test_rgb(void **state) {
 
     /* clamping, NaN, and round-to-nearest on random values */
     const size_t n = 1000;
-    float *x = frand(n, -0.5f, 1.5f, 7);
+    float *x = tu_frand(n, -0.5f, 1.5f, 7);
     x[0] = NAN; x[1] = -INFINITY; x[2] = INFINITY; x[3] = 0.5f / 255.0f; x[4] = 254.5f / 255.0f;
     unsigned char *o = malloc(n);
     memset(o, 0xAB, n);

@@ -22,20 +22,6 @@
 #define TOL 1e-4  /* testutil's relative metric; fp32 backward vs float64 reference */
 #define FWD_TOL 1e-5
 
-static float *frand(size_t n, float lo, float hi, uint64_t seed) {
-    float *x = malloc((n ? n : 1) * sizeof(float));
-    assert_non_null(x);
-    tu_fill_uniform(x, n, lo, hi, seed);
-    return x;
-}
-
-static float *fpoison(size_t n) {
-    float *x = malloc((n ? n : 1) * sizeof(float));
-    assert_non_null(x);
-    tu_poison(x, n);
-    return x;
-}
-
 static float *fcopy(const float *a, size_t n) {
     float *x = malloc((n ? n : 1) * sizeof(float));
     assert_non_null(x);
@@ -131,8 +117,8 @@ static void test_gemm_tn(void **state) {
         int M = sz[t][0], N = sz[t][1], K = sz[t][2], lda = M + 3, ldb = N + 2, ldc = N + 5;
         for (int b = 0; b < 2; b++) {
             float beta = b ? 0.5f : 0.0f, alpha = -1.3f;
-            float *a = frand((size_t)(K ? K : 1) * lda, -1, 1, 10 + t), *bm = frand((size_t)(K ? K : 1) * ldb, -1, 1, 20 + t);
-            float *c0 = frand((size_t)M * ldc, -1, 1, 30 + t), *c = fpoison((size_t)M * ldc);
+            float *a = tu_frand((size_t)(K ? K : 1) * lda, -1, 1, 10 + t), *bm = tu_frand((size_t)(K ? K : 1) * ldb, -1, 1, 20 + t);
+            float *c0 = tu_frand((size_t)M * ldc, -1, 1, 30 + t), *c = tu_fpoison((size_t)M * ldc);
             float *ref = malloc((size_t)M * N * sizeof(float)), *got = malloc((size_t)M * N * sizeof(float));
             for (int i = 0; i < M; i++)
                 for (int j = 0; j < N; j++) {
@@ -169,13 +155,13 @@ static void linear_ref(const fd_op *op, double *out) {
 
 static void test_linear_backward(void **state) {
     int N = 5, IC = 7, OC = 3;
-    float *x = frand(N * IC, -1, 1, 1), *w = frand(OC * IC, -1, 1, 2), *b = frand(OC, -1, 1, 3);
-    float *g = frand(N * OC, -1, 1, 4), *out = fpoison(N * OC);
+    float *x = tu_frand(N * IC, -1, 1, 1), *w = tu_frand(OC * IC, -1, 1, 2), *b = tu_frand(OC, -1, 1, 3);
+    float *g = tu_frand(N * OC, -1, 1, 4), *out = tu_fpoison(N * OC);
     fd_op op = {.fwd = linear_ref, .x = {dcopy(x, N * IC), dcopy(w, OC * IC), dcopy(b, OC)},
                 .nx = {N * IC, OC * IC, OC}, .n_out = N * OC, .sz = {N, IC, OC}};
     linear_forward(out, x, w, b, N, IC, OC);
     check_forward("linear", &op, out);
-    float *dx0 = frand(N * IC, -.01f, .01f, 5), *dw0 = frand(OC * IC, -.01f, .01f, 6), *db0 = frand(OC, -.01f, .01f, 7);
+    float *dx0 = tu_frand(N * IC, -.01f, .01f, 5), *dw0 = tu_frand(OC * IC, -.01f, .01f, 6), *db0 = tu_frand(OC, -.01f, .01f, 7);
     float *dx = fcopy(dx0, N * IC), *dw = fcopy(dw0, OC * IC), *db = fcopy(db0, OC);
     linear_backward(dx, dw, db, g, x, w, N, IC, OC);
     check_grad("linear dinp", &op, 0, g, dx, dx0);
@@ -214,19 +200,19 @@ static void conv_ref(const fd_op *op, double *out) {
 static void check_conv_fd(int H, int W, int Ci, int Co, int s, uint64_t seed) {
     int Ho = s == 2 ? (H + 1) / 2 : H, Wo = s == 2 ? (W + 1) / 2 : W;
     size_t nx = (size_t)H * W * Ci, nw = (size_t)Co * Ci * 9, no = (size_t)Ho * Wo * Co;
-    float *x = frand(nx, -1, 1, seed), *w = frand(nw, -1, 1, seed + 1), *b = frand(Co, -1, 1, seed + 2);
-    float *g = frand(no, -1, 1, seed + 3), *out = fpoison(no);
+    float *x = tu_frand(nx, -1, 1, seed), *w = tu_frand(nw, -1, 1, seed + 1), *b = tu_frand(Co, -1, 1, seed + 2);
+    float *g = tu_frand(no, -1, 1, seed + 3), *out = tu_fpoison(no);
     fd_op op = {.fwd = conv_ref, .x = {dcopy(x, nx), dcopy(w, nw), dcopy(b, Co)}, .nx = {nx, nw, Co},
                 .n_out = no, .sz = {H, W, Ci, Co, s}};
-    float *wp = fpoison(conv3x3_packed_floats(Ci, Co)), *scr = fpoison(conv3x3_scratch_floats(H, W, Ci, Co, s));
+    float *wp = tu_fpoison(conv3x3_packed_floats(Ci, Co)), *scr = tu_fpoison(conv3x3_scratch_floats(H, W, Ci, Co, s));
     conv3x3_pack(wp, w, Ci, Co);
     conv3x3_forward(out, x, wp, b, scr, H, W, Ci, Co, s);
     char name[96];
     snprintf(name, sizeof name, "conv %dx%d %d->%d s%d", H, W, Ci, Co, s);
     check_forward(name, &op, out);
-    float *dx0 = frand(nx, -.01f, .01f, seed + 4), *dw0 = frand(nw, -.01f, .01f, seed + 5), *db0 = frand(Co, -.01f, .01f, seed + 6);
+    float *dx0 = tu_frand(nx, -.01f, .01f, seed + 4), *dw0 = tu_frand(nw, -.01f, .01f, seed + 5), *db0 = tu_frand(Co, -.01f, .01f, seed + 6);
     float *dx = fcopy(dx0, nx), *dw = fcopy(dw0, nw), *db = fcopy(db0, Co);
-    float *bscr = fpoison(conv3x3_backward_scratch_floats(H, W, Ci, Co, s));
+    float *bscr = tu_fpoison(conv3x3_backward_scratch_floats(H, W, Ci, Co, s));
     conv3x3_backward(dx, dw, db, g, x, w, bscr, H, W, Ci, Co, s);
     snprintf(name, sizeof name, "conv s%d dinp", s);
     check_grad(name, &op, 0, g, dx, dx0);
@@ -243,7 +229,7 @@ static void check_conv_fd(int H, int W, int Ci, int Co, int s, uint64_t seed) {
 static void check_conv_blocks(int H, int W, int Ci, int Co, int s, uint64_t seed) {
     int Ho = s == 2 ? (H + 1) / 2 : H, Wo = s == 2 ? (W + 1) / 2 : W;
     size_t nx = (size_t)H * W * Ci, nw = (size_t)Co * Ci * 9, no = (size_t)Ho * Wo * Co;
-    float *x = frand(nx, -1, 1, seed), *w = frand(nw, -1, 1, seed + 1), *g = frand(no, -1, 1, seed + 3);
+    float *x = tu_frand(nx, -1, 1, seed), *w = tu_frand(nw, -1, 1, seed + 1), *g = tu_frand(no, -1, 1, seed + 3);
     double *rx = calloc(nx, sizeof(double)), *rw = calloc(nw, sizeof(double)), *rb = calloc(Co, sizeof(double));
     for (int y = 0; y < Ho; y++)
         for (int xo = 0; xo < Wo; xo++)
@@ -262,7 +248,7 @@ static void check_conv_blocks(int H, int W, int Ci, int Co, int s, uint64_t seed
                     }
             }
     float *dx = calloc(nx, sizeof(float)), *dw = calloc(nw, sizeof(float)), *db = calloc(Co, sizeof(float));
-    float *bscr = fpoison(conv3x3_backward_scratch_floats(H, W, Ci, Co, s));
+    float *bscr = tu_fpoison(conv3x3_backward_scratch_floats(H, W, Ci, Co, s));
     conv3x3_backward(dx, dw, db, g, x, w, bscr, H, W, Ci, Co, s);
     float *fx = malloc(nx * sizeof(float)), *fw = malloc(nw * sizeof(float)), *fb = malloc(Co * sizeof(float));
     for (size_t i = 0; i < nx; i++) fx[i] = (float)rx[i];
@@ -311,8 +297,8 @@ static void gelu_ref(const fd_op *op, double *out) {
 
 static void test_elementwise_backward(void **state) {
     const size_t n = 37;
-    float *a = frand(n, -3, 3, 1), *b = frand(n, -3, 3, 2), *g = frand(n, -1, 1, 3), *out = fpoison(n);
-    float *d0 = frand(n, -.01f, .01f, 4), *d1 = frand(n, -.01f, .01f, 5);
+    float *a = tu_frand(n, -3, 3, 1), *b = tu_frand(n, -3, 3, 2), *g = tu_frand(n, -1, 1, 3), *out = tu_fpoison(n);
+    float *d0 = tu_frand(n, -.01f, .01f, 4), *d1 = tu_frand(n, -.01f, .01f, 5);
     a[0] = -30.0f, a[1] = 30.0f, a[2] = -100.0f; /* saturated tails: finite, right limits */
     /* relu: the backward reads the forward's output */
     fd_op op = {.fwd = relu_ref, .x = {dcopy(a, n)}, .nx = {n}, .n_out = n};
@@ -361,14 +347,14 @@ static void gated_ref(const fd_op *op, double *out) {
 
 static void test_gated_residual_backward(void **state) {
     int N = 5, C = 9;
-    float *x = frand(N * C, -1, 1, 1), *y = frand(N * C, -1, 1, 2), *gate = frand(C, -1, 1, 3);
-    float *g = frand(N * C, -1, 1, 4);
+    float *x = tu_frand(N * C, -1, 1, 1), *y = tu_frand(N * C, -1, 1, 2), *gate = tu_frand(C, -1, 1, 3);
+    float *g = tu_frand(N * C, -1, 1, 4);
     fd_op op = {.fwd = gated_ref, .x = {dcopy(x, N * C), dcopy(y, N * C), dcopy(gate, C)},
                 .nx = {N * C, N * C, C}, .n_out = N * C, .sz = {N, C}};
     float *xo = fcopy(x, N * C);
     gated_residual_forward(xo, y, gate, N, C);
     check_forward("gated_residual", &op, xo);
-    float *dy0 = frand(N * C, -.01f, .01f, 5), *dg0 = frand(C, -.01f, .01f, 6);
+    float *dy0 = tu_frand(N * C, -.01f, .01f, 5), *dg0 = tu_frand(C, -.01f, .01f, 6);
     float *dy = fcopy(dy0, N * C), *dg = fcopy(dg0, C);
     gated_residual_backward(dy, dg, g, y, gate, N, C);
     /* dx is g itself (the residual passes through): checked against the FD too */
@@ -398,14 +384,14 @@ static void lnmod_ref(const fd_op *op, double *out) {
 
 static void test_layernorm_modulate_backward(void **state) {
     int N = 5, C = 11;
-    float *x = frand(N * C, -2, 2, 1), *shift = frand(C, -1, 1, 2), *scale = frand(C, -1, 1, 3);
+    float *x = tu_frand(N * C, -2, 2, 1), *shift = tu_frand(C, -1, 1, 2), *scale = tu_frand(C, -1, 1, 3);
     for (int c = 0; c < C; c++) x[2 * C + c] += 50.0f; /* a row with a large common offset */
-    float *g = frand(N * C, -1, 1, 4), *out = fpoison(N * C);
+    float *g = tu_frand(N * C, -1, 1, 4), *out = tu_fpoison(N * C);
     fd_op op = {.fwd = lnmod_ref, .x = {dcopy(x, N * C), dcopy(shift, C), dcopy(scale, C)},
                 .nx = {N * C, C, C}, .n_out = N * C, .sz = {N, C}};
     layernorm_modulate_forward(out, x, shift, scale, N, C);
     check_forward("layernorm_modulate", &op, out);
-    float *dx0 = frand(N * C, -.01f, .01f, 5), *ds0 = frand(C, -.01f, .01f, 6), *dc0 = frand(C, -.01f, .01f, 7);
+    float *dx0 = tu_frand(N * C, -.01f, .01f, 5), *ds0 = tu_frand(C, -.01f, .01f, 6), *dc0 = tu_frand(C, -.01f, .01f, 7);
     float *dx = fcopy(dx0, N * C), *ds = fcopy(ds0, C), *dc = fcopy(dc0, C);
     layernorm_modulate_backward(dx, ds, dc, g, x, scale, N, C);
     check_grad("layernorm_modulate dinp", &op, 0, g, dx, dx0);
@@ -437,7 +423,7 @@ static void test_rope_backward(void **state) {
     int Ty = 3, Tx = 5, N = Ty * Tx, H = 2, dh = 8, ld = H * dh + 3, np = dh / 2;
     float *ct = malloc(N * np * sizeof(float)), *st = malloc(N * np * sizeof(float));
     rope_tables(ct, st, 7, Ty, Tx, dh, 10000.0);
-    float *x = frand((size_t)N * ld, -1, 1, 1), *g = frand((size_t)N * ld, -1, 1, 2);
+    float *x = tu_frand((size_t)N * ld, -1, 1, 1), *g = tu_frand((size_t)N * ld, -1, 1, 2);
     fd_op op = {.fwd = rope_ref, .x = {dcopy(x, N * ld), dcopy(ct, N * np), dcopy(st, N * np)},
                 .nx = {N * ld, N * np, N * np}, .n_out = N * ld, .sz = {N, ld, H, dh}};
     float *xo = fcopy(x, N * ld);
@@ -481,9 +467,9 @@ static void attention_ref(const fd_op *op, double *out) {
 
 static void check_attention(int Nq, int Nk, int H, int dh, uint64_t seed) {
     int D = H * dh, ldq = D + 3, ldkv = D + 2, lddq = D + 1, lddkv = D + 5;
-    float *q = frand((size_t)Nq * ldq, -1.5f, 1.5f, seed), *k = frand((size_t)Nk * ldkv, -1.5f, 1.5f, seed + 1);
-    float *v = frand((size_t)Nk * ldkv, -1, 1, seed + 2), *g = frand((size_t)Nq * D, -1, 1, seed + 3);
-    float *out = fpoison((size_t)Nq * D), *scr = fpoison(attention_scratch_floats(Nq, Nk));
+    float *q = tu_frand((size_t)Nq * ldq, -1.5f, 1.5f, seed), *k = tu_frand((size_t)Nk * ldkv, -1.5f, 1.5f, seed + 1);
+    float *v = tu_frand((size_t)Nk * ldkv, -1, 1, seed + 2), *g = tu_frand((size_t)Nq * D, -1, 1, seed + 3);
+    float *out = tu_fpoison((size_t)Nq * D), *scr = tu_fpoison(attention_scratch_floats(Nq, Nk));
     fd_op op = {.fwd = attention_ref, .x = {dcopy(q, Nq * ldq), dcopy(k, Nk * ldkv), dcopy(v, Nk * ldkv)},
                 .nx = {Nq * ldq, Nk * ldkv, Nk * ldkv}, .n_out = Nq * D, .sz = {Nq, Nk, H, dh, ldq, ldkv}};
     attention_forward(out, q, ldq, k, v, ldkv, scr, Nq, Nk, H, dh);
@@ -493,17 +479,17 @@ static void check_attention(int Nq, int Nk, int H, int dh, uint64_t seed) {
     /* gradients with padding columns: NaN there, random start values in the real ones.
      * The FD layout is the input's (stride ldq / ldkv); the gradients have their own strides,
      * so they are repacked to the input's before comparing. */
-    float *dq0 = frand((size_t)Nq * lddq, -.01f, .01f, seed + 4), *dk0 = frand((size_t)Nk * lddkv, -.01f, .01f, seed + 5);
-    float *dv0 = frand((size_t)Nk * lddkv, -.01f, .01f, seed + 6);
+    float *dq0 = tu_frand((size_t)Nq * lddq, -.01f, .01f, seed + 4), *dk0 = tu_frand((size_t)Nk * lddkv, -.01f, .01f, seed + 5);
+    float *dv0 = tu_frand((size_t)Nk * lddkv, -.01f, .01f, seed + 6);
     for (int i = 0; i < Nq; i++) tu_poison(dq0 + (size_t)i * lddq + D, lddq - D);
     for (int j = 0; j < Nk; j++) tu_poison(dk0 + (size_t)j * lddkv + D, lddkv - D), tu_poison(dv0 + (size_t)j * lddkv + D, lddkv - D);
     float *dq = fcopy(dq0, (size_t)Nq * lddq), *dk = fcopy(dk0, (size_t)Nk * lddkv), *dv = fcopy(dv0, (size_t)Nk * lddkv);
-    float *bscr = fpoison(attention_backward_scratch_floats(Nq, Nk, H));
+    float *bscr = tu_fpoison(attention_backward_scratch_floats(Nq, Nk, H));
     attention_backward(dq, lddq, dk, dv, lddkv, g, q, ldq, k, v, ldkv, bscr, Nq, Nk, H, dh);
     struct { const char *n; int k, rows, ld, ldin; float *got, *start; } gr[3] = {
         {"dq", 0, Nq, lddq, ldq, dq, dq0}, {"dk", 1, Nk, lddkv, ldkv, dk, dk0}, {"dv", 2, Nk, lddkv, ldkv, dv, dv0}};
     for (int t = 0; t < 3; t++) {
-        float *got = fpoison((size_t)gr[t].rows * gr[t].ldin), *start = fpoison((size_t)gr[t].rows * gr[t].ldin);
+        float *got = tu_fpoison((size_t)gr[t].rows * gr[t].ldin), *start = tu_fpoison((size_t)gr[t].rows * gr[t].ldin);
         for (int r = 0; r < gr[t].rows; r++) {
             for (int c = D; c < gr[t].ld; c++) assert_true(isnan(gr[t].got[(size_t)r * gr[t].ld + c]));
             memcpy(got + (size_t)r * gr[t].ldin, gr[t].got + (size_t)r * gr[t].ld, D * sizeof(float));
@@ -557,7 +543,7 @@ static void test_layout_backward(void **state) {
     /* upsample2x */
     int H = 3, W = 5, C = 3;
     size_t ni = (size_t)H * W * C, no = 4 * ni;
-    float *x = frand(ni, -1, 1, 1), *g = frand(no, -1, 1, 2), *out = fpoison(no), *d0 = frand(ni, -.01f, .01f, 3);
+    float *x = tu_frand(ni, -1, 1, 1), *g = tu_frand(no, -1, 1, 2), *out = tu_fpoison(no), *d0 = tu_frand(ni, -.01f, .01f, 3);
     fd_op op = {.fwd = upsample_ref, .x = {dcopy(x, ni)}, .nx = {ni}, .n_out = no, .sz = {H, W, C}};
     upsample2x_forward(out, x, H, W, C);
     check_forward("upsample2x", &op, out);
@@ -569,18 +555,18 @@ static void test_layout_backward(void **state) {
     /* patchify / unpatchify: latent 6x10, Z 3, p 2 */
     int LH = 6, LW = 10, Z = 3, p = 2, N = (LH / p) * (LW / p);
     size_t nl = (size_t)LH * LW * Z, nt = (size_t)N * 2 * Z * p * p, nu = (size_t)N * Z * p * p;
-    float *z = frand(nl, -1, 1, 4), *cond = frand(nl, -1, 1, 5), *gt = frand(nt, -1, 1, 6), *tok = fpoison(nt);
+    float *z = tu_frand(nl, -1, 1, 4), *cond = tu_frand(nl, -1, 1, 5), *gt = tu_frand(nt, -1, 1, 6), *tok = tu_fpoison(nt);
     fd_op op2 = {.fwd = patchify_ref, .x = {dcopy(z, nl), dcopy(cond, nl)}, .nx = {nl, nl}, .n_out = nt,
                  .sz = {LH, LW, Z, p}};
     patchify_forward(tok, z, cond, LH, LW, Z, p);
     check_forward("patchify", &op2, tok);
-    float *dz0 = frand(nl, -.01f, .01f, 7), *dc0 = frand(nl, -.01f, .01f, 8);
+    float *dz0 = tu_frand(nl, -.01f, .01f, 7), *dc0 = tu_frand(nl, -.01f, .01f, 8);
     float *dz = fcopy(dz0, nl), *dc = fcopy(dc0, nl);
     patchify_backward(dz, dc, gt, LH, LW, Z, p);
     check_grad("patchify dz", &op2, 0, gt, dz, dz0);
     check_grad("patchify dcond", &op2, 1, gt, dc, dc0);
     fd_free(&op2);
-    float *u = frand(nu, -1, 1, 9), *gl = frand(nl, -1, 1, 10), *lat = fpoison(nl), *du0 = frand(nu, -.01f, .01f, 11);
+    float *u = tu_frand(nu, -1, 1, 9), *gl = tu_frand(nl, -1, 1, 10), *lat = tu_fpoison(nl), *du0 = tu_frand(nu, -.01f, .01f, 11);
     fd_op op3 = {.fwd = unpatchify_ref, .x = {dcopy(u, nu)}, .nx = {nu}, .n_out = nl, .sz = {LH, LW, Z, p}};
     unpatchify_forward(lat, u, LH, LW, Z, p);
     check_forward("unpatchify", &op3, lat);
@@ -603,7 +589,7 @@ typedef void (*run_fn)(float *out, uint64_t seed);
 
 static void run_gelu(float *out, uint64_t seed) {
     size_t n = 40000;
-    float *x = frand(n, -4, 4, seed), *g = frand(n, -1, 1, seed + 1);
+    float *x = tu_frand(n, -4, 4, seed), *g = tu_frand(n, -1, 1, seed + 1);
     memset(out, 0, n * sizeof(float));
     gelu_tanh_backward(out, g, x, n);
     free(x), free(g);
@@ -611,8 +597,8 @@ static void run_gelu(float *out, uint64_t seed) {
 
 static void run_layernorm(float *out, uint64_t seed) {
     int N = 67, C = 129; /* 8643 elements: rows split over threads */
-    float *x = frand((size_t)N * C, -2, 2, seed), *g = frand((size_t)N * C, -1, 1, seed + 1);
-    float *scale = frand(C, -1, 1, seed + 2);
+    float *x = tu_frand((size_t)N * C, -2, 2, seed), *g = tu_frand((size_t)N * C, -1, 1, seed + 1);
+    float *scale = tu_frand(C, -1, 1, seed + 2);
     memset(out, 0, ((size_t)N * C + 2 * C) * sizeof(float));
     layernorm_modulate_backward(out, out + (size_t)N * C, out + (size_t)N * C + C, g, x, scale, N, C);
     free(x), free(g), free(scale);
@@ -629,9 +615,9 @@ static void run_rope(float *out, uint64_t seed) {
 
 static void run_attention(float *out, uint64_t seed) {
     int Nq = 24, Nk = 72, H = 3, dh = 32, D = H * dh; /* Nq*Nk*D = 166K: heads split over threads */
-    float *q = frand((size_t)Nq * D, -1, 1, seed), *k = frand((size_t)Nk * D, -1, 1, seed + 1);
-    float *v = frand((size_t)Nk * D, -1, 1, seed + 2), *g = frand((size_t)Nq * D, -1, 1, seed + 3);
-    float *scr = fpoison(attention_backward_scratch_floats(Nq, Nk, H));
+    float *q = tu_frand((size_t)Nq * D, -1, 1, seed), *k = tu_frand((size_t)Nk * D, -1, 1, seed + 1);
+    float *v = tu_frand((size_t)Nk * D, -1, 1, seed + 2), *g = tu_frand((size_t)Nq * D, -1, 1, seed + 3);
+    float *scr = tu_fpoison(attention_backward_scratch_floats(Nq, Nk, H));
     memset(out, 0, ((size_t)Nq * D + 2 * (size_t)Nk * D) * sizeof(float));
     attention_backward(out, D, out + (size_t)Nq * D, out + (size_t)(Nq + Nk) * D, D, g, q, D, k, v, D, scr, Nq, Nk, H, dh);
     free(q), free(k), free(v), free(g), free(scr);
@@ -640,8 +626,8 @@ static void run_attention(float *out, uint64_t seed) {
 static void run_conv(float *out, uint64_t seed) {
     int H = 40, W = 36, Ci = 32, Co = 32;
     size_t nx = (size_t)H * W * Ci, nw = (size_t)Co * Ci * 9;
-    float *x = frand(nx, -1, 1, seed), *w = frand(nw, -1, 1, seed + 1), *g = frand((size_t)H * W * Co, -1, 1, seed + 2);
-    float *scr = fpoison(conv3x3_backward_scratch_floats(H, W, Ci, Co, 1));
+    float *x = tu_frand(nx, -1, 1, seed), *w = tu_frand(nw, -1, 1, seed + 1), *g = tu_frand((size_t)H * W * Co, -1, 1, seed + 2);
+    float *scr = tu_fpoison(conv3x3_backward_scratch_floats(H, W, Ci, Co, 1));
     memset(out, 0, (nx + nw + Co) * sizeof(float));
     conv3x3_backward(out, out + nx, out + nx + nw, g, x, w, scr, H, W, Ci, Co, 1);
     free(x), free(w), free(g), free(scr);

@@ -45,6 +45,21 @@ static inline void tu_poison(float *x, size_t n) {
     for (size_t i = 0; i < n; i++) x[i] = NAN;
 }
 
+/* malloc'd arrays (at least one element) filled uniform in [lo, hi) or with NaN. */
+static inline float *tu_frand(size_t n, float lo, float hi, uint64_t seed) {
+    float *x = malloc((n ? n : 1) * sizeof(float));
+    assert_non_null(x);
+    tu_fill_uniform(x, n, lo, hi, seed);
+    return x;
+}
+
+static inline float *tu_fpoison(size_t n) {
+    float *x = malloc((n ? n : 1) * sizeof(float));
+    assert_non_null(x);
+    tu_poison(x, n);
+    return x;
+}
+
 /* A fresh temporary directory for files a test writes (removed by the OS's tmp cleanup). */
 static inline const char *tu_tmpdir(void) {
     static char dir[256];
