@@ -66,6 +66,9 @@ void cuda_dit_train_free(cuda_dit_train *dt);
 mg_status cuda_dit_train_step(cuda_dit_train *dt, const dit_clip *clips, int n, float scale, float *losses);
 /* The forward alone (validation): losses[i] as above; gradients untouched. */
 mg_status cuda_dit_train_loss(cuda_dit_train *dt, const dit_clip *clips, int n, float *losses);
+/* GEMM floating-point operations issued since cuda_dit_train_new (2*M*N*K each, the recomputed
+ * attention scores and masked window keys included): for throughput reports. */
+double cuda_dit_train_flops(const cuda_dit_train *dt);
 
 /* ---- the autoencoder (src/cuda/tae_train.cu) --------------------------------------------- */
 typedef struct cuda_tae_train cuda_tae_train;
