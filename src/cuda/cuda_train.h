@@ -15,7 +15,13 @@
 #ifndef MG_CUDA_TRAIN_H
 #define MG_CUDA_TRAIN_H
 
-#include "train/train.h"
+#ifdef __cplusplus
+extern "C" {
+#endif
+#include "train/train.h" /* C declarations: C linkage from the .cu files too */
+#ifdef __cplusplus
+}
+#endif
 
 #ifdef __cplusplus
 extern "C" {
