@@ -16,6 +16,7 @@ int cmd_run(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
+int cmd_data(int argc, char **argv);
 
 /* Prints "mirage: error: <msg>" (formatted) and returns EXIT_FAIL. */
 int cli_fail(const char *fmt, ...) MG_PRINTF(1, 2);

@@ -13,6 +13,7 @@
 #ifndef MG_DATA_DATA_H
 #define MG_DATA_DATA_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "mirage.h"
@@ -36,5 +37,57 @@ int dataset_photos(const dataset *ds);
  * camera-motion clip over a random photo. S is a multiple of 8, 8..1024. MG_ERR_FORMAT when
  * the pixel data read is damaged (naming the shard), MG_ERR_ARG for bad T or S. */
 mg_status dataset_sample_clip(dataset *ds, uint64_t seed, int T, int S, uint8_t *out);
+
+/* ---- additions for `mirage data info` and the builder ---------------------------------------- */
+
+typedef struct dataset_info {
+    int shards, sources, videos, photos, video_clips;
+    long video_frames;
+    int64_t bytes;      /* the shard files */
+    int64_t jpeg_bytes; /* of which compressed frames */
+    uint64_t build_id;
+} dataset_info;
+
+typedef struct dataset_source {
+    char name[72];
+    int is_video;
+    int in_width, in_height; /* the original's size */
+    int width, height;       /* as stored */
+    double fps;              /* video: the source's rate (0: unknown) */
+    int frame_step;          /* every frame_step-th frame was kept */
+    int clips;               /* runs of consecutive frames (a photo: 1) */
+    long frames;
+} dataset_source;
+
+void dataset_describe(const dataset *ds, dataset_info *info);
+/* Source i (0..dataset_sources-1) in shard order; -1 when out of range. */
+int dataset_source_get(const dataset *ds, int i, dataset_source *out);
+/* "train-007.mgshard" for split 0 (train) / 1 (val). */
+const char *dataset_shard_name(int split, int index, char *buf, size_t n);
+
+/* The builder (src/data/build.c): decodes SOURCES (video files, image files, folders searched
+ * recursively for known video and image extensions) with FFmpeg, stores video frames with the
+ * short side video_short and photos with photo_short (never upscaled) as JPEG, splits by
+ * source file (a hash of the base name and the seed; val non-empty when there are >= 2
+ * sources) and writes DIR/train-NNN.mgshard and DIR/val-NNN.mgshard, each atomically. A
+ * source that cannot be decoded is skipped with a warning (strict: the build fails). Needs
+ * FFmpeg and libjpeg-turbo in the build (MG_ERR_UNSUPPORTED otherwise). */
+typedef struct data_build_opts {
+    const char *out_dir;
+    int video_short, photo_short; /* stored short side, pixels (defaults 256, 384) */
+    double val_fraction;          /* share of sources in val (default 0.1) */
+    long max_frames;              /* frames kept per video (default 240) */
+    int run_frames;               /* a long video is kept as runs of this many frames spread over it (default 48) */
+    int frame_step;               /* keep every n-th frame (default 1) */
+    int quality;                  /* JPEG quality (default 88) */
+    long shard_mib;               /* start a new shard past this size (default 16) */
+    uint64_t seed;                /* decides the split (default 0) */
+    int strict;                   /* fail on an unreadable source instead of skipping it */
+    int quiet;                    /* no progress lines */
+} data_build_opts;
+
+data_build_opts data_build_defaults(void);
+mg_status data_build(const data_build_opts *o, char *const *sources, int n_sources);
+int data_build_available(void); /* FFmpeg and libjpeg-turbo both in this build */
 
 #endif
