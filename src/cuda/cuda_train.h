@@ -92,6 +92,11 @@ mg_status cuda_tae_train_loss(cuda_tae_train *tt, const float *img, int n, int H
 mg_status cuda_tae_encode(cuda_tae_train *tt, const uint8_t *frames, int n, int H, int W, float *lat);
 /* The decoder alone: lat (n, H/8, W/8, Z) host -> frames (n, H, W, 3) u8 host (samples). */
 mg_status cuda_tae_decode(cuda_tae_train *tt, const float *lat, int n, int H, int W, uint8_t *frames);
+/* GEMM FLOPs of the last step, loss, encode or decode (9 Ci Co multiply-adds per output pixel
+ * and pass: the forward, the weight and the data gradients), for throughput reports; and the
+ * bytes of device memory the state holds. */
+double cuda_tae_train_flops(const cuda_tae_train *tt);
+size_t cuda_tae_train_bytes(const cuda_tae_train *tt);
 
 #ifdef __cplusplus
 }
