@@ -16,7 +16,9 @@ int cmd_run(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
+int cmd_train(int argc, char **argv);
 int cmd_data(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
 
 /* Prints "mirage: error: <msg>" (formatted) and returns EXIT_FAIL. */
 int cli_fail(const char *fmt, ...) MG_PRINTF(1, 2);
@@ -30,6 +32,11 @@ int parse_long(const char *s, long lo, long hi, long *out);
 int parse_u64(const char *s, uint64_t *out);
 int parse_float(const char *s, double lo, double hi, double *out);
 int parse_device(const char *s, mg_device *d);
+/* The stream options shared by run, eval and bench, by their getopt codes: 'n' --steps
+ * (1..max_steps), 'k' --ring, 'g' --guidance, 'd' --device, 's' --seed. Returns 1 when o was
+ * one of them and arg went into *so, 0 when o is not one of them, -1 when arg is bad (the usage
+ * error is printed: return EXIT_USAGE). */
+int cli_stream_option(const char *cmd, int o, const char *arg, int max_steps, mg_stream_opts *so);
 
 /* Loads --model FILE, or with --config NAME initialises a fresh model (seed, full random)
  * into a temporary file first. */

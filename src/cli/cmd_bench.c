@@ -49,7 +49,7 @@ int cmd_bench(int argc, char **argv) {
         {"json", 0, 0, 'j'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     const char *config = NULL, *model = NULL;
     mg_stream_opts so = mg_stream_opts_default();
-    long iters = 30, warmup = -1, v;
+    long iters = 30, warmup = -1;
     int json = 0, o;
     optind = 1;
     opterr = 0;
@@ -60,26 +60,19 @@ int cmd_bench(int argc, char **argv) {
         case 'S':
             if (parse_size(optarg, &so.width, &so.height)) return cli_usage("bench", "--size: expected WxH, found '%s'", optarg);
             break;
-        case 'n':
-            if (parse_long(optarg, 1, 16, &v)) return cli_usage("bench", "--steps: expected 1..16, found '%s'", optarg);
-            so.steps = (int)v;
-            break;
-        case 'k':
-            if (parse_long(optarg, 0, 64, &v)) return cli_usage("bench", "--ring: expected 0..64, found '%s'", optarg);
-            so.ring = (int)v;
-            break;
         case 'i':
             if (parse_long(optarg, 1, 100000, &iters)) return cli_usage("bench", "--iters: expected 1..100000, found '%s'", optarg);
             break;
         case 'w':
             if (parse_long(optarg, 0, 100000, &warmup)) return cli_usage("bench", "--warmup: expected a count, found '%s'", optarg);
             break;
-        case 'd':
-            if (parse_device(optarg, &so.device)) return cli_usage("bench", "--device: expected cpu or cuda, found '%s'", optarg);
-            break;
         case 'j': json = 1; break;
         case 'h': fputs(help, stdout); return EXIT_OK;
-        default: return cli_usage("bench", "unknown or incomplete option '%s'", argv[optind - 1]);
+        default: {
+            int r = cli_stream_option("bench", o, optarg, 16, &so);
+            if (r < 0) return EXIT_USAGE;
+            if (r == 0) return cli_usage("bench", "unknown or incomplete option '%s'", argv[optind - 1]);
+        }
         }
     }
     if (optind < argc) return cli_usage("bench", "unexpected argument '%s'", argv[optind]);

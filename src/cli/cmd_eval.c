@@ -54,8 +54,12 @@ int cmd_eval(int argc, char **argv) {
     eo.report_dir = NULL;
     fit_mode fit = FIT_CROP;
     int W = 0, H = 0, quiet = 0, o;
-    long v;
-    double g;
+    mg_stream_opts so = mg_stream_opts_default(); /* the shared options land here, then in eo */
+    so.steps = eo.steps;
+    so.ring = eo.ring;
+    so.guidance = eo.guidance;
+    so.device = eo.device;
+    so.seed = eo.seed;
     optind = 1;
     opterr = 0;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -75,30 +79,21 @@ int cmd_eval(int argc, char **argv) {
         case O_FIT:
             if (fit_parse(optarg, &fit)) return cli_usage("eval", "--fit: expected crop, pad or stretch, found '%s'", optarg);
             break;
-        case 'n':
-            if (parse_long(optarg, 1, 64, &v)) return cli_usage("eval", "--steps: expected 1..64, found '%s'", optarg);
-            eo.steps = (int)v;
-            break;
-        case 'k':
-            if (parse_long(optarg, 0, 64, &v)) return cli_usage("eval", "--ring: expected 0..64, found '%s'", optarg);
-            eo.ring = (int)v;
-            break;
-        case 'g':
-            if (parse_float(optarg, 0, 100, &g)) return cli_usage("eval", "--guidance: expected 0..100, found '%s'", optarg);
-            eo.guidance = (float)g;
-            break;
-        case 'd':
-            if (parse_device(optarg, &eo.device)) return cli_usage("eval", "--device: expected cpu or cuda, found '%s'", optarg);
-            break;
-        case 's':
-            if (parse_u64(optarg, &eo.seed)) return cli_usage("eval", "--seed: expected a non-negative integer, found '%s'", optarg);
-            break;
         case 'q': quiet = 1; break;
         case 'h': fputs(help, stdout); return EXIT_OK;
-        default: return cli_usage("eval", "unknown or incomplete option '%s'", argv[optind - 1]);
+        default: {
+            int r = cli_stream_option("eval", o, optarg, 64, &so);
+            if (r < 0) return EXIT_USAGE;
+            if (r == 0) return cli_usage("eval", "unknown or incomplete option '%s'", argv[optind - 1]);
+        }
         }
     }
     if (optind < argc) return cli_usage("eval", "unexpected argument '%s'", argv[optind]);
+    eo.steps = so.steps;
+    eo.ring = so.ring;
+    eo.guidance = so.guidance;
+    eo.device = so.device;
+    eo.seed = so.seed;
     if (!model && !config) return cli_usage("eval", "--model FILE is required (or --config NAME for random weights)");
     if (model && config) return cli_usage("eval", "give --model or --config, not both");
     if (!input) return cli_usage("eval", "--input CLIP is required");

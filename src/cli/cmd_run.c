@@ -81,7 +81,6 @@ int cmd_run(int argc, char **argv) {
     fit_mode fit = FIT_CROP;
     int W = 0, H = 0, o;
     long v;
-    double g;
     lo.max_frames = -1;
     guard_std_fds();
     optind = 1;
@@ -93,30 +92,12 @@ int cmd_run(int argc, char **argv) {
         case 'i': input = optarg; break;
         case 'o': output = optarg; break;
         case 'p': so.prompt = optarg; break;
-        case 'n':
-            if (parse_long(optarg, 1, 64, &v)) return cli_usage("run", "--steps: expected 1..64, found '%s'", optarg);
-            so.steps = (int)v;
-            break;
         case 'S':
             if (parse_size(optarg, &W, &H)) return cli_usage("run", "--size: expected WxH, found '%s'", optarg);
             break;
         case 'f':
             if (parse_long(optarg, 0, 1L << 40, &lo.max_frames))
                 return cli_usage("run", "--frames: expected a count, found '%s'", optarg);
-            break;
-        case 'k':
-            if (parse_long(optarg, 0, 64, &v)) return cli_usage("run", "--ring: expected 0..64, found '%s'", optarg);
-            so.ring = (int)v;
-            break;
-        case 'g':
-            if (parse_float(optarg, 0, 100, &g)) return cli_usage("run", "--guidance: expected 0..100, found '%s'", optarg);
-            so.guidance = (float)g;
-            break;
-        case 'd':
-            if (parse_device(optarg, &so.device)) return cli_usage("run", "--device: expected cpu or cuda, found '%s'", optarg);
-            break;
-        case 's':
-            if (parse_u64(optarg, &so.seed)) return cli_usage("run", "--seed: expected a non-negative integer, found '%s'", optarg);
             break;
         case 'q': lo.quiet = 1; break;
         case 'h': fputs(help, stdout); return EXIT_OK;
@@ -138,7 +119,11 @@ int cmd_run(int argc, char **argv) {
             if (parse_long(optarg, 0, 60000, &v)) return cli_usage("run", "--debug-delay-ms: expected 0..60000, found '%s'", optarg);
             lo.debug_delay_ms = (int)v;
             break;
-        default: return cli_usage("run", "unknown or incomplete option '%s'", argv[optind - 1]);
+        default: {
+            int r = cli_stream_option("run", o, optarg, 64, &so);
+            if (r < 0) return EXIT_USAGE;
+            if (r == 0) return cli_usage("run", "unknown or incomplete option '%s'", argv[optind - 1]);
+        }
         }
     }
     if (optind < argc) return cli_usage("run", "unexpected argument '%s'", argv[optind]);
