@@ -34,6 +34,7 @@ static const char *help =
     "  --quality Q         JPEG quality 1..100 (default 88)\n"
     "  --shard-mib M       start a new shard past M MiB (default 16)\n"
     "  --seed N            decides the split (default 0)\n"
+    "  --exclude GLOB      skip files in folders whose base name matches GLOB (repeatable)\n"
     "  --strict            fail on a source that cannot be decoded\n"
     "  --quiet             no progress lines\n"
     "info: shards, sources, frames and bytes per split; --list names every source.\n"
@@ -41,13 +42,15 @@ static const char *help =
     "side by side, the same bytes for the same seed; prints the time per clip.\n";
 
 static int data_build_cmd(int argc, char **argv) {
-    enum { O_PHOTO = 256, O_VAL, O_MAX, O_RUN, O_STEP, O_Q, O_SHARD, O_STRICT };
+    enum { O_PHOTO = 256, O_VAL, O_MAX, O_RUN, O_STEP, O_Q, O_SHARD, O_STRICT, O_EXCL };
     static const struct option opts[] = {
         {"out", 1, 0, 'o'}, {"size", 1, 0, 'S'}, {"photo-size", 1, 0, O_PHOTO}, {"val-fraction", 1, 0, O_VAL},
         {"max-frames", 1, 0, O_MAX}, {"run-frames", 1, 0, O_RUN}, {"frame-step", 1, 0, O_STEP},
-        {"quality", 1, 0, O_Q}, {"shard-mib", 1, 0, O_SHARD}, {"seed", 1, 0, 's'}, {"strict", 0, 0, O_STRICT},
+        {"quality", 1, 0, O_Q}, {"shard-mib", 1, 0, O_SHARD}, {"seed", 1, 0, 's'}, {"strict", 0, 0, O_STRICT}, {"exclude", 1, 0, O_EXCL},
         {"quiet", 0, 0, 'q'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     data_build_opts bo = data_build_defaults();
+    char *excl[64];
+    int n_excl = 0;
     long v;
     double f;
     int o;
@@ -91,12 +94,17 @@ static int data_build_cmd(int argc, char **argv) {
             if (parse_u64(optarg, &bo.seed)) return cli_usage("data", "--seed: expected a non-negative integer, found '%s'", optarg);
             break;
         case O_STRICT: bo.strict = 1; break;
+        case O_EXCL:
+            if (n_excl == 64) return cli_usage("data", "--exclude: at most 64 patterns");
+            excl[n_excl++] = optarg;
+            break;
         case 'q': bo.quiet = 1; break;
         case 'h': fputs(help, stdout); return EXIT_OK;
         default: return cli_usage("data", "unknown or incomplete option '%s'", argv[optind - 1]);
         }
     }
     if (!bo.out_dir) return cli_usage("data", "--out DIR is required");
+    bo.exclude = excl, bo.n_exclude = n_excl;
     if (optind >= argc) return cli_usage("data", "no SOURCES given (video files, image files or folders)");
     mg_status s = data_build(&bo, argv + optind, argc - optind);
     return s == MG_OK ? EXIT_OK : cli_status(s);

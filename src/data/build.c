@@ -15,6 +15,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <fnmatch.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -88,6 +89,8 @@ static const char *base_of(const char *path) {
     return b ? b + 1 : path;
 }
 
+static int excluded(const char *base, char *const *patterns, int n);
+
 /* ---- collecting source files -------------------------------------------------------------- */
 
 typedef struct strlist {
@@ -113,7 +116,7 @@ static void strlist_free(strlist *l) {
 }
 
 /* Files under dir with a known video or image extension, in name order, recursively. */
-static mg_status collect_dir(strlist *out, const char *dir, int depth, int *ignored) {
+static mg_status collect_dir(strlist *out, const char *dir, int depth, int *ignored, const data_build_opts *o) {
     if (depth > 32) return mg_fail(MG_ERR_IO, "%s: folders nested too deep (a link loop?)", dir);
     struct dirent **ents = NULL;
     int n = scandir(dir, &ents, NULL, alphasort);
@@ -128,8 +131,10 @@ static mg_status collect_dir(strlist *out, const char *dir, int depth, int *igno
             } else {
                 struct stat st;
                 if (stat(p, &st) != 0) (*ignored)++; /* a dangling link */
-                else if (S_ISDIR(st.st_mode)) s = collect_dir(out, p, depth + 1, ignored);
-                else if (S_ISREG(st.st_mode) && (ext_in(p, video_ext) || ext_in(p, photo_ext))) s = strlist_add(out, p);
+                else if (S_ISDIR(st.st_mode)) s = collect_dir(out, p, depth + 1, ignored, o);
+                else if (S_ISREG(st.st_mode) && (ext_in(p, video_ext) || ext_in(p, photo_ext)) &&
+                         !excluded(nm, o->exclude, o->n_exclude))
+                    s = strlist_add(out, p);
                 else (*ignored)++;
             }
         }
@@ -404,10 +409,17 @@ static int cmp_key(const void *a, const void *b) {
     return x->key < y->key ? -1 : x->key > y->key;
 }
 
-/* The split: val when the key (a hash of the seed and the base name) falls in the first
- * val_fraction of the hash range. With val_fraction > 0: among videos and among photos, a
- * group of >= 2 keeps at least one in each split (the lowest key moves to val, the highest to
- * train); overall, >= 2 sources put at least one in val. */
+/* The split: val when the key (a hash of the seed and the source's group name) falls in the
+ * first val_fraction of the hash range. With val_fraction > 0: among videos and among photos, a
+ * kind with sources of >= 2 groups keeps a group in each split (the lowest key's group moves to
+ * val, the highest's to train); overall, >= 2 sources put at least one in val and one in train
+ * (splitting a group only when all sources are of one group). */
+static void move_group(bsrc **sorted, int n, int at, int split) {
+    uint64_t key = sorted[at]->key;
+    for (int i = 0; i < n; i++)
+        if (sorted[i]->key == key) sorted[i]->split = split;
+}
+
 static void assign_split(bsrc **all, int n, double frac) {
     for (int i = 0; i < n; i++)
         all[i]->split = frac > 0 && (double)(all[i]->key >> 11) * 0x1p-53 < frac ? SHARD_SPLIT_VAL : SHARD_SPLIT_TRAIN;
@@ -417,22 +429,48 @@ static void assign_split(bsrc **all, int n, double frac) {
     memcpy(sorted, all, (size_t)n * sizeof *sorted);
     qsort(sorted, (size_t)n, sizeof *sorted, cmp_key);
     for (uint32_t kind = SHARD_KIND_VIDEO; kind <= SHARD_KIND_PHOTO; kind++) {
-        int cnt = 0, nval = 0, first = -1, last = -1;
+        int nval = 0, ntrain = 0, first = -1, last = -1;
         for (int i = 0; i < n; i++)
             if (sorted[i]->meta.kind == kind) {
-                cnt++, nval += sorted[i]->split == SHARD_SPLIT_VAL;
+                nval += sorted[i]->split == SHARD_SPLIT_VAL, ntrain += sorted[i]->split == SHARD_SPLIT_TRAIN;
                 if (first < 0) first = i;
                 last = i;
             }
-        if (cnt < 2) continue;
-        if (nval == 0) sorted[first]->split = SHARD_SPLIT_VAL;
-        if (nval == cnt) sorted[last]->split = SHARD_SPLIT_TRAIN;
+        if (first < 0 || sorted[first]->key == sorted[last]->key) continue; /* fewer than 2 groups */
+        if (nval == 0) move_group(sorted, n, first, SHARD_SPLIT_VAL);
+        if (ntrain == 0) move_group(sorted, n, last, SHARD_SPLIT_TRAIN);
     }
     int nval = 0, ntrain = 0;
-    for (int i = 0; i < n; i++) nval += sorted[i]->split == SHARD_SPLIT_VAL, ntrain += sorted[i]->split == SHARD_SPLIT_TRAIN;
-    if (nval == 0) sorted[0]->split = SHARD_SPLIT_VAL;
+    for (int i = 0; i < n; i++) nval += sorted[i]->split == SHARD_SPLIT_VAL;
+    if (nval == 0) {
+        if (sorted[0]->key != sorted[n - 1]->key) move_group(sorted, n, 0, SHARD_SPLIT_VAL);
+        else sorted[0]->split = SHARD_SPLIT_VAL;
+    }
+    for (int i = 0; i < n; i++) ntrain += sorted[i]->split == SHARD_SPLIT_TRAIN;
     if (ntrain == 0) sorted[n - 1]->split = SHARD_SPLIT_TRAIN;
     free(sorted);
+}
+
+/* The name a source is split by: its base name without the extension and without a trailing
+ * number (and the separator before it), so a numbered series (left01.jpg .. left14.jpg,
+ * basketball1/2.png) lands in one split and cannot leak near-duplicates across it. */
+static void group_name(const char *base, char *out, size_t n) {
+    size_t bl = strnlen(base, n - 1);
+    memcpy(out, base, bl);
+    out[bl] = 0;
+    char *dot = strrchr(out, '.');
+    if (dot && dot != out) *dot = 0;
+    size_t l = strlen(out), full = l;
+    while (l > 0 && out[l - 1] >= '0' && out[l - 1] <= '9') l--;
+    if (l < full)
+        while (l > 0 && (out[l - 1] == '_' || out[l - 1] == '-' || out[l - 1] == ' ' || out[l - 1] == '.')) l--;
+    if (l > 0) out[l] = 0;
+}
+
+static int excluded(const char *base, char *const *patterns, int n) {
+    for (int i = 0; i < n; i++)
+        if (fnmatch(patterns[i], base, 0) == 0) return 1;
+    return 0;
 }
 
 mg_status data_build(const data_build_opts *o, char *const *sources, int n_sources) {
@@ -450,7 +488,7 @@ mg_status data_build(const data_build_opts *o, char *const *sources, int n_sourc
     for (int i = 0; i < n_sources && s == MG_OK; i++) {
         struct stat st;
         if (stat(sources[i], &st) != 0) s = mg_fail(MG_ERR_IO, "%s: %s", sources[i], strerror(errno));
-        else if (S_ISDIR(st.st_mode)) s = collect_dir(&files, sources[i], 0, &ignored);
+        else if (S_ISDIR(st.st_mode)) s = collect_dir(&files, sources[i], 0, &ignored, o);
         else s = strlist_add(&files, sources[i]);
     }
     if (s == MG_OK && files.n == 0)
@@ -498,8 +536,10 @@ mg_status data_build(const data_build_opts *o, char *const *sources, int n_sourc
         uint8_t seedb[8];
         for (int k = 0; k < 8; k++) seedb[k] = (uint8_t)(o->seed >> (8 * k));
         uint64_t kh = mg_fnv1a64(seedb, 8);
-        /* FNV-1a continued over the name: the split depends on the base name and the seed only */
-        for (const char *c = base; *c; c++) kh = (kh ^ (uint8_t)*c) * 0x100000001b3ULL;
+        /* FNV-1a continued over the group name: the split depends on it and the seed only */
+        char group[256];
+        group_name(base, group, sizeof group);
+        for (const char *c = group; *c; c++) kh = (kh ^ (uint8_t)*c) * 0x100000001b3ULL;
         b->key = kh;
         b->meta.name_hash = mg_fnv1a64(base, strlen(base));
         int photo = ext_in(b->path, photo_ext);

@@ -66,12 +66,14 @@ int dataset_source_get(const dataset *ds, int i, dataset_source *out);
 const char *dataset_shard_name(int split, int index, char *buf, size_t n);
 
 /* The builder (src/data/build.c): decodes SOURCES (video files, image files, folders searched
- * recursively for known video and image extensions) with FFmpeg, stores video frames with the
- * short side video_short and photos with photo_short (never upscaled) as JPEG, splits by
- * source file (a hash of the base name and the seed; val non-empty when there are >= 2
- * sources) and writes DIR/train-NNN.mgshard and DIR/val-NNN.mgshard, each atomically. A
- * source that cannot be decoded is skipped with a warning (strict: the build fails). Needs
- * FFmpeg and libjpeg-turbo in the build (MG_ERR_UNSUPPORTED otherwise). */
+ * recursively for known video and image extensions, less base names matching an exclude
+ * pattern) with FFmpeg, stores video frames with the short side video_short and photos with
+ * photo_short (never upscaled) as JPEG, splits by source (a hash of the seed and the base name
+ * less its extension and trailing number, so a numbered series stays in one split; val is
+ * non-empty when there are >= 2 sources) and writes DIR/train-NNN.mgshard and
+ * DIR/val-NNN.mgshard, each atomically. A source that cannot be decoded is skipped with a
+ * warning (strict: the build fails). Needs FFmpeg and libjpeg-turbo in the build
+ * (MG_ERR_UNSUPPORTED otherwise). */
 typedef struct data_build_opts {
     const char *out_dir;
     int video_short, photo_short; /* stored short side, pixels (defaults 256, 384) */
@@ -84,6 +86,8 @@ typedef struct data_build_opts {
     uint64_t seed;                /* decides the split (default 0) */
     int strict;                   /* fail on an unreadable source instead of skipping it */
     int quiet;                    /* no progress lines */
+    char *const *exclude;         /* glob patterns (fnmatch) on base names skipped in folders */
+    int n_exclude;
 } data_build_opts;
 
 data_build_opts data_build_defaults(void);
