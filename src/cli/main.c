@@ -19,6 +19,7 @@ static const struct { const char *name; int (*fn)(int, char **); const char *wha
     {"eval", cmd_eval, "long-rollout evaluation: drift, flicker, collapse; writes a report"},
     {"init", cmd_init, "write a freshly initialised model"},
     {"info", cmd_info, "describe a model file"},
+    {"train", cmd_train, "train the autoencoder (tae) or the DiT (dit) on shards; checkpoints, resume"},
     {"data", cmd_data, "training data: build shards from video and photos, info, sample clips"},
 };
 

@@ -1,0 +1,386 @@
+/* Checkpoints (an index and parts, each written atomically) and model files. See checkpoint.h
+ * for the layout and the guarantees, docs/TRAINING.md for the sizes. */
+#include <dirent.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/status.h"
+#include "model/model.h"
+#include "train/checkpoint.h"
+
+void ckpt_meta_set(ckpt_meta *cm, const char *key, const char *fmt, ...) {
+    int i = 0;
+    while (i < cm->n && strcmp(cm->key[i], key) != 0) i++;
+    if (i == cm->n) {
+        if (cm->n >= (int)(sizeof cm->key / sizeof cm->key[0])) return;
+        cm->n++;
+    }
+    snprintf(cm->key[i], sizeof cm->key[i], "%s", key);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cm->val[i], sizeof cm->val[i], fmt, ap);
+    va_end(ap);
+}
+
+const char *ckpt_meta_get(const ckpt_meta *cm, const char *key) {
+    for (int i = 0; i < cm->n; i++)
+        if (strcmp(cm->key[i], key) == 0) return cm->val[i];
+    return NULL;
+}
+
+/* ---- model metadata (the keys of docs/ARCHITECTURE.md, "Weights file") ------------------- */
+
+static mg_status put_model_meta(st_writer *w, const train_params *tp) {
+    const mg_config *c = &tp->cfg;
+    char v[64];
+    mg_status s = MG_OK;
+#define META(k, ...) \
+    if (s == MG_OK) { snprintf(v, sizeof v, __VA_ARGS__); s = st_writer_meta(w, k, v); }
+    META("format", "mirage");
+    META("format_version", "1");
+    META("config", "%s", c->name[0] ? c->name : "custom");
+    META("tae_ch", "%d", c->tae_ch);
+    META("z_ch", "%d", c->z_ch);
+    META("d", "%d", c->d);
+    META("layers", "%d", c->layers);
+    META("heads", "%d", c->heads);
+    META("patch", "%d", c->patch);
+    META("ring", "%d", c->ring);
+    META("sigma_ctx", "%.9g", c->sigma_ctx);
+    META("shift", "%.9g", c->shift);
+    META("rope_theta", "%.9g", c->rope_theta);
+#undef META
+    char list[MG_MAX_PROMPTS * 33] = "";
+    for (int i = 0; i < tp->n_prompts; i++) {
+        if (i) strcat(list, ",");
+        strcat(list, tp->prompts[i]);
+    }
+    if (s == MG_OK) s = st_writer_meta(w, "prompts", list);
+    return s;
+}
+
+static uint16_t to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40); /* NaN stays NaN */
+    u += 0x7fffu + ((u >> 16) & 1u); /* round to nearest even */
+    return (uint16_t)(u >> 16);
+}
+
+mg_status ckpt_write_model(const char *path, const train_params *tp, const float *arr, st_dtype dtype) {
+    if (dtype != ST_F32 && dtype != ST_BF16) return mg_fail(MG_ERR_ARG, "%s: model dtype must be F32 or BF16", path);
+    st_writer *w = st_writer_new();
+    if (!w) return mg_fail(MG_ERR_NOMEM, "%s: out of memory", path);
+    size_t maxn = 0;
+    for (int i = 0; i < tp->n_tensors; i++)
+        if (train_params_numel(tp, i) > maxn) maxn = train_params_numel(tp, i);
+    uint16_t *buf = dtype == ST_BF16 ? malloc(maxn * sizeof(uint16_t)) : NULL;
+    mg_status s = dtype == ST_BF16 && !buf ? mg_fail(MG_ERR_NOMEM, "%s: out of memory", path) : MG_OK;
+    for (int i = 0; i < tp->n_tensors && s == MG_OK; i++) {
+        const wdesc *t = &tp->table[i];
+        const float *src = arr + tp->offset[i];
+        if (dtype == ST_F32) {
+            s = st_writer_add(w, t->name, ST_F32, t->rank, t->shape, src);
+        } else {
+            size_t n = train_params_numel(tp, i);
+            for (size_t k = 0; k < n; k++) buf[k] = to_bf16(src[k]);
+            s = st_writer_add(w, t->name, ST_BF16, t->rank, t->shape, buf);
+        }
+    }
+    if (s == MG_OK) s = put_model_meta(w, tp);
+    if (s == MG_OK) s = st_writer_save(w, path);
+    free(buf);
+    st_writer_free(w);
+    return s;
+}
+
+size_t ckpt_model_bytes(const train_params *tp, st_dtype dtype) {
+    size_t n = 0;
+    for (int i = 0; i < tp->n_tensors; i++) n += train_params_numel(tp, i);
+    return n * st_dtype_size(dtype) + 64 * (size_t)tp->n_tensors + 1024;
+}
+
+size_t ckpt_bytes(const train_params *tp, int first, int last) {
+    size_t all = 0, trained = 0;
+    for (int i = 0; i < tp->n_tensors; i++) {
+        all += train_params_numel(tp, i);
+        if (i >= first && i < last) trained += train_params_numel(tp, i);
+    }
+    return (all + 3 * trained) * sizeof(float) + 4 * 80 * (size_t)tp->n_tensors + 4096;
+}
+
+/* ---- saving ------------------------------------------------------------------------------ */
+
+static const char *const kinds[4] = {"param", "ema", "m", "v"};
+
+static const float *kind_array(const train_params *tp, int k) {
+    return k == 0 ? tp->param : k == 1 ? tp->ema : k == 2 ? tp->m : tp->v;
+}
+
+static void part_path(char *buf, size_t n, const char *path, long step, int part) {
+    snprintf(buf, n, "%s.step%ld.part%d", path, step, part);
+}
+
+/* Deletes PATH.step<S>.part* (and their temporaries) for every S but keep_step. */
+static void remove_old_parts(const char *path, long keep_step) {
+    char dir[4096], prefix[512], keep[560];
+    const char *slash = strrchr(path, '/');
+    if (slash) {
+        snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+        if (!dir[0]) strcpy(dir, "/");
+    } else {
+        strcpy(dir, ".");
+    }
+    snprintf(prefix, sizeof prefix, "%s.step", slash ? slash + 1 : path);
+    snprintf(keep, sizeof keep, "%s%ld.part", prefix, keep_step);
+    DIR *d = opendir(dir);
+    if (!d) return; /* stale parts are only wasted space */
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (strncmp(e->d_name, prefix, strlen(prefix)) != 0) continue;
+        if (strncmp(e->d_name, keep, strlen(keep)) == 0) continue;
+        char full[4608];
+        snprintf(full, sizeof full, "%s/%s", dir, e->d_name);
+        unlink(full);
+    }
+    closedir(d);
+}
+
+mg_status ckpt_save(const char *path, const train_params *tp, int first, int last, const char *stage, long step,
+                    const ckpt_meta *extra, size_t part_bytes) {
+    if (strlen(path) > 400) return mg_fail(MG_ERR_ARG, "checkpoint path too long: %s", path);
+    if (part_bytes < 1024 * 1024) part_bytes = 1024 * 1024;
+    mg_status s = MG_OK;
+    int part = 0;
+    size_t in_part = 0;
+    st_writer *w = NULL;
+    char pp[512], v[64];
+    /* tensors in order: param/<name> for all, then ema/m/v for the trained range */
+    for (int k = 0; k < 4 && s == MG_OK; k++) {
+        int a = k == 0 ? 0 : first, b = k == 0 ? tp->n_tensors : last;
+        for (int i = a; i < b && s == MG_OK; i++) {
+            size_t bytes = train_params_numel(tp, i) * sizeof(float);
+            if (w && in_part + bytes + 256 > part_bytes - 65536) { /* room for the header */
+                part_path(pp, sizeof pp, path, step, part);
+                s = st_writer_save(w, pp);
+                st_writer_free(w);
+                w = NULL;
+                part++;
+                if (s != MG_OK) break;
+            }
+            if (!w) {
+                if (!(w = st_writer_new())) {
+                    s = mg_fail(MG_ERR_NOMEM, "%s: out of memory", path);
+                    break;
+                }
+                in_part = 0;
+                snprintf(v, sizeof v, "%ld", step);
+                s = st_writer_meta(w, "format", "mirage-train-part");
+                if (s == MG_OK) s = st_writer_meta(w, "step", v);
+                snprintf(v, sizeof v, "%d", part);
+                if (s == MG_OK) s = st_writer_meta(w, "part", v);
+            }
+            char name[ST_MAX_NAME];
+            snprintf(name, sizeof name, "%s/%s", kinds[k], tp->table[i].name);
+            if (s == MG_OK)
+                s = st_writer_add(w, name, ST_F32, tp->table[i].rank, tp->table[i].shape,
+                                  kind_array(tp, k) + tp->offset[i]);
+            in_part += bytes + 256;
+        }
+    }
+    if (w) {
+        if (s == MG_OK) {
+            part_path(pp, sizeof pp, path, step, part);
+            s = st_writer_save(w, pp);
+            part++;
+        }
+        st_writer_free(w);
+    }
+    if (s != MG_OK) return s;
+
+    /* the index, last: from this rename on, the new parts are the checkpoint */
+    if (!(w = st_writer_new())) return mg_fail(MG_ERR_NOMEM, "%s: out of memory", path);
+    s = put_model_meta(w, tp);
+    if (s == MG_OK) s = st_writer_meta(w, "format", "mirage-train"); /* replaces "mirage" */
+    snprintf(v, sizeof v, "%d", CKPT_VERSION);
+    if (s == MG_OK) s = st_writer_meta(w, "ckpt_version", v);
+    if (s == MG_OK) s = st_writer_meta(w, "stage", stage);
+    snprintf(v, sizeof v, "%ld", step);
+    if (s == MG_OK) s = st_writer_meta(w, "step", v);
+    snprintf(v, sizeof v, "%d", part);
+    if (s == MG_OK) s = st_writer_meta(w, "parts", v);
+    for (int i = 0; extra && i < extra->n && s == MG_OK; i++) s = st_writer_meta(w, extra->key[i], extra->val[i]);
+    if (s == MG_OK) s = st_writer_save(w, path);
+    st_writer_free(w);
+    if (s == MG_OK) remove_old_parts(path, step);
+    return s;
+}
+
+/* ---- loading ----------------------------------------------------------------------------- */
+
+static mg_status meta_long(const st_file *f, const char *key, long lo, long hi, long *out) {
+    const char *v = st_meta_get(f, key);
+    if (!v) return mg_fail(MG_ERR_FORMAT, "%s: metadata '%s' missing", f->path, key);
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (errno || *end || end == v || x < lo || x > hi)
+        return mg_fail(MG_ERR_FORMAT, "%s: metadata '%s': expected an integer in [%ld, %ld], found '%s'", f->path,
+                       key, lo, hi, v);
+    *out = x;
+    return MG_OK;
+}
+
+static mg_status meta_num(const st_file *f, const char *key, double lo, double hi, float *out) {
+    const char *v = st_meta_get(f, key);
+    if (!v) return mg_fail(MG_ERR_FORMAT, "%s: metadata '%s' missing", f->path, key);
+    char *end;
+    double x = strtod(v, &end);
+    if (*end || end == v || !(x >= lo && x <= hi))
+        return mg_fail(MG_ERR_FORMAT, "%s: metadata '%s': expected a number in [%g, %g], found '%s'", f->path, key,
+                       lo, hi, v);
+    *out = (float)x;
+    return MG_OK;
+}
+
+/* A train_params of the index's config: the layout comes from params.c through a freshly
+ * initialised weights file (every value is then overwritten from the parts). */
+static mg_status params_for(const st_file *f, train_params *tp) {
+    mg_config c;
+    memset(&c, 0, sizeof c);
+    long x;
+    const char *name = st_meta_get(f, "config");
+    snprintf(c.name, sizeof c.name, "%s", name ? name : "custom");
+#define INT(k, lo, hi, dst) MG_TRY(meta_long(f, k, lo, hi, &x)); dst = (int)x
+    INT("tae_ch", 1, 1024, c.tae_ch);
+    INT("z_ch", 1, 64, c.z_ch);
+    INT("d", 1, 16384, c.d);
+    INT("layers", 1, 256, c.layers);
+    INT("heads", 1, 256, c.heads);
+    INT("patch", 2, 2, c.patch);
+    INT("ring", 0, 64, c.ring);
+#undef INT
+    MG_TRY(meta_num(f, "sigma_ctx", 0, 1, &c.sigma_ctx));
+    MG_TRY(meta_num(f, "shift", 0.01, 100, &c.shift));
+    MG_TRY(meta_num(f, "rope_theta", 1, 1e9, &c.rope_theta));
+    if (c.d % c.heads || (c.d / c.heads) % 2)
+        return mg_fail(MG_ERR_FORMAT, "%s: d=%d is not heads=%d times an even head width", f->path, c.d, c.heads);
+    const char *prompts = st_meta_get(f, "prompts");
+    if (!prompts || strcmp(prompts, MG_DEFAULT_PROMPTS) != 0)
+        return mg_fail(MG_ERR_FORMAT, "%s: metadata 'prompts': expected the default list '%s', found '%s'",
+                       f->path, MG_DEFAULT_PROMPTS, prompts ? prompts : "(none)");
+    char tmp[] = "/tmp/mirage-ckpt-XXXXXX";
+    int fd = mkstemp(tmp);
+    if (fd < 0) return mg_fail(MG_ERR_IO, "cannot create a temporary file: %s", strerror(errno));
+    close(fd);
+    mg_status s = mg_model_init_file(tmp, &c, 0, 0);
+    if (s == MG_OK) s = train_params_load(tp, tmp);
+    unlink(tmp);
+    return s;
+}
+
+mg_status ckpt_load(const char *path, train_params *tp, char stage[8], long *step, ckpt_meta *extra) {
+    memset(tp, 0, sizeof *tp);
+    st_file f;
+    MG_TRY(st_open(&f, path));
+    mg_status s = MG_OK;
+    long version = 0, parts = 0;
+    unsigned char *seen = NULL;
+    const char *fmt = st_meta_get(&f, "format"), *stg = st_meta_get(&f, "stage");
+    if (!fmt || strcmp(fmt, "mirage-train") != 0) {
+        s = mg_fail(MG_ERR_FORMAT, "%s: not a mirage training checkpoint (metadata 'format' is '%s')", path,
+                    fmt ? fmt : "(none)");
+        goto done;
+    }
+    if ((s = meta_long(&f, "ckpt_version", 0, 1 << 30, &version)) != MG_OK) goto done;
+    if (version != CKPT_VERSION) {
+        s = mg_fail(MG_ERR_FORMAT, "%s: checkpoint version %ld is not supported (this build reads %d)", path,
+                    version, CKPT_VERSION);
+        goto done;
+    }
+    if (!stg || (strcmp(stg, "tae") && strcmp(stg, "dit"))) {
+        s = mg_fail(MG_ERR_FORMAT, "%s: metadata 'stage': expected tae or dit, found '%s'", path, stg ? stg : "(none)");
+        goto done;
+    }
+    snprintf(stage, 8, "%s", stg);
+    if ((s = meta_long(&f, "step", 0, 1L << 40, step)) != MG_OK) goto done;
+    if ((s = meta_long(&f, "parts", 1, 100000, &parts)) != MG_OK) goto done;
+    if ((s = params_for(&f, tp)) != MG_OK) goto done;
+    int first = strcmp(stg, "tae") == 0 ? 0 : tp->dit_first, last = strcmp(stg, "tae") == 0 ? tp->dit_first : tp->n_tensors;
+    if (!(seen = calloc((size_t)tp->n_tensors * 4, 1))) {
+        s = mg_fail(MG_ERR_NOMEM, "%s: out of memory", path);
+        goto done;
+    }
+    float *arrays[4] = {tp->param, tp->ema, tp->m, tp->v};
+    for (long p = 0; p < parts && s == MG_OK; p++) {
+        char pp[512];
+        part_path(pp, sizeof pp, path, *step, (int)p);
+        st_file pf;
+        if ((s = st_open(&pf, pp)) != MG_OK) {
+            s = mg_fail(MG_ERR_FORMAT, "%s: part %ld of %ld is missing or damaged: %s", path, p, parts, mg_last_error());
+            break;
+        }
+        long pstep = -1, pidx = -1;
+        const char *pfmt = st_meta_get(&pf, "format");
+        if (!pfmt || strcmp(pfmt, "mirage-train-part") || meta_long(&pf, "step", 0, 1L << 40, &pstep) != MG_OK ||
+            meta_long(&pf, "part", 0, 100000, &pidx) != MG_OK || pstep != *step || pidx != p)
+            s = mg_fail(MG_ERR_FORMAT, "%s: not part %ld of step %ld", pp, p, *step);
+        for (int t = 0; t < pf.n_tensors && s == MG_OK; t++) {
+            const st_tensor *st = &pf.tensors[t];
+            const char *slash = strchr(st->name, '/');
+            int k = -1;
+            for (int q = 0; q < 4 && slash; q++)
+                if ((size_t)(slash - st->name) == strlen(kinds[q]) && !strncmp(st->name, kinds[q], strlen(kinds[q])))
+                    k = q;
+            int i = k >= 0 ? train_params_find(tp, slash + 1) : -1;
+            if (i < 0 || (k > 0 && (i < first || i >= last))) {
+                s = mg_fail(MG_ERR_FORMAT, "%s: unexpected tensor %s", pp, st->name);
+                break;
+            }
+            const wdesc *w = &tp->table[i];
+            int ok = st->dtype == ST_F32 && st->rank == w->rank;
+            for (int r = 0; ok && r < w->rank; r++) ok = st->shape[r] == w->shape[r];
+            if (!ok) {
+                s = mg_fail(MG_ERR_SHAPE, "%s: tensor %s: expected F32 of the shape of %s, found %s rank %d", pp,
+                            st->name, w->name, st_dtype_name(st->dtype), st->rank);
+                break;
+            }
+            if (seen[(size_t)i * 4 + k]) {
+                s = mg_fail(MG_ERR_FORMAT, "%s: tensor %s appears twice", pp, st->name);
+                break;
+            }
+            seen[(size_t)i * 4 + k] = 1;
+            memcpy(arrays[k] + tp->offset[i], st->data, st->numel * sizeof(float));
+        }
+        st_close(&pf);
+    }
+    for (int i = 0; i < tp->n_tensors && s == MG_OK; i++)
+        for (int k = 0; k < 4 && s == MG_OK; k++) {
+            if (k > 0 && (i < first || i >= last)) continue;
+            if (!seen[(size_t)i * 4 + k]) s = mg_fail(MG_ERR_FORMAT, "%s: tensor %s/%s missing", path, kinds[k], tp->table[i].name);
+        }
+    if (s == MG_OK) {
+        /* the frozen network: its EMA is its weights, its moments zero (never updated) */
+        for (int i = 0; i < tp->n_tensors; i++) {
+            if (i >= first && i < last) continue;
+            size_t n = train_params_numel(tp, i);
+            memcpy(tp->ema + tp->offset[i], tp->param + tp->offset[i], n * sizeof(float));
+            memset(tp->m + tp->offset[i], 0, n * sizeof(float));
+            memset(tp->v + tp->offset[i], 0, n * sizeof(float));
+        }
+        memset(tp->grad, 0, tp->count * sizeof(float));
+        if (extra) {
+            memset(extra, 0, sizeof *extra);
+            for (int i = 0; i < f.n_meta; i++) ckpt_meta_set(extra, f.meta[i].key, "%s", f.meta[i].value);
+        }
+    }
+done:
+    free(seen);
+    st_close(&f);
+    if (s != MG_OK && tp->mem) train_params_free(tp);
+    return s;
+}

@@ -1,0 +1,723 @@
+/* The training loop: see trainer.h and docs/TRAINING.md. One function, trainer_run, reads top to
+ * bottom: set up (state, data, batches, device), then per step: take the prepared batch, ask
+ * for the next one, forward/backward, clip, AdamW, EMA, log; now and then validate, write
+ * samples and a checkpoint; stop at the end, at the time limit or on a signal, always with a
+ * checkpoint and the model file written. */
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/status.h"
+#include "core/timing.h"
+#include "eval/degrade.h"
+#include "eval/files.h"
+#include "model/forward.h"
+#include "ops/cpu/parallel.h"
+#include "train/checkpoint.h"
+#include "train/trainer.h"
+#ifdef MG_HAVE_CUDA
+#include "cuda/cuda_train.h"
+#endif
+#ifdef MG_HAVE_OPENMP
+#include <omp.h>
+#endif
+
+#define VAL_SEED 0x76616c69646174ull /* "validat": validation batches do not depend on --seed */
+
+train_opts train_opts_default(train_stage stage) {
+    train_opts o;
+    memset(&o, 0, sizeof o);
+    o.stage = stage;
+    o.steps = 2000;
+    o.batch = stage == STAGE_TAE ? 8 : 4;
+    o.size = 128;
+    o.frames = 6;
+    o.window = 0; /* the model's ring */
+    o.val_clips = 8;
+    o.hist_aug = 1;
+    o.lr = stage == STAGE_TAE ? 1e-3f : 3e-4f;
+    o.lr_min = 0.1f * o.lr;
+    o.clip = 1.0f;
+    o.ema = 0.999f;
+    o.prompt_dropout = 0.1f;
+    o.weight_decay = stage == STAGE_TAE ? 0.0f : 0.05f;
+    o.warmup = 100;
+    o.val_every = 200;
+    o.sample_every = 500;
+    o.ckpt_every = 200;
+    o.log_every = 1;
+    o.device = MG_DEVICE_CPU;
+    o.dtype = ST_F32;
+    o.part_bytes = (size_t)15 << 20;
+    o.sample_steps = 2;
+    return o;
+}
+
+/* ---- FLOPs ------------------------------------------------------------------------------- */
+
+static double conv_flops(int H, int W, int ci, int co) { return 2.0 * 9.0 * ci * co * (double)H * W; }
+
+double train_step_flops(train_stage stage, const mg_config *c, int B, int T, int S, int window) {
+    double f = 0.0;
+    if (stage == STAGE_TAE) {
+        int C = c->tae_ch, Z = c->z_ch;
+        /* encoder */
+        f += conv_flops(S, S, 3, C) + 3 * conv_flops(S, S, C, C);
+        for (int r = 2; r <= 8; r *= 2) f += conv_flops(S / r, S / r, C, C) * (1 + 9);
+        f += conv_flops(S / 8, S / 8, C, Z);
+        /* decoder */
+        f += conv_flops(S / 8, S / 8, Z, C) + 9 * conv_flops(S / 8, S / 8, C, C);
+        f += conv_flops(S / 4, S / 4, C, C) * (1 + 9) + conv_flops(S / 2, S / 2, C, C) * (1 + 9);
+        f += conv_flops(S, S, C, C) * (1 + 3) + conv_flops(S, S, C, 3);
+        return 3.0 * f * B;
+    }
+    double d = c->d, N = (double)(S / 16) * (S / 16), zpp = (double)c->z_ch * c->patch * c->patch;
+    double keys = 0.0; /* sum over frames of the keys each frame's queries see */
+    for (int t = 0; t < T; t++) keys += ((t < window ? t : window) + 1) * N;
+    double per_layer = 24.0 * d * d * N * T + 4.0 * d * N * keys + 12.0 * d * d * T;
+    f = c->layers * per_layer + 2.0 * 2 * zpp * d * N * T + 2.0 * d * zpp * N * T + 4.0 * d * d * T +
+        2.0 * (256.0 * d + d * d) * T;
+    return 3.0 * f * B;
+}
+
+/* ---- the prefetching thread -------------------------------------------------------------- */
+
+typedef struct prefetch {
+    pthread_t th;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int started, quit;
+    long want_step;   /* the step to make, or LONG_MIN when idle */
+    int want_buf;
+    int done_buf;     /* the buffer finished last, -1 while working */
+    mg_status status;
+    char msg[512];
+    train_batch *bufs; /* [2] */
+    const batch_cfg *bc;
+    dataset *ds;
+    const mg_model *frozen; /* CPU dit: encode here; NULL: the main thread encodes */
+} prefetch;
+
+static void *prefetch_main(void *arg) {
+    prefetch *p = arg;
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        while (!p->quit && p->want_buf < 0) pthread_cond_wait(&p->cv, &p->mu);
+        if (p->quit) break;
+        int buf = p->want_buf;
+        long step = p->want_step;
+        p->want_buf = -1;
+        pthread_mutex_unlock(&p->mu);
+        train_batch *b = &p->bufs[buf];
+        mg_status s = batch_sample(b, p->bc, p->ds, step);
+        if (s == MG_OK && p->frozen) s = batch_encode_cpu(b, p->bc, p->frozen);
+        pthread_mutex_lock(&p->mu);
+        p->status = s;
+        if (s != MG_OK) snprintf(p->msg, sizeof p->msg, "%s", mg_last_error());
+        p->done_buf = buf;
+        pthread_cond_broadcast(&p->cv);
+    }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+static void prefetch_request(prefetch *p, long step, int buf) {
+    pthread_mutex_lock(&p->mu);
+    p->want_step = step;
+    p->want_buf = buf;
+    p->done_buf = -1;
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+}
+
+static mg_status prefetch_wait(prefetch *p, int *buf) {
+    pthread_mutex_lock(&p->mu);
+    while (p->done_buf < 0) pthread_cond_wait(&p->cv, &p->mu);
+    *buf = p->done_buf;
+    mg_status s = p->status;
+    pthread_mutex_unlock(&p->mu);
+    if (s != MG_OK) return mg_fail(s, "%s", p->msg);
+    return MG_OK;
+}
+
+static void prefetch_stop(prefetch *p) {
+    if (!p->started) return;
+    pthread_mutex_lock(&p->mu);
+    p->quit = 1;
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    pthread_join(p->th, NULL);
+    p->started = 0;
+}
+
+/* ---- signals ----------------------------------------------------------------------------- */
+
+static volatile sig_atomic_t stop_signal = 0;
+static void on_signal(int sig) { stop_signal = sig; }
+
+/* ---- helpers ----------------------------------------------------------------------------- */
+
+static void ema_update(train_params *tp, int first, int last, float decay) {
+    size_t a = tp->offset[first], n = tp->offset[last] - a;
+    float *e = tp->ema + a;
+    const float *p = tp->param + a;
+    MG_OMP(omp parallel for schedule(static) if (n > MG_OMP_MIN_ELEMS))
+    for (size_t k = 0; k < n; k++) e[k] = decay * e[k] + (1.0f - decay) * p[k];
+}
+
+/* The EMA's decay at a step: short runs would otherwise ship mostly the initial weights. */
+static float ema_decay(float ema, long step) {
+    float warm = (float)(1.0 + step) / (float)(10.0 + step);
+    return ema < warm ? ema : warm;
+}
+
+static void fmt_eta(char *buf, size_t n, double s) {
+    if (!(s >= 0) || s > 1e8) s = 0;
+    long t = (long)(s + 0.5);
+    snprintf(buf, n, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
+}
+
+static mg_status load_ema_model(const train_params *tp, mg_model **out) {
+    char tmp[] = "/tmp/mirage-train-ema-XXXXXX";
+    int fd = mkstemp(tmp);
+    if (fd < 0) return mg_fail(MG_ERR_IO, "cannot create a temporary file: %s", strerror(errno));
+    close(fd);
+    mg_status s = ckpt_write_model(tmp, tp, tp->ema, ST_F32);
+    if (s == MG_OK) s = mg_model_load(tmp, out);
+    unlink(tmp); /* the mapping stays valid */
+    return s;
+}
+
+static mg_status load_param_model(const train_params *tp, mg_model **out) {
+    char tmp[] = "/tmp/mirage-train-frozen-XXXXXX";
+    int fd = mkstemp(tmp);
+    if (fd < 0) return mg_fail(MG_ERR_IO, "cannot create a temporary file: %s", strerror(errno));
+    close(fd);
+    mg_status s = ckpt_write_model(tmp, tp, tp->param, ST_F32);
+    if (s == MG_OK) s = mg_model_load(tmp, out);
+    unlink(tmp);
+    return s;
+}
+
+/* Samples: one PNG per call, a row per frame: model input | model output | target. stage tae:
+ * the EMA autoencoder's reconstruction; stage dit: the EMA model streamed frame by frame
+ * (mg_stream, the real inference) over a validation clip with its prompt. */
+static mg_status write_samples(const train_opts *o, const char *dir, const train_params *tp, const batch_cfg *bc,
+                               const train_batch *vb, long step) {
+    mg_model *m;
+    MG_TRY(load_ema_model(tp, &m));
+    int S = vb->S, T = vb->T, rows = bc->stage == STAGE_TAE ? (vb->B < 4 ? vb->B : 4) : T;
+    size_t px = (size_t)S * S * 3;
+    uint8_t *img = calloc((size_t)rows * 3 * px, 1), *out = malloc(px);
+    float *f = malloc(px * sizeof(float) * 2), *lat = malloc((size_t)(S / 8) * (S / 8) * tp->cfg.z_ch * sizeof(float));
+    float *work = malloc(tae_work_floats(&tp->cfg, S, S) * sizeof(float));
+    mg_status s = MG_OK;
+    mg_stream *st = NULL;
+    if (!img || !out || !f || !lat || !work) {
+        s = mg_fail(MG_ERR_NOMEM, "samples: out of memory");
+        goto done;
+    }
+    const char *prompt = bc->prompts[vb->item[0].prompt];
+    if (bc->stage == STAGE_DIT) {
+        mg_stream_opts so = mg_stream_opts_default();
+        so.width = so.height = S;
+        so.steps = o->sample_steps;
+        so.ring = bc->window;
+        so.seed = 1;
+        so.prompt = prompt;
+        so.device = MG_DEVICE_CPU;
+        if ((s = mg_stream_new(m, &so, &st)) != MG_OK) goto done;
+    }
+    for (int r = 0; r < rows; r++) {
+        const uint8_t *in = vb->in_rgb + (size_t)r * px, *tgt = bc->stage == STAGE_TAE ? in : vb->tgt_rgb + (size_t)r * px;
+        if (bc->stage == STAGE_TAE) {
+            for (size_t k = 0; k < px; k++) f[k] = in[k] * (1.0f / 255.0f);
+            tae_encode(m, lat, f, work, S, S);
+            tae_decode(m, f + px, lat, work, S, S);
+            for (size_t k = 0; k < px; k++) {
+                float v = f[px + k] < 0 ? 0 : f[px + k] > 1 ? 1 : f[px + k];
+                out[k] = (uint8_t)lrintf(255.0f * v);
+            }
+        } else if ((s = mg_stream_step(st, in, out)) != MG_OK) {
+            goto done;
+        }
+        const uint8_t *cols[3] = {in, out, tgt};
+        for (int y = 0; y < S; y++)
+            for (int c = 0; c < 3; c++)
+                memcpy(img + (((size_t)r * S + y) * 3 * S + (size_t)c * S) * 3, cols[c] + (size_t)y * S * 3, (size_t)S * 3);
+    }
+    char path[4200];
+    snprintf(path, sizeof path, "%s/step_%06ld%s%s.png", dir, step, bc->stage == STAGE_DIT ? "_" : "",
+             bc->stage == STAGE_DIT ? prompt : "");
+    for (char *p = strrchr(path, '/') + 1; *p; p++)
+        if (*p == ':') *p = '-';
+    if ((s = files_mkdir_p(dir)) == MG_OK) s = image_write_png(path, img, 3 * S, rows * S);
+    if (s == MG_OK) printf("sample step %ld -> %s (input | output | target%s)\n", step, path,
+                           bc->stage == STAGE_DIT ? ", streamed" : "");
+done:
+    if (st) mg_stream_free(st);
+    free(img), free(out), free(f), free(lat), free(work);
+    mg_model_free(m);
+    return s;
+}
+
+/* ---- the run ----------------------------------------------------------------------------- */
+
+typedef struct run {
+    const train_opts *o;
+    train_opts fx;          /* the options in force (the checkpoint's on resume) */
+    train_params tp;
+    int have_tp, first, last;
+    batch_cfg bc, vbc;
+    dataset *ds, *vds;
+    train_batch bufs[2], vbuf;
+    prefetch pf;
+    mg_model *frozen;
+    tae_train tt;
+    dit_train dt;
+    dit_clip *clips;
+    int have_tt, have_dt;
+    char ckpt[4096], samples[4096];
+#ifdef MG_HAVE_CUDA
+    cuda_params cp;
+    cuda_tae_train *ctt;
+    cuda_dit_train *cdt;
+    int have_cp;
+#endif
+    float *losses;
+} run;
+
+static const char *stage_name(train_stage s) { return s == STAGE_TAE ? "tae" : "dit"; }
+
+static void fixed_meta(const run *r, ckpt_meta *cm) {
+    const train_opts *f = &r->fx;
+    memset(cm, 0, sizeof *cm);
+    ckpt_meta_set(cm, "train_seed", "%llu", (unsigned long long)f->seed);
+    ckpt_meta_set(cm, "train_steps", "%ld", f->steps);
+    ckpt_meta_set(cm, "train_batch", "%d", f->batch);
+    ckpt_meta_set(cm, "train_size", "%d", f->size);
+    ckpt_meta_set(cm, "train_frames", "%d", f->frames);
+    ckpt_meta_set(cm, "train_window", "%d", f->window);
+    ckpt_meta_set(cm, "train_lr", "%.9g", f->lr);
+    ckpt_meta_set(cm, "train_lr_min", "%.9g", f->lr_min);
+    ckpt_meta_set(cm, "train_warmup", "%ld", f->warmup);
+    ckpt_meta_set(cm, "train_clip", "%.9g", f->clip);
+    ckpt_meta_set(cm, "train_ema", "%.9g", f->ema);
+    ckpt_meta_set(cm, "train_weight_decay", "%.9g", f->weight_decay);
+    ckpt_meta_set(cm, "train_hist_aug", "%d", f->hist_aug);
+    ckpt_meta_set(cm, "train_prompt_dropout", "%.9g", f->prompt_dropout);
+    ckpt_meta_set(cm, "train_val_clips", "%d", f->val_clips);
+}
+
+/* Takes the run-shaping options from the checkpoint; an explicit different value is an error. */
+static mg_status adopt_fixed(run *r, const ckpt_meta *cm) {
+    train_opts *f = &r->fx;
+    const char *v;
+    char mine[128];
+#define ADOPT(bit, key, flag, fmtc, field, parse)                                                              \
+    if (!(v = ckpt_meta_get(cm, key))) return mg_fail(MG_ERR_FORMAT, "%s: metadata '%s' missing", r->ckpt, key); \
+    snprintf(mine, sizeof mine, fmtc, field);                                                                  \
+    if ((r->o->given & (bit)) && strcmp(mine, v) != 0)                                                          \
+        return mg_fail(MG_ERR_ARG, "%s %s differs from the checkpoint's %s (it shapes the run; drop it or start a new run)", flag, mine, v); \
+    field = parse;
+    unsigned long long seed = (unsigned long long)f->seed;
+    ADOPT(TO_SEED, "train_seed", "--seed", "%llu", seed, strtoull(v, NULL, 10));
+    f->seed = (uint64_t)seed;
+    ADOPT(TO_STEPS, "train_steps", "--steps", "%ld", f->steps, strtol(v, NULL, 10));
+    ADOPT(TO_BATCH, "train_batch", "--batch", "%d", f->batch, (int)strtol(v, NULL, 10));
+    ADOPT(TO_SIZE, "train_size", "--size", "%d", f->size, (int)strtol(v, NULL, 10));
+    ADOPT(TO_FRAMES, "train_frames", "--frames", "%d", f->frames, (int)strtol(v, NULL, 10));
+    ADOPT(TO_WINDOW, "train_window", "--window", "%d", f->window, (int)strtol(v, NULL, 10));
+    ADOPT(TO_LR, "train_lr", "--lr", "%.9g", f->lr, strtof(v, NULL));
+    ADOPT(TO_LR_MIN, "train_lr_min", "--lr-min", "%.9g", f->lr_min, strtof(v, NULL));
+    ADOPT(TO_WARMUP, "train_warmup", "--warmup", "%ld", f->warmup, strtol(v, NULL, 10));
+    ADOPT(TO_CLIP, "train_clip", "--clip", "%.9g", f->clip, strtof(v, NULL));
+    ADOPT(TO_EMA, "train_ema", "--ema", "%.9g", f->ema, strtof(v, NULL));
+    ADOPT(TO_WD, "train_weight_decay", "--weight-decay", "%.9g", f->weight_decay, strtof(v, NULL));
+    ADOPT(TO_HIST_AUG, "train_hist_aug", "--hist-aug", "%d", f->hist_aug, (int)strtol(v, NULL, 10));
+    ADOPT(TO_DROPOUT, "train_prompt_dropout", "--prompt-dropout", "%.9g", f->prompt_dropout, strtof(v, NULL));
+    ADOPT(TO_VAL_CLIPS, "train_val_clips", "--val-clips", "%d", f->val_clips, (int)strtol(v, NULL, 10));
+#undef ADOPT
+    if (f->steps < 1 || f->batch < 1 || f->size < 16 || f->size % 16 || f->frames < 1 || f->frames > 64 ||
+        f->window < 1 || f->val_clips < 0)
+        return mg_fail(MG_ERR_FORMAT, "%s: the run's options in the metadata are out of range", r->ckpt);
+    return MG_OK;
+}
+
+static mg_status save_all(run *r, long step, double *ms) {
+    double t0 = mg_now_ms();
+#ifdef MG_HAVE_CUDA
+    if (r->have_cp) MG_TRY(cuda_params_download(&r->cp, &r->tp));
+#endif
+    ckpt_meta cm;
+    fixed_meta(r, &cm);
+    MG_TRY(ckpt_save(r->ckpt, &r->tp, r->first, r->last, stage_name(r->fx.stage), step, &cm, r->o->part_bytes));
+    MG_TRY(ckpt_write_model(r->o->out, &r->tp, r->tp.ema, r->o->dtype));
+    *ms = mg_now_ms() - t0;
+    printf("ckpt step %ld -> %s (%.1f MiB in parts of <= %.0f MiB) + %s (%.1f MiB %s) in %.0f ms\n", step, r->ckpt,
+           ckpt_bytes(&r->tp, r->first, r->last) / 1048576.0, r->o->part_bytes / 1048576.0, r->o->out,
+           ckpt_model_bytes(&r->tp, r->o->dtype) / 1048576.0, st_dtype_name(r->o->dtype), *ms);
+    fflush(stdout);
+    return MG_OK;
+}
+
+/* Encodes a prepared dit batch on the device (GPU runs), then applies history augmentation. */
+static mg_status encode_device(run *r, train_batch *b) {
+#ifdef MG_HAVE_CUDA
+    size_t px = (size_t)b->S * b->S * 3, lat = (size_t)b->lh * b->lw * b->Z;
+    int n = b->B * b->T;
+    for (int k = 0; k < n; k += b->B) {
+        int c = n - k < b->B ? n - k : b->B;
+        MG_TRY(cuda_tae_encode(r->ctt, b->in_rgb + k * px, c, b->S, b->S, b->cond + k * lat));
+        MG_TRY(cuda_tae_encode(r->ctt, b->tgt_rgb + k * px, c, b->S, b->S, b->x0 + k * lat));
+    }
+    for (int i = 0; i < b->B; i++)
+        if (b->item[i].dream) memset(b->cond + (size_t)i * b->T * lat, 0, (size_t)b->T * lat * sizeof(float));
+    batch_finish(b, &r->bc);
+    return MG_OK;
+#else
+    (void)r, (void)b;
+    return mg_fail(MG_ERR_UNSUPPORTED, "this build has no CUDA");
+#endif
+}
+
+/* Loss of one batch; train = 1 also accumulates gradients (scaled by 1/B). */
+static mg_status batch_loss(run *r, train_batch *b, int train, double *loss) {
+    int B = b->B;
+    float inv = 1.0f / (float)B;
+    double sum = 0.0;
+    if (r->fx.device == MG_DEVICE_CUDA) {
+#ifdef MG_HAVE_CUDA
+        if (r->fx.stage == STAGE_TAE) {
+            if (train) MG_TRY(cuda_tae_train_step(r->ctt, b->img, B, b->S, b->S, inv, r->losses));
+            else MG_TRY(cuda_tae_train_loss(r->ctt, b->img, B, b->S, b->S, r->losses));
+        } else {
+            batch_clips(b, &r->bc, r->clips);
+            if (train) MG_TRY(cuda_dit_train_step(r->cdt, r->clips, B, inv, r->losses));
+            else MG_TRY(cuda_dit_train_loss(r->cdt, r->clips, B, r->losses));
+        }
+        for (int i = 0; i < B; i++) sum += r->losses[i];
+#endif
+    } else if (r->fx.stage == STAGE_TAE) {
+        size_t px = (size_t)b->S * b->S * 3;
+        for (int i = 0; i < B; i++) {
+            float l;
+            MG_TRY(tae_train_forward(&r->tt, b->img + i * px, b->S, b->S, &l));
+            if (train) MG_TRY(tae_train_backward(&r->tt, inv));
+            sum += l;
+        }
+    } else {
+        batch_clips(b, &r->bc, r->clips);
+        for (int i = 0; i < B; i++) {
+            float l;
+            MG_TRY(dit_train_forward(&r->dt, &r->clips[i], &l));
+            if (train) MG_TRY(dit_train_backward(&r->dt, inv));
+            sum += l;
+        }
+    }
+    *loss = sum / B;
+    return MG_OK;
+}
+
+static mg_status validate(run *r, long step) {
+    if (!r->vds || r->fx.val_clips <= 0) return MG_OK;
+    double t0 = mg_now_ms(), sum = 0.0;
+    int nb = (r->fx.val_clips + r->fx.batch - 1) / r->fx.batch;
+    for (int k = 0; k < nb; k++) {
+        MG_TRY(batch_sample(&r->vbuf, &r->vbc, r->vds, -1 - k));
+        if (r->fx.stage == STAGE_DIT) {
+            if (r->fx.device == MG_DEVICE_CUDA) MG_TRY(encode_device(r, &r->vbuf));
+            else MG_TRY(batch_encode_cpu(&r->vbuf, &r->vbc, r->frozen));
+        }
+        double l;
+        MG_TRY(batch_loss(r, &r->vbuf, 0, &l));
+        sum += l;
+    }
+    printf("val  step %ld | loss %.9g | %d clips | %.0f ms\n", step, sum / nb, nb * r->fx.batch, mg_now_ms() - t0);
+    fflush(stdout);
+    return MG_OK;
+}
+
+static mg_status samples(run *r, long step) {
+    if (!r->vds) return MG_OK;
+    /* validation batch 0, whose first item gives the prompt */
+    MG_TRY(batch_sample(&r->vbuf, &r->vbc, r->vds, -1));
+#ifdef MG_HAVE_CUDA
+    if (r->have_cp) MG_TRY(cuda_params_download(&r->cp, &r->tp));
+#endif
+    return write_samples(r->o, r->samples, &r->tp, &r->vbc, &r->vbuf, step);
+}
+
+static void run_free(run *r) {
+    prefetch_stop(&r->pf);
+#ifdef MG_HAVE_CUDA
+    if (r->cdt) cuda_dit_train_free(r->cdt);
+    if (r->ctt) cuda_tae_train_free(r->ctt);
+    if (r->have_cp) cuda_params_free(&r->cp);
+#endif
+    if (r->have_tt) tae_train_free(&r->tt);
+    if (r->have_dt) dit_train_free(&r->dt);
+    batch_free(&r->bufs[0]);
+    batch_free(&r->bufs[1]);
+    batch_free(&r->vbuf);
+    if (r->frozen) mg_model_free(r->frozen);
+    if (r->ds) dataset_close(r->ds);
+    if (r->vds) dataset_close(r->vds);
+    if (r->have_tp) train_params_free(&r->tp);
+    free(r->clips);
+    free(r->losses);
+}
+
+static void derive_path(char *buf, size_t n, const char *given, const char *out, const char *suffix) {
+    if (given) {
+        snprintf(buf, n, "%s", given);
+        return;
+    }
+    size_t len = strlen(out);
+    const char *ext = ".safetensors";
+    if (len > strlen(ext) && !strcmp(out + len - strlen(ext), ext)) len -= strlen(ext);
+    snprintf(buf, n, "%.*s%s", (int)len, out, suffix);
+}
+
+static mg_status setup(run *r, long *start) {
+    const train_opts *o = r->o;
+    r->fx = *o;
+    derive_path(r->ckpt, sizeof r->ckpt, o->ckpt, o->out, ".ckpt");
+    derive_path(r->samples, sizeof r->samples, o->samples, o->out, ".samples");
+    *start = 0;
+    /* the state: the checkpoint, or the initial weights */
+    int resumed = 0;
+    if (o->resume && access(r->ckpt, F_OK) == 0) {
+        char stage[8];
+        ckpt_meta cm;
+        MG_TRY(ckpt_load(r->ckpt, &r->tp, stage, start, &cm));
+        r->have_tp = 1;
+        if (strcmp(stage, stage_name(o->stage)) != 0)
+            return mg_fail(MG_ERR_ARG, "%s is a checkpoint of stage %s, not %s", r->ckpt, stage, stage_name(o->stage));
+        MG_TRY(adopt_fixed(r, &cm));
+        resumed = 1;
+        printf("resume: %s at step %ld\n", r->ckpt, *start);
+    } else {
+        if (o->resume) printf("resume: no checkpoint at %s yet: starting from the beginning\n", r->ckpt);
+        if (o->init) {
+            MG_TRY(train_params_load(&r->tp, o->init));
+        } else {
+            mg_config cfg;
+            MG_TRY(mg_config_named(o->config ? o->config : "tiny", &cfg));
+            char tmp[] = "/tmp/mirage-train-init-XXXXXX";
+            int fd = mkstemp(tmp);
+            if (fd < 0) return mg_fail(MG_ERR_IO, "cannot create a temporary file: %s", strerror(errno));
+            close(fd);
+            mg_status s = mg_model_init_file(tmp, &cfg, r->fx.seed, 0);
+            if (s == MG_OK) s = train_params_load(&r->tp, tmp);
+            unlink(tmp);
+            MG_TRY(s);
+        }
+        r->have_tp = 1;
+        if (r->fx.window <= 0) r->fx.window = r->tp.cfg.ring > 0 ? r->tp.cfg.ring : 3;
+    }
+    train_opts *f = &r->fx;
+    if (f->stage == STAGE_TAE) f->frames = 1;
+    if (*start > f->steps) return mg_fail(MG_ERR_ARG, "%s: checkpoint at step %ld is past --steps %ld", r->ckpt, *start, f->steps);
+    r->first = f->stage == STAGE_TAE ? 0 : r->tp.dit_first;
+    r->last = f->stage == STAGE_TAE ? r->tp.dit_first : r->tp.n_tensors;
+
+    /* data */
+    MG_TRY(dataset_open(&r->ds, o->data, "train"));
+    if (dataset_open(&r->vds, o->data, "val") != MG_OK) {
+        printf("data: no validation split in %s (%s): no validation loss or samples\n", o->data, mg_last_error());
+        r->vds = NULL;
+    }
+    printf("data: %s: train %d sources, %ld video frames, %d photos", o->data, dataset_sources(r->ds),
+           dataset_video_frames(r->ds), dataset_photos(r->ds));
+    if (r->vds)
+        printf("; val %d sources, %ld video frames, %d photos", dataset_sources(r->vds), dataset_video_frames(r->vds),
+               dataset_photos(r->vds));
+    printf("\n");
+
+    /* batches */
+    memset(&r->bc, 0, sizeof r->bc);
+    r->bc.stage = f->stage;
+    r->bc.B = f->batch, r->bc.T = f->frames, r->bc.S = f->size, r->bc.window = f->window;
+    r->bc.hist_aug = f->hist_aug, r->bc.prompt_dropout = f->prompt_dropout, r->bc.seed = f->seed;
+    batch_cfg_from_params(&r->bc, &r->tp);
+    r->vbc = r->bc;
+    r->vbc.seed = VAL_SEED;
+    MG_TRY(batch_alloc(&r->bufs[0], &r->bc));
+    MG_TRY(batch_alloc(&r->bufs[1], &r->bc));
+    MG_TRY(batch_alloc(&r->vbuf, &r->vbc));
+    r->clips = calloc((size_t)f->batch, sizeof *r->clips);
+    r->losses = calloc((size_t)f->batch, sizeof *r->losses);
+    if (!r->clips || !r->losses) return mg_fail(MG_ERR_NOMEM, "out of memory");
+    int lh = f->size / 8;
+
+    /* compute */
+    if (f->device == MG_DEVICE_CUDA) {
+#ifdef MG_HAVE_CUDA
+        MG_TRY(cuda_params_new(&r->cp, &r->tp));
+        r->have_cp = 1;
+        MG_TRY(cuda_tae_train_new(&r->ctt, &r->cp, f->batch, f->size, f->size));
+        if (f->stage == STAGE_DIT) MG_TRY(cuda_dit_train_new(&r->cdt, &r->cp, f->batch, f->frames, lh, lh));
+        printf("device: %s\n", cuda_params_device_name(&r->cp));
+#else
+        return mg_fail(MG_ERR_UNSUPPORTED, "--device cuda: this build has no CUDA (built without nvcc)");
+#endif
+    } else if (f->stage == STAGE_TAE) {
+        MG_TRY(tae_train_init(&r->tt, &r->tp, f->size, f->size));
+        r->have_tt = 1;
+    } else {
+        MG_TRY(dit_train_init(&r->dt, &r->tp, f->frames, lh, lh));
+        r->have_dt = 1;
+    }
+    if (f->stage == STAGE_DIT && f->device == MG_DEVICE_CPU) MG_TRY(load_param_model(&r->tp, &r->frozen));
+
+    size_t n_trained = r->tp.offset[r->last] - r->tp.offset[r->first];
+    printf("train %s: config %s (%s), %zu trained floats, steps %ld, batch %d x %d frame%s of %dx%d, window %d\n",
+           stage_name(f->stage), r->tp.cfg.name, resumed ? r->ckpt : o->init ? o->init : "fresh init", n_trained,
+           f->steps, f->batch, f->frames, f->frames > 1 ? "s" : "", f->size, f->size, f->window);
+    printf("  lr %.3g -> %.3g (warm-up %ld, cosine), AdamW wd %.3g, clip %.3g, ema %.4g, seed %llu", f->lr, f->lr_min,
+           f->warmup, f->weight_decay, f->clip, f->ema, (unsigned long long)f->seed);
+    if (f->stage == STAGE_DIT) printf(", hist-aug %d, prompt-dropout %.3g", f->hist_aug, f->prompt_dropout);
+    printf("\n  checkpoint %s (%.1f MiB), model %s (%.1f MiB %s), samples %s/\n", r->ckpt,
+           ckpt_bytes(&r->tp, r->first, r->last) / 1048576.0, o->out, ckpt_model_bytes(&r->tp, o->dtype) / 1048576.0,
+           st_dtype_name(o->dtype), r->samples);
+    printf("  memory: training state %.1f MiB, batches %.1f MiB\n", r->tp.mem_bytes / 1048576.0,
+           (r->bufs[0].mem_bytes * 2 + r->vbuf.mem_bytes) / 1048576.0);
+    fflush(stdout);
+    return MG_OK;
+}
+
+mg_status trainer_run(const train_opts *o) {
+    if (!o->data || !o->out) return mg_fail(MG_ERR_ARG, "train: --data and --out are required");
+#ifdef MG_HAVE_OPENMP
+    if (o->threads > 0) omp_set_num_threads(o->threads);
+#endif
+    run r;
+    memset(&r, 0, sizeof r);
+    r.o = o;
+    long step;
+    mg_status s = setup(&r, &step);
+    if (s != MG_OK) {
+        run_free(&r);
+        return s;
+    }
+    train_opts *f = &r.fx;
+    adamw_opts ao = adamw_defaults();
+    ao.weight_decay = f->weight_decay;
+    int threads = 1;
+#ifdef MG_HAVE_OPENMP
+    threads = omp_get_max_threads();
+#endif
+    double peak = o->peak_tflops > 0 ? o->peak_tflops : f->device == MG_DEVICE_CUDA ? 989.0 : 0.15 * threads;
+    double flops = train_step_flops(f->stage, &r.tp.cfg, f->batch, f->frames, f->size, f->window);
+    printf("  %.3g GFLOP per step; MFU against %.4g TFLOP/s (%s)\n", flops / 1e9, peak,
+           o->peak_tflops > 0 ? "--peak-tflops" : f->device == MG_DEVICE_CUDA ? "H100 SXM dense bf16" : "0.15 a CPU thread, fp32");
+
+    struct sigaction sa, old_int, old_term;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
+    stop_signal = 0;
+
+    /* the prefetching thread: makes step+1's batch while step trains */
+    prefetch *p = &r.pf;
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->cv, NULL);
+    p->bufs = r.bufs, p->bc = &r.bc, p->ds = r.ds, p->want_buf = -1, p->done_buf = -1;
+    p->frozen = f->stage == STAGE_DIT && f->device == MG_DEVICE_CPU ? r.frozen : NULL;
+    if (step < f->steps) {
+        if (pthread_create(&p->th, NULL, prefetch_main, p) != 0) {
+            s = mg_fail(MG_ERR_NOMEM, "cannot start the batch thread");
+            goto out;
+        }
+        p->started = 1;
+        prefetch_request(p, step, 0);
+    }
+
+    double t_start = mg_now_ms(), ckpt_ms = 2000.0, avg_ms = 0.0;
+    long step0 = step, last_saved = -1;
+    const char *why = NULL;
+    while (step < f->steps) {
+        double t0 = mg_now_ms();
+        int buf;
+        if ((s = prefetch_wait(p, &buf)) != MG_OK) goto out;
+        if (step + 1 < f->steps) prefetch_request(p, step + 1, 1 - buf);
+        double t_data = mg_now_ms() - t0;
+        train_batch *b = &r.bufs[buf];
+        if (f->stage == STAGE_DIT && f->device == MG_DEVICE_CUDA && (s = encode_device(&r, b)) != MG_OK) goto out;
+
+        double loss, gnorm = 0.0;
+        float lr = lr_schedule(step, f->warmup, f->steps, f->lr, f->lr_min);
+        float decay = ema_decay(f->ema, step);
+        if (f->device == MG_DEVICE_CUDA) {
+#ifdef MG_HAVE_CUDA
+            if ((s = cuda_zero_grad(&r.cp, r.first, r.last)) != MG_OK) goto out;
+            if ((s = batch_loss(&r, b, 1, &loss)) != MG_OK) goto out;
+            if ((s = cuda_grad_clip(&r.cp, r.first, r.last, f->clip > 0 ? f->clip : 1e30, &gnorm)) != MG_OK) goto out;
+            if ((s = cuda_adamw_step(&r.cp, r.first, r.last, step + 1, lr, &ao)) != MG_OK) goto out;
+            if ((s = cuda_ema_update(&r.cp, r.first, r.last, decay)) != MG_OK) goto out;
+            if ((s = cuda_params_sync(&r.cp)) != MG_OK) goto out;
+#endif
+        } else {
+            train_zero_grad(&r.tp, r.first, r.last);
+            if ((s = batch_loss(&r, b, 1, &loss)) != MG_OK) goto out;
+            gnorm = f->clip > 0 ? grad_clip(&r.tp, r.first, r.last, f->clip) : grad_global_norm(&r.tp, r.first, r.last);
+            adamw_step(&r.tp, r.first, r.last, step + 1, lr, &ao);
+            ema_update(&r.tp, r.first, r.last, decay);
+        }
+        if (!isfinite(loss)) {
+            s = mg_fail(MG_ERR_ARG, "step %ld: the loss is %g: stopping without a checkpoint (the last good one is "
+                        "%s; try a lower --lr)", step + 1, loss, r.ckpt);
+            goto out;
+        }
+        step++;
+        double ms = mg_now_ms() - t0;
+        avg_ms = step - step0 == 1 ? ms : 0.9 * avg_ms + 0.1 * ms;
+        if (f->log_every > 0 && (step % f->log_every == 0 || step == f->steps || step == step0 + 1)) {
+            char eta[32];
+            fmt_eta(eta, sizeof eta, (f->steps - step) * avg_ms / 1000.0);
+            printf("step %ld/%ld | loss %.9g | gnorm %.4g | lr %.3e | %.1f ms (data %.1f) | MFU %.2f%% | ETA %s\n", step,
+                   f->steps, loss, gnorm, lr, ms, t_data, 100.0 * flops / (ms * 1e-3) / (peak * 1e12), eta);
+            fflush(stdout);
+        }
+        if (o->val_every > 0 && step % o->val_every == 0 && (s = validate(&r, step)) != MG_OK) goto out;
+        if (o->sample_every > 0 && step % o->sample_every == 0 && (s = samples(&r, step)) != MG_OK) goto out;
+        if (o->ckpt_every > 0 && step % o->ckpt_every == 0 && step < f->steps) {
+            if ((s = save_all(&r, step, &ckpt_ms)) != MG_OK) goto out;
+            last_saved = step;
+        }
+        if (stop_signal) {
+            why = stop_signal == SIGINT ? "interrupted (SIGINT)" : "terminated (SIGTERM)";
+            break;
+        }
+        double elapsed = (mg_now_ms() - t_start) / 1000.0;
+        if (o->time_limit > 0 && step < f->steps &&
+            elapsed + (2.0 * avg_ms + 1.5 * ckpt_ms) / 1000.0 + 1.0 > o->time_limit) {
+            why = "time limit";
+            break;
+        }
+    }
+    prefetch_stop(p);
+    if (last_saved != step || step == f->steps) {
+        double ms;
+        if ((s = save_all(&r, step, &ms)) != MG_OK) goto out;
+    }
+    if (step == f->steps && o->val_every > 0 && step % o->val_every != 0 && (s = validate(&r, step)) != MG_OK) goto out;
+    if (why)
+        printf("stopped at step %ld/%ld: %s; continue with the same command and --resume\n", step, f->steps, why);
+    else
+        printf("done: %ld steps in %.1f s; model %s\n", f->steps, (mg_now_ms() - t_start) / 1000.0, o->out);
+out:
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+    run_free(&r);
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->cv);
+    return s;
+}

@@ -1,0 +1,62 @@
+/* The training loop behind `mirage train tae|dit` (src/cli/cmd_train.c): batches (batch.h)
+ * prepared on a thread one step ahead, the CPU reference passes (train.h) or the GPU ones
+ * (cuda_train.h, in a CUDA build), AdamW with warm-up + cosine LR, clipping, EMA, validation,
+ * samples, checkpoints (checkpoint.h) and a clean stop at a time limit or on SIGINT/SIGTERM.
+ * docs/TRAINING.md documents every option and default. */
+#ifndef MG_TRAIN_TRAINER_H
+#define MG_TRAIN_TRAINER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/safetensors.h"
+#include "train/batch.h"
+
+/* Options that shape the run: fixed at the start and kept in the checkpoint; on --resume an
+ * explicitly given value that differs is an error, an omitted one is taken from the checkpoint. */
+enum {
+    TO_SEED = 1 << 0, TO_STEPS = 1 << 1, TO_BATCH = 1 << 2, TO_SIZE = 1 << 3, TO_FRAMES = 1 << 4,
+    TO_WINDOW = 1 << 5, TO_LR = 1 << 6, TO_LR_MIN = 1 << 7, TO_WARMUP = 1 << 8, TO_CLIP = 1 << 9,
+    TO_EMA = 1 << 10, TO_HIST_AUG = 1 << 11, TO_DROPOUT = 1 << 12, TO_VAL_CLIPS = 1 << 13,
+    TO_WD = 1 << 14,
+};
+
+typedef struct train_opts {
+    train_stage stage;
+    const char *data;       /* dataset directory (train and val shards) */
+    const char *out;        /* the model file (EMA weights) */
+    const char *ckpt;       /* the checkpoint index (NULL: derived from out) */
+    const char *samples;    /* sample directory (NULL: derived from out) */
+    const char *init;       /* weights to start from (dit: the trained autoencoder) */
+    const char *config;     /* or a fresh model of this config */
+    int resume;             /* continue from ckpt when it exists */
+    unsigned given;         /* TO_* bits of the options given on the command line */
+    /* fixed for the run */
+    uint64_t seed;
+    long steps;
+    int batch, size, frames, window, val_clips, hist_aug;
+    float lr, lr_min, clip, ema, prompt_dropout, weight_decay;
+    long warmup;
+    /* free to change between runs */
+    long val_every, sample_every, ckpt_every, log_every;
+    mg_device device;
+    double time_limit;      /* seconds, 0 = none */
+    int threads;            /* 0 = all */
+    st_dtype dtype;         /* model file: ST_F32 or ST_BF16 */
+    double peak_tflops;     /* for MFU; 0 = the device's default */
+    size_t part_bytes;      /* checkpoint part size */
+    int sample_steps;       /* denoising steps of the dit samples */
+} train_opts;
+
+train_opts train_opts_default(train_stage stage);
+
+/* Runs (or continues) a training run; prints the configuration and a line per step to stdout.
+ * MG_OK when the run reached its steps or stopped cleanly (time limit, signal) with a
+ * checkpoint written; otherwise the status of what failed (mg_last_error says what). */
+mg_status trainer_run(const train_opts *o);
+
+/* FLOPs of one optimizer step (forward + backward = 3x the forward's multiply-adds x 2), from
+ * the shapes: the trained network only (the frozen encoder of stage dit is not counted). */
+double train_step_flops(train_stage stage, const mg_config *c, int B, int T, int S, int window);
+
+#endif
