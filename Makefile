@@ -216,3 +216,36 @@ fuzz: $(FUZZERS:%=build/fuzz/fuzz_%)
 		build/fuzz/fuzz_$$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
 			-artifact_prefix=build/fuzz/ build/fuzz/corpus/$$f fuzz/corpus/$$f || exit 1; \
 	done
+
+# ---- training data: make data (issue 5; docs/DATA.md) ------------------------------------
+# Installs the Debian packages with free real material (opencv-doc: 3 videos and photos;
+# python3-skimage: photos; mate-backgrounds: nature photos) and builds data/ with
+# `mirage data build`: JPEG shards, split by source file, about 30 MiB so they travel to the
+# GPU machines. Drawings, charts, logos, calibration chessboards, text and a deliberately
+# damaged video are left out by name (DATA_EXCLUDE). Gzipped photos are unpacked first. Seed 41
+# holds out Megamind.avi (4 shots) and 6 photos (no stereo pair split) for validation.
+DATA_PKGS ?= opencv-doc python3-skimage mate-backgrounds
+DATA_SRC ?= /usr/share/doc/opencv-doc/examples/data /usr/lib/python3/dist-packages/skimage/data \
+	/usr/share/backgrounds/mate/nature
+DATA_EXCLUDE ?= Megamind_bugy.avi Blender_Suzanne* HappyFish.jpg *Logo* *logo* blox.jpg ellipses.jpg \
+	left[0-9]* right[0-9]* left.jpg right.jpg pca_test1.jpg text_*.jpg ela_modified.jpg aloeGT.png cards.png \
+	chessboard* detect_blob.png digits.png gradient.png imageText* mask.png ml.png notes.png pic[0-9].png \
+	sudoku.png templ.png tmpl.png block.png bw_text.png checker_bilevel.png clock_motion.png color.png \
+	foo3x5x4indexed.png green_palette.png horse.png microaneurysms.png palette_* phantom.png text.png \
+	page.png _blobs* multipage* truncated.jpg
+DATA_ARGS ?= --max-frames 1000 --seed 41
+.PHONY: data
+data: $(BUILD)/mirage
+	@missing=""; for p in $(DATA_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		SUDO=""; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \
+		echo "make data: installing$$missing"; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
+			--no-install-recommends $$missing >/dev/null || { echo "mirage: error: make data: apt-get failed"; exit 1; }; \
+	fi
+	@rm -rf $(BUILD)/data-gz && mkdir -p $(BUILD)/data-gz && \
+	for f in $$(find $(DATA_SRC) -name '*.jpg.gz' -o -name '*.png.gz' 2>/dev/null); do \
+		gunzip -c "$$f" > $(BUILD)/data-gz/$$(basename "$$f" .gz) || exit 1; done
+	$(BUILD)/mirage data build --out data $(DATA_ARGS) $(foreach p,$(DATA_EXCLUDE),--exclude '$(p)') $(DATA_SRC) $(BUILD)/data-gz
+	$(BUILD)/mirage data info data
+	@du -sh data

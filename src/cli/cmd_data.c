@@ -31,6 +31,8 @@ static const char *help =
     "  --run-frames N      a longer video is kept as runs of about N consecutive frames spread\n"
     "                      over its length (default 48)\n"
     "  --frame-step K      keep every K-th frame (default 1)\n"
+    "  --cut-threshold D   a scene cut (mean luma change of a 32x32 thumbnail above D, default 20)\n"
+    "                      ends a run, so no clip spans two shots; blank frames are dropped\n"
     "  --quality Q         JPEG quality 1..100 (default 88)\n"
     "  --shard-mib M       start a new shard past M MiB (default 16)\n"
     "  --seed N            decides the split (default 0)\n"
@@ -42,11 +44,11 @@ static const char *help =
     "side by side, the same bytes for the same seed; prints the time per clip.\n";
 
 static int data_build_cmd(int argc, char **argv) {
-    enum { O_PHOTO = 256, O_VAL, O_MAX, O_RUN, O_STEP, O_Q, O_SHARD, O_STRICT, O_EXCL };
+    enum { O_PHOTO = 256, O_VAL, O_MAX, O_RUN, O_STEP, O_Q, O_SHARD, O_STRICT, O_EXCL, O_CUT };
     static const struct option opts[] = {
         {"out", 1, 0, 'o'}, {"size", 1, 0, 'S'}, {"photo-size", 1, 0, O_PHOTO}, {"val-fraction", 1, 0, O_VAL},
         {"max-frames", 1, 0, O_MAX}, {"run-frames", 1, 0, O_RUN}, {"frame-step", 1, 0, O_STEP},
-        {"quality", 1, 0, O_Q}, {"shard-mib", 1, 0, O_SHARD}, {"seed", 1, 0, 's'}, {"strict", 0, 0, O_STRICT}, {"exclude", 1, 0, O_EXCL},
+        {"quality", 1, 0, O_Q}, {"shard-mib", 1, 0, O_SHARD}, {"seed", 1, 0, 's'}, {"strict", 0, 0, O_STRICT}, {"exclude", 1, 0, O_EXCL}, {"cut-threshold", 1, 0, O_CUT},
         {"quiet", 0, 0, 'q'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     data_build_opts bo = data_build_defaults();
     char *excl[64];
@@ -94,6 +96,10 @@ static int data_build_cmd(int argc, char **argv) {
             if (parse_u64(optarg, &bo.seed)) return cli_usage("data", "--seed: expected a non-negative integer, found '%s'", optarg);
             break;
         case O_STRICT: bo.strict = 1; break;
+        case O_CUT:
+            if (parse_float(optarg, 0.1, 255, &f)) return cli_usage("data", "--cut-threshold: expected 0.1..255, found '%s'", optarg);
+            bo.cut_mad = (float)f;
+            break;
         case O_EXCL:
             if (n_excl == 64) return cli_usage("data", "--exclude: at most 64 patterns");
             excl[n_excl++] = optarg;

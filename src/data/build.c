@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <fnmatch.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,6 +41,7 @@ data_build_opts data_build_defaults(void) {
     o.frame_step = 1;
     o.quality = 88;
     o.shard_mib = 16;
+    o.cut_mad = 20;
     o.seed = 0;
     return o;
 }
@@ -146,6 +148,8 @@ static mg_status collect_dir(strlist *out, const char *dir, int depth, int *igno
 
 /* ---- one decoded source ------------------------------------------------------------------- */
 
+#define THUMB 32 /* side of the luma thumbnail used to find cuts and blank frames */
+
 typedef struct bsrc {
     char path[4096];
     shard_source meta;
@@ -158,6 +162,8 @@ typedef struct bsrc {
     uint32_t nframes, capframes;
     shard_clip *clips; /* first_frame relative to this source */
     uint32_t nclips, capclips;
+    float thumb[2][THUMB * THUMB]; /* luma of the last kept frame and of this one */
+    int have_thumb, cuts, flat;
 } bsrc;
 
 static void bsrc_free(bsrc *b) {
@@ -165,7 +171,48 @@ static void bsrc_free(bsrc *b) {
     b->bytes = NULL, b->frames = NULL, b->clips = NULL;
 }
 
-static mg_status bsrc_add_frame(bsrc *b, tjhandle tj, const uint8_t *rgb, int quality, uint32_t number) {
+/* A frame's luma on a THUMB x THUMB grid (box averages). */
+static void thumb_make(float *t, const uint8_t *rgb, int W, int H) {
+    for (int ty = 0; ty < THUMB; ty++)
+        for (int tx = 0; tx < THUMB; tx++) {
+            int x0 = tx * W / THUMB, x1 = (tx + 1) * W / THUMB, y0 = ty * H / THUMB, y1 = (ty + 1) * H / THUMB;
+            double s = 0;
+            int n = 0;
+            for (int y = y0; y < y1; y++)
+                for (int x = x0; x < x1; x++, n++) {
+                    const uint8_t *p = rgb + ((size_t)y * W + x) * 3;
+                    s += 0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2];
+                }
+            t[ty * THUMB + tx] = n ? (float)(s / n) : 0;
+        }
+}
+
+/* Scene cuts and blank frames: a video frame is dropped when it is flat (a black or single-
+ * colour frame: luma deviation under 3), and a run is ended where the thumbnail changes by more
+ * than cut_mad on average (a cut: training clips must not jump between shots). */
+static int frame_check(bsrc *b, const uint8_t *rgb, float cut_mad, int *cut) {
+    float *cur = b->thumb[1], *prev = b->thumb[0];
+    thumb_make(cur, rgb, b->w, b->h);
+    double m = 0, v = 0, d = 0;
+    for (int i = 0; i < THUMB * THUMB; i++) m += cur[i];
+    m /= THUMB * THUMB;
+    for (int i = 0; i < THUMB * THUMB; i++) v += (cur[i] - m) * (cur[i] - m);
+    if (sqrt(v / (THUMB * THUMB)) < 3) {
+        b->flat++;
+        return 0;
+    }
+    if (b->have_thumb) {
+        for (int i = 0; i < THUMB * THUMB; i++) d += fabsf(cur[i] - prev[i]);
+        d /= THUMB * THUMB;
+    }
+    *cut = b->have_thumb && d > cut_mad;
+    b->cuts += *cut;
+    memcpy(prev, cur, sizeof b->thumb[0]);
+    b->have_thumb = 1;
+    return 1;
+}
+
+static mg_status bsrc_add_frame(bsrc *b, tjhandle tj, const uint8_t *rgb, int quality, uint32_t number, int cut) {
     unsigned char *jpg = NULL;
     unsigned long jsz = 0;
     if (tjCompress2(tj, rgb, b->w, 0, b->h, TJPF_RGB, &jpg, &jsz, TJSAMP_420, quality, 0) != 0) {
@@ -192,7 +239,7 @@ static mg_status bsrc_add_frame(bsrc *b, tjhandle tj, const uint8_t *rgb, int qu
     tjFree(jpg);
     /* extend the current run, or start a new one */
     shard_clip *c = b->nclips ? &b->clips[b->nclips - 1] : NULL;
-    if (c && c->start + c->n_frames * b->meta.frame_step == number) {
+    if (c && !cut && c->start + c->n_frames * b->meta.frame_step == number) {
         c->n_frames++;
     } else {
         if (b->nclips == b->capclips) {
@@ -288,9 +335,13 @@ static mg_status decode_source(bsrc *b, const data_build_opts *o, tjhandle tj, i
             s = r;
             goto done;
         }
-        if (keep && (s = bsrc_add_frame(b, tj, rgb, o->quality, (uint32_t)i)) != MG_OK) goto done;
+        int cut = 0;
+        if (keep && (as_photo || frame_check(b, rgb, o->cut_mad, &cut)) &&
+            (s = bsrc_add_frame(b, tj, rgb, o->quality, (uint32_t)i, cut)) != MG_OK)
+            goto done;
     }
-    if (b->nframes == 0) s = mg_fail(MG_ERR_FORMAT, "%s: no frame could be decoded", b->path);
+    if (b->nframes == 0)
+        s = mg_fail(MG_ERR_FORMAT, "%s: no frame could be decoded%s", b->path, b->flat ? " (all blank)" : "");
 done:
     free(rgb);
     source_close(src);
@@ -477,7 +528,7 @@ mg_status data_build(const data_build_opts *o, char *const *sources, int n_sourc
     if (!o->out_dir || !o->out_dir[0]) return mg_fail(MG_ERR_ARG, "data build: no output directory");
     if (n_sources < 1) return mg_fail(MG_ERR_ARG, "data build: no sources given");
     if (o->video_short < 32 || o->photo_short < 32 || o->max_frames < 1 || o->run_frames < 1 || o->frame_step < 1 ||
-        o->frame_step > 1000 || o->quality < 1 || o->quality > 100 || o->shard_mib < 1 || !(o->val_fraction >= 0) ||
+        o->frame_step > 1000 || o->quality < 1 || o->quality > 100 || !(o->cut_mad > 0) || o->shard_mib < 1 || !(o->val_fraction >= 0) ||
         o->val_fraction >= 1)
         return mg_fail(MG_ERR_ARG, "data build: option out of range");
     double t0 = mg_now_ms();
@@ -551,6 +602,7 @@ mg_status data_build(const data_build_opts *o, char *const *sources, int n_sourc
             if (r == MG_OK && !photo && b->nframes == 1) { /* a still image under a video name: store it as a photo */
                 bsrc_free(b);
                 b->nframes = b->nclips = 0, b->nbytes = 0, b->capbytes = b->capframes = b->capclips = 0;
+                b->have_thumb = b->cuts = b->flat = 0;
                 r = decode_source(b, o, tj, 1);
             }
         }
@@ -568,10 +620,10 @@ mg_status data_build(const data_build_opts *o, char *const *sources, int n_sourc
         }
         all[n++] = b;
         if (!o->quiet)
-            printf("source %d/%d | %-5s | %-28s | %dx%d -> %dx%d | %4u frames in %u run%s | %6.2f MiB | %.2f s\n", i + 1,
-                   files.n, b->meta.kind == SHARD_KIND_VIDEO ? "video" : "photo", b->meta.name, b->meta.in_width,
-                   b->meta.in_height, b->w, b->h, b->nframes, b->nclips, b->nclips == 1 ? "" : "s", mib(b->nbytes),
-                   (mg_now_ms() - ts) / 1000);
+            printf("source %d/%d | %-5s | %-28s | %dx%d -> %dx%d | %4u frames in %u run%s (%d cuts, %d blank) | %6.2f MiB | "
+                   "%.2f s\n", i + 1, files.n, b->meta.kind == SHARD_KIND_VIDEO ? "video" : "photo", b->meta.name,
+                   b->meta.in_width, b->meta.in_height, b->w, b->h, b->nframes, b->nclips, b->nclips == 1 ? "" : "s",
+                   b->cuts, b->flat, mib(b->nbytes), (mg_now_ms() - ts) / 1000);
         fflush(stdout);
     }
     if (tj) tjDestroy(tj);

@@ -84,6 +84,7 @@ typedef struct data_build_opts {
     int quality;                  /* JPEG quality (default 88) */
     long shard_mib;               /* start a new shard past this size (default 16) */
     uint64_t seed;                /* decides the split (default 0) */
+    float cut_mad;                /* a scene cut ends a run: mean luma change of a 32x32 thumbnail (default 20) */
     int strict;                   /* fail on an unreadable source instead of skipping it */
     int quiet;                    /* no progress lines */
     char *const *exclude;         /* glob patterns (fnmatch) on base names skipped in folders */
