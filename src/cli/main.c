@@ -21,6 +21,7 @@ static const struct { const char *name; int (*fn)(int, char **); const char *wha
     {"info", cmd_info, "describe a model file"},
     {"train", cmd_train, "train the autoencoder (tae) or the DiT (dit) on shards; checkpoints, resume"},
     {"data", cmd_data, "training data: build shards from video and photos, info, sample clips"},
+    {"serve", cmd_serve, "the browser demo: a web page, a webcam in, transformed video out"},
 };
 
 static void usage(FILE *f) {
