@@ -53,6 +53,12 @@ typedef struct prep_desc { /* one conv of the weight re-layout kernel */
     int ci, co, kp, kpf;
 } prep_desc;
 
+typedef struct tae_graph { /* a captured pass and the shape it was captured for */
+    cudaGraphExec_t exec;
+    int n, H, W;
+    double flops;
+} tae_graph;
+
 struct cuda_tae_train {
     cuda_params *cp;
     cudaStream_t st;
@@ -79,11 +85,14 @@ struct cuda_tae_train {
     float *bias_part;  /* (BIAS_BLOCKS, c) */
     double *loss_part; /* (B, LOSS_BLOCKS, 2) */
     double *loss_sum;  /* (B, 2) sums of |r| and r^2 per image */
+    float *d_scale;    /* (1) the step's gradient scale (a graph replays with any) */
     double *h_loss;    /* (B, 2) pinned */
     void *ws;          /* cuBLAS workspace */
     void *mem;
     size_t mem_bytes;
     double flops;      /* GEMM FLOPs of the last call (9 ci co per output pixel and pass) */
+    int use_graph;     /* MG_CUDA_TAEGRAPH (default 1) */
+    tae_graph graph[2]; /* [0] the loss pass, [1] the step */
 };
 
 /* ---- kernels ----------------------------------------------------------------------------- */
@@ -266,9 +275,10 @@ __global__ void k_up_bwd(float *out, const float *__restrict__ in, int h, int w,
 /* per image b (blockIdx.y): partial sums of |r| and r^2, r = rec - img, in float64, and
  * drec = scale (sign r + 2 r) / n as tae_train_backward (drec NULL: the loss alone) */
 __global__ void k_loss(double *part, float *drec, const float *__restrict__ rec, const float *__restrict__ img,
-                       int HW, float scale) {
+                       int HW, const float *scale_p) {
     pdl_wait();
     pdl_trigger();
+    float scale = *scale_p;
     __shared__ double s1[256], s2[256];
     int b = blockIdx.y, n3 = HW * 3;
     double l1 = 0.0, l2 = 0.0;
@@ -588,6 +598,7 @@ static size_t layout(cuda_tae_train *tt, char *base, tconv **convs, int nconv) {
     TAKE(tt->bias_part, (size_t)BIAS_BLOCKS * (c > 8 ? c : 8) * 4);
     TAKE(tt->loss_part, (size_t)tt->B * LOSS_BLOCKS * 2 * 8);
     TAKE(tt->loss_sum, (size_t)tt->B * 2 * 8);
+    TAKE(tt->d_scale, 4);
     TAKE(tt->d_prep, (size_t)TAE_NCONV * sizeof(prep_desc));
     TAKE(tt->ws, CUBLAS_WS);
     for (int k = 0; k < nconv; k++) {
@@ -613,6 +624,7 @@ extern "C" mg_status cuda_tae_train_new(cuda_tae_train **out, cuda_params *cp, i
     tt->cp = cp;
     tt->st = (cudaStream_t)cuda_params_stream(cp);
     tt->B = B, tt->cap_pix = H * W, tt->c = cf->tae_ch, tt->Z = cf->z_ch;
+    tt->use_graph = cu_opt("TAEGRAPH", 1);
     tconv *convs[TAE_NCONV];
     const char *names[TAE_NCONV];
     int bias[TAE_NCONV];
@@ -667,6 +679,8 @@ extern "C" mg_status cuda_tae_train_new(cuda_tae_train **out, cuda_params *cp, i
 extern "C" void cuda_tae_train_free(cuda_tae_train *tt) {
     if (!tt) return;
     if (tt->st) cudaStreamSynchronize(tt->st);
+    for (int k = 0; k < 2; k++)
+        if (tt->graph[k].exec) cudaGraphExecDestroy(tt->graph[k].exec);
     if (tt->blas) cublasDestroy(tt->blas);
     if (tt->h_loss) cudaFreeHost(tt->h_loss);
     cudaFree(tt->mem);
@@ -687,16 +701,51 @@ static mg_status check_call(const cuda_tae_train *tt, int n, int H, int W, const
 }
 
 /* forward on img (host), the losses to the host; with drec the gradient of the output too */
-static mg_status forward_loss(cuda_tae_train *tt, const float *img, int n, int H, int W, float scale, int want_grad) {
-    CU_TRY(cudaMemcpyAsync(tt->img, img, (size_t)n * H * W * 3 * sizeof(float), cudaMemcpyHostToDevice, tt->st));
-    cu_pdl_fence();
+/* The device work of a step (want_grad) or of a loss pass, after the batch is in tt->img. */
+static mg_status pass_body(cuda_tae_train *tt, int n, int H, int W, int want_grad) {
     CU_MG(prep_weights(tt));
     CU_MG(encoder_fwd(tt, n, H, W));
     CU_MG(decoder_fwd(tt, n, H, W));
-    int HW = H * W;
     CU_LAUNCH(k_loss, dim3(LOSS_BLOCKS, n), dim3(256), 0, tt->st, tt->loss_part, want_grad ? tt->drec : (float *)NULL,
-              (const float *)tt->rec, (const float *)tt->img, HW, scale);
+              (const float *)tt->rec, (const float *)tt->img, H * W, (const float *)tt->d_scale);
     CU_LAUNCH(k_loss_final, dim3(n), dim3(32), 0, tt->st, tt->loss_sum, (const double *)tt->loss_part, LOSS_BLOCKS);
+    if (want_grad) CU_MG(backward(tt, n, H, W));
+    return MG_OK;
+}
+
+/* A step is ~800 launches (70 convs, each an im2col, a GEMM and an epilogue forward and up to
+ * eight kernels backward): small images are launch-bound, so the pass is captured once per
+ * shape as a CUDA graph and replayed (MG_CUDA_TAEGRAPH=0: plain launches). The graph reads
+ * the weights and the batch from the same device buffers every time, so a replay computes
+ * what the launches compute. */
+static mg_status run_pass(cuda_tae_train *tt, int n, int H, int W, int want_grad) {
+    tae_graph *g = &tt->graph[want_grad];
+    if (!tt->use_graph) {
+        tt->flops = 0;
+        return pass_body(tt, n, H, W, want_grad);
+    }
+    if (!g->exec || g->n != n || g->H != H || g->W != W) {
+        if (g->exec) cudaGraphExecDestroy(g->exec);
+        g->exec = NULL;
+        cudaGraph_t graph = NULL;
+        cu_pdl_fence();
+        CU_TRY(cudaStreamBeginCapture(tt->st, cudaStreamCaptureModeThreadLocal));
+        tt->flops = 0;
+        mg_status s = pass_body(tt, n, H, W, want_grad);
+        cudaError_t e = cudaStreamEndCapture(tt->st, &graph);
+        if (s != MG_OK) {
+            if (graph) cudaGraphDestroy(graph);
+            return s;
+        }
+        CU_TRY(e);
+        e = cudaGraphInstantiate(&g->exec, graph, 0);
+        cudaGraphDestroy(graph);
+        CU_TRY(e);
+        g->n = n, g->H = H, g->W = W, g->flops = tt->flops;
+    }
+    CU_TRY(cudaGraphLaunch(g->exec, tt->st));
+    cu_pdl_fence();
+    tt->flops = g->flops;
     return MG_OK;
 }
 
@@ -709,20 +758,24 @@ static mg_status read_losses(cuda_tae_train *tt, int n, int H, int W, float *los
     return MG_OK;
 }
 
+static mg_status step_or_loss(cuda_tae_train *tt, const float *img, int n, int H, int W, float scale, int want_grad,
+                              float *losses) {
+    CU_TRY(cudaMemcpyAsync(tt->img, img, (size_t)n * H * W * 3 * sizeof(float), cudaMemcpyHostToDevice, tt->st));
+    CU_TRY(cudaMemcpyAsync(tt->d_scale, &scale, sizeof scale, cudaMemcpyHostToDevice, tt->st)); /* staged: may return at once */
+    cu_pdl_fence();
+    CU_MG(run_pass(tt, n, H, W, want_grad));
+    return read_losses(tt, n, H, W, losses);
+}
+
 extern "C" mg_status cuda_tae_train_step(cuda_tae_train *tt, const float *img, int n, int H, int W, float scale,
                                          float *losses) {
     CU_MG(check_call(tt, n, H, W, "cuda_tae_train_step"));
-    tt->flops = 0;
-    CU_MG(forward_loss(tt, img, n, H, W, scale, 1));
-    CU_MG(backward(tt, n, H, W));
-    return read_losses(tt, n, H, W, losses);
+    return step_or_loss(tt, img, n, H, W, scale, 1, losses);
 }
 
 extern "C" mg_status cuda_tae_train_loss(cuda_tae_train *tt, const float *img, int n, int H, int W, float *losses) {
     CU_MG(check_call(tt, n, H, W, "cuda_tae_train_loss"));
-    tt->flops = 0;
-    CU_MG(forward_loss(tt, img, n, H, W, 1.0f, 0));
-    return read_losses(tt, n, H, W, losses);
+    return step_or_loss(tt, img, n, H, W, 1.0f, 0, losses);
 }
 
 extern "C" mg_status cuda_tae_encode(cuda_tae_train *tt, const uint8_t *frames, int n, int H, int W, float *lat) {
