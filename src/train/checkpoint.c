@@ -125,7 +125,8 @@ static void part_path(char *buf, size_t n, const char *path, long step, int part
     snprintf(buf, n, "%s.step%ld.part%d", path, step, part);
 }
 
-/* Deletes PATH.step<S>.part* (and their temporaries) for every S but keep_step. */
+/* Deletes PATH.step<S>.part* (and their temporaries) for every S but keep_step (keep_step < 0:
+ * only temporaries), and PATH.tmp.<pid> left by a killed writer (pid not ours). */
 static void remove_old_parts(const char *path, long keep_step) {
     char dir[4096], prefix[512], keep[560];
     const char *slash = strrchr(path, '/');
@@ -137,18 +138,26 @@ static void remove_old_parts(const char *path, long keep_step) {
     }
     snprintf(prefix, sizeof prefix, "%s.step", slash ? slash + 1 : path);
     snprintf(keep, sizeof keep, "%s%ld.part", prefix, keep_step);
+    char tmp[560], mine[600];
+    snprintf(tmp, sizeof tmp, "%s.tmp.", slash ? slash + 1 : path);
+    snprintf(mine, sizeof mine, "%s%ld", tmp, (long)getpid());
     DIR *d = opendir(dir);
     if (!d) return; /* stale parts are only wasted space */
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
-        if (strncmp(e->d_name, prefix, strlen(prefix)) != 0) continue;
-        if (strncmp(e->d_name, keep, strlen(keep)) == 0) continue;
+        int stale_tmp = !strncmp(e->d_name, tmp, strlen(tmp)) && strcmp(e->d_name, mine) != 0;
+        int part = !strncmp(e->d_name, prefix, strlen(prefix));
+        if (!stale_tmp && !part) continue;
+        if (part && keep_step < 0 && !strstr(e->d_name, ".tmp.")) continue;
+        if (part && keep_step >= 0 && strncmp(e->d_name, keep, strlen(keep)) == 0 && !strstr(e->d_name, ".tmp.")) continue;
         char full[4608];
         snprintf(full, sizeof full, "%s/%s", dir, e->d_name);
         unlink(full);
     }
     closedir(d);
 }
+
+void ckpt_remove_stale(const char *path) { remove_old_parts(path, -1); }
 
 mg_status ckpt_save(const char *path, const train_params *tp, int first, int last, const char *stage, long step,
                     const ckpt_meta *extra, size_t part_bytes) {

@@ -40,6 +40,10 @@ const char *ckpt_meta_get(const ckpt_meta *cm, const char *key); /* NULL if abse
 mg_status ckpt_save(const char *path, const train_params *tp, int first, int last, const char *stage, long step,
                     const ckpt_meta *extra, size_t part_bytes);
 
+/* Removes what a killed writer leaves: PATH.tmp.<pid> and PATH.step<S>.part<K>.tmp.<pid>
+ * (any pid but ours; one trainer per checkpoint). The complete parts are left alone. */
+void ckpt_remove_stale(const char *path);
+
 /* Reads and validates a checkpoint into a fresh *tp (param, ema, m, v; grad zero; the frozen
  * network's ema = param). *stage gets "tae"/"dit", *step the step, *extra every metadata key
  * (the trainer checks its own). Errors name the file and what is wrong. */

@@ -490,6 +490,8 @@ static mg_status setup(run *r, long *start) {
     derive_path(r->ckpt, sizeof r->ckpt, o->ckpt, o->out, ".ckpt");
     derive_path(r->samples, sizeof r->samples, o->samples, o->out, ".samples");
     *start = 0;
+    ckpt_remove_stale(r->ckpt); /* temporaries of a killed run */
+    ckpt_remove_stale(o->out);
     /* the state: the checkpoint, or the initial weights */
     int resumed = 0;
     if (o->resume && access(r->ckpt, F_OK) == 0) {
