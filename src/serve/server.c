@@ -108,6 +108,10 @@ typedef struct session {
     uint8_t *send; /* LWS_PRE + out_cap */
     size_t send_len;
     char why[128]; /* the reason the server closed it, for the log */
+    int closing;   /* a reason to close is known: discarding input until the page stops sending */
+    int closing_code;
+    char closing_reason[124];
+    double closing_since;
 
     /* under sv->mu */
     msgbuf pending;
@@ -226,6 +230,15 @@ static void session_doom(session *s, int code, const char *why) {
     snprintf(s->close_reason, sizeof s->close_reason, "%s", why);
 }
 
+/* TurboJPEG 2.1 keeps part of a failed decode's state in the handle: the next valid JPEG fails
+ * too ("Unsupported marker", measured). After any failure the worker starts a fresh handle. */
+static int jpeg_fail(worker *w, char *why, size_t why_n) {
+    snprintf(why, why_n, "malformed JPEG: %s", tjGetErrorStr2(w->dec));
+    tjDestroy(w->dec);
+    w->dec = tjInitDecompress();
+    return 1007;
+}
+
 /* One frame of one session: decode, fit, step, encode into w->jpeg. 0 ok, or a close code with
  * the reason in why. */
 static int worker_frame(worker *w, session *s, int prompt, int steps, proto_frame *fp, size_t *jpeg_len,
@@ -236,10 +249,12 @@ static int worker_frame(worker *w, session *s, int prompt, int steps, proto_fram
     if (proto_parse_frame(s->work.data, s->work.len, &f, why, why_n)) return 1008; /* checked on arrival too */
     *fp = f;
     int jw, jh, sub, cs;
-    if (tjDecompressHeader3(w->dec, f.jpeg, (unsigned long)f.jpeg_len, &jw, &jh, &sub, &cs)) {
-        snprintf(why, why_n, "malformed JPEG: %s", tjGetErrorStr2(w->dec));
-        return 1007;
+    if (!w->dec && !(w->dec = tjInitDecompress())) {
+        snprintf(why, why_n, "server out of memory (JPEG decoder)");
+        return 1011;
     }
+    if (tjDecompressHeader3(w->dec, f.jpeg, (unsigned long)f.jpeg_len, &jw, &jh, &sub, &cs))
+        return jpeg_fail(w, why, why_n);
     if (jw != f.width || jh != f.height) {
         snprintf(why, why_n, "wrong dimensions: the header says %dx%d, the JPEG is %dx%d", f.width, f.height, jw, jh);
         return 1008;
@@ -252,10 +267,8 @@ static int worker_frame(worker *w, session *s, int prompt, int steps, proto_fram
 #ifdef TJFLAG_LIMITSCANS
     flags |= TJFLAG_LIMITSCANS; /* a progressive JPEG with thousands of scans is a CPU bomb */
 #endif
-    if (tjDecompress2(w->dec, f.jpeg, (unsigned long)f.jpeg_len, w->rgb, jw, 0, jh, TJPF_RGB, flags)) {
-        snprintf(why, why_n, "malformed JPEG: %s", tjGetErrorStr2(w->dec));
-        return 1007;
-    }
+    if (tjDecompress2(w->dec, f.jpeg, (unsigned long)f.jpeg_len, w->rgb, jw, 0, jh, TJPF_RGB, flags))
+        return jpeg_fail(w, why, why_n);
     const uint8_t *in = w->rgb;
     if (jw != o->width || jh != o->height) {
         if (w->plan_w != jw || w->plan_h != jh) {
@@ -448,8 +461,8 @@ static int http_request(server *sv, struct lws *wsi, conn *c, const char *path) 
     } else {
         const web_file *f = web_find(&sv->web, path);
         if (!f) {
-            lws_return_http_status(wsi, HTTP_STATUS_NOT_FOUND, "not found");
-            return -1;
+            if (lws_return_http_status(wsi, HTTP_STATUS_NOT_FOUND, "not found")) return -1;
+            return lws_http_transaction_completed(wsi) ? -1 : 0;
         }
         c->body = f->buf + LWS_PRE;
         c->body_len = f->len;
@@ -495,6 +508,28 @@ static int ws_close(session *s, struct lws *wsi, int code, const char *fmt, ...)
         pthread_mutex_unlock(&sv->mu);
     }
     return -1;
+}
+
+/* Closing at once, with the page's frames still arriving, makes the kernel answer the unread
+ * bytes with a reset that destroys the close frame, and the page never learns the reason
+ * (measured with a frame flood). So the session first stops taking input and drains what is
+ * in flight; the timer closes it once the page has been quiet for CLOSE_QUIET_MS, or after
+ * CLOSE_DRAIN_MS whatever it does. Returns 0 for the callback to return. */
+#define CLOSE_QUIET_MS 100
+#define CLOSE_DRAIN_MS 1000
+static int ws_close_soon(session *s, struct lws *wsi, int code, const char *fmt, ...) MG_PRINTF(4, 5);
+static int ws_close_soon(session *s, struct lws *wsi, int code, const char *fmt, ...) {
+    if (s->closing) return 0;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(s->closing_reason, sizeof s->closing_reason, fmt, ap);
+    va_end(ap);
+    s->closing = 1;
+    s->closing_code = code;
+    s->closing_since = mg_now_ms();
+    s->rx_active = 0;
+    lws_set_timer_usecs(wsi, CLOSE_QUIET_MS * 1000);
+    return 0;
 }
 
 static void enqueue_locked(server *sv, session *s) {
@@ -575,18 +610,18 @@ static int ws_message(server *sv, struct lws *wsi, session *s) {
     s->tokens += (now - s->tokens_t) / 1000.0 * L->max_fps;
     if (s->tokens > L->max_fps) s->tokens = L->max_fps;
     s->tokens_t = now;
-    if (s->tokens < 1) return ws_close(s, wsi, 1008, "rate limit: more than %d messages a second", L->max_fps);
+    if (s->tokens < 1) return ws_close_soon(s, wsi, 1008, "rate limit: more than %d messages a second", L->max_fps);
     s->tokens -= 1;
     char why[160];
     if (!s->rx_binary) {
         proto_config cfg;
         if (proto_parse_config((const char *)s->rx.data, s->rx.len, sv->o->max_steps, &cfg, why, sizeof why))
-            return ws_close(s, wsi, 1008, "%s", why);
+            return ws_close_soon(s, wsi, 1008, "%s", why);
         int prompt = -1;
         if (cfg.has_prompt) {
             for (int i = 0; i < mg_model_prompt_count(sv->m); i++)
                 if (!strcmp(mg_model_prompt_name(sv->m, i), cfg.prompt)) prompt = i;
-            if (prompt < 0) return ws_close(s, wsi, 1008, "bad control message: no prompt named '%.60s'", cfg.prompt);
+            if (prompt < 0) return ws_close_soon(s, wsi, 1008, "bad control message: no prompt named '%.60s'", cfg.prompt);
         }
         pthread_mutex_lock(&sv->mu);
         if (prompt >= 0) s->cfg_prompt = prompt;
@@ -601,9 +636,9 @@ static int ws_message(server *sv, struct lws *wsi, session *s) {
         return 0;
     }
     proto_frame f;
-    if (proto_parse_frame(s->rx.data, s->rx.len, &f, why, sizeof why)) return ws_close(s, wsi, 1008, "%s", why);
+    if (proto_parse_frame(s->rx.data, s->rx.len, &f, why, sizeof why)) return ws_close_soon(s, wsi, 1008, "%s", why);
     if (f.width > L->max_frame_w || f.height > L->max_frame_h)
-        return ws_close(s, wsi, 1009, "frame %dx%d is larger than the limit %dx%d", f.width, f.height, L->max_frame_w,
+        return ws_close_soon(s, wsi, 1009, "frame %dx%d is larger than the limit %dx%d", f.width, f.height, L->max_frame_w,
                         L->max_frame_h);
     pthread_mutex_lock(&sv->mu);
     sv->frames_in++;
@@ -622,6 +657,7 @@ static int ws_receive(server *sv, struct lws *wsi, session *s, const void *in, s
     const serve_limits *L = &sv->o->lim;
     double now = mg_now_ms();
     s->last_activity = now;
+    if (s->closing) return 0; /* draining: see ws_close_soon */
     if (!s->rx_active) {
         s->rx_active = 1;
         s->rx.len = 0;
@@ -630,9 +666,9 @@ static int ws_receive(server *sv, struct lws *wsi, session *s, const void *in, s
     }
     size_t more = lws_remaining_packet_payload(wsi);
     if (s->rx.len + len + more > L->max_message)
-        return ws_close(s, wsi, 1009, "message too big: more than %zu bytes", L->max_message);
+        return ws_close_soon(s, wsi, 1009, "message too big: more than %zu bytes", L->max_message);
     if (buf_reserve(&s->rx, s->rx.len + len + more, L->max_message))
-        return ws_close(s, wsi, 1011, "server out of memory");
+        return ws_close_soon(s, wsi, 1011, "server out of memory");
     memcpy(s->rx.data + s->rx.len, in, len);
     s->rx.len += len;
     if (!lws_is_final_fragment(wsi)) return 0;
@@ -646,7 +682,8 @@ static int ws_write(server *sv, struct lws *wsi, session *s) {
     char reason[124];
     snprintf(reason, sizeof reason, "%s", s->close_reason);
     pthread_mutex_unlock(&sv->mu);
-    if (code) return ws_close(s, wsi, code, "%s", reason);
+    if (code) return ws_close_soon(s, wsi, code, "%s", reason);
+    if (s->closing) return 0;
     if (s->hello_pending) {
         s->hello_pending = 0;
         const serve_opts *o = sv->o;
@@ -700,6 +737,12 @@ static int ws_write(server *sv, struct lws *wsi, session *s) {
 static int ws_timer(server *sv, struct lws *wsi, session *s) {
     const serve_limits *L = &sv->o->lim;
     double now = mg_now_ms();
+    if (s->closing) {
+        if (now - s->last_activity >= CLOSE_QUIET_MS || now - s->closing_since >= CLOSE_DRAIN_MS)
+            return ws_close(s, wsi, s->closing_code, "%s", s->closing_reason);
+        lws_set_timer_usecs(wsi, CLOSE_QUIET_MS * 1000);
+        return 0;
+    }
     if (s->rx_active && now - s->rx_start > L->message_timeout_s * 1000.0)
         return ws_close(s, wsi, 1008, "too slow: a message took longer than %d s to arrive", L->message_timeout_s);
     if (now - s->last_activity > L->idle_timeout_s * 1000.0)
@@ -833,6 +876,8 @@ mg_status serve_run(const mg_model *m, const serve_opts *o) {
     info.user = sv;
     info.gid = -1, info.uid = -1;
     info.timeout_secs = (unsigned)o->lim.handshake_timeout_s;
+    info.timeout_secs_ah_idle = (unsigned)o->lim.handshake_timeout_s;
+    info.keepalive_timeout = o->lim.handshake_timeout_s;
     info.options = LWS_SERVER_OPTION_VALIDATE_UTF8;
     if (!strchr(o->host, ':')) info.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
     ctx = lws_create_context(&info);
