@@ -208,7 +208,13 @@ build/fuzz/fuzz_y4m: fuzz/fuzz_y4m.c src/io/y4m.c src/core/status.c src/io/y4m.h
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_FLAGS) fuzz/fuzz_y4m.c src/io/y4m.c src/core/status.c -o $@
 
-FUZZERS := safetensors y4m
+build/fuzz/fuzz_shard: fuzz/fuzz_shard.c src/data/shard.c src/core/status.c src/core/rng.c src/data/shard.h \
+		src/core/status.h include/mirage.h
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -DFUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION fuzz/fuzz_shard.c src/data/shard.c \
+		src/core/status.c src/core/rng.c -o $@ -lturbojpeg -lm
+
+FUZZERS := safetensors y4m shard
 fuzz: $(FUZZERS:%=build/fuzz/fuzz_%)
 	@for f in $(FUZZERS); do \
 		mkdir -p build/fuzz/corpus/$$f; \

@@ -73,8 +73,10 @@ mg_status shard_tables_parse(shard_tables *t, const shard_header *h, const uint8
     memset(t, 0, sizeof *t);
     size_t tb = shard_tables_bytes(h->n_sources, h->n_clips, h->n_frames);
     if (n != tb) return mg_fail(MG_ERR_FORMAT, "%s: index is %zu bytes, expected %zu", name, n, tb);
+#ifndef FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION /* the fuzzer checks what lies behind the hash */
     if (mg_fnv1a64(b, n) != h->tables_hash)
         return mg_fail(MG_ERR_FORMAT, "%s: index checksum mismatch (damaged file)", name);
+#endif
     t->sources = calloc(h->n_sources, sizeof *t->sources);
     t->clips = calloc(h->n_clips, sizeof *t->clips);
     t->frames = calloc(h->n_frames, sizeof *t->frames);
