@@ -4,11 +4,12 @@
 # Optional, detected by the build: OpenBLAS (OpenMP flavour), FFmpeg libraries (libavdevice:
 # cameras), SDL2 (the preview window), libpng (compressed frame strips in `mirage eval` reports),
 # libjpeg-turbo (training shards), libwebsockets (mirage serve), clang (fuzzers). For the tests: the ffmpeg CLI (clips are
-# generated and checked with ffmpeg and ffprobe), Xvfb (the window test, skipped without it).
+# generated and checked with ffmpeg and ffprobe), Xvfb (the window test, skipped without it),
+# chromium and nodejs (tests/test_serve.sh: the page in headless Chromium, and the load clients).
 set -euo pipefail
 pkgs="build-essential pkg-config libcjson-dev libcmocka-dev libopenblas-openmp-dev
       libavformat-dev libavcodec-dev libswscale-dev libavutil-dev libavdevice-dev libsdl2-dev libpng-dev libturbojpeg0-dev libwebsockets-dev
-      ffmpeg xvfb xauth"
+      ffmpeg xvfb xauth chromium nodejs"
 missing=""
 for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then
