@@ -45,7 +45,9 @@ mg_status serve_run(const mg_model *m, const serve_opts *o) {
 #include <errno.h>
 #include <libwebsockets.h>
 #include <math.h>
+#include <netdb.h>
 #include <pthread.h>
+#include <sys/socket.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <time.h>
@@ -227,7 +229,7 @@ static void session_free(session *s) {
 static void session_doom(session *s, int code, const char *why) {
     if (s->close_code) return;
     s->close_code = code;
-    snprintf(s->close_reason, sizeof s->close_reason, "%s", why);
+    snprintf(s->close_reason, sizeof s->close_reason, "%.123s", why); /* a close reason is at most 123 bytes */
 }
 
 /* TurboJPEG 2.1 keeps part of a failed decode's state in the handle: the next valid JPEG fails
@@ -810,6 +812,26 @@ static void lws_log_line(int level, const char *line) {
     fprintf(stderr, "mirage serve | lws: %s", line);
 }
 
+static mg_status check_listen(const char *host, int port) {
+    struct addrinfo hints, *ai = NULL;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICHOST | AI_PASSIVE;
+    char ps[16];
+    snprintf(ps, sizeof ps, "%d", port);
+    int e = getaddrinfo(host, ps, &hints, &ai);
+    if (e) return mg_fail(MG_ERR_ARG, "--host %s: not a numeric address of this machine (%s)", host, gai_strerror(e));
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
+    int r = fd < 0 ? -1 : 0;
+    if (!r) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (!r) r = bind(fd, ai->ai_addr, ai->ai_addrlen);
+    int err = errno;
+    if (fd >= 0) close(fd);
+    freeaddrinfo(ai);
+    if (r) return mg_fail(MG_ERR_IO, "cannot listen on %s:%d: %s", host, port, strerror(err));
+    return MG_OK;
+}
+
 static mg_status write_port_file(const char *path, int port) {
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
@@ -867,6 +889,9 @@ mg_status serve_run(const mg_model *m, const serve_opts *o) {
     }
     mu_ok = 1;
 
+    /* Bind once ourselves first: a clear message for a taken port (lws only logs it), and lws's
+     * failed-listen path is left untaken (it leaks a little, which LeakSanitizer reports). */
+    if ((st = check_listen(o->host, o->port)) != MG_OK) goto done;
     lws_set_log_level(LLL_ERR, lws_log_line);
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof info);

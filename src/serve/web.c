@@ -98,7 +98,7 @@ mg_status web_load(web_files *w, const char *dir, size_t pre) {
         fclose(f);
         w->n++;
         if (err) { s = mg_fail(MG_ERR_IO, "%s: read failed", p); break; }
-        snprintf(wf->path, sizeof wf->path, "/%s", e->d_name);
+        snprintf(wf->path, sizeof wf->path, "/%.70s", e->d_name); /* names longer than that were skipped */
         wf->type = content_type(e->d_name);
     }
     closedir(d);
