@@ -57,16 +57,13 @@ struct dataset {
     int64_t bytes;
 };
 
+#ifdef MG_HAVE_JPEG
 static int split_code(const char *split) {
     if (!strcmp(split, "train")) return SHARD_SPLIT_TRAIN;
     if (!strcmp(split, "val")) return SHARD_SPLIT_VAL;
     return -1;
 }
 
-const char *dataset_shard_name(int split, int index, char *buf, size_t n) {
-    snprintf(buf, n, "%s-%03d" SHARD_EXT, split == SHARD_SPLIT_VAL ? "val" : "train", index);
-    return buf;
-}
 
 /* "train-007.mgshard" -> 7; -1 for names that are not a shard of this split. */
 static int shard_name_index(const char *name, const char *split) {
@@ -81,6 +78,13 @@ static int shard_name_index(const char *name, const char *split) {
     return v;
 }
 
+#endif
+
+const char *dataset_shard_name(int split, int index, char *buf, size_t n) {
+    snprintf(buf, n, "%s-%03d" SHARD_EXT, split == SHARD_SPLIT_VAL ? "val" : "train", index);
+    return buf;
+}
+
 void dataset_close(dataset *ds) {
     if (!ds) return;
     for (int i = 0; i < ds->n_shards; i++) {
@@ -91,6 +95,7 @@ void dataset_close(dataset *ds) {
     free(ds);
 }
 
+#ifdef MG_HAVE_JPEG
 static mg_status pread_all(int fd, void *buf, size_t n, uint64_t off, const char *path) {
     size_t got = 0;
     while (got < n) {
@@ -122,6 +127,8 @@ static mg_status shard_load(ds_shard *sh, const char *path) {
     free(buf);
     return s;
 }
+
+#endif
 
 mg_status dataset_open(dataset **out, const char *dir, const char *split) {
     *out = NULL;
