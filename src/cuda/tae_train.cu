@@ -22,7 +22,10 @@
  * Measured on an H200, B=16 at 128x128, forward+backward+AdamW: tiny 9.5 ms/step (1686
  * images/s, 21 TFLOP/s of conv GEMMs), s 15.9 ms/step (1008 images/s, 50 TFLOP/s). The
  * im2col matrices are 9x the maps they come from, so the step is bound by memory traffic;
- * an implicit-GEMM backward (no im2col in memory) is the next step for speed. */
+ * an implicit-GEMM kernel made for batched training shapes is the next step for speed. The
+ * library's inference conv (cu_conv3x3_igemm, one launch per image) was tried for the forward
+ * and the stride-1 data gradients: 1.8x slower per step (tiny 17.0 vs 9.5 ms, s 29.9 vs
+ * 15.9 ms) and, its data gradient being rounded to bf16, less accurate; removed. */
 #include <cublas_v2.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -98,10 +101,6 @@ struct cuda_tae_train {
     size_t mem_bytes;
     double flops;      /* GEMM FLOPs of the last call (9 ci co per output pixel and pass) */
     int use_graph;     /* MG_CUDA_TAEGRAPH (default 1) */
-    int use_igemm;     /* MG_CUDA_TAEIGEMM=1: cu_conv3x3_igemm per image where it applies (forward and
-                        * stride-1 data gradients). Off: measured 1.8x slower per step on an H200
-                        * (B=16 at 128x128: tiny 17.0 vs 9.5 ms, s 29.9 vs 15.9) than the batched
-                        * im2col + cuBLAS GEMMs, whose M spans the whole batch. */
     tae_graph graph[2]; /* [0] the loss pass, [1] the step */
 };
 
@@ -255,21 +254,6 @@ __global__ void k_bias_final(float *gb, const float *part, int nparts, int C) {
     gb[c] += (float)s;
 }
 
-/* dx (M, ld) = beta dx + t (M, C) bf16, channels < C */
-__global__ void k_acc(float *dx, int ld, float beta, const bf16 *__restrict__ t, int C, long long M) {
-    pdl_wait();
-    pdl_trigger();
-    long long total = M * C;
-    for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < total;
-         e += (long long)gridDim.x * blockDim.x) {
-        long long m = e / C;
-        int c = (int)(e % C);
-        float v = bf2f(t[e]);
-        if (beta != 0.0f) v += beta * dx[m * ld + c];
-        dx[m * ld + c] = v;
-    }
-}
-
 /* gw (co, ci, 3, 3) += dw (co, kp), k = tap*ci + c */
 __global__ void k_dw_add(float *gw, const float *__restrict__ dw, int ci, int co, int kp) {
     pdl_wait();
@@ -389,16 +373,6 @@ static mg_status conv_fwd(cuda_tae_train *tt, const tconv *cv, void *out, int ou
     long long M = (long long)n * Ho * Wo;
     const float *bias = cv->b_idx >= 0 ? param_of(tt, cv->b_idx) : NULL;
     tt->flops += 2.0 * (double)M * cv->co * 9.0 * cv->ci;
-    if (tt->use_igemm && !in_f32 && !out_f32 && mode != MODE_DIL && ld_in == cv->ci && ld_out == cv->co &&
-        cu_conv3x3_igemm_ok(cv->ci, cv->co)) {
-        /* the library's implicit-GEMM conv (no im2col in memory), one launch per image */
-        size_t in_px = mode == MODE_UP ? (size_t)(Hg / 2) * (Wg / 2) : (size_t)Hg * Wg, out_px = (size_t)Ho * Wo;
-        for (int b = 0; b < n; b++)
-            CU_MG(cu_conv3x3_igemm((bf16_t *)out + b * out_px * cv->co, (const bf16_t *)in + b * in_px * cv->ci,
-                                   (const bf16_t *)cv->wg, bias, res ? (const bf16_t *)res + b * out_px * cv->co : NULL,
-                                   Hg, Wg, cv->ci, cv->co, stride, mode == MODE_UP, relu, tt->st));
-        return MG_OK;
-    }
     CU_MG(im2col(tt, cv->kp, in, in_f32, ld_in, cv->ci, n, Hg, Wg, Ho, Wo, stride, mode));
     CU_MG(gemm_nt(tt, tt->tmp, cv->co, tt->col, cv->wg, M, cv->co, cv->kp, 0.0f));
     cu_pdl_fence();
@@ -439,18 +413,6 @@ static mg_status conv_bwd(cuda_tae_train *tt, const tconv *cv, const float *dy, 
     if (!dx) return MG_OK;
     /* data: the flipped conv over the output gradient, on the input's grid */
     tt->flops += 2.0 * (double)M * cv->co * 9.0 * cv->ci;
-    if (tt->use_igemm && stride == 1 && ldb == cv->co && cu_conv3x3_igemm_ok(cv->co, cv->ci)) {
-        /* the flipped conv by the implicit-GEMM kernel into bf16 (the col buffer, free again),
-         * then added in fp32 */
-        size_t px = (size_t)Hg * Wg;
-        bf16_t *tmpb = (bf16_t *)tt->col;
-        for (int b = 0; b < n; b++)
-            CU_MG(cu_conv3x3_igemm(tmpb + b * px * cv->ci, (const bf16_t *)tt->tb + b * px * cv->co,
-                                   (const bf16_t *)cv->wf, NULL, NULL, Hg, Wg, cv->co, cv->ci, 1, 0, 0, tt->st));
-        CU_LAUNCH(k_acc, dim3(grid_of(Mi * cv->ci)), dim3(256), 0, tt->st, dx, ld_dx, beta, (const bf16 *)tmpb, cv->ci,
-                  Mi);
-        return MG_OK;
-    }
     int dmode = stride == 2 ? MODE_DIL : MODE_PLAIN;
     CU_MG(im2col(tt, cv->kpf, tt->tb, 0, ldb, cv->co, n, Hg, Wg, Hg, Wg, 1, dmode));
     CU_MG(gemm_nt(tt, dx, ld_dx, tt->col, cv->wf, Mi, cv->ci, cv->kpf, beta));
@@ -673,7 +635,6 @@ extern "C" mg_status cuda_tae_train_new(cuda_tae_train **out, cuda_params *cp, i
     tt->st = (cudaStream_t)cuda_params_stream(cp);
     tt->B = B, tt->cap_pix = H * W, tt->c = cf->tae_ch, tt->Z = cf->z_ch;
     tt->use_graph = cu_opt("TAEGRAPH", 1);
-    tt->use_igemm = cu_opt("TAEIGEMM", 0);
     tconv *convs[TAE_NCONV];
     const char *names[TAE_NCONV];
     int bias[TAE_NCONV];

@@ -175,23 +175,6 @@ static void grads_case(int n, int H, int W, float scale, uint64_t seed) {
 static void test_grads_64(void **state) { grads_case(2, 64, 64, 1.0f, 21); }
 static void test_grads_40x56(void **state) { grads_case(3, 40, 56, 0.5f, 22); }
 
-/* The switch that is off by default (MG_CUDA_TAEIGEMM=1: the library's implicit-GEMM conv per
- * image for the forward and the stride-1 data gradients) held to the same tolerances. */
-static void test_igemm_path(void **state) {
-    cuda_tae_train *keep = tt;
-    setenv("MG_CUDA_TAEIGEMM", "1", 1);
-    mg_status s = cuda_tae_train_new(&tt, &cp, TB, 64, 64);
-    unsetenv("MG_CUDA_TAEIGEMM");
-    if (s != MG_OK) {
-        tt = keep;
-        fail_msg("cuda_tae_train_new: %s", mg_last_error());
-    }
-    printf("  with MG_CUDA_TAEIGEMM=1:\n");
-    grads_case(2, 40, 56, 1.0f, 24);
-    cuda_tae_train_free(tt);
-    tt = keep;
-}
-
 /* the gradients accumulate: two steps give twice one */
 static void test_accumulate(void **state) {
     int H = 32, W = 48;
@@ -333,8 +316,7 @@ int main(void) {
         return 0;
     }
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_grads_64),      cmocka_unit_test(test_grads_40x56), cmocka_unit_test(test_igemm_path),
-        cmocka_unit_test(test_accumulate),
+        cmocka_unit_test(test_grads_64),      cmocka_unit_test(test_grads_40x56), cmocka_unit_test(test_accumulate),
         cmocka_unit_test(test_encode_decode), cmocka_unit_test(test_bad_calls),   cmocka_unit_test(test_speed),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
