@@ -330,7 +330,9 @@ mg_status ckpt_load(const char *path, train_params *tp, char stage[8], long *ste
         part_path(pp, sizeof pp, path, *step, (int)p);
         st_file pf;
         if ((s = st_open(&pf, pp)) != MG_OK) {
-            s = mg_fail(MG_ERR_FORMAT, "%s: part %ld of %ld is missing or damaged: %s", path, p, parts, mg_last_error());
+            char why[600];
+            snprintf(why, sizeof why, "%s", mg_last_error()); /* mg_fail rewrites that buffer */
+            s = mg_fail(MG_ERR_FORMAT, "%s: part %ld of %ld is missing or damaged: %s", path, p, parts, why);
             break;
         }
         long pstep = -1, pidx = -1;
