@@ -139,8 +139,9 @@ else
 fi
 
 SECS=${MIRAGE_SERVE_LOAD_SECONDS:-60}
-echo "-- load: 16 clients at 10 frames/s, 2 slow readers, 2 abusive senders, ${SECS} s, 32x32, 1 step"
-if start_server load --size 32x32 --steps 1 --max-sessions 24 --max-message 65536 --max-frame 320x240 --max-fps 30; then
+echo "-- load: 16 clients at 10 frames/s, 2 slow readers, 2 abusive senders, ${SECS} s, 32x32, 1 step, 8 KiB send buffers"
+if start_server load --size 32x32 --steps 1 --max-sessions 24 --max-message 65536 --max-frame 320x240 --max-fps 30 \
+        --send-buffer 8192; then
     rss0=$(rss_kib "$SPID")
     node "$HERE/serve/load.js" "$PORT" "$SECS" 16 2 2 10 "$T" >"$T/out" 2>&1
     r=$?

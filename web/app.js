@@ -8,7 +8,7 @@
   const inCtx = inCanvas.getContext('2d'), outCtx = outCanvas.getContext('2d');
   const state = window.mirage = {
     ws: null, hello: null, seq: 0, sent: 0, frames: 0, dropped: 0, latencies: [], arrivals: [],
-    encoding: false, closed: null, error: null, lastLatency: null,
+    encoding: false, closed: null, error: null, lastLatency: null, config: null,
   };
 
   function status(text, isError) {
@@ -124,7 +124,7 @@
       let m;
       try { m = JSON.parse(e.data); } catch (err) { return; }
       if (m.type === 'hello') onHello(m);
-      else if (m.type === 'config') { $('prompt').value = m.prompt; $('steps').value = m.steps; }
+      else if (m.type === 'config') { state.config = m; $('prompt').value = m.prompt; $('steps').value = m.steps; }
     };
     ws.onclose = (e) => {
       if (state.ws !== ws) return;

@@ -33,6 +33,8 @@ static const char *help =
     "  --idle-timeout S        close a session that sent nothing for S seconds (default 30)\n"
     "  --message-timeout S     close a session whose message takes longer than S s (default 10)\n"
     "  --handshake-timeout S   drop a connection that does not finish its handshake (default 10)\n"
+    "  --send-buffer BYTES     a session socket's send buffer (default 0: the kernel's, autotuned);\n"
+    "                          smaller notices a slow reader sooner and drops its frames sooner\n"
     "Status goes to stderr: the configuration, sessions opening and closing with their reasons, and a\n"
     "line a second (sessions, frames/s, server-side latency p50/p99, drops). GET /stats gives the\n"
     "counters as JSON.\n";
@@ -41,14 +43,14 @@ static atomic_int g_stop;
 static void on_signal(int sig) { atomic_store(&g_stop, sig); }
 
 int cmd_serve(int argc, char **argv) {
-    enum { O_MAXS = 256, O_WORKERS, O_MAXSTEPS, O_WEB, O_MAXMSG, O_MAXFRAME, O_MAXFPS, O_IDLE, O_MSGTO, O_HSTO, O_PORTFILE };
+    enum { O_MAXS = 256, O_WORKERS, O_MAXSTEPS, O_WEB, O_MAXMSG, O_MAXFRAME, O_MAXFPS, O_IDLE, O_MSGTO, O_HSTO, O_PORTFILE, O_SNDBUF };
     static const struct option opts[] = {
         {"model", 1, 0, 'm'}, {"config", 1, 0, 'c'}, {"host", 1, 0, 'H'}, {"port", 1, 0, 'P'},
         {"device", 1, 0, 'd'}, {"size", 1, 0, 'S'}, {"steps", 1, 0, 'n'}, {"prompt", 1, 0, 'p'},
         {"quiet", 0, 0, 'q'}, {"help", 0, 0, 'h'}, {"max-sessions", 1, 0, O_MAXS}, {"workers", 1, 0, O_WORKERS},
         {"max-steps", 1, 0, O_MAXSTEPS}, {"web", 1, 0, O_WEB}, {"max-message", 1, 0, O_MAXMSG},
         {"max-frame", 1, 0, O_MAXFRAME}, {"max-fps", 1, 0, O_MAXFPS}, {"idle-timeout", 1, 0, O_IDLE},
-        {"message-timeout", 1, 0, O_MSGTO}, {"handshake-timeout", 1, 0, O_HSTO},
+        {"message-timeout", 1, 0, O_MSGTO}, {"handshake-timeout", 1, 0, O_HSTO}, {"send-buffer", 1, 0, O_SNDBUF},
         /* for tests: write the bound port to this file once listening (with --port 0) */
         {"port-file", 1, 0, O_PORTFILE}, {0, 0, 0, 0}};
     serve_opts so;
@@ -119,6 +121,10 @@ int cmd_serve(int argc, char **argv) {
         case O_HSTO:
             if (parse_long(optarg, 1, 3600, &v)) return cli_usage("serve", "--handshake-timeout: expected 1..3600 s, found '%s'", optarg);
             so.lim.handshake_timeout_s = (int)v;
+            break;
+        case O_SNDBUF:
+            if (parse_long(optarg, 0, 1L << 26, &v)) return cli_usage("serve", "--send-buffer: expected 0..67108864 bytes, found '%s'", optarg);
+            so.lim.send_buffer = (int)v;
             break;
         case O_PORTFILE: so.port_file = optarg; break;
         default: return cli_usage("serve", "unknown or incomplete option '%s'", argv[optind - 1]);

@@ -25,6 +25,7 @@ typedef struct serve_limits {
     int idle_timeout_s;        /* close a session that sent nothing for this long */
     int message_timeout_s;     /* close a session whose message takes longer than this to arrive */
     int handshake_timeout_s;   /* lws: a connection that does not finish its HTTP/WS handshake */
+    int send_buffer;           /* SO_SNDBUF of a session's socket (0: the kernel's, autotuned) */
 } serve_limits;
 
 typedef struct serve_opts {

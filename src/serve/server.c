@@ -557,6 +557,10 @@ static int ws_open(server *sv, struct lws *wsi, conn *c) {
     }
     session *s = session_new(sv);
     if (!s) return ws_close(NULL, wsi, 1011, "server out of memory");
+    if (sv->o->lim.send_buffer > 0) { /* a small send buffer: a slow reader is noticed sooner, dropped sooner */
+        int b = sv->o->lim.send_buffer;
+        setsockopt(lws_get_socket_fd(wsi), SOL_SOCKET, SO_SNDBUF, &b, sizeof b);
+    }
     s->id = ++sv->next_id;
     s->wsi = wsi;
     snprintf(s->peer, sizeof s->peer, "%s", peer);
@@ -934,9 +938,9 @@ mg_status serve_run(const mg_model *m, const serve_opts *o) {
     say(sv, "page from %s | %d workers | max %d sessions | %dx%d | steps %d (max %d) | prompt %s", dir,
         sv->nworkers, o->max_sessions, o->width, o->height, o->steps, o->max_steps,
         mg_model_prompt_name(m, sv->default_prompt));
-    say(sv, "limits: message %zu bytes | frame %dx%d | %d messages/s | idle %d s | message %d s | handshake %d s",
+    say(sv, "limits: message %zu bytes | frame %dx%d | %d messages/s | idle %d s | message %d s | handshake %d s | send buffer %s",
         o->lim.max_message, o->lim.max_frame_w, o->lim.max_frame_h, o->lim.max_fps, o->lim.idle_timeout_s,
-        o->lim.message_timeout_s, o->lim.handshake_timeout_s);
+        o->lim.message_timeout_s, o->lim.handshake_timeout_s, o->lim.send_buffer ? "set" : "the kernel's");
     if (!o->quiet) fprintf(stderr, "mirage serve | listening on http://%s:%d/ (Ctrl-C stops)\n", o->host, port);
     lws_sul_schedule(ctx, 0, &sv->tick, on_tick, 1000 * LWS_US_PER_MS);
     while (!atomic_load(o->stop))

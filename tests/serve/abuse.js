@@ -87,6 +87,9 @@ async function main() {
   await expectClose('unknown prompt', (c) => c.sendText('{"type":"config","prompt":"../../etc/passwd"}'), 1008, /no prompt named/);
   await expectClose('steps out of range', (c) => c.sendText('{"type":"config","steps":1000}'), 1008, /steps/);
   await expectClose('invalid UTF-8 text', (c) => c.sendFrame(1, Buffer.from([0x7b, 0xff, 0xfe, 0x7d])), [1007, 1002], /.*/);
+  // RFC 6455 says a server must close on an unmasked frame; lws 4.1 takes it, so its content is
+  // judged like any other message's (here: not a frame)
+  await expectClose('unmasked client frame', (c) => c.raw(Buffer.from([0x82, 0x05, 1, 2, 3, 4, 5])), [1002, 1006, 1008], /.*/);
   await expectClose('reserved opcode', (c) => c.sendFrame(3, Buffer.from('x')), [1002, 1006], /.*/);
   await expectClose('frame flood (rate limit)', async (c) => { for (let i = 0; i < 200; i++) c.sendBinary(frame(32, 32, jpeg32)); }, 1008, /rate limit/);
   await expectClose('slow sender (a byte every 300 ms)', async (c) => {

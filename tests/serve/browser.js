@@ -85,6 +85,17 @@ async function main() {
       if (st && (st.error || st.closed)) break;
       if (st && st.frames >= 15 && /^\d+ ms$/.test(st.latency)) break;
     }
+    // the prompt picker and the steps control: the server acknowledges the change, frames keep coming
+    const want = await evaluate(`(() => { const sel = document.getElementById('prompt');
+      sel.value = sel.options[sel.options.length - 1].value; sel.dispatchEvent(new Event('change'));
+      const st = document.getElementById('steps'); st.value = 2; st.dispatchEvent(new Event('change'));
+      return { prompt: sel.value, steps: 2, frames: window.mirage.frames }; })()`);
+    let cfg = null;
+    for (let i = 0; i < 40 && Date.now() < deadline; i++) {
+      await sleep(250);
+      cfg = await evaluate('({ config: window.mirage.config, frames: window.mirage.frames })');
+      if (cfg.config && cfg.config.steps === 2 && cfg.config.prompt === want.prompt && cfg.frames >= want.frames + 5) break;
+    }
     const pixels = await evaluate(`(() => {
       const stats = (id) => { const c = document.getElementById(id), d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
         let n = 0, s = 0, s2 = 0; for (let i = 0; i < d.length; i += 4) for (let k = 0; k < 3; k++) { s += d[i + k]; s2 += d[i + k] * d[i + k]; n++; }
@@ -107,9 +118,11 @@ async function main() {
       output_not_flat: pixels.output.std > 2 && pixels.output.mean > 2,
       output_transformed: pixels.mean_abs_diff > 3,
       screenshot: fs.statSync(shotPath).size > 1000,
+      controls_acknowledged: !!cfg && !!cfg.config && cfg.config.prompt === want.prompt && cfg.config.steps === 2,
+      frames_after_change: !!cfg && cfg.frames >= want.frames + 5,
     };
     const ok = Object.values(checks).every(Boolean);
-    console.log(JSON.stringify({ ok, checks, state: st, pixels, screenshot: shotPath, console: consoleLines.slice(-5) }));
+    console.log(JSON.stringify({ ok, checks, state: st, config: cfg && cfg.config, pixels, screenshot: shotPath, console: consoleLines.slice(-5) }));
     cdp.destroy();
     return ok;
   } finally {
