@@ -7,6 +7,7 @@
  * header, the index and the frames, foreign files, wrong versions, missing or mixed shards —
  * each refused with MG_ERR_FORMAT naming the file, never a crash. Prints the reader's speed. */
 #include <errno.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +18,7 @@
 #include "core/rng.h"
 #include "core/status.h"
 #include "core/timing.h"
+#include "data/camera.h"
 #include "data/data.h"
 #include "data/shard.h"
 #include "testutil.h"
@@ -478,6 +480,54 @@ static void test_parser_random(void **state) {
     free(orig);
 }
 
+/* The synthetic camera never looks past the photo's edge (every corner of every view inside
+ * the photo, at every roll and zoom, with shake), its roll stays bounded, and the path is
+ * smooth: per frame the centre moves a bounded number of output pixels and the zoom changes by
+ * a bounded factor. 20000 random paths over photos of many shapes and clip sizes. */
+static void test_camera_geometry(void **state) {
+    (void)state;
+    mg_rng r, pick;
+    mg_rng_seed(&pick, 11);
+    camera_view v[32];
+    double worst_out = 0, worst_move = 0, worst_zoom = 0;
+    long moving = 0;
+    for (int it = 0; it < 20000; it++) {
+        int S = 8 * (1 + (int)(mg_rng_next(&pick) % 64)); /* 8..512 */
+        int w = 64 + (int)(mg_rng_next(&pick) % 1000), h = 64 + (int)(mg_rng_next(&pick) % 1000);
+        int T = 1 + (int)(mg_rng_next(&pick) % 32);
+        mg_rng_seed(&r, mg_rng_next(&pick));
+        int flip = -1;
+        camera_path(&r, T, S, w, h, v, &flip);
+        assert_true(flip == 0 || flip == 1);
+        for (int t = 0; t < T; t++) {
+            assert_true(fabsf(v[t].theta) <= CAMERA_MAX_ROLL + 1e-6f);
+            assert_true(v[t].scale > 0);
+            float c = cosf(v[t].theta) * v[t].scale, sn = sinf(v[t].theta) * v[t].scale, half = S * 0.5f;
+            for (int k = 0; k < 4; k++) { /* the corners of the output square */
+                float du = k & 1 ? half : -half, dv = k & 2 ? half : -half;
+                float x = v[t].cx + c * du - sn * dv, y = v[t].cy + sn * du + c * dv;
+                double out = fmax(fmax(-x, x - w), fmax(-y, y - h));
+                if (out > worst_out) worst_out = out;
+            }
+            if (t > 0) {
+                double move = hypot(v[t].cx - v[t - 1].cx, v[t].cy - v[t - 1].cy) / v[t].scale / S; /* in frame widths */
+                double zoom = fabs(log(v[t].scale / v[t - 1].scale));
+                if (move > worst_move) worst_move = move;
+                if (zoom > worst_zoom) worst_zoom = zoom;
+                moving += move > 0.002;
+            }
+        }
+    }
+    printf("  20000 paths: worst corner %.2e px outside the photo, largest step %.3f frame widths, largest zoom "
+           "step %.3f (log), %ld moving steps\n", worst_out, worst_move, worst_zoom, moving);
+    assert_true(worst_out < 1e-2);  /* float rounding only */
+    /* pan <= 8 px a frame at S = 256 (0.031 widths), wobble 3 px, shake <= 5 px, the centre's
+     * shift as the zoom changes 3% a frame (0.017): about 0.08 at worst */
+    assert_true(worst_move < 0.1);
+    assert_true(worst_zoom < 0.0301); /* <= 3% a frame */
+    assert_true(moving > 100000);
+}
+
 static void test_speed(void **state) {
     (void)state;
     NEED_BUILDER();
@@ -518,7 +568,8 @@ int main(void) {
         cmocka_unit_test(test_split_and_counts), cmocka_unit_test(test_determinism),
         cmocka_unit_test(test_threads),          cmocka_unit_test(test_motion),
         cmocka_unit_test(test_video_follows_source), cmocka_unit_test(test_corrupt),
-        cmocka_unit_test(test_parser_random),    cmocka_unit_test(test_speed),
+        cmocka_unit_test(test_parser_random),    cmocka_unit_test(test_camera_geometry),
+        cmocka_unit_test(test_speed),
         cmocka_unit_test(test_no_sources),
     };
     return cmocka_run_group_tests(tests, setup, NULL);

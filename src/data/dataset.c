@@ -26,6 +26,7 @@
 
 #include "core/rng.h"
 #include "core/status.h"
+#include "data/camera.h"
 #include "data/shard.h"
 
 #ifdef MG_HAVE_JPEG
@@ -400,30 +401,57 @@ static mg_status sample_video(reader *rd, mg_rng *r, int T, int S, uint8_t *out)
 
 /* ---- synthetic camera motion over a photo ------------------------------------------------------- */
 
-#define MAX_ROT 0.17f /* radians (about 10 degrees): the largest camera roll */
+#define MAX_ROT CAMERA_MAX_ROLL
 
-/* A smooth path in [0, 1]: a start, a drift over the clip and a slow wobble, clamped. */
-typedef struct path1 {
-    float p0, drift, amp, freq, phase;
-} path1;
-
-static float path_at(const path1 *p, float tau) {
-    float v = p->p0 + p->drift * tau + p->amp * sinf(p->freq * tau + p->phase);
-    return v < 0 ? 0 : v > 1 ? 1 : v;
-}
-
-/* A path whose speed stays near `speed` units per clip; start placed so the drift fits. */
-static path1 path_random(mg_rng *r, float speed) {
-    path1 p;
-    p.drift = speed * (below(r, 2) ? 1.0f : -1.0f);
-    if (p.drift > 1) p.drift = 1;
-    if (p.drift < -1) p.drift = -1;
-    float lo = p.drift < 0 ? -p.drift : 0, hi = p.drift > 0 ? 1 - p.drift : 1;
-    p.p0 = unif(r, lo, hi);
-    p.amp = unif(r, 0, 0.15f) * (1 - fabsf(p.drift));
-    p.freq = unif(r, 1.0f, 4.0f);
-    p.phase = unif(r, 0, 6.2831853f);
-    return p;
+/* camera: scale (photo pixels per output pixel) is zoom * the largest that keeps the view inside
+ * the photo at the largest roll. The centre drifts at a constant speed in output pixels, with
+ * a slow wobble and optional shake, and is kept in the box the view's half-extent leaves in
+ * the photo (a camera that reaches the edge stops there). */
+void camera_path(mg_rng *r, int T, int S, int w, int h, camera_view *views, int *flip) {
+    const float k = S / 256.0f; /* motion is specified for 256-pixel frames */
+    float smax = (w < h ? w : h) / (S * (cosf(MAX_ROT) + sinf(MAX_ROT)));
+    float zmin = 0.5f / smax > 0.45f ? 0.5f / smax : 0.45f; /* no more than 2x upscaling */
+    if (zmin > 1) zmin = 1;
+    float z0 = unif(r, zmin, 1), z1 = z0 * expf(unif(r, -0.03f, 0.03f) * (T > 1 ? T - 1 : 0)); /* <= 3% a frame */
+    if (z1 < zmin) z1 = zmin;
+    if (z1 > 1) z1 = 1;
+    float rot0 = unif(r, -MAX_ROT, MAX_ROT) * (below(r, 2) ? 1.0f : 0.3f), rotv = unif(r, -0.012f, 0.012f);
+    float speed = unif(r, 0, 8.0f) * k, dir = unif(r, 0, 6.2831853f); /* pan, output pixels a frame */
+    float vx = speed * cosf(dir), vy = speed * sinf(dir);
+    float wf = unif(r, 1.0f, 4.0f), wa = unif(r, 0, 3.0f) * k * (T > 1 ? T - 1 : 1) / wf; /* wobble <= 3 px a frame */
+    float wdir = unif(r, 0, 6.2831853f), wph = unif(r, 0, 6.2831853f);
+    float shake = below(r, 3) == 0 ? unif(r, 0.5f, 2.5f) * k : 0; /* hand-held jitter, pixels */
+    float shf1 = unif(r, 1.5f, 2.5f), shf2 = unif(r, 2.7f, 3.3f), shp1 = unif(r, 0, 6.28f), shp2 = unif(r, 0, 6.28f);
+    float ux = unif(r, 0, 1), uy = unif(r, 0, 1);
+    *flip = (int)below(r, 2);
+    /* the start: anywhere the whole drift fits in the box (measured at the mid zoom) */
+    float s_mid = smax * 0.5f * (z0 + z1), ext_mid = 0.5f * S * s_mid * (cosf(MAX_ROT) + sinf(MAX_ROT));
+    float dx = vx * s_mid * (T - 1), dy = vy * s_mid * (T - 1);
+    float lox = ext_mid + (dx < 0 ? -dx : 0), hix = w - ext_mid - (dx > 0 ? dx : 0);
+    float loy = ext_mid + (dy < 0 ? -dy : 0), hiy = h - ext_mid - (dy > 0 ? dy : 0);
+    float x = lox <= hix ? lox + (hix - lox) * ux : 0.5f * w, y = loy <= hiy ? loy + (hiy - loy) * uy : 0.5f * h;
+    for (int t = 0; t < T; t++) {
+        float tau = T > 1 ? (float)t / (T - 1) : 0;
+        float z = z0 * powf(z1 / z0, tau), sc = smax * z;
+        float th = rot0 + rotv * t;
+        if (th > MAX_ROT) th = MAX_ROT;
+        if (th < -MAX_ROT) th = -MAX_ROT;
+        float ext = 0.5f * S * sc * (fabsf(cosf(th)) + fabsf(sinf(th))); /* half-extent of the view */
+        if (t > 0) x += vx * sc, y += vy * sc;
+        float wob = wa * sinf(wf * tau + wph);
+        float ox = (wob * cosf(wdir) + shake * sinf(shf1 * t + shp1)) * sc;
+        float oy = (wob * sinf(wdir) + shake * sinf(shf2 * t + shp2)) * sc;
+        if (x < ext) x = ext; /* the drift stops at the edge */
+        if (x > w - ext) x = w - ext;
+        if (y < ext) y = ext;
+        if (y > h - ext) y = h - ext;
+        float cx = x + ox, cy = y + oy;
+        if (cx < ext) cx = ext;
+        if (cx > w - ext) cx = w - ext;
+        if (cy < ext) cy = ext;
+        if (cy > h - ext) cy = h - ext;
+        views[t] = (camera_view){cx, cy, sc, th};
+    }
 }
 
 typedef struct layer { /* a moving cut-out: a soft-edged blob of another photo */
@@ -515,46 +543,18 @@ static mg_status sample_synthetic(reader *rd, mg_rng *r, int T, int S, uint8_t *
         s = decode_photo(rd, &ds->photos[li], S, &L[i].tex);
         if (s == MG_OK) layer_random(&L[i], r, S, T);
     }
+    camera_view *views = s == MG_OK ? malloc((size_t)T * sizeof *views) : NULL;
+    if (s == MG_OK && !views) s = mg_fail(MG_ERR_NOMEM, "no memory");
     if (s == MG_OK) {
-        /* camera: scale (photo pixels per output pixel) is zoom * the largest that keeps the view
-         * inside the photo at the largest roll; the centre moves in the box the view leaves */
-        float smax = (bg.w < bg.h ? bg.w : bg.h) / (S * (cosf(MAX_ROT) + sinf(MAX_ROT)));
-        float zmin = 0.5f / smax > 0.45f ? 0.5f / smax : 0.45f; /* no more than 2x upscaling */
-        if (zmin > 1) zmin = 1;
-        float z0 = unif(r, zmin, 1), z1 = z0 * expf(unif(r, -0.25f, 0.25f));
-        if (z1 < zmin) z1 = zmin;
-        if (z1 > 1) z1 = 1;
-        float rot0 = unif(r, -MAX_ROT, MAX_ROT) * (below(r, 2) ? 1.0f : 0.3f), rotv = unif(r, -0.012f, 0.012f);
-        /* pan speed: up to ~8 output pixels a frame, in units of the free box (photo-dependent) */
-        float pan_px = (float)T * unif(r, 0, 8.0f) * (S / 256.0f), pan_dir = unif(r, 0, 6.2831853f);
-        float s_mid = smax * 0.5f * (z0 + z1);
-        float free_x = bg.w - S * s_mid * (cosf(MAX_ROT) + sinf(MAX_ROT));
-        float free_y = bg.h - S * s_mid * (cosf(MAX_ROT) + sinf(MAX_ROT));
-        path1 px = path_random(r, free_x > 1 ? fabsf(cosf(pan_dir)) * pan_px * s_mid / free_x : 0);
-        path1 py = path_random(r, free_y > 1 ? fabsf(sinf(pan_dir)) * pan_px * s_mid / free_y : 0);
-        float shake = below(r, 3) == 0 ? unif(r, 0.5f, 2.5f) * (S / 256.0f) : 0; /* hand-held jitter, pixels */
-        float shf1 = unif(r, 1.5f, 2.5f), shf2 = unif(r, 2.7f, 3.3f), shp1 = unif(r, 0, 6.28f), shp2 = unif(r, 0, 6.28f);
-        int flip = (int)below(r, 2);
+        int flip;
+        camera_path(r, T, S, bg.w, bg.h, views, &flip);
         for (int t = 0; t < T; t++) {
-            float tau = T > 1 ? (float)t / (T - 1) : 0;
-            float z = z0 * powf(z1 / z0, tau), sc = smax * z;
-            float th = rot0 + rotv * t;
-            if (th > MAX_ROT) th = MAX_ROT;
-            if (th < -MAX_ROT) th = -MAX_ROT;
-            float ext = 0.5f * S * sc * (fabsf(cosf(th)) + fabsf(sinf(th))); /* half-extent of the view */
-            float jx = shake * sinf(shf1 * t + shp1), jy = shake * sinf(shf2 * t + shp2);
-            float pxv = path_at(&px, tau), pyv = path_at(&py, tau);
-            float span_x = bg.w - 2 * ext, span_y = bg.h - 2 * ext;
-            float cx = ext + span_x * pxv + jx * sc, cy = ext + span_y * pyv + jy * sc;
-            if (cx < ext) cx = ext;
-            if (cx > bg.w - ext) cx = bg.w - ext;
-            if (cy < ext) cy = ext;
-            if (cy > bg.h - ext) cy = bg.h - ext;
             uint8_t *frame = out + (size_t)t * S * S * 3;
-            warp_affine(frame, S, &bg, cx, cy, sc, th, flip);
+            warp_affine(frame, S, &bg, views[t].cx, views[t].cy, views[t].scale, views[t].theta, flip);
             for (int i = 0; i < n_layers; i++) layer_draw(&L[i], t, S, frame);
         }
     }
+    free(views);
     free(bg.rgb);
     for (int i = 0; i < 2; i++) free(L[i].tex.rgb);
     return s;
