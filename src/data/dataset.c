@@ -470,12 +470,14 @@ static void layer_random(layer *L, mg_rng *r, int S, int T) {
     L->a2 = unif(r, 0, 0.25f), ph = unif(r, 0, 6.2831853f), L->c2 = cosf(ph), L->s2 = sinf(ph);
     L->a3 = unif(r, 0, 0.15f), ph = unif(r, 0, 6.2831853f), L->c3 = cosf(ph), L->s3 = sinf(ph);
     L->a4 = unif(r, 0, 0.08f), ph = unif(r, 0, 6.2831853f), L->c4 = cosf(ph), L->s4 = sinf(ph);
-    float rmax = L->R * (1 + L->a2 + L->a3 + L->a4);
+    /* the farthest a visible pixel lies from the centre, in layer units: the shape's largest
+     * radius plus its soft edge, which a shrinking layer (growth down to e^-0.4) widens */
+    float rmax = L->R * (1 + L->a2 + L->a3 + L->a4) + 1.5f * L->edge;
     /* the texture: about the background's scale, and the whole blob inside the photo */
     int tshort = L->tex.w < L->tex.h ? L->tex.w : L->tex.h;
-    float ts = (tshort / (float)S) * unif(r, 0.5f, 1.0f), tsmax = (tshort * 0.5f - 1) / (rmax * 1.05f);
+    float ts = (tshort / (float)S) * unif(r, 0.5f, 1.0f), tsmax = (tshort * 0.5f - 1) / rmax;
     L->ts = ts < tsmax ? ts : tsmax;
-    float tr = rmax * 1.05f * L->ts; /* largest reach into the texture (rotation and growth included) */
+    float tr = rmax * L->ts; /* the largest reach into the texture, whatever the rotation */
     L->tcx = unif(r, tr, L->tex.w - tr), L->tcy = unif(r, tr, L->tex.h - tr);
     float speed = unif(r, 0.3f, 5.0f) * (S / 256.0f), dir = unif(r, 0, 6.2831853f);
     L->vx = speed * cosf(dir), L->vy = speed * sinf(dir);
@@ -491,7 +493,8 @@ static void layer_random(layer *L, mg_rng *r, int S, int T) {
 /* Composites layer L at frame t over the S x S frame. */
 static void layer_draw(const layer *L, int t, int S, uint8_t *frame) {
     float px = L->x0 + L->vx * t + L->ax * t * t, py = L->y0 + L->vy * t + L->ay * t * t;
-    float th = L->rot0 + L->rotv * t, g = expf(L->grow * t);
+    float gl = L->grow * t; /* growth, bounded so long clips neither lose the layer nor fill the frame */
+    float th = L->rot0 + L->rotv * t, g = expf(gl < -0.4f ? -0.4f : gl > 0.4f ? 0.4f : gl);
     float ct = cosf(th), st = sinf(th), inv = 1.0f / g;
     float reach = L->R * (1 + L->a2 + L->a3 + L->a4) * g + L->edge;
     int u0 = (int)floorf(px - reach), u1 = (int)ceilf(px + reach), v0 = (int)floorf(py - reach), v1 = (int)ceilf(py + reach);
