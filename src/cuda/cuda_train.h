@@ -75,6 +75,10 @@ mg_status cuda_dit_train_loss(cuda_dit_train *dt, const dit_clip *clips, int n, 
 /* GEMM floating-point operations issued since cuda_dit_train_new (2*M*N*K each, the recomputed
  * attention scores and masked window keys included): for throughput reports. */
 double cuda_dit_train_flops(const cuda_dit_train *dt);
+/* Test hook (tests/gpu/test_cuda_dit_train.c): the first n floats of an fp32 activation of the
+ * last pass ("x", "mod", "pr", "xm", "h", "f", "v", "c", "t1"), laid out as dit_acts (train.h)
+ * for the pass's clips*T frames, device -> host. */
+mg_status cuda_dit_train_peek(cuda_dit_train *dt, const char *what, float *host, size_t n);
 
 /* ---- the autoencoder (src/cuda/tae_train.cu) --------------------------------------------- */
 typedef struct cuda_tae_train cuda_tae_train;

@@ -191,11 +191,13 @@ __global__ void k_cond(float *c, float *sc, const float *b, const float *prompt,
     sc[i] = silu_f(v);
 }
 
-/* One warp per row r (M rows of C), frame f = r / N:
+/* One warp per row r (M rows of C), frame f = r / N (rows of gate gstride apart, of shift and
+ * scale mstride apart):
  *   if y: y += ybias (kept), x = xin + gate[f] * y, written to xout; else x = xin.
  *   out = LN(x) * (1 + scale[f]) + shift[f] (bf16), stats = (mean, rstd). */
-__global__ void k_ln_fwd(const float *xin, float *y, const float *ybias, const float *gate, float *xout, bf16 *out,
-                         float *stats, const float *shift, const float *scale, int mstride, int M, int N, int C) {
+__global__ void k_ln_fwd(const float *xin, float *y, const float *ybias, const float *gate, int gstride, float *xout,
+                         bf16 *out, float *stats, const float *shift, const float *scale, int mstride, int M, int N,
+                         int C) {
     int r = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
     if (r >= M) return;
     size_t f = (size_t)(r / N) * mstride;
@@ -203,7 +205,7 @@ __global__ void k_ln_fwd(const float *xin, float *y, const float *ybias, const f
     float s = 0.0f;
     if (y) {
         float *yr = y + (size_t)r * C, *xo = xout + (size_t)r * C;
-        const float *g = gate + f;
+        const float *g = gate + (size_t)(r / N) * gstride;
         for (int c = lane; c < C; c += 32) {
             float yv = yr[c] + (ybias ? ybias[c] : 0.0f);
             yr[c] = yv;
@@ -785,7 +787,7 @@ static mg_status pass(cuda_dit_train *dt, const dit_clip *clips, int n, const fl
     CU_MG(cu_patchify((bf16_t *)dt->tok, dt->z, dt->cond, BT * lh, lw, Z, p, st));
     CU_MG(lin_fwd(dt, dt->x, dt->tok, WB + dt->in_w, M, 2 * zpp, d));
     CU_LAUNCH(k_bias_silu, EW(Md), dt->x, WP + dt->in_b, (float *)NULL, M, d);
-    CU_LAUNCH(k_ln_fwd, ROWS(M), (const float *)dt->x, (float *)NULL, (const float *)NULL, (const float *)NULL,
+    CU_LAUNCH(k_ln_fwd, ROWS(M), (const float *)dt->x, (float *)NULL, (const float *)NULL, (const float *)NULL, 0,
               (float *)NULL, dt->y1, dt->st1, (const float *)dt->mod, (const float *)dt->mod + d, 6 * d, M, N, d);
 
     for (int l = 0; l < L; l++) {
@@ -810,7 +812,7 @@ static mg_status pass(cuda_dit_train *dt, const dit_clip *clips, int n, const fl
         }
         /* proj, xm = x + gate1 * pr, y2 = LN(xm) modulated */
         CU_MG(lin_fwd(dt, pr, att, WB + lo->proj_w, M, d, d));
-        CU_LAUNCH(k_ln_fwd, ROWS(M), (const float *)x, pr, WP + lo->proj_b, (const float *)mod + 2 * d, xm, y2, st2,
+        CU_LAUNCH(k_ln_fwd, ROWS(M), (const float *)x, pr, WP + lo->proj_b, (const float *)mod + 2 * d, 6 * d, xm, y2, st2,
                   (const float *)mod + 3 * d, (const float *)mod + 4 * d, 6 * d, M, N, d);
         /* MLP */
         CU_MG(lin_fwd(dt, h, y2, WB + lo->fc1_w, M, d, 4 * d));
@@ -819,10 +821,10 @@ static mg_status pass(cuda_dit_train *dt, const dit_clip *clips, int n, const fl
         /* x_{l+1} = xm + gate2 * f, then the next LN: layer l+1's first, or the final layer's */
         if (l + 1 < L) {
             const float *nm = dt->mod + (size_t)(l + 1) * BT * 6 * d;
-            CU_LAUNCH(k_ln_fwd, ROWS(M), (const float *)xm, f, WP + lo->fc2_b, (const float *)mod + 5 * d, xo,
+            CU_LAUNCH(k_ln_fwd, ROWS(M), (const float *)xm, f, WP + lo->fc2_b, (const float *)mod + 5 * d, 6 * d, xo,
                       dt->y1 + (l + 1) * Md, dt->st1 + (size_t)(l + 1) * M * 2, nm, nm + d, 6 * d, M, N, d);
         } else {
-            CU_LAUNCH(k_ln_fwd, ROWS(M), (const float *)xm, f, WP + lo->fc2_b, (const float *)mod + 5 * d, xo, dt->yf,
+            CU_LAUNCH(k_ln_fwd, ROWS(M), (const float *)xm, f, WP + lo->fc2_b, (const float *)mod + 5 * d, 6 * d, xo, dt->yf,
                       dt->stf, (const float *)dt->fmod, (const float *)dt->fmod + d, 2 * d, M, N, d);
         }
     }
@@ -942,6 +944,18 @@ extern "C" mg_status cuda_dit_train_step(cuda_dit_train *dt, const dit_clip *cli
 extern "C" mg_status cuda_dit_train_loss(cuda_dit_train *dt, const dit_clip *clips, int n, float *losses) {
     if (!dt) return mg_fail(MG_ERR_ARG, "cuda_dit_train_loss: not initialised");
     return pass(dt, clips, n, NULL, losses, "cuda_dit_train_loss");
+}
+
+/* Test hook: the first n floats of an fp32 activation of the last pass, laid out as the CPU's
+ * dit_acts for the pass's n*T frames: "x", "mod", "pr", "xm", "h", "f", "v", "c", "t1". */
+extern "C" mg_status cuda_dit_train_peek(cuda_dit_train *dt, const char *what, float *host, size_t n) {
+    const float *src = !strcmp(what, "x") ? dt->x : !strcmp(what, "mod") ? dt->mod : !strcmp(what, "pr") ? dt->pr
+                     : !strcmp(what, "xm") ? dt->xm : !strcmp(what, "h") ? dt->h : !strcmp(what, "f") ? dt->f
+                     : !strcmp(what, "v") ? dt->v : !strcmp(what, "c") ? dt->c : !strcmp(what, "t1") ? dt->t1 : NULL;
+    if (!src) return mg_fail(MG_ERR_ARG, "cuda_dit_train_peek: no activation called %s", what);
+    CU_TRY(cudaStreamSynchronize(dt->st));
+    CU_TRY(cudaMemcpy(host, src, n * sizeof(float), cudaMemcpyDeviceToHost));
+    return MG_OK;
 }
 
 extern "C" double cuda_dit_train_flops(const cuda_dit_train *dt) { return dt ? dt->flops : 0.0; }
