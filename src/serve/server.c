@@ -816,6 +816,13 @@ static void lws_log_line(int level, const char *line) {
     fprintf(stderr, "mirage serve | lws: %s", line);
 }
 
+/* Printable ASCII without quote or backslash: safe inside a JSON string as it is. */
+static int json_safe(const char *s) {
+    for (; *s; s++)
+        if (*s < 0x20 || *s > 0x7e || *s == '"' || *s == '\\') return 0;
+    return 1;
+}
+
 static mg_status check_listen(const char *host, int port) {
     struct addrinfo hints, *ai = NULL;
     memset(&hints, 0, sizeof hints);
@@ -871,6 +878,10 @@ mg_status serve_run(const mg_model *m, const serve_opts *o) {
     size_t at = (size_t)snprintf(sv->prompts_json, sizeof sv->prompts_json, "[");
     for (int i = 0; i < np; i++) {
         const char *name = mg_model_prompt_name(m, i);
+        if (!json_safe(name)) { /* they are written into JSON as they are */
+            st = mg_fail(MG_ERR_FORMAT, "serve: prompt %d of the model has characters a page cannot be sent", i);
+            goto done;
+        }
         if (o->prompt && !strcmp(o->prompt, name)) sv->default_prompt = i;
         if (at < sizeof sv->prompts_json)
             at += (size_t)snprintf(sv->prompts_json + at, sizeof sv->prompts_json - at, "%s\"%s\"", i ? "," : "", name);
@@ -882,6 +893,7 @@ mg_status serve_run(const mg_model *m, const serve_opts *o) {
         goto done;
     }
 
+    if (!json_safe(mg_model_config(m)->name)) { st = mg_fail(MG_ERR_FORMAT, "serve: the model's config name has characters a page cannot be sent"); goto done; }
     if ((st = serve_find_web(o->web_dir, dir, sizeof dir)) != MG_OK) goto done;
     if ((st = web_load(&sv->web, dir, LWS_PRE)) != MG_OK) goto done;
     sv->out_cap = PROTO_OUT_HDR + tjBufSize(o->width, o->height, TJSAMP_420);
@@ -921,7 +933,9 @@ mg_status serve_run(const mg_model *m, const serve_opts *o) {
 
     int cores = (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (cores < 1) cores = 1;
-    sv->nworkers = o->workers > 0 ? o->workers : cores;
+    /* one GPU: one worker by default (a CUDA frame step takes milliseconds, and concurrent
+     * streams from several threads on one card are untested) */
+    sv->nworkers = o->workers > 0 ? o->workers : o->device == MG_DEVICE_CUDA ? 1 : cores;
     if (sv->nworkers > o->max_sessions) sv->nworkers = o->max_sessions;
     sv->w = calloc((size_t)sv->nworkers, sizeof *sv->w);
     if (!sv->w) { st = mg_fail(MG_ERR_NOMEM, "serve: out of memory"); goto done; }

@@ -27,8 +27,10 @@ function stats() {
 }
 
 // A session that sends a frame every 1000/fps ms until the end. Slow ones stop reading their socket
-// for the whole run (they read what piled up at the end), so once the kernel's buffers are full the
-// server's writes to them stall and their outputs must be replaced, not queued.
+// for the whole run (they read what piled up at the end) and send at SLOW_FPS, so that once the
+// kernel's buffers are full (a few hundred KB on loopback) the server's writes to them stall and
+// their outputs must be replaced, not queued.
+const SLOW_FPS = 25;
 async function sender(slow) {
   const r = { sent: 0, got: 0, lat: [], closed: null, connectError: null };
   let c;
@@ -42,12 +44,13 @@ async function sender(slow) {
   c.on('close', (i) => { if (Date.now() < tEnd - 100) r.closed = i; });
   if (slow) c.once('text', () => c.sock.pause()); // after the hello
   let seq = 0;
-  await sleep(Math.random() * 1000 / fps);
+  const rate = slow ? SLOW_FPS : fps;
+  await sleep(Math.random() * 1000 / rate);
   while (Date.now() < tEnd && !c.closeInfo) {
     c.sendBinary(frameMessage(seq, performance.now(), 32, 32, frames[seq % frames.length]));
     seq++;
     r.sent++;
-    await sleep(1000 / fps);
+    await sleep(1000 / rate);
   }
   c.sock.resume();
   await sleep(300);
