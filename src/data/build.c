@@ -550,20 +550,17 @@ mg_status data_build(const data_build_opts *o, char *const *sources, int n_sourc
         return s;
     }
     /* the same file named twice (or reached through two folders) is decoded once */
-    for (int i = 0; i < files.n; i++) {
-        char *ri = realpath(files.v[i], NULL);
-        for (int j = 0; ri && j < i; j++) {
-            if (!files.v[j][0]) continue;
-            char *rj = realpath(files.v[j], NULL);
-            int same = rj && !strcmp(ri, rj);
-            free(rj);
-            if (same) {
+    char **real = calloc((size_t)files.n, sizeof *real);
+    for (int i = 0; real && i < files.n; i++) {
+        real[i] = realpath(files.v[i], NULL);
+        for (int j = 0; real[i] && j < i; j++)
+            if (real[j] && !strcmp(real[i], real[j])) {
                 files.v[i][0] = 0;
                 break;
             }
-        }
-        free(ri);
     }
+    for (int i = 0; real && i < files.n; i++) free(real[i]);
+    free(real);
     if (!o->quiet)
         printf("data build: %d files (%d other files ignored) -> %s | video short side %d, photos %d, <= %ld frames "
                "a video (runs of %d, step %d), JPEG q%d, val fraction %.3g, seed %llu\n",
