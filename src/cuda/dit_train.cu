@@ -84,6 +84,9 @@ struct cuda_dit_train {
     float *ones;    /* (capM) 1.0 */
     double *d_loss; /* (capB) */
     double *h_loss; /* pinned (capB) */
+    void *h_pin;    /* pinned staging of the inputs: x0, x0_in, eps, cond (capB*capT*lat each), temb,
+                     * sigma, prompt rows */
+    float *h_x0, *h_x0in, *h_eps, *h_cond;
     void *mem;
     size_t mem_bytes;
     /* host staging */
@@ -289,44 +292,52 @@ __global__ void k_rope_bwd(float *dq, bf16 *dqb, const float *rc, const float *r
 
 /* Masked softmax over one head's scores, one warp per query row. Row R = bt*N + n of S
  * (rows of Nk = (Kw+1)*N): key j is in window frame j / N, which is frame t - Kw + j / N of
- * the clip (t = bt % T); frames below 0 are masked. P fp32 in place, Pb its bf16 copy. */
-__global__ void k_softmax(float *S, bf16 *Pb, int rows, int N, int T, int Kw, int Nk) {
-    int R = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
-    if (R >= rows) return;
-    int t = (R / N) % T, j0 = (Kw - t) * N;
-    if (j0 < 0) j0 = 0;
-    float *s = S + (size_t)R * Nk;
-    bf16 *pb = Pb + (size_t)R * Nk;
+ * the clip (t = bt % T); frames below 0 are masked. The row is read three times (max, sum,
+ * write), from L1 after the first: S stays as it is; Pb gets the bf16 probabilities, exact
+ * zeros on the masked keys. Returns the row's max and 1/sum through m_out, inv_out. */
+__device__ __forceinline__ void softmax_row(const float *s, int j0, int Nk, int lane, float *m_out, float *inv_out) {
     float m = -INFINITY;
     for (int j = j0 + lane; j < Nk; j += 32) m = fmaxf(m, s[j]);
     m = warp_max(m);
     float sum = 0.0f;
-    for (int j = j0 + lane; j < Nk; j += 32) {
-        float e = expf(s[j] - m);
-        s[j] = e;
-        sum += e;
-    }
-    float inv = 1.0f / warp_sum(sum);
-    for (int j = lane; j < Nk; j += 32) {
-        float p = j < j0 ? 0.0f : s[j] * inv;
-        s[j] = p;
-        pb[j] = f2bf(p);
-    }
+    for (int j = j0 + lane; j < Nk; j += 32) sum += expf(s[j] - m);
+    *m_out = m;
+    *inv_out = 1.0f / warp_sum(sum);
 }
 
-/* dS = scale * P * (dP - rowsum(P * dP)) on the unmasked keys, exact zeros on the masked */
-__global__ void k_softmax_bwd(const float *P, const float *dP, bf16 *dSb, float scale, int rows, int N, int T, int Kw,
-                              int Nk) {
+__global__ void k_softmax(const float *S, bf16 *Pb, int rows, int N, int T, int Kw, int Nk) {
     int R = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
     if (R >= rows) return;
     int t = (R / N) % T, j0 = (Kw - t) * N;
     if (j0 < 0) j0 = 0;
-    const float *p = P + (size_t)R * Nk, *dp = dP + (size_t)R * Nk;
-    bf16 *o = dSb + (size_t)R * Nk;
+    const float *s = S + (size_t)R * Nk;
+    bf16 *pb = Pb + (size_t)R * Nk;
+    float m, inv;
+    softmax_row(s, j0, Nk, lane, &m, &inv);
+    for (int j = lane; j < Nk; j += 32) pb[j] = f2bf(j < j0 ? 0.0f : expf(s[j] - m) * inv);
+}
+
+/* The backward's softmax, fused: P recomputed from the scores S (as the forward computed it),
+ * Pb = bf16(P) for dV = P^T dO, and dS = scale * P * (dP - rowsum(P * dP)) in bf16 on the
+ * unmasked keys, exact zeros on the masked. */
+__global__ void k_softmax_bwd(const float *S, const float *dP, bf16 *Pb, bf16 *dSb, float scale, int rows, int N, int T,
+                              int Kw, int Nk) {
+    int R = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (R >= rows) return;
+    int t = (R / N) % T, j0 = (Kw - t) * N;
+    if (j0 < 0) j0 = 0;
+    const float *s = S + (size_t)R * Nk, *dp = dP + (size_t)R * Nk;
+    bf16 *o = dSb + (size_t)R * Nk, *pb = Pb + (size_t)R * Nk;
+    float m, inv;
+    softmax_row(s, j0, Nk, lane, &m, &inv);
     float dot = 0.0f;
-    for (int j = j0 + lane; j < Nk; j += 32) dot += p[j] * dp[j];
+    for (int j = j0 + lane; j < Nk; j += 32) dot += expf(s[j] - m) * inv * dp[j];
     dot = warp_sum(dot);
-    for (int j = lane; j < Nk; j += 32) o[j] = f2bf(j < j0 ? 0.0f : scale * p[j] * (dp[j] - dot));
+    for (int j = lane; j < Nk; j += 32) {
+        float p = j < j0 ? 0.0f : expf(s[j] - m) * inv;
+        pb[j] = f2bf(p);
+        o[j] = f2bf(j < j0 ? 0.0f : scale * p * (dp[j] - dot));
+    }
 }
 
 /* The key/value gradients of the windows (bt, Nk, dh) summed onto their frames: frame s of a
@@ -582,8 +593,9 @@ extern "C" void cuda_dit_train_free(cuda_dit_train *dt) {
     if (dt->cb) cublasDestroy(dt->cb);
     cudaFree(dt->mem);
     cudaFreeHost(dt->h_loss);
+    cudaFreeHost(dt->h_pin);
     free(dt->lo);
-    free(dt->h_temb), free(dt->h_sigma), free(dt->h_rcos), free(dt->h_rsin), free(dt->h_prow);
+    free(dt->h_rcos), free(dt->h_rsin);
     free(dt);
 }
 
@@ -615,12 +627,9 @@ extern "C" mg_status cuda_dit_train_new(cuda_dit_train **out, cuda_params *cp, i
     {
         dt->lo = (layer_off *)calloc((size_t)c->layers, sizeof *dt->lo);
         size_t BT = (size_t)B * T, tab = (size_t)T * dt->capN * dh / 2;
-        dt->h_temb = (float *)malloc(BT * 256 * sizeof(float));
-        dt->h_sigma = (float *)malloc(BT * sizeof(float));
         dt->h_rcos = (float *)malloc(tab * sizeof(float));
         dt->h_rsin = (float *)malloc(tab * sizeof(float));
-        dt->h_prow = (int *)malloc((size_t)B * sizeof(int));
-        if (!dt->lo || !dt->h_temb || !dt->h_sigma || !dt->h_rcos || !dt->h_rsin || !dt->h_prow)
+        if (!dt->lo || !dt->h_rcos || !dt->h_rsin)
             NEW_TRY(mg_fail(MG_ERR_NOMEM, "cuda_dit_train_new: out of host memory"));
         NEW_TRY(off_of(tp, "dit.in.weight", &dt->in_w));
         NEW_TRY(off_of(tp, "dit.in.bias", &dt->in_b));
@@ -655,14 +664,18 @@ extern "C" mg_status cuda_dit_train_new(cuda_dit_train **out, cuda_params *cp, i
                             cudaGetErrorString(e)));
         }
         layout(dt, (char *)dt->mem);
+        size_t lat = (size_t)lh * lw * c->z_ch, pin = (4 * BT * lat + BT * 257 + B) * sizeof(float);
         e = cudaMallocHost(&dt->h_loss, (size_t)B * sizeof(double));
+        if (e == cudaSuccess) e = cudaMallocHost(&dt->h_pin, pin);
         if (e != cudaSuccess) {
             cudaGetLastError();
-            dt->h_loss = NULL;
             NEW_TRY(mg_fail(MG_ERR_NOMEM, "cuda_dit_train_new: cannot allocate pinned memory"));
         }
         /* zeros everywhere: the qkv padding is read (masked) by the first frames' windows,
          * and cond rows of clips without a cond stay zero */
+        dt->h_x0 = (float *)dt->h_pin, dt->h_x0in = dt->h_x0 + BT * lat, dt->h_eps = dt->h_x0in + BT * lat;
+        dt->h_cond = dt->h_eps + BT * lat, dt->h_temb = dt->h_cond + BT * lat, dt->h_sigma = dt->h_temb + BT * 256;
+        dt->h_prow = (int *)(dt->h_sigma + BT);
         e = cudaMemsetAsync(dt->mem, 0, dt->mem_bytes, dt->st);
         if (e != cudaSuccess) NEW_TRY(cu_fail(__FILE__, __LINE__, "cudaMemsetAsync", cudaGetErrorString(e)));
         size_t nones = dt->capM > (int)BT ? (size_t)dt->capM : BT;
@@ -740,21 +753,27 @@ static mg_status pass(cuda_dit_train *dt, const dit_clip *clips, int n, const fl
     const float *WP = cp->param;
     float *G = cp->grad;
 
-    /* inputs */
-    const size_t cb = lat * T * sizeof(float);
+    /* inputs: gathered into the pinned staging (free: every earlier pass ended with a sync,
+     * and this one waits for a failed one's leftovers), then one copy per array */
+    CU_TRY(cudaStreamSynchronize(st));
+    const size_t cl = lat * T, cb = cl * sizeof(float), nb = (size_t)n * cb;
     for (int i = 0; i < n; i++) {
         const dit_clip *ci = &clips[i];
-        CU_TRY(cudaMemcpyAsync(dt->x0 + i * lat * T, ci->x0, cb, cudaMemcpyHostToDevice, st));
-        CU_TRY(cudaMemcpyAsync(dt->x0in + i * lat * T, ci->x0_in ? ci->x0_in : ci->x0, cb, cudaMemcpyHostToDevice, st));
-        CU_TRY(cudaMemcpyAsync(dt->eps + i * lat * T, ci->eps, cb, cudaMemcpyHostToDevice, st));
-        if (ci->cond) CU_TRY(cudaMemcpyAsync(dt->cond + i * lat * T, ci->cond, cb, cudaMemcpyHostToDevice, st));
-        else CU_TRY(cudaMemsetAsync(dt->cond + i * lat * T, 0, cb, st));
+        memcpy(dt->h_x0 + i * cl, ci->x0, cb);
+        memcpy(dt->h_x0in + i * cl, ci->x0_in ? ci->x0_in : ci->x0, cb);
+        memcpy(dt->h_eps + i * cl, ci->eps, cb);
+        if (ci->cond) memcpy(dt->h_cond + i * cl, ci->cond, cb);
+        else memset(dt->h_cond + i * cl, 0, cb);
         for (int t = 0; t < T; t++) {
             dt->h_sigma[i * T + t] = ci->sigma[t];
             timestep_embedding(dt->h_temb + ((size_t)i * T + t) * 256, ci->sigma[t]);
         }
         dt->h_prow[i] = ci->prompt;
     }
+    CU_TRY(cudaMemcpyAsync(dt->x0, dt->h_x0, nb, cudaMemcpyHostToDevice, st));
+    CU_TRY(cudaMemcpyAsync(dt->x0in, dt->h_x0in, nb, cudaMemcpyHostToDevice, st));
+    CU_TRY(cudaMemcpyAsync(dt->eps, dt->h_eps, nb, cudaMemcpyHostToDevice, st));
+    CU_TRY(cudaMemcpyAsync(dt->cond, dt->h_cond, nb, cudaMemcpyHostToDevice, st));
     CU_TRY(cudaMemcpyAsync(dt->sigma, dt->h_sigma, BT * sizeof(float), cudaMemcpyHostToDevice, st));
     CU_TRY(cudaMemcpyAsync(dt->temb, dt->h_temb, (size_t)BT * 256 * sizeof(float), cudaMemcpyHostToDevice, st));
     CU_TRY(cudaMemcpyAsync(dt->prow, dt->h_prow, n * sizeof(int), cudaMemcpyHostToDevice, st));
@@ -765,8 +784,7 @@ static mg_status pass(cuda_dit_train *dt, const dit_clip *clips, int n, const fl
         CU_TRY(cudaMemcpyAsync(dt->rsin, dt->h_rsin, T * tab * sizeof(float), cudaMemcpyHostToDevice, st));
         dt->rope_T = T, dt->rope_lh = lh, dt->rope_lw = lw;
     }
-    /* the host staging buffers are reused by the next call: wait for the copies */
-    CU_TRY(cudaStreamSynchronize(st));
+    /* (pageable tables: the copy has taken them when it returns) */
 
     /* ---- forward ---- */
     size_t nlat = (size_t)BT * lat;
@@ -806,7 +824,7 @@ static mg_status pass(cuda_dit_train *dt, const dit_clip *clips, int n, const fl
             const bf16 *q = qkv + hh * dh, *k = qkv + d + hh * dh - (size_t)Kw * N * 3 * d, *vv = k + d;
             CU_MG(gemm_rm(dt, 0, 1, N, Nk, dh, ascale, q, BF, 3 * d, (long long)N * 3 * d, k, BF, 3 * d,
                           (long long)N * 3 * d, 0.0f, dt->S, F32, Nk, (long long)N * Nk, BT));
-            CU_LAUNCH(k_softmax, ROWS(M), dt->S, dt->Pb, M, N, T, Kw, Nk);
+            CU_LAUNCH(k_softmax, ROWS(M), (const float *)dt->S, dt->Pb, M, N, T, Kw, Nk);
             CU_MG(gemm_rm(dt, 0, 0, N, dh, Nk, 1.0f, dt->Pb, BF, Nk, (long long)N * Nk, vv, BF, 3 * d,
                           (long long)N * 3 * d, 0.0f, att + hh * dh, BF, d, (long long)N * d, BT));
         }
@@ -885,20 +903,19 @@ static mg_status pass(cuda_dit_train *dt, const dit_clip *clips, int n, const fl
                       (const float *)NULL, (const float *)NULL, N, d);
             CU_MG(lin_dx(dt, dt->datt_b, BF, dt->dbr_b, WB + lo->proj_w, M, d, d));
             CU_MG(lin_dw(dt, G + lo->proj_w, G + lo->proj_b, dt->dbr_b, dt->dbr, att, M, d, d));
-            /* attention, head by head: recompute P, then dV, dP, dS, dQ, dK */
+            /* attention, head by head: recompute the scores, then dP, P and dS, dV, dQ, dK */
             for (int hh = 0; hh < H; hh++) {
                 const bf16 *q = qkv + hh * dh, *k = qkv + d + hh * dh - (size_t)Kw * N * 3 * d, *vv = k + d;
                 const bf16 *dO = dt->datt_b + hh * dh;
                 CU_MG(gemm_rm(dt, 0, 1, N, Nk, dh, ascale, q, BF, 3 * d, (long long)N * 3 * d, k, BF, 3 * d,
                               (long long)N * 3 * d, 0.0f, dt->S, F32, Nk, (long long)N * Nk, BT));
-                CU_LAUNCH(k_softmax, ROWS(M), dt->S, dt->Pb, M, N, T, Kw, Nk);
-                /* dVw = P^T dO, dP = dO V^T */
-                CU_MG(gemm_rm(dt, 1, 0, Nk, dh, N, 1.0f, dt->Pb, BF, Nk, (long long)N * Nk, dO, BF, d, (long long)N * d,
-                              0.0f, dt->dVw, F32, dh, (long long)Nk * dh, BT));
+                /* dP = dO V^T; P (bf16) and dS from S and dP in one pass; dVw = P^T dO */
                 CU_MG(gemm_rm(dt, 0, 1, N, Nk, dh, 1.0f, dO, BF, d, (long long)N * d, vv, BF, 3 * d,
                               (long long)N * 3 * d, 0.0f, dt->dP, F32, Nk, (long long)N * Nk, BT));
-                CU_LAUNCH(k_softmax_bwd, ROWS(M), (const float *)dt->S, (const float *)dt->dP, dt->dSb, ascale, M, N, T,
-                          Kw, Nk);
+                CU_LAUNCH(k_softmax_bwd, ROWS(M), (const float *)dt->S, (const float *)dt->dP, dt->Pb, dt->dSb, ascale, M,
+                          N, T, Kw, Nk);
+                CU_MG(gemm_rm(dt, 1, 0, Nk, dh, N, 1.0f, dt->Pb, BF, Nk, (long long)N * Nk, dO, BF, d, (long long)N * d,
+                              0.0f, dt->dVw, F32, dh, (long long)Nk * dh, BT));
                 /* dQ = dS K (into dqkv directly), dKw = dS^T Q */
                 CU_MG(gemm_rm(dt, 0, 0, N, dh, Nk, 1.0f, dt->dSb, BF, Nk, (long long)N * Nk, k, BF, 3 * d,
                               (long long)N * 3 * d, 0.0f, dt->dqkv + hh * dh, F32, 3 * d, (long long)N * 3 * d, BT));

@@ -354,10 +354,14 @@ static void time_config(const char *name) {
     train_params_free(&tq);
 }
 
+/* DIT_TIME_CONFIGS (default "tiny s"): the configs to time, for profiling runs */
 static void test_timing(void **state) {
     (void)state;
-    time_config("tiny");
-    time_config("s");
+    const char *env = getenv("DIT_TIME_CONFIGS");
+    char list[64];
+    snprintf(list, sizeof list, "%s", env && *env ? env : "tiny s");
+    for (char *save = NULL, *name = strtok_r(list, " ,", &save); name; name = strtok_r(NULL, " ,", &save))
+        time_config(name);
 }
 
 int main(void) {
@@ -366,6 +370,9 @@ int main(void) {
         printf("test_cuda_dit_train: skipped: no CUDA device found\n");
         return 0;
     }
+    /* DIT_TEST_FILTER: run only the tests whose names match (cmocka's pattern), e.g. test_timing */
+    const char *filter = getenv("DIT_TEST_FILTER");
+    if (filter && *filter) cmocka_set_test_filter(filter);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parity_cond),         cmocka_unit_test(test_parity_dream_x0_in),
         cmocka_unit_test(test_parity_cond_x0_in),   cmocka_unit_test(test_batch_equals_single),
