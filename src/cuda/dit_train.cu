@@ -94,7 +94,15 @@ struct cuda_dit_train {
     int *h_prow;
     int rope_T, rope_lh, rope_lw; /* the tables on the device are for this clip shape */
     double flops;                 /* GEMM FLOPs issued since new (cuda_dit_train_flops) */
+    size_t att_chunk_bytes;       /* attention scratch per pass of the score GEMMs: frames are taken in
+                                   * chunks whose scores fit this (0: all at once) */
+    cudaEvent_t *ev;              /* MG_DIT_PROFILE=1: 4L+3 timing events, else NULL */
 };
+
+/* MG_DIT_PROFILE=1: events at phase boundaries, a line on stderr per pass */
+static void prof(cuda_dit_train *dt, int k) {
+    if (dt->ev) cudaEventRecord(dt->ev[k], dt->st);
+}
 
 /* ---- GEMMs: row-major through cuBLAS (column-major) ---------------------------------------
  * Row-major C (M, N) = op(A) (M, K) @ op(B) (K, N) is column-major C^T = op(B)^T op(A)^T, and
@@ -290,7 +298,7 @@ __global__ void k_rope_bwd(float *dq, bf16 *dqb, const float *rc, const float *r
     o[cc] = f2bf(t[cc]), o[cc + 1] = f2bf(t[cc + 1]);
 }
 
-/* Masked softmax over one head's scores, one warp per query row. Row R = bt*N + n of S
+/* Masked softmax over one head's scores, one warp per query row. Row R + r0 = bt*N + n of S
  * (rows of Nk = (Kw+1)*N): key j is in window frame j / N, which is frame t - Kw + j / N of
  * the clip (t = bt % T); frames below 0 are masked. The row is read three times (max, sum,
  * write), from L1 after the first: S stays as it is; Pb gets the bf16 probabilities, exact
@@ -305,10 +313,10 @@ __device__ __forceinline__ void softmax_row(const float *s, int j0, int Nk, int 
     *inv_out = 1.0f / warp_sum(sum);
 }
 
-__global__ void k_softmax(const float *S, bf16 *Pb, int rows, int N, int T, int Kw, int Nk) {
+__global__ void k_softmax(const float *S, bf16 *Pb, int r0, int rows, int N, int T, int Kw, int Nk) {
     int R = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
     if (R >= rows) return;
-    int t = (R / N) % T, j0 = (Kw - t) * N;
+    int t = ((R + r0) / N) % T, j0 = (Kw - t) * N;
     if (j0 < 0) j0 = 0;
     const float *s = S + (size_t)R * Nk;
     bf16 *pb = Pb + (size_t)R * Nk;
@@ -320,11 +328,11 @@ __global__ void k_softmax(const float *S, bf16 *Pb, int rows, int N, int T, int 
 /* The backward's softmax, fused: P recomputed from the scores S (as the forward computed it),
  * Pb = bf16(P) for dV = P^T dO, and dS = scale * P * (dP - rowsum(P * dP)) in bf16 on the
  * unmasked keys, exact zeros on the masked. */
-__global__ void k_softmax_bwd(const float *S, const float *dP, bf16 *Pb, bf16 *dSb, float scale, int rows, int N, int T,
-                              int Kw, int Nk) {
+__global__ void k_softmax_bwd(const float *S, const float *dP, bf16 *Pb, bf16 *dSb, float scale, int r0, int rows, int N,
+                              int T, int Kw, int Nk) {
     int R = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
     if (R >= rows) return;
-    int t = (R / N) % T, j0 = (Kw - t) * N;
+    int t = ((R + r0) / N) % T, j0 = (Kw - t) * N;
     if (j0 < 0) j0 = 0;
     const float *s = S + (size_t)R * Nk, *dp = dP + (size_t)R * Nk;
     bf16 *o = dSb + (size_t)R * Nk, *pb = Pb + (size_t)R * Nk;
@@ -591,6 +599,10 @@ static size_t layout(cuda_dit_train *dt, char *base) {
 extern "C" void cuda_dit_train_free(cuda_dit_train *dt) {
     if (!dt) return;
     if (dt->cb) cublasDestroy(dt->cb);
+    if (dt->ev) {
+        for (int i = 0; i < 4 * dt->cf.layers + 3; i++) cudaEventDestroy(dt->ev[i]);
+        free(dt->ev);
+    }
     cudaFree(dt->mem);
     cudaFreeHost(dt->h_loss);
     cudaFreeHost(dt->h_pin);
@@ -693,6 +705,26 @@ extern "C" mg_status cuda_dit_train_new(cuda_dit_train **out, cuda_params *cp, i
         e = cudaStreamSynchronize(dt->st);
         if (e != cudaSuccess) NEW_TRY(cu_fail(__FILE__, __LINE__, "cudaStreamSynchronize", cudaGetErrorString(e)));
         dt->rope_T = -1;
+        /* MG_DIT_ATT_CHUNK_MB=x: the attention GEMMs in chunks of frames whose scores (S, dP
+         * fp32, P, dS bf16) take at most x MB, so that they stay in L2 between the GEMM that
+         * writes them and the kernel that reads them. Off by default: measured slower on an H200
+         * (s, B 8, T 8, 32x32, window 3: 35.9 ms/step all at once; 43.3 at 50 MB, 58.4 at 25,
+         * 110.9 at 12), the extra launches cost more than the DRAM traffic saved. */
+        const char *env = getenv("MG_DIT_ATT_CHUNK_MB");
+        dt->att_chunk_bytes = env && *env ? (size_t)(atof(env) * 1048576.0) : 0;
+        env = getenv("MG_DIT_PROFILE");
+        if (env && *env && strcmp(env, "0")) {
+            int ne = 4 * c->layers + 3;
+            dt->ev = (cudaEvent_t *)calloc((size_t)ne, sizeof(cudaEvent_t));
+            if (!dt->ev) NEW_TRY(mg_fail(MG_ERR_NOMEM, "cuda_dit_train_new: out of memory"));
+            for (int i = 0; i < ne; i++)
+                if ((e = cudaEventCreate(&dt->ev[i])) != cudaSuccess) {
+                    for (int j = 0; j < i; j++) cudaEventDestroy(dt->ev[j]);
+                    free(dt->ev);
+                    dt->ev = NULL;
+                    NEW_TRY(cu_fail(__FILE__, __LINE__, "cudaEventCreate", cudaGetErrorString(e)));
+                }
+        }
     }
 #undef NEW_TRY
     *out = dt;
@@ -787,6 +819,12 @@ static mg_status pass(cuda_dit_train *dt, const dit_clip *clips, int n, const fl
     /* (pageable tables: the copy has taken them when it returns) */
 
     /* ---- forward ---- */
+    int chunk = BT;
+    if (dt->att_chunk_bytes) {
+        size_t per = (size_t)N * Nk * 12, c = dt->att_chunk_bytes / per;
+        chunk = c < 1 ? 1 : c > (size_t)BT ? BT : (int)c;
+    }
+    prof(dt, 0);
     size_t nlat = (size_t)BT * lat;
     CU_LAUNCH(k_noise, EW(nlat), dt->z, (const float *)dt->x0in, (const float *)dt->eps, (const float *)dt->sigma, lat, nlat);
     /* conditioning rows */
@@ -820,14 +858,19 @@ static mg_status pass(cuda_dit_train *dt, const dit_clip *clips, int n, const fl
         CU_LAUNCH(k_qkv_rope, EW((size_t)M * H * (dh / 2)), qkv, (const float *)dt->dqkv, WP + lo->qkv_b,
                   (const float *)dt->rcos, (const float *)dt->rsin, M, TN, H, dh);
         /* attention, one head at a time over every frame of every clip */
-        for (int hh = 0; hh < H; hh++) {
-            const bf16 *q = qkv + hh * dh, *k = qkv + d + hh * dh - (size_t)Kw * N * 3 * d, *vv = k + d;
-            CU_MG(gemm_rm(dt, 0, 1, N, Nk, dh, ascale, q, BF, 3 * d, (long long)N * 3 * d, k, BF, 3 * d,
-                          (long long)N * 3 * d, 0.0f, dt->S, F32, Nk, (long long)N * Nk, BT));
-            CU_LAUNCH(k_softmax, ROWS(M), (const float *)dt->S, dt->Pb, M, N, T, Kw, Nk);
-            CU_MG(gemm_rm(dt, 0, 0, N, dh, Nk, 1.0f, dt->Pb, BF, Nk, (long long)N * Nk, vv, BF, 3 * d,
-                          (long long)N * 3 * d, 0.0f, att + hh * dh, BF, d, (long long)N * d, BT));
-        }
+        prof(dt, 2 + 4 * l);
+        for (int hh = 0; hh < H; hh++)
+            for (int c0 = 0; c0 < BT; c0 += chunk) {
+                const int cn = BT - c0 < chunk ? BT - c0 : chunk;
+                const size_t qo = (size_t)c0 * N * 3 * d;
+                const bf16 *q = qkv + qo + hh * dh, *k = qkv + qo + d + hh * dh - (size_t)Kw * N * 3 * d, *vv = k + d;
+                CU_MG(gemm_rm(dt, 0, 1, N, Nk, dh, ascale, q, BF, 3 * d, (long long)N * 3 * d, k, BF, 3 * d,
+                              (long long)N * 3 * d, 0.0f, dt->S, F32, Nk, (long long)N * Nk, cn));
+                CU_LAUNCH(k_softmax, ROWS(cn * N), (const float *)dt->S, dt->Pb, c0 * N, cn * N, N, T, Kw, Nk);
+                CU_MG(gemm_rm(dt, 0, 0, N, dh, Nk, 1.0f, dt->Pb, BF, Nk, (long long)N * Nk, vv, BF, 3 * d,
+                              (long long)N * 3 * d, 0.0f, att + (size_t)c0 * N * d + hh * dh, BF, d, (long long)N * d, cn));
+            }
+        prof(dt, 3 + 4 * l);
         /* proj, xm = x + gate1 * pr, y2 = LN(xm) modulated */
         CU_MG(lin_fwd(dt, pr, att, WB + lo->proj_w, M, d, d));
         CU_LAUNCH(k_ln_fwd, ROWS(M), (const float *)x, pr, WP + lo->proj_b, (const float *)mod + 2 * d, 6 * d, xm, y2, st2,
@@ -853,6 +896,7 @@ static mg_status pass(cuda_dit_train *dt, const dit_clip *clips, int n, const fl
     float kk = grad_scale ? (float)(2.0 * *grad_scale / (double)(T * lat)) : 0.0f;
     CU_LAUNCH(k_loss, dim3(n), dim3(1024), 0, st, dt->d_loss, grad_scale ? dt->dv : (float *)NULL, (const float *)dt->v,
               (const float *)dt->eps, (const float *)dt->x0, (size_t)T * lat, kk);
+    prof(dt, 1);
     CU_TRY(cudaMemcpyAsync(dt->h_loss, dt->d_loss, n * sizeof(double), cudaMemcpyDeviceToHost, st));
 
     if (grad_scale) {
@@ -904,26 +948,34 @@ static mg_status pass(cuda_dit_train *dt, const dit_clip *clips, int n, const fl
             CU_MG(lin_dx(dt, dt->datt_b, BF, dt->dbr_b, WB + lo->proj_w, M, d, d));
             CU_MG(lin_dw(dt, G + lo->proj_w, G + lo->proj_b, dt->dbr_b, dt->dbr, att, M, d, d));
             /* attention, head by head: recompute the scores, then dP, P and dS, dV, dQ, dK */
+            prof(dt, 4 + 4 * l);
             for (int hh = 0; hh < H; hh++) {
-                const bf16 *q = qkv + hh * dh, *k = qkv + d + hh * dh - (size_t)Kw * N * 3 * d, *vv = k + d;
-                const bf16 *dO = dt->datt_b + hh * dh;
-                CU_MG(gemm_rm(dt, 0, 1, N, Nk, dh, ascale, q, BF, 3 * d, (long long)N * 3 * d, k, BF, 3 * d,
-                              (long long)N * 3 * d, 0.0f, dt->S, F32, Nk, (long long)N * Nk, BT));
-                /* dP = dO V^T; P (bf16) and dS from S and dP in one pass; dVw = P^T dO */
-                CU_MG(gemm_rm(dt, 0, 1, N, Nk, dh, 1.0f, dO, BF, d, (long long)N * d, vv, BF, 3 * d,
-                              (long long)N * 3 * d, 0.0f, dt->dP, F32, Nk, (long long)N * Nk, BT));
-                CU_LAUNCH(k_softmax_bwd, ROWS(M), (const float *)dt->S, (const float *)dt->dP, dt->Pb, dt->dSb, ascale, M,
-                          N, T, Kw, Nk);
-                CU_MG(gemm_rm(dt, 1, 0, Nk, dh, N, 1.0f, dt->Pb, BF, Nk, (long long)N * Nk, dO, BF, d, (long long)N * d,
-                              0.0f, dt->dVw, F32, dh, (long long)Nk * dh, BT));
-                /* dQ = dS K (into dqkv directly), dKw = dS^T Q */
-                CU_MG(gemm_rm(dt, 0, 0, N, dh, Nk, 1.0f, dt->dSb, BF, Nk, (long long)N * Nk, k, BF, 3 * d,
-                              (long long)N * 3 * d, 0.0f, dt->dqkv + hh * dh, F32, 3 * d, (long long)N * 3 * d, BT));
-                CU_MG(gemm_rm(dt, 1, 0, Nk, dh, N, 1.0f, dt->dSb, BF, Nk, (long long)N * Nk, q, BF, 3 * d,
-                              (long long)N * 3 * d, 0.0f, dt->dKw, F32, dh, (long long)Nk * dh, BT));
+                for (int c0 = 0; c0 < BT; c0 += chunk) {
+                    const int cn = BT - c0 < chunk ? BT - c0 : chunk;
+                    const size_t qo = (size_t)c0 * N * 3 * d;
+                    const bf16 *q = qkv + qo + hh * dh, *k = qkv + qo + d + hh * dh - (size_t)Kw * N * 3 * d, *vv = k + d;
+                    const bf16 *dO = dt->datt_b + (size_t)c0 * N * d + hh * dh;
+                    CU_MG(gemm_rm(dt, 0, 1, N, Nk, dh, ascale, q, BF, 3 * d, (long long)N * 3 * d, k, BF, 3 * d,
+                                  (long long)N * 3 * d, 0.0f, dt->S, F32, Nk, (long long)N * Nk, cn));
+                    /* dP = dO V^T; P (bf16) and dS from S and dP in one pass; dVw = P^T dO */
+                    CU_MG(gemm_rm(dt, 0, 1, N, Nk, dh, 1.0f, dO, BF, d, (long long)N * d, vv, BF, 3 * d,
+                                  (long long)N * 3 * d, 0.0f, dt->dP, F32, Nk, (long long)N * Nk, cn));
+                    CU_LAUNCH(k_softmax_bwd, ROWS(cn * N), (const float *)dt->S, (const float *)dt->dP, dt->Pb, dt->dSb,
+                              ascale, c0 * N, cn * N, N, T, Kw, Nk);
+                    CU_MG(gemm_rm(dt, 1, 0, Nk, dh, N, 1.0f, dt->Pb, BF, Nk, (long long)N * Nk, dO, BF, d,
+                                  (long long)N * d, 0.0f, dt->dVw + (size_t)c0 * Nk * dh, F32, dh, (long long)Nk * dh, cn));
+                    /* dQ = dS K (into dqkv directly), dKw = dS^T Q */
+                    CU_MG(gemm_rm(dt, 0, 0, N, dh, Nk, 1.0f, dt->dSb, BF, Nk, (long long)N * Nk, k, BF, 3 * d,
+                                  (long long)N * 3 * d, 0.0f, dt->dqkv + qo + hh * dh, F32, 3 * d, (long long)N * 3 * d,
+                                  cn));
+                    CU_MG(gemm_rm(dt, 1, 0, Nk, dh, N, 1.0f, dt->dSb, BF, Nk, (long long)N * Nk, q, BF, 3 * d,
+                                  (long long)N * 3 * d, 0.0f, dt->dKw + (size_t)c0 * Nk * dh, F32, dh,
+                                  (long long)Nk * dh, cn));
+                }
                 CU_LAUNCH(k_kv_gather, EW((size_t)M * dh), dt->dqkv, (const float *)dt->dKw, (const float *)dt->dVw, BT, T,
                           N, Kw, dh, hh, d);
             }
+            prof(dt, 5 + 4 * l);
             CU_LAUNCH(k_rope_bwd, EW((size_t)M * H * (dh / 2)), dt->dqkv, dt->dqkv_b, (const float *)dt->rcos,
                       (const float *)dt->rsin, M, TN, H, dh);
             CU_MG(lin_dx(dt, dt->dy, F32, dt->dqkv_b, WB + lo->qkv_w, M, d, 3 * d));
@@ -947,8 +999,21 @@ static mg_status pass(cuda_dit_train *dt, const dit_clip *clips, int n, const fl
         CU_MG(row_bwd(dt, dt->dt1s, 0.0f, G + dt->t2_w, G + dt->t2_b, dt->dc, dt->t1s, WP + dt->t2_w, BT, d, d));
         CU_LAUNCH(k_silu_bwd, EW((size_t)BT * d), dt->dt1, (const float *)dt->dt1s, (const float *)dt->t1, (size_t)BT * d);
         CU_MG(row_bwd(dt, NULL, 0.0f, G + dt->t1_w, G + dt->t1_b, dt->dt1, dt->temb, WP + dt->t1_w, BT, 256, d));
+        prof(dt, 2 + 4 * L);
     }
     CU_TRY(cudaStreamSynchronize(st));
+    if (dt->ev) {
+        float ms, fwd = 0, fatt = 0, bwd = 0, batt = 0;
+        cudaEventElapsedTime(&fwd, dt->ev[0], dt->ev[1]);
+        for (int l = 0; l < L; l++) {
+            if (cudaEventElapsedTime(&ms, dt->ev[2 + 4 * l], dt->ev[3 + 4 * l]) == cudaSuccess) fatt += ms;
+            if (grad_scale && cudaEventElapsedTime(&ms, dt->ev[4 + 4 * l], dt->ev[5 + 4 * l]) == cudaSuccess) batt += ms;
+        }
+        if (grad_scale) cudaEventElapsedTime(&bwd, dt->ev[1], dt->ev[2 + 4 * L]);
+        cudaGetLastError();
+        fprintf(stderr, "dit_train profile: %d clips, attention chunks of %d frames: forward %.3f ms (attention %.3f), "
+                "backward %.3f ms (attention %.3f)\n", n, chunk, fwd, fatt, bwd, batt);
+    }
     for (int i = 0; i < n; i++) losses[i] = (float)dt->h_loss[i];
     return MG_OK;
 }
