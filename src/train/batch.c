@@ -121,8 +121,10 @@ mg_status batch_alloc(train_batch *b, const batch_cfg *bc) {
         TAKE(4 * B * T * lat * sizeof(float));                /* cond, x0, x0_in, eps */
         TAKE(B * T * sizeof(float));
         TAKE(B * T * AUG_DRAWS * sizeof(float));
-        TAKE((size_t)threads * px * sizeof(float));
-        TAKE((size_t)threads * b->enc_work_floats * sizeof(float));
+        if (bc->cpu_encode) {
+            TAKE((size_t)threads * px * sizeof(float));
+            TAKE((size_t)threads * b->enc_work_floats * sizeof(float));
+        }
     }
 #undef TAKE
     b->mem = aligned_alloc(64, bytes);
@@ -143,8 +145,10 @@ mg_status batch_alloc(train_batch *b, const batch_cfg *bc) {
         b->eps = b->x0_in + B * T * lat;
         GIVE(b->sigma, B * T * sizeof(float));
         GIVE(b->aug_draw, B * T * AUG_DRAWS * sizeof(float));
-        GIVE(b->enc_img, (size_t)threads * px * sizeof(float));
-        GIVE(b->enc_work, (size_t)threads * b->enc_work_floats * sizeof(float));
+        if (bc->cpu_encode) {
+            GIVE(b->enc_img, (size_t)threads * px * sizeof(float));
+            GIVE(b->enc_work, (size_t)threads * b->enc_work_floats * sizeof(float));
+        }
     }
 #undef GIVE
     b->step = -1000000;
@@ -237,13 +241,7 @@ static mg_status sample_item(train_batch *b, const batch_cfg *bc, dataset *ds, l
         mg_rng_seed(&rp, batch_seed(bc->seed, step, i, P_DROP));
         it->row = mg_rng_uniform(&rp) < bc->prompt_dropout ? 0 : prompt;
     }
-    for (int t = 0; t < T; t++) {
-        uint8_t *fi = in + (size_t)t * px, *ft = tgt + (size_t)t * px;
-        /* each frame its own noise seed (restore), the same strengths over the clip */
-        MG_TRY(degrade_apply_params(bc->prompts[prompt], ft, fi, bc->S, bc->S,
-                                    batch_seed(bc->seed, step, i * 64 + t, P_NOISE), &dp));
-        MG_TRY(style_apply(bc->prompts[prompt], ft, ft, bc->S, bc->S));
-    }
+    it->dp = dp; /* the frames' pairs are made by make_frame, in parallel over the batch */
     size_t lat = (size_t)b->lh * b->lw * b->Z;
     mg_rng rn;
     mg_rng_seed(&rn, batch_seed(bc->seed, step, i, P_NOISE));
@@ -273,15 +271,37 @@ static mg_status sample_item(train_batch *b, const batch_cfg *bc, dataset *ds, l
     return MG_OK;
 }
 
+/* Frame t of dit item i: the input from the real frame (kept in tgt until now), then the target
+ * in place. Each frame its own noise seed (restore), the strengths of its clip. */
+static mg_status make_frame(train_batch *b, const batch_cfg *bc, long step, int i, int t) {
+    size_t px = (size_t)bc->S * bc->S * 3, f = (size_t)i * b->T + t;
+    const batch_item *it = &b->item[i];
+    uint8_t *fi = b->in_rgb + f * px, *ft = b->tgt_rgb + f * px;
+    MG_TRY(degrade_apply_params(bc->prompts[it->prompt], ft, fi, bc->S, bc->S,
+                                batch_seed(bc->seed, step, i * 64 + t, P_NOISE), &it->dp));
+    return style_apply(bc->prompts[it->prompt], ft, ft, bc->S, bc->S);
+}
+
 mg_status batch_sample(train_batch *b, const batch_cfg *bc, dataset *ds, long step) {
     mg_status st = MG_OK;
-    /* one thread per item; the first failure is the one reported */
+    /* one thread per item (the clip read and the draws), then one per frame (the degradations
+     * and styles, the costly part); the first failure is the one reported */
     MG_OMP(omp parallel for schedule(dynamic, 1))
     for (int i = 0; i < b->B; i++) {
         mg_status s = sample_item(b, bc, ds, step, i);
         if (s != MG_OK) {
             MG_OMP(omp critical(batch_err))
             if (st == MG_OK) st = s;
+        }
+    }
+    if (st == MG_OK && bc->stage == STAGE_DIT) {
+        MG_OMP(omp parallel for schedule(dynamic, 1))
+        for (int k = 0; k < b->B * b->T; k++) {
+            mg_status s = make_frame(b, bc, step, k / b->T, k % b->T);
+            if (s != MG_OK) {
+                MG_OMP(omp critical(batch_err))
+                if (st == MG_OK) st = s;
+            }
         }
     }
     b->step = st == MG_OK ? step : -1000000;
@@ -301,6 +321,7 @@ void batch_finish(train_batch *b, const batch_cfg *bc) {
 }
 
 mg_status batch_encode_cpu(train_batch *b, const batch_cfg *bc, const mg_model *frozen) {
+    if (!b->enc_work) return mg_fail(MG_ERR_ARG, "batch_encode_cpu: the batch was allocated without cpu_encode");
     size_t px = (size_t)b->S * b->S * 3, lat = (size_t)b->lh * b->lw * b->Z;
     int n = b->B * b->T;
     /* 2n encodes (input and target of every frame), each on one thread with its own work */

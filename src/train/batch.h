@@ -19,6 +19,7 @@
 
 #include "core/rng.h"
 #include "data/data.h"
+#include "eval/degrade.h"
 #include "model/model.h"
 #include "train/train.h"
 
@@ -33,6 +34,7 @@ typedef struct batch_cfg {
     int hist_aug;         /* 1: corrupt the history's clean latents (dit) */
     float prompt_dropout; /* probability of training a clip with prompt row 0 (none) */
     uint64_t seed;        /* the run's seed */
+    int cpu_encode;       /* dit: allocate the scratch of batch_encode_cpu (CPU runs) */
     mg_config cfg;        /* the model's sizes, sigma_ctx and shift */
     int n_prompts;
     char prompts[MG_MAX_PROMPTS][32];
@@ -44,6 +46,7 @@ typedef struct batch_item {
     int row;              /* the prompt row the model is given: prompt, or 0 after dropout */
     int dream;            /* 1: the input is dropped (cond NULL) */
     int aug[64];          /* dit: 1 where frame t's history latent is corrupted (t < 64) */
+    degrade_params dp;    /* dit: the degradation strengths of the clip */
 } batch_item;
 
 typedef struct train_batch {

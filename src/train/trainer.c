@@ -547,6 +547,7 @@ static mg_status setup(run *r, long *start) {
     r->bc.stage = f->stage;
     r->bc.B = f->batch, r->bc.T = f->frames, r->bc.S = f->size, r->bc.window = f->window;
     r->bc.hist_aug = f->hist_aug, r->bc.prompt_dropout = f->prompt_dropout, r->bc.seed = f->seed;
+    r->bc.cpu_encode = f->device == MG_DEVICE_CPU;
     batch_cfg_from_params(&r->bc, &r->tp);
     r->vbc = r->bc;
     r->vbc.seed = VAL_SEED;
