@@ -98,8 +98,10 @@ async function main() {
     }
     const pixels = await evaluate(`(() => {
       const stats = (id) => { const c = document.getElementById(id), d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-        let n = 0, s = 0, s2 = 0; for (let i = 0; i < d.length; i += 4) for (let k = 0; k < 3; k++) { s += d[i + k]; s2 += d[i + k] * d[i + k]; n++; }
-        const mean = s / n; return { w: c.width, h: c.height, mean, std: Math.sqrt(Math.max(0, s2 / n - mean * mean)) }; };
+        let n = 0, s = 0, s2 = 0, opaque = 0; for (let i = 0; i < d.length; i += 4) { opaque += d[i + 3] === 255;
+          for (let k = 0; k < 3; k++) { s += d[i + k]; s2 += d[i + k] * d[i + k]; n++; } }
+        const mean = s / n; return { w: c.width, h: c.height, mean, std: Math.sqrt(Math.max(0, s2 / n - mean * mean)),
+          opaque: opaque / (d.length / 4) }; };
       const a = document.getElementById('input').getContext('2d'), b = document.getElementById('output').getContext('2d');
       const W = document.getElementById('input').width, H = document.getElementById('input').height;
       const da = a.getImageData(0, 0, W, H).data, db = b.getImageData(0, 0, W, H).data;
@@ -115,7 +117,8 @@ async function main() {
       frames_back: !!st && st.frames >= 15,
       latency_readout: latMs !== null && latMs > 0,
       camera_on_input_canvas: pixels.input.std > 10,
-      output_not_flat: pixels.output.std > 2 && pixels.output.mean > 2,
+      output_drawn: pixels.output.opaque === 1, // a canvas nothing was drawn on is transparent
+      output_not_flat: pixels.output.std > 1 && pixels.output.mean > 1,
       output_transformed: pixels.mean_abs_diff > 3,
       screenshot: fs.statSync(shotPath).size > 1000,
       controls_acknowledged: !!cfg && !!cfg.config && cfg.config.prompt === want.prompt && cfg.config.steps === 2,
