@@ -348,6 +348,102 @@ __global__ void k_softmax_bwd(const float *S, const float *dP, bf16 *Pb, bf16 *d
     }
 }
 
+/* The same two kernels with the row held in registers (PER values a lane, key j = lane + 32*i),
+ * for rows of up to 32*PER keys: S and dP are read from memory once. The forward and the
+ * backward use the same variant for a given Nk, so the backward's P is the forward's. */
+template <int PER>
+__device__ __forceinline__ void softmax_regs(float *e, const float *s, int j0, int Nk, int lane, float *inv_out) {
+    float m = -INFINITY;
+#pragma unroll
+    for (int i = 0; i < PER; i++) {
+        int j = lane + 32 * i;
+        e[i] = j >= j0 && j < Nk ? s[j] : -INFINITY;
+        m = fmaxf(m, e[i]);
+    }
+    m = warp_max(m);
+    float sum = 0.0f;
+#pragma unroll
+    for (int i = 0; i < PER; i++) {
+        int j = lane + 32 * i;
+        e[i] = j >= j0 && j < Nk ? expf(e[i] - m) : 0.0f;
+        sum += e[i];
+    }
+    *inv_out = 1.0f / warp_sum(sum);
+}
+
+template <int PER>
+__global__ void k_softmax_r(const float *S, bf16 *Pb, int r0, int rows, int N, int T, int Kw, int Nk) {
+    int R = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (R >= rows) return;
+    int t = ((R + r0) / N) % T, j0 = (Kw - t) * N;
+    if (j0 < 0) j0 = 0;
+    float e[PER], inv;
+    softmax_regs<PER>(e, S + (size_t)R * Nk, j0, Nk, lane, &inv);
+    bf16 *pb = Pb + (size_t)R * Nk;
+#pragma unroll
+    for (int i = 0; i < PER; i++) {
+        int j = lane + 32 * i;
+        if (j < Nk) pb[j] = f2bf(e[i] * inv);
+    }
+}
+
+template <int PER>
+__global__ void k_softmax_bwd_r(const float *S, const float *dP, bf16 *Pb, bf16 *dSb, float scale, int r0, int rows,
+                                int N, int T, int Kw, int Nk) {
+    int R = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (R >= rows) return;
+    int t = ((R + r0) / N) % T, j0 = (Kw - t) * N;
+    if (j0 < 0) j0 = 0;
+    const float *dp = dP + (size_t)R * Nk;
+    float e[PER], g[PER], inv, dot = 0.0f;
+#pragma unroll
+    for (int i = 0; i < PER; i++) {
+        int j = lane + 32 * i;
+        g[i] = j >= j0 && j < Nk ? dp[j] : 0.0f;
+    }
+    softmax_regs<PER>(e, S + (size_t)R * Nk, j0, Nk, lane, &inv);
+#pragma unroll
+    for (int i = 0; i < PER; i++) {
+        e[i] *= inv;
+        dot += e[i] * g[i];
+    }
+    dot = warp_sum(dot);
+    bf16 *pb = Pb + (size_t)R * Nk, *o = dSb + (size_t)R * Nk;
+#pragma unroll
+    for (int i = 0; i < PER; i++) {
+        int j = lane + 32 * i;
+        if (j < Nk) {
+            pb[j] = f2bf(e[i]);
+            o[j] = f2bf(j < j0 ? 0.0f : scale * e[i] * (g[i] - dot));
+        }
+    }
+}
+
+/* The softmax launches: the register variants up to 1024 keys, the looping ones above. */
+static mg_status softmax_fwd(cuda_dit_train *dt, int r0, int rows, int N, int T, int Kw, int Nk) {
+    dim3 g(cu_blocks((size_t)rows * 32, 256)), b(256);
+    const float *S = dt->S;
+    if (Nk <= 256) CU_LAUNCH(k_softmax_r<8>, g, b, 0, dt->st, S, dt->Pb, r0, rows, N, T, Kw, Nk);
+    else if (Nk <= 512) CU_LAUNCH(k_softmax_r<16>, g, b, 0, dt->st, S, dt->Pb, r0, rows, N, T, Kw, Nk);
+    else if (Nk <= 1024) CU_LAUNCH(k_softmax_r<32>, g, b, 0, dt->st, S, dt->Pb, r0, rows, N, T, Kw, Nk);
+    else CU_LAUNCH(k_softmax, g, b, 0, dt->st, S, dt->Pb, r0, rows, N, T, Kw, Nk);
+    return MG_OK;
+}
+
+static mg_status softmax_bwd(cuda_dit_train *dt, float scale, int r0, int rows, int N, int T, int Kw, int Nk) {
+    dim3 g(cu_blocks((size_t)rows * 32, 256)), b(256);
+    const float *S = dt->S, *dP = dt->dP;
+    if (Nk <= 256)
+        CU_LAUNCH(k_softmax_bwd_r<8>, g, b, 0, dt->st, S, dP, dt->Pb, dt->dSb, scale, r0, rows, N, T, Kw, Nk);
+    else if (Nk <= 512)
+        CU_LAUNCH(k_softmax_bwd_r<16>, g, b, 0, dt->st, S, dP, dt->Pb, dt->dSb, scale, r0, rows, N, T, Kw, Nk);
+    else if (Nk <= 1024)
+        CU_LAUNCH(k_softmax_bwd_r<32>, g, b, 0, dt->st, S, dP, dt->Pb, dt->dSb, scale, r0, rows, N, T, Kw, Nk);
+    else
+        CU_LAUNCH(k_softmax_bwd, g, b, 0, dt->st, S, dP, dt->Pb, dt->dSb, scale, r0, rows, N, T, Kw, Nk);
+    return MG_OK;
+}
+
 /* The key/value gradients of the windows (bt, Nk, dh) summed onto their frames: frame s of a
  * clip is window frame s - t + Kw of query frames t = s..min(T-1, s+Kw). Writes head h's
  * columns of dk and dv in dqkv (M, 3d). */
@@ -866,7 +962,7 @@ static mg_status pass(cuda_dit_train *dt, const dit_clip *clips, int n, const fl
                 const bf16 *q = qkv + qo + hh * dh, *k = qkv + qo + d + hh * dh - (size_t)Kw * N * 3 * d, *vv = k + d;
                 CU_MG(gemm_rm(dt, 0, 1, N, Nk, dh, ascale, q, BF, 3 * d, (long long)N * 3 * d, k, BF, 3 * d,
                               (long long)N * 3 * d, 0.0f, dt->S, F32, Nk, (long long)N * Nk, cn));
-                CU_LAUNCH(k_softmax, ROWS(cn * N), (const float *)dt->S, dt->Pb, c0 * N, cn * N, N, T, Kw, Nk);
+                CU_MG(softmax_fwd(dt, c0 * N, cn * N, N, T, Kw, Nk));
                 CU_MG(gemm_rm(dt, 0, 0, N, dh, Nk, 1.0f, dt->Pb, BF, Nk, (long long)N * Nk, vv, BF, 3 * d,
                               (long long)N * 3 * d, 0.0f, att + (size_t)c0 * N * d + hh * dh, BF, d, (long long)N * d, cn));
             }
@@ -960,8 +1056,7 @@ static mg_status pass(cuda_dit_train *dt, const dit_clip *clips, int n, const fl
                     /* dP = dO V^T; P (bf16) and dS from S and dP in one pass; dVw = P^T dO */
                     CU_MG(gemm_rm(dt, 0, 1, N, Nk, dh, 1.0f, dO, BF, d, (long long)N * d, vv, BF, 3 * d,
                                   (long long)N * 3 * d, 0.0f, dt->dP, F32, Nk, (long long)N * Nk, cn));
-                    CU_LAUNCH(k_softmax_bwd, ROWS(cn * N), (const float *)dt->S, (const float *)dt->dP, dt->Pb, dt->dSb,
-                              ascale, c0 * N, cn * N, N, T, Kw, Nk);
+                    CU_MG(softmax_bwd(dt, ascale, c0 * N, cn * N, N, T, Kw, Nk));
                     CU_MG(gemm_rm(dt, 1, 0, Nk, dh, N, 1.0f, dt->Pb, BF, Nk, (long long)N * Nk, dO, BF, d,
                                   (long long)N * d, 0.0f, dt->dVw + (size_t)c0 * Nk * dh, F32, dh, (long long)Nk * dh, cn));
                     /* dQ = dS K (into dqkv directly), dKw = dS^T Q */
