@@ -4,13 +4,14 @@
 # it follows the name, not the folder), counts and stored sizes, runs spread over a long video,
 # identical shards from identical builds, sample clips the same for the same seed and different
 # for another, usage errors (exit 2), missing and unreadable sources (exit 1 or a warning, as
-# documented), --strict, and that a failing or killed build leaves the previous shards intact
-# and no damaged shard under a final name. Needs FFmpeg and libjpeg-turbo in the build and the
+# documented), --strict, and that a failing build (an unreadable source with --strict, a full
+# disk: a 400 KiB tmpfs, when root may mount one) or a killed one (kill -9 at several moments)
+# leaves the previous shards intact and no damaged shard under a final name. Needs FFmpeg and libjpeg-turbo in the build and the
 # ffmpeg program; skips (and says so) without them.
 M=${MIRAGE:-build/mirage}
 M=$(cd "$(dirname "$M")" && pwd)/$(basename "$M")
 T=$(mktemp -d /tmp/mirage-data-XXXXXX)
-trap 'rm -rf "$T"' EXIT
+trap 'umount "$T/full" 2>/dev/null; rm -rf "$T"' EXIT
 pass=0; fail=0; skip=0
 t_start=$(date +%s)
 
@@ -131,22 +132,33 @@ expect 1 "--strict with an unreadable source" -- $B --strict --out "$T/d1" "$T/s
 check 'cmp -s "$T/d1/train-000.mgshard" "$T/keep/train-000.mgshard" && cmp -s "$T/d1/val-000.mgshard" "$T/keep/val-000.mgshard"' "the old shards are untouched"
 check '[ -z "$(ls -A "$T/d1" | grep -v "^train-000.mgshard$\|^val-000.mgshard$")" ]' "and no temporary is left"
 # a long build killed at several moments: each time every shard under a final name is whole
-lavfi "testsrc2=size=640x480:rate=25" 300 "$T/big.mp4" -c:v mpeg4 -q:v 5
-killed_ok=1
-for delay in 0.2 0.6 1.0 1.5; do
+lavfi "testsrc2=size=480x360:rate=25" 200 "$T/big.mp4" -c:v mpeg4 -q:v 5
+killed_ok=1; hits=0
+for delay in 0.1 0.3 0.6 0.9; do
     $M data build --size 240 --max-frames 300 --shard-mib 1 --quiet --out "$T/d1" "$T/big.mp4" "$T/src/videos" "$T/src/photos" >/dev/null 2>&1 &
     pid=$!
     sleep $delay
-    kill -9 $pid 2>/dev/null
+    kill -9 $pid 2>/dev/null && hits=$((hits + 1)) # the build was still running
     wait $pid 2>/dev/null
-    if ! $M data info "$T/d1" >"$T/out" 2>&1; then
-        # a kill between two renames may mix builds: refused with a clear message, never read
+    # every shard's header and index (info), and the frames of a few clips (sample); a kill
+    # between two renames may mix builds: refused with a clear message, never read
+    if ! { $M data info "$T/d1" && $M data sample "$T/d1" --out "$T/s7" --clips 4 --frames 2 --size 32; } >"$T/out" 2>&1; then
         grep -q "mixed builds\|different build" "$T/out" || { killed_ok=0; cat "$T/out"; }
     fi
-    for f in "$T/d1"/*.mgshard; do $M data sample "$T/d1" --out "$T/s7" --clips 2 --frames 2 --size 32 >/dev/null 2>&1 || \
-        grep -q "mixed builds\|different build" "$T/out" || killed_ok=0; break; done
 done
-check '[ "$killed_ok" = 1 ]' "kill -9 at 0.2, 0.6, 1.0, 1.5 s: every shard readable (or a mix refused)"
+check '[ "$killed_ok" = 1 ] && [ "$hits" -ge 1 ]' "kill -9 at 0.1, 0.3, 0.6, 0.9 s ($hits hit a running build): every shard readable (or a mix refused)"
+# a full disk while the shards are written: the build fails, the old shards stay, no temporary
+if [ "$(id -u)" = 0 ] && mkdir -p "$T/full" && mount -t tmpfs -o size=400k tmpfs "$T/full" 2>/dev/null; then
+    expect 0 "a small build on a 400 KiB file system" -- $B --out "$T/full/d" "$T/src/videos" "$T/src/photos"
+    cp -r "$T/full/d" "$T/full_keep"
+    expect 1 "a larger build there runs out of space" -- $M data build --size 240 --quiet --out "$T/full/d" "$T/big.mp4" "$T/src/videos"
+    grep_out "No space left on device" "the message says why"
+    check 'cmp -s "$T/full/d/train-000.mgshard" "$T/full_keep/train-000.mgshard" && cmp -s "$T/full/d/val-000.mgshard" "$T/full_keep/val-000.mgshard"' "the old shards are untouched"
+    check '[ -z "$(ls -A "$T/full/d" | grep -v "^train-000.mgshard$\|^val-000.mgshard$")" ]' "and no temporary is left"
+    umount "$T/full"
+else
+    skip=$((skip + 1)); echo "  skip  full disk (needs root and a tmpfs mount)"
+fi
 expect 0 "the next build completes" -- $M data build --size 240 --max-frames 300 --shard-mib 1 --quiet --out "$T/d1" "$T/big.mp4" "$T/src/videos" "$T/src/photos"
 check '[ -z "$(ls -A "$T/d1" | grep "tmp")" ]' "and removes the temporaries killed builds left"
 expect 0 "info after the kills" -- $M data info "$T/d1"
