@@ -6,8 +6,8 @@
 # for another, usage errors (exit 2), missing and unreadable sources (exit 1 or a warning, as
 # documented), --strict, and that a failing build (an unreadable source with --strict, a full
 # disk: a 400 KiB tmpfs, when root may mount one) or a killed one (kill -9 at several moments)
-# leaves the previous shards intact and no damaged shard under a final name. Needs FFmpeg and libjpeg-turbo in the build and the
-# ffmpeg program; skips (and says so) without them.
+# leaves the previous shards intact and no damaged shard under a final name. Needs FFmpeg and
+# libjpeg-turbo in the build and the ffmpeg program; skips (and says so) without them.
 M=${MIRAGE:-build/mirage}
 M=$(cd "$(dirname "$M")" && pwd)/$(basename "$M")
 T=$(mktemp -d /tmp/mirage-data-XXXXXX)
