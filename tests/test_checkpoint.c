@@ -123,6 +123,34 @@ static void test_old_parts_removed(void **state) {
     train_params_free(&got);
 }
 
+static void test_bf16_moments(void **state) {
+    char path[128];
+    snprintf(path, sizeof path, "%s/half.ckpt", dir);
+    int first = tp.dit_first, last = tp.n_tensors;
+    assert_int_equal(ckpt_save_ex(path, &tp, first, last, "dit", 3, NULL, (size_t)15 << 20, ST_BF16), MG_OK);
+    train_params got;
+    char st[8];
+    long step;
+    ckpt_meta gm;
+    assert_int_equal(ckpt_load(path, &got, st, &step, &gm), MG_OK);
+    assert_string_equal(ckpt_meta_get(&gm, "moments"), "bf16");
+    assert_memory_equal(got.param, tp.param, tp.count * sizeof(float));
+    size_t a = tp.offset[first], b = tp.offset[last];
+    assert_memory_equal(got.ema + a, tp.ema + a, (b - a) * sizeof(float));
+    double worst = 0;
+    for (size_t k = a; k < b; k++) {
+        double em = fabs((double)got.m[k] - tp.m[k]) / (fabs(tp.m[k]) + 1e-30);
+        double ev = fabs((double)got.v[k] - tp.v[k]) / (fabs(tp.v[k]) + 1e-30);
+        if (tp.m[k] != 0 && em > worst) worst = em;
+        if (tp.v[k] != 0 && ev > worst) worst = ev;
+    }
+    printf("  bf16 moments: max relative error %.3g; %.1f MiB instead of %.1f\n", worst,
+           ckpt_bytes(&tp, first, last, ST_BF16) / 1048576.0, ckpt_bytes(&tp, first, last, ST_F32) / 1048576.0);
+    assert_true(worst <= 1.0 / 256 + 1e-9);
+    assert_true(ckpt_bytes(&tp, first, last, ST_BF16) < 64u << 20); /* tiny: travels back from a GPU machine */
+    train_params_free(&got);
+}
+
 static void expect_load_error(const char *path, const char *what) {
     train_params got;
     char st[8];
@@ -250,7 +278,7 @@ static void test_hist_aug(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip_dit), cmocka_unit_test(test_round_trip_tae),
-        cmocka_unit_test(test_old_parts_removed), cmocka_unit_test(test_reject_damage),
+        cmocka_unit_test(test_old_parts_removed), cmocka_unit_test(test_bf16_moments), cmocka_unit_test(test_reject_damage),
         cmocka_unit_test(test_model_file), cmocka_unit_test(test_batch_seeds),
         cmocka_unit_test(test_sigma_sample), cmocka_unit_test(test_hist_aug),
     };

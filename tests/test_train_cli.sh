@@ -114,6 +114,12 @@ if cmp -s "$T/la" "$T/ld"; then ok "dit: N steps + kill + resume = 2N steps, los
 else bad "dit resumed losses differ"; paste "$T/la" "$T/ld" | sed 's/^/        /'; fi
 cmp -s "$T/dit_a.safetensors" "$T/dit_d.safetensors" && ok "dit model after kill + resume identical" || bad "dit model after resume differs"
 
+# bf16 moments: a smaller checkpoint, resumable, and the resume says it is not bit-exact
+expect 0 "dit with --ckpt-moments bf16, stopped by the time limit" -- $M train dit $DIT --out "$T/dit_h.safetensors" --ckpt-moments bf16 --time-limit 1
+expect 0 "dit resume from bf16 moments" -- $M train dit $DIT --out "$T/dit_h.safetensors" --resume
+grep_out "not bit-identical" "resume from bf16 moments says so"
+expect 2 "bad --ckpt-moments" -- $M train dit $DIT --out "$T/dit_h.safetensors" --ckpt-moments fp8
+
 # ---- kill -9 at random moments --------------------------------------------------------------
 KILL="--data $D --config tiny --steps 40 --batch 1 --size 32 --threads 2 --val-every 0 --sample-every 0 --ckpt-every 1 --ckpt-part-mib 4"
 expect 0 "kill test reference run" -- $M train tae $KILL --out "$T/k_ref.safetensors"

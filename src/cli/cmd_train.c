@@ -39,6 +39,8 @@ static const char *help =
     "  --sample-steps N      denoising steps of the dit samples (default 2)\n"
     "  --ckpt-every N        checkpoint every N steps, 0 = only at the end (default 200)\n"
     "  --ckpt-part-mib N     checkpoint part size in MiB (default 15)\n"
+    "  --ckpt-moments f32|bf16  AdamW moments in the checkpoint (default f32: exact resume; bf16:\n"
+    "                        smaller, resume close but not bit-exact)\n"
     "  --log-every N         a progress line every N steps (default 1)\n"
     "  --device cpu|cuda     where to train (default cpu)\n"
     "  --dtype f32|bf16      model file dtype (default f32; bf16 halves it)\n"
@@ -62,7 +64,7 @@ int cmd_train(int argc, char **argv) {
         O_DATA = 256, O_OUT, O_INIT, O_CONFIG, O_RESUME, O_CKPT, O_SAMPLES, O_STEPS, O_BATCH, O_SIZE, O_FRAMES,
         O_WINDOW, O_LR, O_LR_MIN, O_WARMUP, O_WD, O_CLIP, O_EMA, O_HIST, O_DROP, O_VAL_EVERY, O_VAL_CLIPS,
         O_SAMPLE_EVERY, O_SAMPLE_STEPS, O_CKPT_EVERY, O_PART, O_LOG, O_DEVICE, O_DTYPE, O_SEED, O_TIME, O_THREADS,
-        O_PEAK, O_HELP
+        O_PEAK, O_MOMENTS, O_HELP
     };
     static const struct option opts[] = {
         {"data", 1, 0, O_DATA}, {"out", 1, 0, O_OUT}, {"init", 1, 0, O_INIT}, {"config", 1, 0, O_CONFIG},
@@ -74,6 +76,7 @@ int cmd_train(int argc, char **argv) {
         {"sample-steps", 1, 0, O_SAMPLE_STEPS}, {"ckpt-every", 1, 0, O_CKPT_EVERY}, {"ckpt-part-mib", 1, 0, O_PART},
         {"log-every", 1, 0, O_LOG}, {"device", 1, 0, O_DEVICE}, {"dtype", 1, 0, O_DTYPE}, {"seed", 1, 0, O_SEED},
         {"time-limit", 1, 0, O_TIME}, {"threads", 1, 0, O_THREADS}, {"peak-tflops", 1, 0, O_PEAK},
+        {"ckpt-moments", 1, 0, O_MOMENTS},
         {"help", 0, 0, O_HELP}, {0, 0, 0, 0}};
     long v;
     double x;
@@ -142,6 +145,11 @@ int cmd_train(int argc, char **argv) {
         case O_THREADS: LONG("--threads", 1, 1024, o.threads, 0); break;
         case O_PEAK:
             if (parse_float(optarg, 1e-6, 1e6, &o.peak_tflops)) return cli_usage("train", "--peak-tflops: expected a positive number, found '%s'", optarg);
+            break;
+        case O_MOMENTS:
+            if (!strcmp(optarg, "f32")) o.ckpt_moments = ST_F32;
+            else if (!strcmp(optarg, "bf16")) o.ckpt_moments = ST_BF16;
+            else return cli_usage("train", "--ckpt-moments: expected f32 or bf16, found '%s'", optarg);
             break;
         case O_HELP: fputs(help, stdout); return EXIT_OK;
         default: return cli_usage("train", "unknown or incomplete option '%s'", argv[optind - 1]);

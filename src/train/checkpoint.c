@@ -104,13 +104,14 @@ size_t ckpt_model_bytes(const train_params *tp, st_dtype dtype) {
     return n * st_dtype_size(dtype) + 64 * (size_t)tp->n_tensors + 1024;
 }
 
-size_t ckpt_bytes(const train_params *tp, int first, int last) {
+size_t ckpt_bytes(const train_params *tp, int first, int last, st_dtype moments) {
     size_t all = 0, trained = 0;
     for (int i = 0; i < tp->n_tensors; i++) {
         all += train_params_numel(tp, i);
         if (i >= first && i < last) trained += train_params_numel(tp, i);
     }
-    return (all + 3 * trained) * sizeof(float) + 4 * 80 * (size_t)tp->n_tensors + 4096;
+    return (all + trained) * sizeof(float) + 2 * trained * st_dtype_size(moments) + 4 * 80 * (size_t)tp->n_tensors +
+           4096;
 }
 
 /* ---- saving ------------------------------------------------------------------------------ */
@@ -161,7 +162,18 @@ void ckpt_remove_stale(const char *path) { remove_old_parts(path, -1); }
 
 mg_status ckpt_save(const char *path, const train_params *tp, int first, int last, const char *stage, long step,
                     const ckpt_meta *extra, size_t part_bytes) {
+    return ckpt_save_ex(path, tp, first, last, stage, step, extra, part_bytes, ST_F32);
+}
+
+mg_status ckpt_save_ex(const char *path, const train_params *tp, int first, int last, const char *stage, long step,
+                       const ckpt_meta *extra, size_t part_bytes, st_dtype moments) {
     if (strlen(path) > 400) return mg_fail(MG_ERR_ARG, "checkpoint path too long: %s", path);
+    if (moments != ST_F32 && moments != ST_BF16) return mg_fail(MG_ERR_ARG, "%s: moments must be F32 or BF16", path);
+    size_t maxn = 0;
+    for (int i = 0; i < tp->n_tensors; i++)
+        if (train_params_numel(tp, i) > maxn) maxn = train_params_numel(tp, i);
+    uint16_t *half = moments == ST_BF16 ? malloc(maxn * sizeof(uint16_t)) : NULL;
+    if (moments == ST_BF16 && !half) return mg_fail(MG_ERR_NOMEM, "%s: out of memory", path);
     if (part_bytes < 1024 * 1024) part_bytes = 1024 * 1024;
     mg_status s = MG_OK;
     int part = 0;
@@ -172,7 +184,8 @@ mg_status ckpt_save(const char *path, const train_params *tp, int first, int las
     for (int k = 0; k < 4 && s == MG_OK; k++) {
         int a = k == 0 ? 0 : first, b = k == 0 ? tp->n_tensors : last;
         for (int i = a; i < b && s == MG_OK; i++) {
-            size_t bytes = train_params_numel(tp, i) * sizeof(float);
+            int lossy = k >= 2 && moments == ST_BF16;
+            size_t bytes = train_params_numel(tp, i) * (lossy ? 2 : sizeof(float));
             if (w && in_part + bytes + 256 > part_bytes - 65536) { /* room for the header */
                 part_path(pp, sizeof pp, path, step, part);
                 s = st_writer_save(w, pp);
@@ -195,9 +208,14 @@ mg_status ckpt_save(const char *path, const train_params *tp, int first, int las
             }
             char name[ST_MAX_NAME];
             snprintf(name, sizeof name, "%s/%s", kinds[k], tp->table[i].name);
-            if (s == MG_OK)
+            if (s == MG_OK && lossy) {
+                const float *src = kind_array(tp, k) + tp->offset[i];
+                for (size_t q = 0; q < train_params_numel(tp, i); q++) half[q] = to_bf16(src[q]);
+                s = st_writer_add(w, name, ST_BF16, tp->table[i].rank, tp->table[i].shape, half);
+            } else if (s == MG_OK) {
                 s = st_writer_add(w, name, ST_F32, tp->table[i].rank, tp->table[i].shape,
                                   kind_array(tp, k) + tp->offset[i]);
+            }
             in_part += bytes + 256;
         }
     }
@@ -209,6 +227,7 @@ mg_status ckpt_save(const char *path, const train_params *tp, int first, int las
         }
         st_writer_free(w);
     }
+    free(half);
     if (s != MG_OK) return s;
 
     /* the index, last: from this rename on, the new parts are the checkpoint */
@@ -222,6 +241,7 @@ mg_status ckpt_save(const char *path, const train_params *tp, int first, int las
     if (s == MG_OK) s = st_writer_meta(w, "step", v);
     snprintf(v, sizeof v, "%d", part);
     if (s == MG_OK) s = st_writer_meta(w, "parts", v);
+    if (s == MG_OK) s = st_writer_meta(w, "moments", moments == ST_BF16 ? "bf16" : "f32");
     for (int i = 0; extra && i < extra->n && s == MG_OK; i++) s = st_writer_meta(w, extra->key[i], extra->val[i]);
     if (s == MG_OK) s = st_writer_save(w, path);
     st_writer_free(w);
@@ -353,7 +373,7 @@ mg_status ckpt_load(const char *path, train_params *tp, char stage[8], long *ste
                 break;
             }
             const wdesc *w = &tp->table[i];
-            int ok = st->dtype == ST_F32 && st->rank == w->rank;
+            int ok = (st->dtype == ST_F32 || (k >= 2 && st->dtype == ST_BF16)) && st->rank == w->rank;
             for (int r = 0; ok && r < w->rank; r++) ok = st->shape[r] == w->shape[r];
             if (!ok) {
                 s = mg_fail(MG_ERR_SHAPE, "%s: tensor %s: expected F32 of the shape of %s, found %s rank %d", pp,
@@ -365,7 +385,16 @@ mg_status ckpt_load(const char *path, train_params *tp, char stage[8], long *ste
                 break;
             }
             seen[(size_t)i * 4 + k] = 1;
-            memcpy(arrays[k] + tp->offset[i], st->data, st->numel * sizeof(float));
+            if (st->dtype == ST_F32) {
+                memcpy(arrays[k] + tp->offset[i], st->data, st->numel * sizeof(float));
+            } else { /* moments saved with --ckpt-moments bf16 */
+                const uint16_t *h = st->data;
+                float *dst = arrays[k] + tp->offset[i];
+                for (size_t q = 0; q < st->numel; q++) {
+                    uint32_t u = (uint32_t)h[q] << 16;
+                    memcpy(&dst[q], &u, 4);
+                }
+            }
         }
         st_close(&pf);
     }

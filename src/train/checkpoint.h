@@ -10,6 +10,7 @@
  * continue a run bit for bit:
  *   param/<name>        every tensor's weights (F32), both networks
  *   ema/<name>, m/<name>, v/<name>   the EMA and AdamW moments of the trained network only
+ *                       (m and v F32, or BF16 with ckpt_save_ex)
  *                       (the frozen one's EMA is its weights and its moments are zero)
  *   __metadata__        format "mirage-train", ckpt_version "1", stage (tae|dit), step, the
  *                       model's config keys and prompts (as in a weights file), and the
@@ -44,6 +45,13 @@ mg_status ckpt_save(const char *path, const train_params *tp, int first, int las
  * (any pid but ours; one trainer per checkpoint). The complete parts are left alone. */
 void ckpt_remove_stale(const char *path);
 
+/* As ckpt_save, with the AdamW moments (m, v) stored as `moments`: ST_F32 (exact) or ST_BF16,
+ * which makes a dit checkpoint of config tiny small enough to travel back from a GPU machine
+ * (docs/TRAINING.md) at the price of exactness: a resumed run continues from moments rounded
+ * to 8 significant bits. The index says which (metadata "moments"). */
+mg_status ckpt_save_ex(const char *path, const train_params *tp, int first, int last, const char *stage, long step,
+                       const ckpt_meta *extra, size_t part_bytes, st_dtype moments);
+
 /* Reads and validates a checkpoint into a fresh *tp (param, ema, m, v; grad zero; the frozen
  * network's ema = param). *stage gets "tae"/"dit", *step the step, *extra every metadata key
  * (the trainer checks its own). Errors name the file and what is wrong. */
@@ -54,7 +62,7 @@ mg_status ckpt_load(const char *path, train_params *tp, char stage[8], long *ste
 mg_status ckpt_write_model(const char *path, const train_params *tp, const float *arr, st_dtype dtype);
 
 /* Bytes ckpt_save and ckpt_write_model write (data + a header estimate), for the log. */
-size_t ckpt_bytes(const train_params *tp, int first, int last);
+size_t ckpt_bytes(const train_params *tp, int first, int last, st_dtype moments);
 size_t ckpt_model_bytes(const train_params *tp, st_dtype dtype);
 
 #endif

@@ -54,6 +54,7 @@ train_opts train_opts_default(train_stage stage) {
     o.device = MG_DEVICE_CPU;
     o.dtype = ST_F32;
     o.part_bytes = (size_t)15 << 20;
+    o.ckpt_moments = ST_F32;
     o.sample_steps = 2;
     return o;
 }
@@ -356,11 +357,12 @@ static mg_status save_all(run *r, long step, double *ms) {
 #endif
     ckpt_meta cm;
     fixed_meta(r, &cm);
-    MG_TRY(ckpt_save(r->ckpt, &r->tp, r->first, r->last, stage_name(r->fx.stage), step, &cm, r->o->part_bytes));
+    MG_TRY(ckpt_save_ex(r->ckpt, &r->tp, r->first, r->last, stage_name(r->fx.stage), step, &cm, r->o->part_bytes,
+                        r->o->ckpt_moments));
     MG_TRY(ckpt_write_model(r->o->out, &r->tp, r->tp.ema, r->o->dtype));
     *ms = mg_now_ms() - t0;
     printf("ckpt step %ld -> %s (%.1f MiB in parts of <= %.0f MiB) + %s (%.1f MiB %s) in %.0f ms\n", step, r->ckpt,
-           ckpt_bytes(&r->tp, r->first, r->last) / 1048576.0, r->o->part_bytes / 1048576.0, r->o->out,
+           ckpt_bytes(&r->tp, r->first, r->last, r->o->ckpt_moments) / 1048576.0, r->o->part_bytes / 1048576.0, r->o->out,
            ckpt_model_bytes(&r->tp, r->o->dtype) / 1048576.0, st_dtype_name(r->o->dtype), *ms);
     fflush(stdout);
     return MG_OK;
@@ -504,6 +506,10 @@ static mg_status setup(run *r, long *start) {
         MG_TRY(adopt_fixed(r, &cm));
         resumed = 1;
         printf("resume: %s at step %ld\n", r->ckpt, *start);
+        const char *mom = ckpt_meta_get(&cm, "moments");
+        if (mom && strcmp(mom, "f32") != 0)
+            printf("resume: note: this checkpoint's AdamW moments were stored in %s (--ckpt-moments): the "
+                   "continuation is close to an uninterrupted run, not bit-identical\n", mom);
     } else {
         if (o->resume) printf("resume: no checkpoint at %s yet: starting from the beginning\n", r->ckpt);
         if (o->init) {
@@ -587,7 +593,7 @@ static mg_status setup(run *r, long *start) {
            f->warmup, f->weight_decay, f->clip, f->ema, (unsigned long long)f->seed);
     if (f->stage == STAGE_DIT) printf(", hist-aug %d, prompt-dropout %.3g", f->hist_aug, f->prompt_dropout);
     printf("\n  checkpoint %s (%.1f MiB), model %s (%.1f MiB %s), samples %s/\n", r->ckpt,
-           ckpt_bytes(&r->tp, r->first, r->last) / 1048576.0, o->out, ckpt_model_bytes(&r->tp, o->dtype) / 1048576.0,
+           ckpt_bytes(&r->tp, r->first, r->last, r->o->ckpt_moments) / 1048576.0, o->out, ckpt_model_bytes(&r->tp, o->dtype) / 1048576.0,
            st_dtype_name(o->dtype), r->samples);
     printf("  memory: training state %.1f MiB, batches %.1f MiB\n", r->tp.mem_bytes / 1048576.0,
            (r->bufs[0].mem_bytes * 2 + r->vbuf.mem_bytes) / 1048576.0);

@@ -45,6 +45,7 @@ typedef struct train_opts {
     st_dtype dtype;         /* model file: ST_F32 or ST_BF16 */
     double peak_tflops;     /* for MFU; 0 = the device's default */
     size_t part_bytes;      /* checkpoint part size */
+    st_dtype ckpt_moments;  /* ST_F32 (exact resume) or ST_BF16 (smaller, approximate) */
     int sample_steps;       /* denoising steps of the dit samples */
 } train_opts;
 
