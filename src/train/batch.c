@@ -324,13 +324,13 @@ mg_status batch_encode_cpu(train_batch *b, const batch_cfg *bc, const mg_model *
     if (!b->enc_work) return mg_fail(MG_ERR_ARG, "batch_encode_cpu: the batch was allocated without cpu_encode");
     size_t px = (size_t)b->S * b->S * 3, lat = (size_t)b->lh * b->lw * b->Z;
     int n = b->B * b->T;
-    /* 2n encodes (input and target of every frame), each on one thread with its own work */
-    MG_OMP(omp parallel for schedule(dynamic, 1))
+    /* 2n encodes (input and target of every frame), each on one thread with its own work; at
+     * most enc_threads threads, one scratch slot each */
+    MG_OMP(omp parallel for schedule(dynamic, 1) num_threads(b->enc_threads))
     for (int k = 0; k < 2 * n; k++) {
         int tid = 0;
 #ifdef MG_HAVE_OPENMP
-        tid = omp_get_thread_num();
-        if (tid >= b->enc_threads) tid = 0; /* cannot happen: the team is at most max threads */
+        tid = omp_get_thread_num(); /* < enc_threads: the team is at most that */
 #endif
         int f = k % n, which = k / n;
         if (which == 0 && b->item[f / b->T].dream) {

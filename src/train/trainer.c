@@ -102,10 +102,14 @@ typedef struct prefetch {
     const batch_cfg *bc;
     dataset *ds;
     const mg_model *frozen; /* CPU dit: encode here; NULL: the main thread encodes */
+    int threads;            /* --threads, 0 = the default */
 } prefetch;
 
 static void *prefetch_main(void *arg) {
     prefetch *p = arg;
+#ifdef MG_HAVE_OPENMP
+    if (p->threads > 0) omp_set_num_threads(p->threads); /* --threads: the ICV is per thread */
+#endif
     pthread_mutex_lock(&p->mu);
     for (;;) {
         while (!p->quit && p->want_buf < 0) pthread_cond_wait(&p->cv, &p->mu);
@@ -640,6 +644,7 @@ mg_status trainer_run(const train_opts *o) {
     pthread_cond_init(&p->cv, NULL);
     p->bufs = r.bufs, p->bc = &r.bc, p->ds = r.ds, p->want_buf = -1, p->done_buf = -1;
     p->frozen = f->stage == STAGE_DIT && f->device == MG_DEVICE_CPU ? r.frozen : NULL;
+    p->threads = o->threads;
     if (step < f->steps) {
         if (pthread_create(&p->th, NULL, prefetch_main, p) != 0) {
             s = mg_fail(MG_ERR_NOMEM, "cannot start the batch thread");
