@@ -85,6 +85,13 @@ check '[ -s "$T/val1" ] && cmp -s "$T/val1" "$T/val3"' "the same sources in val 
 expect 0 "two sources" -- $B --out "$T/two" "$T/src/videos/alpha.mp4" "$T/src/photos/echo.jpg"
 expect 0 "info of two" -- $M data info "$T/two"
 check 'grep -q "^train | 1 shard | 1 sources" "$T/out" && grep -q "^val   | 1 shard | 1 sources" "$T/out"' "two sources: one train, one val"
+# link loops in a folder end (each folder is searched once); the same file twice counts once
+mkdir -p "$T/loop/a/b"
+cp "$T/src/videos/alpha.mp4" "$T/loop/a/"; cp "$T/src/photos/echo.jpg" "$T/loop/a/b/"
+ln -s ../.. "$T/loop/a/b/up"; ln -s .. "$T/loop/a/b/up2"; ln -s "$T/loop" "$T/loop/a/self"
+expect 0 "a folder with link loops" -- timeout 60 $B --out "$T/loopd" "$T/loop" "$T/loop/a/alpha.mp4"
+expect 0 "info" -- $M data info "$T/loopd"
+check '[ "$(sed -n "s/.*| \([0-9]*\) sources:.*/\1/p" "$T/out" | awk "{s+=\$1} END {print s}")" -eq 2 ]' "two sources, each once"
 expect 0 "--val-fraction 0: no val" -- $B --val-fraction 0 --out "$T/noval" "$T/src/videos"
 expect 0 "info without val" -- $M data info "$T/noval"
 grep_out "^val   | no shards" "info says val has no shards"

@@ -118,8 +118,38 @@ static void strlist_free(strlist *l) {
 }
 
 /* Files under dir with a known video or image extension, in name order, recursively. */
-static mg_status collect_dir(strlist *out, const char *dir, int depth, int *ignored, const data_build_opts *o) {
-    if (depth > 32) return mg_fail(MG_ERR_IO, "%s: folders nested too deep (a link loop?)", dir);
+/* Folders already searched, by device and inode: a folder reached again through a link is
+ * skipped, so link loops end. */
+typedef struct dirset {
+    dev_t *dev;
+    ino_t *ino;
+    int n, cap;
+} dirset;
+
+static int dirset_visit(dirset *d, const struct stat *st) { /* 1: first visit, 0: seen, -1: no memory */
+    for (int i = 0; i < d->n; i++)
+        if (d->dev[i] == st->st_dev && d->ino[i] == st->st_ino) return 0;
+    if (d->n == d->cap) {
+        int nc = d->cap ? 2 * d->cap : 64;
+        dev_t *nd = realloc(d->dev, (size_t)nc * sizeof *nd);
+        if (!nd) return -1;
+        d->dev = nd;
+        ino_t *ni = realloc(d->ino, (size_t)nc * sizeof *ni);
+        if (!ni) return -1;
+        d->ino = ni, d->cap = nc;
+    }
+    d->dev[d->n] = st->st_dev, d->ino[d->n] = st->st_ino, d->n++;
+    return 1;
+}
+
+static mg_status collect_dir(strlist *out, const char *dir, int depth, int *ignored, const data_build_opts *o,
+                             dirset *seen) {
+    if (depth > 64) return mg_fail(MG_ERR_IO, "%s: folders nested too deep", dir);
+    struct stat dst;
+    if (stat(dir, &dst) != 0) return mg_fail(MG_ERR_IO, "%s: %s", dir, strerror(errno));
+    int v = dirset_visit(seen, &dst);
+    if (v < 0) return mg_fail(MG_ERR_NOMEM, "no memory");
+    if (v == 0) return MG_OK; /* searched already (a link back into the tree) */
     struct dirent **ents = NULL;
     int n = scandir(dir, &ents, NULL, alphasort);
     if (n < 0) return mg_fail(MG_ERR_IO, "%s: cannot list: %s", dir, strerror(errno));
@@ -133,7 +163,7 @@ static mg_status collect_dir(strlist *out, const char *dir, int depth, int *igno
             } else {
                 struct stat st;
                 if (stat(p, &st) != 0) (*ignored)++; /* a dangling link */
-                else if (S_ISDIR(st.st_mode)) s = collect_dir(out, p, depth + 1, ignored, o);
+                else if (S_ISDIR(st.st_mode)) s = collect_dir(out, p, depth + 1, ignored, o, seen);
                 else if (S_ISREG(st.st_mode) && (ext_in(p, video_ext) || ext_in(p, photo_ext)) &&
                          !excluded(nm, o->exclude, o->n_exclude))
                     s = strlist_add(out, p);
@@ -534,14 +564,16 @@ mg_status data_build(const data_build_opts *o, char *const *sources, int n_sourc
     double t0 = mg_now_ms();
     /* 1. the files: every named path must exist; folders are searched for known extensions */
     strlist files = {0};
+    dirset seen = {0};
     int ignored = 0;
     mg_status s = MG_OK;
     for (int i = 0; i < n_sources && s == MG_OK; i++) {
         struct stat st;
         if (stat(sources[i], &st) != 0) s = mg_fail(MG_ERR_IO, "%s: %s", sources[i], strerror(errno));
-        else if (S_ISDIR(st.st_mode)) s = collect_dir(&files, sources[i], 0, &ignored, o);
+        else if (S_ISDIR(st.st_mode)) s = collect_dir(&files, sources[i], 0, &ignored, o, &seen);
         else s = strlist_add(&files, sources[i]);
     }
+    free(seen.dev), free(seen.ino);
     if (s == MG_OK && files.n == 0)
         s = mg_fail(MG_ERR_IO, "no video or image files found in the sources given (%d other files ignored)", ignored);
     if (s == MG_OK) s = mkdir_p(o->out_dir);
