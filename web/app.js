@@ -140,6 +140,10 @@
     $('steps').onchange = sendConfig;
     $('connect').onclick = connect;
     let fps = 30;
+    if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+      status('no camera: browsers give a page the camera only on https:// or localhost (see docs/SERVE.md, Security)', true);
+      return;
+    }
     try {
       const stream = await navigator.mediaDevices.getUserMedia({ video: { width: { ideal: 640 }, height: { ideal: 480 } }, audio: false });
       video.srcObject = stream;
