@@ -379,12 +379,32 @@ static uint32_t below(mg_rng *r, uint32_t n) { return n ? (uint32_t)(mg_rng_next
 
 static mg_status sample_video(reader *rd, mg_rng *r, int T, int S, uint8_t *out) {
     dataset *ds = rd->ds;
-    double total = ds->video_cum[ds->n_videos - 1], x = mg_rng_uniform(r) * total;
-    int lo = 0, hi = ds->n_videos - 1; /* first clip whose cumulative count exceeds x */
-    while (lo < hi) {
-        int mid = (lo + hi) / 2;
-        if (ds->video_cum[mid] > x) hi = mid;
-        else lo = mid + 1;
+    /* a run is drawn in proportion to the T-frame stretches it holds, so every stretch of real
+     * footage is equally likely; only when no run is T frames long, in proportion to its frames
+     * (and then played back and forth) */
+    double starts = 0;
+    for (int i = 0; i < ds->n_videos; i++) {
+        long n = (long)ds->shards[ds->videos[i].shard].t.clips[ds->videos[i].clip].n_frames;
+        if (n >= T) starts += (double)(n - T + 1);
+    }
+    float u = mg_rng_uniform(r);
+    int lo = 0;
+    if (starts > 0) {
+        double x = u * starts, acc = 0;
+        for (lo = 0; lo < ds->n_videos - 1; lo++) {
+            long n = (long)ds->shards[ds->videos[lo].shard].t.clips[ds->videos[lo].clip].n_frames;
+            if (n >= T && (acc += (double)(n - T + 1)) > x) break;
+        }
+        /* rounding may run past the last long-enough run: step back to it */
+        while (lo > 0 && (int)ds->shards[ds->videos[lo].shard].t.clips[ds->videos[lo].clip].n_frames < T) lo--;
+    } else {
+        double x = u * ds->video_cum[ds->n_videos - 1];
+        int hi = ds->n_videos - 1; /* first clip whose cumulative count exceeds x */
+        while (lo < hi) {
+            int mid = (lo + hi) / 2;
+            if (ds->video_cum[mid] > x) hi = mid;
+            else lo = mid + 1;
+        }
     }
     const ds_ref ref = ds->videos[lo];
     const shard_clip *cl = &ds->shards[ref.shard].t.clips[ref.clip];
