@@ -610,6 +610,7 @@ mg_status trainer_run(const train_opts *o) {
 #ifdef MG_HAVE_OPENMP
     if (o->threads > 0) omp_set_num_threads(o->threads);
 #endif
+    double t_begin = mg_now_ms(); /* the time limit counts the setup too */
     run r;
     memset(&r, 0, sizeof r);
     r.o = o;
@@ -710,7 +711,7 @@ mg_status trainer_run(const train_opts *o) {
             why = stop_signal == SIGINT ? "interrupted (SIGINT)" : "terminated (SIGTERM)";
             break;
         }
-        double elapsed = (mg_now_ms() - t_start) / 1000.0;
+        double elapsed = (mg_now_ms() - t_begin) / 1000.0;
         if (o->time_limit > 0 && step < f->steps &&
             elapsed + (2.0 * avg_ms + 1.5 * ckpt_ms) / 1000.0 + 1.0 > o->time_limit) {
             why = "time limit";
