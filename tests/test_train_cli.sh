@@ -69,16 +69,20 @@ grep_out "^step 6/6 | loss" "tae prints a line per step"
 grep_out "MFU" "the step line has MFU"
 grep_out "^val  step 6" "tae validation loss"
 ls "$T"/tae_a.samples/*.png >/dev/null 2>&1 && ok "tae sample PNG written" || bad "no tae sample PNG"
-expect 0 "tae stopped by --time-limit" -- $M train tae $TAE --out "$T/tae_b.safetensors" --ckpt-every 0 --time-limit 1
+expect 0 "tae: 3 steps (--stop-after 3)" -- $M train tae $TAE --out "$T/tae_b.safetensors" --ckpt-every 0 --stop-after 3
 cp "$T/out" "$T/tae_b.log"
-grep_out "^stopped at step 1/6: time limit" "the time limit stops cleanly after a step"
-expect 0 "tae resume to 6" -- $M train tae $TAE --out "$T/tae_b.safetensors" --resume
-grep_out "^resume: .* at step 1" "tae resume says where it continues"
+grep_out "^stopped at step 3/6: --stop-after" "--stop-after stops cleanly"
+expect 0 "tae: resume, 3 more" -- $M train tae $TAE --out "$T/tae_b.safetensors" --resume
+grep_out "^resume: .* at step 3" "tae resume says where it continues"
 cat "$T/out" >>"$T/tae_b.log"
 losses "$T/tae_a.log" >"$T/la"; losses "$T/tae_b.log" >"$T/lb"
-if cmp -s "$T/la" "$T/lb"; then ok "tae: 1 step + resume + 5 steps = 6 steps, losses bit-exact"
+if cmp -s "$T/la" "$T/lb"; then ok "tae: 3 steps + resume + 3 steps = 6 steps, losses bit-exact"
 else bad "tae resumed losses differ"; paste "$T/la" "$T/lb" | sed 's/^/        /'; fi
 cmp -s "$T/tae_a.safetensors" "$T/tae_b.safetensors" && ok "tae model files identical after resume" || bad "tae model files differ"
+expect 0 "tae stopped by --time-limit" -- $M train tae $TAE --out "$T/tae_t.safetensors" --ckpt-every 0 --time-limit 1
+grep_out "^stopped at step 1/6: time limit" "the time limit stops cleanly after a step"
+expect 0 "tae resume after the time limit" -- $M train tae $TAE --out "$T/tae_t.safetensors" --resume
+cmp -s "$T/tae_a.safetensors" "$T/tae_t.safetensors" && ok "tae: 1 + resume + 5 = 6, model identical" || bad "tae model after time-limit resume differs"
 expect 0 "info reads the trained model" -- $M info "$T/tae_a.safetensors"
 expect 2 "resume with a different --batch" -- $M train tae $TAE --out "$T/tae_b.safetensors" --resume --batch 3
 grep_out "differs from the checkpoint" "resume names the changed option"
@@ -92,6 +96,14 @@ expect 0 "info reads the bf16 model" -- $M info "$T/dit_a.safetensors"
 a=$(wc -c <"$T/dit_a.safetensors"); b=$(wc -c <"$T/tae_a.safetensors")
 [ "$a" -lt $((b * 6 / 10)) ] && ok "bf16 model file about half the f32 one ($a vs $b bytes)" || bad "bf16 file $a bytes vs f32 $b"
 
+expect 0 "dit: 2 steps (--stop-after 2)" -- $M train dit $DIT --out "$T/dit_s.safetensors" --dtype bf16 --stop-after 2
+cp "$T/out" "$T/s1.log"
+expect 0 "dit: resume, 2 more" -- $M train dit $DIT --out "$T/dit_s.safetensors" --dtype bf16 --resume
+cat "$T/s1.log" "$T/out" >"$T/s2.log"
+losses "$T/dit_a.log" >"$T/la"; losses "$T/s2.log" >"$T/ls"
+if cmp -s "$T/la" "$T/ls"; then ok "dit: 2 steps + resume + 2 steps = 4 steps, losses bit-exact"
+else bad "dit resumed losses differ"; paste "$T/la" "$T/ls" | sed 's/^/        /'; fi
+cmp -s "$T/dit_a.safetensors" "$T/dit_s.safetensors" && ok "dit model files identical after resume" || bad "dit model files differ after resume"
 expect 0 "dit 4 steps, checkpoint every step" -- $M train dit $DIT --out "$T/dit_c.safetensors" --ckpt-every 1 --dtype bf16
 cp "$T/out" "$T/dit_c.log"
 losses "$T/dit_a.log" >"$T/la"; losses "$T/dit_c.log" >"$T/lc"

@@ -46,6 +46,7 @@ static const char *help =
     "  --dtype f32|bf16      model file dtype (default f32; bf16 halves it)\n"
     "  --seed N              run seed: every random choice derives from (seed, step, item) (default 0)\n"
     "  --time-limit SECONDS  stop cleanly with a checkpoint before this much time (default none)\n"
+    "  --stop-after N        stop cleanly with a checkpoint after N steps of this call (default none)\n"
     "  --threads N           CPU threads (default all)\n"
     "  --peak-tflops X       peak for the MFU column (default: cuda 989 bf16, cpu 0.15 per thread)\n"
     "Prints the configuration, then a line per step: step, loss, gradient norm, lr, ms/step, MFU, ETA.\n"
@@ -64,7 +65,7 @@ int cmd_train(int argc, char **argv) {
         O_DATA = 256, O_OUT, O_INIT, O_CONFIG, O_RESUME, O_CKPT, O_SAMPLES, O_STEPS, O_BATCH, O_SIZE, O_FRAMES,
         O_WINDOW, O_LR, O_LR_MIN, O_WARMUP, O_WD, O_CLIP, O_EMA, O_HIST, O_DROP, O_VAL_EVERY, O_VAL_CLIPS,
         O_SAMPLE_EVERY, O_SAMPLE_STEPS, O_CKPT_EVERY, O_PART, O_LOG, O_DEVICE, O_DTYPE, O_SEED, O_TIME, O_THREADS,
-        O_PEAK, O_MOMENTS, O_HELP
+        O_PEAK, O_MOMENTS, O_STOP, O_HELP
     };
     static const struct option opts[] = {
         {"data", 1, 0, O_DATA}, {"out", 1, 0, O_OUT}, {"init", 1, 0, O_INIT}, {"config", 1, 0, O_CONFIG},
@@ -76,7 +77,7 @@ int cmd_train(int argc, char **argv) {
         {"sample-steps", 1, 0, O_SAMPLE_STEPS}, {"ckpt-every", 1, 0, O_CKPT_EVERY}, {"ckpt-part-mib", 1, 0, O_PART},
         {"log-every", 1, 0, O_LOG}, {"device", 1, 0, O_DEVICE}, {"dtype", 1, 0, O_DTYPE}, {"seed", 1, 0, O_SEED},
         {"time-limit", 1, 0, O_TIME}, {"threads", 1, 0, O_THREADS}, {"peak-tflops", 1, 0, O_PEAK},
-        {"ckpt-moments", 1, 0, O_MOMENTS},
+        {"ckpt-moments", 1, 0, O_MOMENTS}, {"stop-after", 1, 0, O_STOP},
         {"help", 0, 0, O_HELP}, {0, 0, 0, 0}};
     long v;
     double x;
@@ -142,6 +143,7 @@ int cmd_train(int argc, char **argv) {
         case O_TIME:
             if (parse_float(optarg, 1.0, 1e9, &o.time_limit)) return cli_usage("train", "--time-limit: expected seconds >= 1, found '%s'", optarg);
             break;
+        case O_STOP: LONG("--stop-after", 1, 100000000, o.stop_after, 0); break;
         case O_THREADS: LONG("--threads", 1, 1024, o.threads, 0); break;
         case O_PEAK:
             if (parse_float(optarg, 1e-6, 1e6, &o.peak_tflops)) return cli_usage("train", "--peak-tflops: expected a positive number, found '%s'", optarg);

@@ -711,6 +711,10 @@ mg_status trainer_run(const train_opts *o) {
             why = stop_signal == SIGINT ? "interrupted (SIGINT)" : "terminated (SIGTERM)";
             break;
         }
+        if (o->stop_after > 0 && step - step0 >= o->stop_after && step < f->steps) {
+            why = "--stop-after";
+            break;
+        }
         double elapsed = (mg_now_ms() - t_begin) / 1000.0;
         if (o->time_limit > 0 && step < f->steps &&
             elapsed + (2.0 * avg_ms + 1.5 * ckpt_ms) / 1000.0 + 1.0 > o->time_limit) {

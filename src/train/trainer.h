@@ -41,6 +41,7 @@ typedef struct train_opts {
     long val_every, sample_every, ckpt_every, log_every;
     mg_device device;
     double time_limit;      /* seconds, 0 = none */
+    long stop_after;        /* end this call after this many steps (checkpoint written), 0 = none */
     int threads;            /* 0 = all */
     st_dtype dtype;         /* model file: ST_F32 or ST_BF16 */
     double peak_tflops;     /* for MFU; 0 = the device's default */
