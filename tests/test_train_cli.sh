@@ -59,6 +59,10 @@ expect 1 "train missing data dir" -- $M train tae --data "$T/nodata" --out "$T/x
 grep_out "mirage: error:" "missing data message"
 expect 1 "train unknown config" -- $M train tae --data "$D" --out "$T/x.safetensors" --config huge --steps 1
 expect 1 "train --init not a model" -- $M train dit --data "$D" --out "$T/x.safetensors" --init "$T/src/photo1.png" --steps 1
+if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; then
+    expect 1 "train --device cuda without a GPU (or without CUDA in the build)" -- $M train tae --data "$D" --out "$T/x.safetensors" --steps 1 --device cuda
+    grep_out "mirage: error:" "no-GPU message"
+fi
 [ ! -e "$T/x.safetensors" ] && ok "no model file after failures" || bad "a failed run left $T/x.safetensors"
 
 # ---- tae: 2N = N + resume + N --------------------------------------------------------------
