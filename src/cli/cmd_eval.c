@@ -38,17 +38,19 @@ static const char *help =
     "  --guidance G      classifier-free guidance scale (default 1 = off)\n"
     "  --device D        cpu or cuda (default cpu)\n"
     "  --seed N          noise seed for the streams and the degradations (default 0)\n"
+    "  --autoencoder     measure the autoencoder alone (encode, decode; CPU, --prompt none): the\n"
+    "                    reconstruction ceiling of every prompt\n"
     "  --quiet           no progress lines\n"
     "Prints the configuration, a line per 100 frames (frame, PSNR, SSIM, ms/frame) and a summary\n"
     "with the issue 6 verdicts. Exit status 0 when the report was written, whatever it says.\n";
 
 int cmd_eval(int argc, char **argv) {
-    enum { O_FIT = 256, O_COMPARE };
+    enum { O_FIT = 256, O_COMPARE, O_AE };
     static const struct option opts[] = {
         {"model", 1, 0, 'm'}, {"config", 1, 0, 'c'}, {"input", 1, 0, 'i'}, {"prompt", 1, 0, 'p'},
         {"frames", 1, 0, 'f'}, {"report", 1, 0, 'r'}, {"compare", 1, 0, O_COMPARE}, {"size", 1, 0, 'S'},
         {"fit", 1, 0, O_FIT}, {"steps", 1, 0, 'n'}, {"ring", 1, 0, 'k'}, {"guidance", 1, 0, 'g'},
-        {"device", 1, 0, 'd'}, {"seed", 1, 0, 's'}, {"quiet", 0, 0, 'q'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+        {"device", 1, 0, 'd'}, {"seed", 1, 0, 's'}, {"quiet", 0, 0, 'q'}, {"help", 0, 0, 'h'}, {"autoencoder", 0, 0, O_AE}, {0, 0, 0, 0}};
     const char *model = NULL, *config = NULL, *compare = NULL, *input = NULL;
     eval_opts eo = eval_opts_default();
     eo.report_dir = NULL;
@@ -80,6 +82,7 @@ int cmd_eval(int argc, char **argv) {
             if (fit_parse(optarg, &fit)) return cli_usage("eval", "--fit: expected crop, pad or stretch, found '%s'", optarg);
             break;
         case 'q': quiet = 1; break;
+        case O_AE: eo.autoencoder = 1; break;
         case 'h': fputs(help, stdout); return EXIT_OK;
         default: {
             int r = cli_stream_option("eval", o, optarg, 64, &so);

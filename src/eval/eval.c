@@ -11,6 +11,8 @@
 #include "eval/degrade.h"
 #include "eval/files.h"
 #include "eval/report.h"
+#include "model/forward.h"
+#include "ops/ops.h"
 
 eval_opts eval_opts_default(void) {
     eval_opts o = {.prompt = "colorize", .frames = 1000, .steps = 2, .ring = 0, .guidance = 1.0f, .seed = 0,
@@ -159,6 +161,34 @@ static void print_summary(FILE *log, const eval_summary *s, const char *label, c
     fprintf(log, "  verdict   %s\n", v.all ? "pass (issue 6 bars)" : "FAIL (issue 6 bars)");
 }
 
+/* The autoencoder alone: out = decode(encode(in)), u8 in and out as the frame step has them. */
+typedef struct ae_buf {
+    float *img, *lat, *work;
+} ae_buf;
+
+static mg_status ae_init(ae_buf *b, const mg_model *m, int W, int H) {
+    const mg_config *c = mg_model_config(m);
+    b->img = malloc((size_t)W * H * 3 * sizeof(float));
+    b->lat = malloc((size_t)(W / 8) * (H / 8) * c->z_ch * sizeof(float));
+    b->work = malloc(tae_work_floats(c, H, W) * sizeof(float));
+    if (!b->img || !b->lat || !b->work) return mg_fail(MG_ERR_NOMEM, "eval: out of memory for the autoencoder at %dx%d", W, H);
+    return MG_OK;
+}
+
+static void ae_free(ae_buf *b) {
+    free(b->img);
+    free(b->lat);
+    free(b->work);
+}
+
+static void ae_step(ae_buf *b, const mg_model *m, const uint8_t *in, uint8_t *out, int W, int H) {
+    size_t n = (size_t)W * H * 3;
+    rgb_u8_to_float(b->img, in, n);
+    tae_encode(m, b->lat, b->img, b->work, H, W);
+    tae_decode(m, b->img, b->lat, b->work, H, W);
+    rgb_float_to_u8(out, b->img, n);
+}
+
 mg_status eval_run(const eval_opts *o, source *src, const mg_model *a, const mg_model *b, eval_summary *sums) {
     const mg_model *models[2] = {a, b};
     int nm = b ? 2 : 1, W = src->width, H = src->height;
@@ -174,8 +204,12 @@ mg_status eval_run(const eval_opts *o, source *src, const mg_model *a, const mg_
     int has_truth = degrade_has_truth(o->prompt);
     size_t bytes = (size_t)W * H * 3, pad = bytes + SOURCE_RGB_PAD;
 
+    if (o->autoencoder && (o->device != MG_DEVICE_CPU || strcmp(o->prompt, "none")))
+        return mg_fail(MG_ERR_ARG, "eval: --autoencoder measures the autoencoder alone: it runs on the CPU with prompt none");
     mg_status s = MG_OK;
     mg_stream *st[2] = {NULL, NULL};
+    ae_buf ae[2];
+    memset(ae, 0, sizeof ae);
     eval_series out[2], ref;
     memset(out, 0, sizeof out);
     memset(&ref, 0, sizeof ref);
@@ -207,7 +241,11 @@ mg_status eval_run(const eval_opts *o, source *src, const mg_model *a, const mg_
         mg_stream_opts so = mg_stream_opts_default();
         so.width = W, so.height = H, so.steps = o->steps, so.ring = o->ring, so.guidance = o->guidance;
         so.seed = o->seed, so.prompt = o->prompt, so.device = o->device;
-        if ((s = mg_stream_new(models[m], &so, &st[m])) != MG_OK) goto done;
+        if (o->autoencoder) {
+            if ((s = ae_init(&ae[m], models[m], W, H)) != MG_OK) goto done;
+        } else if ((s = mg_stream_new(models[m], &so, &st[m])) != MG_OK) {
+            goto done;
+        }
         if ((s = eval_series_init(&out[m], (int)N)) != MG_OK) goto done;
     }
     if ((s = eval_series_init(&ref, (int)N)) != MG_OK) goto done;
@@ -226,7 +264,8 @@ mg_status eval_run(const eval_opts *o, source *src, const mg_model *a, const mg_
         fprintf(o->log, "mirage eval | input %s (%s) | %dx%d | %ld frames | prompt %s | %d step%s | ring %d | guidance %g | seed %llu | %s (%s)\n",
                 o->input_label, src->desc, W, H, N, o->prompt, o->steps, o->steps == 1 ? "" : "s", ring, o->guidance, (unsigned long long)o->seed, dev,
                 mg_build_features());
-        fprintf(o->log, "mirage eval | %s\n", degrade_describe(o->prompt));
+        fprintf(o->log, "mirage eval | %s\n", o->autoencoder ? "the autoencoder alone: decode(encode(frame)) against the frame"
+                                                             : degrade_describe(o->prompt));
         fprintf(o->log, "mirage eval | report -> %s (strips: PNG, %s)\n", o->report_dir, image_png_writer());
         fflush(o->log);
     }
@@ -247,7 +286,8 @@ mg_status eval_run(const eval_opts *o, source *src, const mg_model *a, const mg_
         if ((s = degrade_apply(o->prompt, clipf, input, W, H, frame_seed(o->seed, f))) != MG_OK) goto done;
         for (int m = 0; m < nm; m++) {
             double t0 = mg_now_ms();
-            if ((s = mg_stream_step(st[m], input, outf[m])) != MG_OK) goto done;
+            if (o->autoencoder) ae_step(&ae[m], models[m], input, outf[m], W, H);
+            else if ((s = mg_stream_step(st[m], input, outf[m])) != MG_OK) goto done;
             double ms = mg_now_ms() - t0;
             eval_series_push(&out[m], outf[m], f ? prev_out[m] : NULL, has_truth ? truth : NULL, W, H, ms, scratch);
         }
@@ -301,6 +341,7 @@ mg_status eval_run(const eval_opts *o, source *src, const mg_model *a, const mg_
 done:
     for (int m = 0; m < 2; m++) {
         mg_stream_free(st[m]);
+        ae_free(&ae[m]);
         eval_series_free(&out[m]);
     }
     eval_series_free(&ref);

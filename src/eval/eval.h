@@ -34,6 +34,8 @@ typedef struct eval_opts {
     FILE *log;                  /* configuration, progress and summary lines (NULL: silent) */
     int progress_every;         /* frames between progress lines (100) */
     eval_thresholds thr;
+    int autoencoder;            /* 1: each model's autoencoder alone (encode, decode) instead of the
+                                 * frame step: the ceiling of every prompt (CPU, prompt none) */
 } eval_opts;
 
 eval_opts eval_opts_default(void);
