@@ -57,6 +57,13 @@ if [ "$(head -c 9 "$T/a.y4m")" = "YUV4MPEG2" ] && [ "$(grep -c FRAME "$T/a.y4m")
     pass=$((pass + 1)); echo "  ok    run wrote a 3-frame y4m"
 else fail=$((fail + 1)); echo "  FAIL  run output is not a 3-frame y4m"; fi
 expect 0 "run y4m -> y4m" -- $R --input "$T/a.y4m" --output "$T/b.y4m" --prompt restore
+expect 0 "run --skip 2 of a 3-frame input" -- $R --input "$T/a.y4m" --output "$T/s.y4m" --skip 2
+if [ "$(grep -c FRAME "$T/s.y4m")" -eq 1 ]; then pass=$((pass + 1)); echo "  ok    --skip 2 leaves 1 frame"
+else fail=$((fail + 1)); echo "  FAIL  --skip 2 of 3 frames wrote $(grep -c FRAME "$T/s.y4m") frames"; fi
+expect 1 "run --skip past the end" -- $R --input "$T/a.y4m" --output "$T/s2.y4m" --skip 5
+grep_out "ends before" "--skip past the end says so"
+expect 2 "run --skip -1" -- $R --input "$T/a.y4m" --output "$T/s3.y4m" --skip -1
+expect 0 "run --degrade --side-by-side (colorize)" -- $R --input "$T/a.y4m" --output "$T/g.y4m" --prompt colorize --degrade --side-by-side
 expect 0 "run y4m on stdin -> stdout" -- sh -c "$R --input - --output - < '$T/a.y4m' > '$T/c.y4m'"
 cmp -s "$T/b.y4m" "$T/c.y4m" && { pass=$((pass + 1)); echo "  ok    pipes give the same frames as files"; } \
     || { fail=$((fail + 1)); echo "  FAIL  pipe output differs from file output"; }

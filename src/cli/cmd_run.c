@@ -38,6 +38,10 @@ static const char *help =
     "                      frame that arrives while the model is busy replaces the waiting one\n"
     "                      (counted as dropped); always on for cameras\n"
     "  --side-by-side      write input and output next to each other (2W x H)\n"
+    "  --skip N            start at input frame N (the first N are read and dropped)\n"
+    "  --degrade           show a task on ordinary footage: give the model each frame degraded as\n"
+    "                      the prompt expects (colorize: grey, upscale: 4x down, restore: blur,\n"
+    "                      noise, JPEG; docs/EVAL.md); with --side-by-side the left is what it sees\n"
     "  --camera-size WxH   camera capture size (default: the camera's)\n"
     "  --camera-fps N      camera frame rate (default: the camera's)\n"
     "  --switch-reset      forget the history when the prompt changes (default: keep it; see\n"
@@ -64,14 +68,14 @@ static void guard_std_fds(void) {
 }
 
 int cmd_run(int argc, char **argv) {
-    enum { O_FIT = 256, O_CAMSIZE, O_CAMFPS, O_REALTIME, O_SBS, O_DELAY, O_SWRESET };
+    enum { O_FIT = 256, O_CAMSIZE, O_CAMFPS, O_REALTIME, O_SBS, O_DELAY, O_SWRESET, O_DEGRADE, O_SKIP };
     static const struct option opts[] = {
         {"model", 1, 0, 'm'}, {"config", 1, 0, 'c'}, {"input", 1, 0, 'i'}, {"output", 1, 0, 'o'},
         {"prompt", 1, 0, 'p'}, {"steps", 1, 0, 'n'}, {"size", 1, 0, 'S'}, {"frames", 1, 0, 'f'},
         {"ring", 1, 0, 'k'}, {"guidance", 1, 0, 'g'}, {"device", 1, 0, 'd'}, {"seed", 1, 0, 's'},
         {"quiet", 0, 0, 'q'}, {"help", 0, 0, 'h'}, {"fit", 1, 0, O_FIT}, {"camera-size", 1, 0, O_CAMSIZE},
         {"camera-fps", 1, 0, O_CAMFPS}, {"realtime", 0, 0, O_REALTIME}, {"side-by-side", 0, 0, O_SBS},
-        {"switch-reset", 0, 0, O_SWRESET},
+        {"switch-reset", 0, 0, O_SWRESET}, {"degrade", 0, 0, O_DEGRADE}, {"skip", 1, 0, O_SKIP},
         /* for tests: a deliberately slow model (sleeps N ms per frame in the model stage) */
         {"debug-delay-ms", 1, 0, O_DELAY}, {0, 0, 0, 0}};
     const char *model = NULL, *config = NULL, *input = NULL, *output = NULL;
@@ -81,6 +85,7 @@ int cmd_run(int argc, char **argv) {
     fit_mode fit = FIT_CROP;
     int W = 0, H = 0, o;
     long v;
+    long skip = 0;
     lo.max_frames = -1;
     guard_std_fds();
     optind = 1;
@@ -115,6 +120,10 @@ int cmd_run(int argc, char **argv) {
         case O_REALTIME: lo.realtime = 1; break;
         case O_SBS: lo.side_by_side = 1; break;
         case O_SWRESET: lo.reset_on_switch = 1; break;
+        case O_DEGRADE: lo.degrade = 1; break;
+        case O_SKIP:
+            if (parse_long(optarg, 0, 1L << 30, &skip)) return cli_usage("run", "--skip: expected a frame count, found '%s'", optarg);
+            break;
         case O_DELAY:
             if (parse_long(optarg, 0, 60000, &v)) return cli_usage("run", "--debug-delay-ms: expected 0..60000, found '%s'", optarg);
             lo.debug_delay_ms = (int)v;
@@ -169,6 +178,18 @@ int cmd_run(int argc, char **argv) {
     }
     if ((s = source_set_size(src, W, H, fit)) != MG_OK) goto fail;
     so.width = W, so.height = H;
+    if (skip > 0) { /* read past the first frames; an input that ends before is an error */
+        uint8_t *junk = malloc((size_t)W * H * 3 + SOURCE_RGB_PAD);
+        if (!junk) {
+            s = mg_fail(MG_ERR_NOMEM, "out of memory for a %dx%d frame", W, H);
+            goto fail;
+        }
+        source_frame sf;
+        for (long i = 0; i < skip && s == MG_OK; i++) s = source_read(src, junk, &sf);
+        free(junk);
+        if (s == MG_ERR_EOF) s = mg_fail(MG_ERR_IO, "%s: --skip %ld: the input ends before that", input, skip);
+        if (s != MG_OK) goto fail;
+    }
 
     if ((s = cli_load_model(model, config, 0, &m)) != MG_OK) goto fail;
     if ((s = mg_stream_new(m, &so, &st)) != MG_OK) goto fail;

@@ -18,6 +18,7 @@ _Static_assert(ATOMIC_INT_LOCK_FREE == 2, "the signal flag must be a lock-free a
 #include "cli/slot.h"
 #include "cli/stats.h"
 #include "core/timing.h"
+#include "eval/degrade.h"
 
 /* Frames in flight at most: one being read, one in each slot, one in the model, one being
  * written. A pool of this many means the capture thread always finds a free frame. */
@@ -342,6 +343,10 @@ static void model_loop(loop *L) {
         if (r != SLOT_OK) break;
         frame *f = it;
         apply_prompt_requests(L, &cur, n++);
+        if (L->o->degrade) { /* the model sees, and the side-by-side shows, the degraded frame */
+            const char *pname = mg_stream_prompt(L->st);
+            if (degrade_known(pname)) degrade_apply(pname, f->in, f->in, L->W, L->H, (uint64_t)n);
+        }
         double t0 = mg_now_ms();
         mg_status s = mg_stream_step(L->st, f->in, L->o->side_by_side ? L->model_out : f->out);
         if (L->o->debug_delay_ms > 0) sleep_ms(L->o->debug_delay_ms);

@@ -27,6 +27,8 @@ typedef struct loop_opts {
     int realtime;        /* pace by the source's timestamps and drop when behind (live sources: always) */
     long max_frames;     /* stop after this many input frames (< 0: the whole input) */
     int side_by_side;    /* output = input | model output, 2W wide */
+    int degrade;         /* apply the prompt's input degradation (eval/degrade.h) to each frame
+                          * first: shows a task on real footage (colorize sees grey, ...) */
     int debug_delay_ms;  /* sleep this long in the model stage (tests: a deliberately slow model) */
     int quiet;           /* no status lines, no summary */
     int stdin_commands;  /* read commands from stdin */
