@@ -55,6 +55,29 @@ static void add_block(table *t, const char *prefix, int c) {
     }
 }
 
+mg_status model_put_meta(st_writer *w, const mg_config *c, const char *prompts) {
+    char v[64];
+    mg_status s = MG_OK;
+#define META(k, ...) \
+    if (s == MG_OK) { snprintf(v, sizeof v, __VA_ARGS__); s = st_writer_meta(w, k, v); }
+    META("format", "mirage");
+    META("format_version", "1");
+    META("config", "%s", c->name[0] ? c->name : "custom");
+    META("tae_ch", "%d", c->tae_ch);
+    META("z_ch", "%d", c->z_ch);
+    META("d", "%d", c->d);
+    META("layers", "%d", c->layers);
+    META("heads", "%d", c->heads);
+    META("patch", "%d", c->patch);
+    META("ring", "%d", c->ring);
+    META("sigma_ctx", "%.9g", c->sigma_ctx);
+    META("shift", "%.9g", c->shift);
+    META("rope_theta", "%.9g", c->rope_theta);
+#undef META
+    if (s == MG_OK) s = st_writer_meta(w, "prompts", prompts);
+    return s;
+}
+
 int model_weight_table(const mg_config *cfg, int n_prompts, wdesc *out, int cap) {
     table t = {out, cap, 0};
     int c = cfg->tae_ch, z = cfg->z_ch, d = cfg->d, pp = cfg->patch * cfg->patch;
@@ -420,24 +443,7 @@ mg_status mg_model_init_file(const char *path, const mg_config *cfg, uint64_t se
         }
         s = st_writer_add(wr, w->name, ST_F32, w->rank, w->shape, buf);
     }
-    char v[64];
-#define META(k, ...) \
-    if (s == MG_OK) { snprintf(v, sizeof v, __VA_ARGS__); s = st_writer_meta(wr, k, v); }
-    META("format", "mirage");
-    META("format_version", "1");
-    META("config", "%s", cfg->name[0] ? cfg->name : "custom");
-    META("tae_ch", "%d", cfg->tae_ch);
-    META("z_ch", "%d", cfg->z_ch);
-    META("d", "%d", cfg->d);
-    META("layers", "%d", cfg->layers);
-    META("heads", "%d", cfg->heads);
-    META("patch", "%d", cfg->patch);
-    META("ring", "%d", cfg->ring);
-    META("sigma_ctx", "%.9g", cfg->sigma_ctx);
-    META("shift", "%.9g", cfg->shift);
-    META("rope_theta", "%.9g", cfg->rope_theta);
-#undef META
-    if (s == MG_OK) s = st_writer_meta(wr, "prompts", MG_DEFAULT_PROMPTS);
+    if (s == MG_OK) s = model_put_meta(wr, cfg, MG_DEFAULT_PROMPTS);
     if (s == MG_OK) s = st_writer_save(wr, path);
 done:
     free(buf);

@@ -64,6 +64,9 @@ typedef struct wdesc {
 } wdesc;
 /* Fills up to cap entries; returns the number of tensors of cfg (call with cap 0 to count). */
 int model_weight_table(const mg_config *cfg, int n_prompts, wdesc *out, int cap);
+/* The weights file's metadata (docs/ARCHITECTURE.md, "Weights file"): format, the config's
+ * keys and the comma-separated prompt names. Written by mirage init and by the trainer. */
+mg_status model_put_meta(st_writer *w, const mg_config *c, const char *prompts);
 
 /* The default prompt names, comma-separated (row 0 is "none"). */
 extern const char *const MG_DEFAULT_PROMPTS;

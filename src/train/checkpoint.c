@@ -35,32 +35,12 @@ const char *ckpt_meta_get(const ckpt_meta *cm, const char *key) {
 /* ---- model metadata (the keys of docs/ARCHITECTURE.md, "Weights file") ------------------- */
 
 static mg_status put_model_meta(st_writer *w, const train_params *tp) {
-    const mg_config *c = &tp->cfg;
-    char v[64];
-    mg_status s = MG_OK;
-#define META(k, ...) \
-    if (s == MG_OK) { snprintf(v, sizeof v, __VA_ARGS__); s = st_writer_meta(w, k, v); }
-    META("format", "mirage");
-    META("format_version", "1");
-    META("config", "%s", c->name[0] ? c->name : "custom");
-    META("tae_ch", "%d", c->tae_ch);
-    META("z_ch", "%d", c->z_ch);
-    META("d", "%d", c->d);
-    META("layers", "%d", c->layers);
-    META("heads", "%d", c->heads);
-    META("patch", "%d", c->patch);
-    META("ring", "%d", c->ring);
-    META("sigma_ctx", "%.9g", c->sigma_ctx);
-    META("shift", "%.9g", c->shift);
-    META("rope_theta", "%.9g", c->rope_theta);
-#undef META
     char list[MG_MAX_PROMPTS * 33] = "";
     for (int i = 0; i < tp->n_prompts; i++) {
         if (i) strcat(list, ",");
         strcat(list, tp->prompts[i]);
     }
-    if (s == MG_OK) s = st_writer_meta(w, "prompts", list);
-    return s;
+    return model_put_meta(w, &tp->cfg, list);
 }
 
 static uint16_t to_bf16(float f) {
