@@ -169,6 +169,7 @@ else
 
     echo "-- signals finalise the output"
     for sig in INT TERM; do
+        : >"$T/out" # emptied here, not by the child's redirection, which may come after wait_for reads
         $R --input testsrc --frames 1000000 --output "$T/sig.mkv" >"$T/out" 2>&1 &
         pid=$!
         wait_for "^frame " "$T/out" # a status line: frames are being written
@@ -181,6 +182,7 @@ else
         check '[ "$(frames "$T/sig.mkv")" = "$n" ] && [ "$n" -gt 0 ]' "SIG$sig: the file plays, with every frame written ($n)"
     done
     # SIGINT while the input pipe is silent: the blocked read is interrupted, nothing hangs
+    : >"$T/out"
     (ffmpeg -nostdin -v error -i "$T/clip.mp4" -frames:v 5 -f yuv4mpegpipe -pix_fmt yuv420p - 2>/dev/null; sleep 30) |
         $R --input - --output "$T/stall.mp4" >"$T/out" 2>&1 &
     wait_for "stream arena" "$T/out"
