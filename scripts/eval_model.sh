@@ -12,7 +12,7 @@
 # recover (docs/RESULTS.md reports that run on its own: SKIP=0). Environment: SIZE (256x256),
 # FRAMES (1000), STEPS (2),
 # PROMPTS ("colorize upscale restore style:toon style:sketch style:thermal dream"), DEVICE (cpu),
-# M (build/mirage). Needs jq (installed with apt-get when missing).
+# M (build/mirage), TABLE_ONLY=1 (print the table of an earlier run). Needs jq (installed with apt-get when missing).
 set -euo pipefail
 MODEL=${1:-models/mirage-tiny.safetensors}
 CLIP=${2:-/usr/share/doc/opencv-doc/examples/data/Megamind.avi}
@@ -27,28 +27,31 @@ command -v jq >/dev/null || { SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo; $SUDO 
 mkdir -p "$OUTDIR"
 SKIP=${SKIP:-5}
 if [ "$SKIP" -gt 0 ]; then
-    ffmpeg -loglevel error -y -i "$CLIP" -vf "select=gte(n\\,$SKIP)" -vsync 0 -c:v ffv1 "$OUTDIR/clip.mkv"
+    ffmpeg -loglevel error -y -i "$CLIP" -an -vf "select=gte(n\\,$SKIP)" -vsync 0 -c:v ffv1 "$OUTDIR/clip.mkv"
     CLIP_NAME="$CLIP from frame $SKIP"
     CLIP=$OUTDIR/clip.mkv
 fi
 
-# psnr at frame 1, the mean of frames 91..110 and of the last 20, over the model's series
+# psnr at frame 1, the mean of frames 91..110 and of the last 20; the summary's drift and flicker,
+# the collapse flag (with the frame it was raised at) and the issue 6 verdict
 row() { # row LABEL REPORTDIR
-    jq -r --arg l "$1" '.models[0] as $m | $m.series.psnr as $p | ($p | length) as $n
+    jq -r --arg l "$1" '.models[0] as $m | ($m.series.psnr // []) as $p | ($p | length) as $n
         | def mean(a; b): ($p[a:b] | map(select(. != null)) | if length > 0 then add / length else null end);
-        "| \($l) | \($p[0] * 100 | round / 100) | \(if $n >= 110 then (mean(90; 110) * 100 | round / 100) else "-" end) | \(mean($n - 20; $n) * 100 | round / 100) | \($m.summary.psnr_mean * 100 | round / 100) | \($m.summary.drift_db_per_1000 * 100 | round / 100) | \($m.summary.flicker * 100 | round / 100) | \($m.summary.ssim_mean * 1000 | round / 1000) |"' \
+        def r2: if . == null then "-" else (. * 100 | round / 100) end;
+        "| \($l) | \($p[0] | r2) | \(if $n >= 110 then (mean(90; 110) | r2) else "-" end) | \(mean($n - 20; $n) | r2) | \($m.summary.psnr_mean | r2) | \($m.summary.baseline_psnr_mean | r2) | \($m.summary.drift_db_per_1000 | r2) | \($m.summary.flicker | r2) | \(if $m.flags.collapse.flagged then "yes (frame \($m.flags.collapse.frame))" else "no" end) | \(if $m.verdict.pass then "pass" else "FAIL" end) |"' \
         "$2/metrics.json"
 }
 echo "mirage eval_model: $MODEL on ${CLIP_NAME:-$CLIP} at $SIZE, $FRAMES frames, $STEPS steps ($(date -u +%F), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'))"
-"$M" eval --model "$MODEL" --input "$CLIP" --size "$SIZE" --prompt none --autoencoder --frames "$FRAMES" \
+[ -n "${TABLE_ONLY:-}" ] || "$M" eval --model "$MODEL" --input "$CLIP" --size "$SIZE" --prompt none --autoencoder --frames "$FRAMES" \
     --report "$OUTDIR/autoencoder" --quiet
 for p in $PROMPTS; do
+    [ -n "${TABLE_ONLY:-}" ] && break
     "$M" eval --model "$MODEL" --input "$CLIP" --size "$SIZE" --prompt "$p" --steps "$STEPS" --frames "$FRAMES" \
         --device "${DEVICE:-cpu}" --report "$OUTDIR/${p/:/-}" --quiet
 done
 echo
-echo "| prompt | PSNR frame 1 | frames 91-110 | last 20 frames | mean | drift dB/1000 | flicker | SSIM |"
-echo "|---|---|---|---|---|---|---|---|"
+echo "| prompt | PSNR frame 1 | frames 91-110 | last 20 frames | mean | the input's own | drift dB/1000 | flicker | collapse | issue 6 |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
 row "autoencoder alone" "$OUTDIR/autoencoder"
 for p in $PROMPTS; do row "$p" "$OUTDIR/${p/:/-}"; done
 echo
