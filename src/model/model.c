@@ -199,6 +199,10 @@ static mg_status read_config(const st_file *f, mg_config *c) {
     if (version != 1)
         return mg_fail(MG_ERR_FORMAT, "%s: format_version %d is not supported (this build reads 1)",
                        f->path, version);
+    return model_config_from_meta(f, c);
+}
+
+mg_status model_config_from_meta(const st_file *f, mg_config *c) {
     memset(c, 0, sizeof *c);
     const char *name = st_meta_get(f, "config");
     snprintf(c->name, sizeof c->name, "%s", name ? name : "custom");

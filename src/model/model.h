@@ -67,6 +67,10 @@ int model_weight_table(const mg_config *cfg, int n_prompts, wdesc *out, int cap)
 /* The weights file's metadata (docs/ARCHITECTURE.md, "Weights file"): format, the config's
  * keys and the comma-separated prompt names. Written by mirage init and by the trainer. */
 mg_status model_put_meta(st_writer *w, const mg_config *c, const char *prompts);
+/* The config keys of a file's metadata (the name, widths, ring, sampler constants), each
+ * checked against its range; errors name the file and the key. model_put_meta's reverse, for
+ * weights files and for checkpoints (whose own "format" differs). */
+mg_status model_config_from_meta(const st_file *f, mg_config *c);
 
 /* The default prompt names, comma-separated (row 0 is "none"). */
 extern const char *const MG_DEFAULT_PROMPTS;

@@ -244,40 +244,11 @@ static mg_status meta_long(const st_file *f, const char *key, long lo, long hi, 
     return MG_OK;
 }
 
-static mg_status meta_num(const st_file *f, const char *key, double lo, double hi, float *out) {
-    const char *v = st_meta_get(f, key);
-    if (!v) return mg_fail(MG_ERR_FORMAT, "%s: metadata '%s' missing", f->path, key);
-    char *end;
-    double x = strtod(v, &end);
-    if (*end || end == v || !(x >= lo && x <= hi))
-        return mg_fail(MG_ERR_FORMAT, "%s: metadata '%s': expected a number in [%g, %g], found '%s'", f->path, key,
-                       lo, hi, v);
-    *out = (float)x;
-    return MG_OK;
-}
-
 /* A train_params of the index's config: the layout comes from params.c through a freshly
  * initialised weights file (every value is then overwritten from the parts). */
 static mg_status params_for(const st_file *f, train_params *tp) {
     mg_config c;
-    memset(&c, 0, sizeof c);
-    long x;
-    const char *name = st_meta_get(f, "config");
-    snprintf(c.name, sizeof c.name, "%s", name ? name : "custom");
-#define INT(k, lo, hi, dst) MG_TRY(meta_long(f, k, lo, hi, &x)); dst = (int)x
-    INT("tae_ch", 1, 1024, c.tae_ch);
-    INT("z_ch", 1, 64, c.z_ch);
-    INT("d", 1, 16384, c.d);
-    INT("layers", 1, 256, c.layers);
-    INT("heads", 1, 256, c.heads);
-    INT("patch", 2, 2, c.patch);
-    INT("ring", 0, 64, c.ring);
-#undef INT
-    MG_TRY(meta_num(f, "sigma_ctx", 0, 1, &c.sigma_ctx));
-    MG_TRY(meta_num(f, "shift", 0.01, 100, &c.shift));
-    MG_TRY(meta_num(f, "rope_theta", 1, 1e9, &c.rope_theta));
-    if (c.d % c.heads || (c.d / c.heads) % 2)
-        return mg_fail(MG_ERR_FORMAT, "%s: d=%d is not heads=%d times an even head width", f->path, c.d, c.heads);
+    MG_TRY(model_config_from_meta(f, &c));
     const char *prompts = st_meta_get(f, "prompts");
     if (!prompts || strcmp(prompts, MG_DEFAULT_PROMPTS) != 0)
         return mg_fail(MG_ERR_FORMAT, "%s: metadata 'prompts': expected the default list '%s', found '%s'",
