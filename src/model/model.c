@@ -235,6 +235,15 @@ static float f16_to_f32(uint16_t h) {
     return s ? -v : v;
 }
 
+void model_widen(const st_tensor *t, float *dst) {
+    const unsigned char *src = t->data;
+    for (size_t i = 0; i < t->numel; i++) {
+        uint16_t h;
+        memcpy(&h, src + 2 * i, 2);
+        dst[i] = t->dtype == ST_BF16 ? bf16_to_f32(h) : f16_to_f32(h);
+    }
+}
+
 /* Checks a tensor against its table entry and returns an F32 pointer to its data, widening
  * BF16/F16 into `spare` (which then advances). */
 static mg_status bind_tensor(const st_file *f, const wdesc *w, float **spare, const float **out) {
@@ -258,13 +267,8 @@ static mg_status bind_tensor(const st_file *f, const wdesc *w, float **spare, co
             snprintf(g + strlen(g), sizeof g - strlen(g), "%s%lld", i ? "," : "", (long long)t->shape[i]);
         return mg_fail(MG_ERR_SHAPE, "%s: tensor %s: expected shape (%s), found (%s)", f->path, w->name, e, g);
     }
-    const unsigned char *src = t->data;
     float *dst = *spare;
-    for (size_t i = 0; i < t->numel; i++) {
-        uint16_t h;
-        memcpy(&h, src + 2 * i, 2);
-        dst[i] = t->dtype == ST_BF16 ? bf16_to_f32(h) : f16_to_f32(h);
-    }
+    model_widen(t, dst);
     *spare += t->numel;
     *out = dst;
     return MG_OK;

@@ -71,6 +71,8 @@ mg_status model_put_meta(st_writer *w, const mg_config *c, const char *prompts);
  * checked against its range; errors name the file and the key. model_put_meta's reverse, for
  * weights files and for checkpoints (whose own "format" differs). */
 mg_status model_config_from_meta(const st_file *f, mg_config *c);
+/* A BF16 or F16 tensor's values as floats (dst: t->numel). */
+void model_widen(const st_tensor *t, float *dst);
 
 /* The default prompt names, comma-separated (row 0 is "none"). */
 extern const char *const MG_DEFAULT_PROMPTS;

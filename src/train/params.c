@@ -2,7 +2,6 @@
  * five flat arrays (parameters, gradients, AdamW m and v, the EMA of the parameters), one allocation. Walking the same
  * table as loading and initialisation means a trained state saves back to a weights file
  * tensor for tensor. */
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,20 +19,6 @@ int train_params_find(const train_params *tp, const char *name) {
     for (int i = 0; i < tp->n_tensors; i++)
         if (strcmp(tp->table[i].name, name) == 0) return i;
     return -1;
-}
-
-static float widen(const st_tensor *t, size_t i) {
-    uint16_t h;
-    memcpy(&h, (const unsigned char *)t->data + 2 * i, 2);
-    if (t->dtype == ST_BF16) {
-        uint32_t u = (uint32_t)h << 16;
-        float f;
-        memcpy(&f, &u, 4);
-        return f;
-    }
-    int s = h >> 15, e = (h >> 10) & 31, m = h & 1023; /* F16 */
-    float v = e == 0 ? ldexpf((float)m, -24) : e == 31 ? (m ? NAN : INFINITY) : ldexpf((float)(m | 1024), e - 25);
-    return s ? -v : v;
 }
 
 mg_status train_params_load(train_params *tp, const char *path) {
@@ -92,7 +77,7 @@ mg_status train_params_load(train_params *tp, const char *path) {
         if (t->dtype == ST_F32)
             memcpy(dst, t->data, t->numel * sizeof(float));
         else
-            for (size_t k = 0; k < t->numel; k++) dst[k] = widen(t, k);
+            model_widen(t, dst);
     }
     memcpy(tp->ema, tp->param, count * sizeof(float)); /* the EMA starts at the loaded weights */
     mg_model_free(m);
