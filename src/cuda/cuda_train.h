@@ -61,6 +61,16 @@ mg_status cuda_ema_update(cuda_params *cp, int first, int last, float decay);
 const uint16_t *cuda_params_bf16(const cuda_params *cp);
 mg_status cuda_params_to_bf16(cuda_params *cp, int first, int last);
 
+/* Gradient-ready hook (data-parallel training, src/cuda/cuda_dist.h): a backward pass calls
+ * cuda_params_grad_ready(cp, from) once it has enqueued the last write to every gradient at
+ * float offsets >= from of the network it trains (from decreases within a pass: the DiT's
+ * backward finishes its tensors from the last to the first). The hook runs on the host at
+ * enqueue time and may order work after the stream's work so far (an event). No hook: a no-op.
+ * The autoencoder's pass (a CUDA graph) reports nothing; its gradients are reduced after it. */
+typedef mg_status (*cuda_grad_hook)(void *user, size_t from);
+void cuda_params_set_grad_hook(cuda_params *cp, cuda_grad_hook fn, void *user);
+mg_status cuda_params_grad_ready(cuda_params *cp, size_t from);
+
 /* ---- the DiT (src/cuda/dit_train.cu) ----------------------------------------------------- */
 typedef struct cuda_dit_train cuda_dit_train;
 /* Sized once for batches of up to B clips of up to T frames of lh x lw latents. */
@@ -101,6 +111,20 @@ mg_status cuda_tae_decode(cuda_tae_train *tt, const float *lat, int n, int H, in
  * bytes of device memory the state holds. */
 double cuda_tae_train_flops(const cuda_tae_train *tt);
 size_t cuda_tae_train_bytes(const cuda_tae_train *tt);
+
+/* ---- the frozen encoder of the DiT stage (src/cuda/train_encode.cu) ---------------------- */
+/* The inference engine's bf16 implicit-GEMM convs over many frames per launch: the latents
+ * agree with cuda_tae_encode / tae_encode at bf16 level, several times faster. The encoder
+ * weights are copied from cp->param at _new (frozen: make a new one after changing them). It
+ * owns its stream and device buffers: one thread at a time may call _run, any thread. */
+typedef struct cuda_tae_encoder cuda_tae_encoder;
+/* Sized for chunks of n frames of H x W (multiples of 8); larger batches go in chunks. */
+mg_status cuda_tae_encoder_new(cuda_tae_encoder **out, cuda_params *cp, int n, int H, int W);
+void cuda_tae_encoder_free(cuda_tae_encoder *e);
+/* frames (n, H, W, 3) u8, host -> lat (n, H/8, W/8, Z) fp32, host; any n >= 0, frames of at
+ * most the size it was made for; returns when lat is written. */
+mg_status cuda_tae_encoder_run(cuda_tae_encoder *e, const uint8_t *frames, int n, int H, int W, float *lat);
+size_t cuda_tae_encoder_bytes(const cuda_tae_encoder *e);
 
 #ifdef __cplusplus
 }
