@@ -312,12 +312,14 @@ mg_status batch_sample(train_batch *b, const batch_cfg *bc, dataset *ds, long st
 
 void batch_finish(train_batch *b, const batch_cfg *bc) {
     size_t lat = (size_t)b->lh * b->lw * b->Z;
-    memcpy(b->x0_in, b->x0, (size_t)b->B * b->T * lat * sizeof(float));
-    for (int i = 0; i < b->B; i++)
-        for (int t = 0; t < b->T; t++)
-            if (b->item[i].aug[t])
-                hist_aug_apply(b->x0_in + ((size_t)i * b->T + t) * lat, b->lh, b->lw, b->Z,
-                               b->aug_draw + ((size_t)i * b->T + t) * AUG_DRAWS);
+    int n = b->B * b->T;
+    /* frame by frame (each its own draws, so the result does not depend on the threads) */
+    MG_OMP(omp parallel for schedule(static) if ((size_t)n * lat > MG_OMP_MIN_ELEMS))
+    for (int f = 0; f < n; f++) {
+        float *x = b->x0_in + (size_t)f * lat;
+        memcpy(x, b->x0 + (size_t)f * lat, lat * sizeof(float));
+        if (b->item[f / b->T].aug[f % b->T]) hist_aug_apply(x, b->lh, b->lw, b->Z, b->aug_draw + (size_t)f * AUG_DRAWS);
+    }
 }
 
 mg_status batch_encode_cpu(train_batch *b, const batch_cfg *bc, const mg_model *frozen) {

@@ -102,8 +102,12 @@ typedef struct prefetch {
     const batch_cfg *bc;
     dataset *ds;
     const mg_model *frozen; /* CPU dit: encode here; NULL: the main thread encodes */
+    struct run *gpu;        /* GPU dit with cuda_tae_encoder: encode_device here */
+    double enc_ms[2], aug_ms[2]; /* what encode_device took for each buffer, on this thread */
     int threads;            /* --threads, 0 = the default */
 } prefetch;
+
+static mg_status encode_device(struct run *r, train_batch *b, double *enc_ms, double *aug_ms);
 
 static void *prefetch_main(void *arg) {
     prefetch *p = arg;
@@ -121,6 +125,7 @@ static void *prefetch_main(void *arg) {
         train_batch *b = &p->bufs[buf];
         mg_status s = batch_sample(b, p->bc, p->ds, step);
         if (s == MG_OK && p->frozen) s = batch_encode_cpu(b, p->bc, p->frozen);
+        if (s == MG_OK && p->gpu) s = encode_device(p->gpu, b, &p->enc_ms[buf], &p->aug_ms[buf]);
         pthread_mutex_lock(&p->mu);
         p->status = s;
         if (s != MG_OK) snprintf(p->msg, sizeof p->msg, "%s", mg_last_error());
@@ -292,6 +297,8 @@ typedef struct run {
     cuda_params cp;
     cuda_tae_train *ctt;
     cuda_dit_train *cdt;
+    cuda_tae_encoder *cenc;  /* dit: the frozen encoder (NULL with MG_TRAIN_ENCODE=tae: ctt's) */
+    pthread_mutex_t enc_mu;  /* cenc: the batch thread and validation take turns */
     int have_cp;
 #endif
     float *losses;
@@ -372,22 +379,46 @@ static mg_status save_all(run *r, long step, double *ms) {
     return MG_OK;
 }
 
-/* Encodes a prepared dit batch on the device (GPU runs), then applies history augmentation. */
-static mg_status encode_device(run *r, train_batch *b) {
+/* Encodes a prepared dit batch on the device (GPU runs), then applies history augmentation;
+ * *enc_ms and *aug_ms get the wall time of each. With the frozen encoder (cenc, the default) this
+ * runs on the batch thread one step ahead, on the encoder's own stream; with MG_TRAIN_ENCODE=tae
+ * (the training autoencoder's cuda_tae_encode, for A/B runs) on the main thread. */
+static mg_status encode_device(run *r, train_batch *b, double *enc_ms, double *aug_ms) {
 #ifdef MG_HAVE_CUDA
     size_t px = (size_t)b->S * b->S * 3, lat = (size_t)b->lh * b->lw * b->Z;
     int n = b->B * b->T;
-    for (int k = 0; k < n; k += b->B) {
-        int c = n - k < b->B ? n - k : b->B;
-        MG_TRY(cuda_tae_encode(r->ctt, b->in_rgb + k * px, c, b->S, b->S, b->cond + k * lat));
-        MG_TRY(cuda_tae_encode(r->ctt, b->tgt_rgb + k * px, c, b->S, b->S, b->x0 + k * lat));
+    double t0 = mg_now_ms();
+    if (r->cenc) {
+        /* the targets, then the inputs of each run of clips that are not dream (whose cond is
+         * dropped) */
+        pthread_mutex_lock(&r->enc_mu);
+        mg_status s = cuda_tae_encoder_run(r->cenc, b->tgt_rgb, n, b->S, b->S, b->x0);
+        for (int i = 0; i < b->B && s == MG_OK;) {
+            int j = i;
+            while (j < b->B && !b->item[j].dream) j++;
+            if (j > i)
+                s = cuda_tae_encoder_run(r->cenc, b->in_rgb + (size_t)i * b->T * px, (j - i) * b->T, b->S, b->S,
+                                         b->cond + (size_t)i * b->T * lat);
+            i = j + 1;
+        }
+        pthread_mutex_unlock(&r->enc_mu);
+        MG_TRY(s);
+    } else {
+        for (int k = 0; k < n; k += b->B) {
+            int c = n - k < b->B ? n - k : b->B;
+            MG_TRY(cuda_tae_encode(r->ctt, b->in_rgb + k * px, c, b->S, b->S, b->cond + k * lat));
+            MG_TRY(cuda_tae_encode(r->ctt, b->tgt_rgb + k * px, c, b->S, b->S, b->x0 + k * lat));
+        }
     }
+    double t1 = mg_now_ms();
     for (int i = 0; i < b->B; i++)
         if (b->item[i].dream) memset(b->cond + (size_t)i * b->T * lat, 0, (size_t)b->T * lat * sizeof(float));
     batch_finish(b, &r->bc);
+    *enc_ms = t1 - t0;
+    *aug_ms = mg_now_ms() - t1;
     return MG_OK;
 #else
-    (void)r, (void)b;
+    (void)r, (void)b, (void)enc_ms, (void)aug_ms;
     return mg_fail(MG_ERR_UNSUPPORTED, "this build has no CUDA");
 #endif
 }
@@ -437,7 +468,8 @@ static mg_status validate(run *r, long step) {
     for (int k = 0; k < nb; k++) {
         MG_TRY(batch_sample(&r->vbuf, &r->vbc, r->vds, -1 - k));
         if (r->fx.stage == STAGE_DIT) {
-            if (r->fx.device == MG_DEVICE_CUDA) MG_TRY(encode_device(r, &r->vbuf));
+            double e_ms, a_ms;
+            if (r->fx.device == MG_DEVICE_CUDA) MG_TRY(encode_device(r, &r->vbuf, &e_ms, &a_ms));
             else MG_TRY(batch_encode_cpu(&r->vbuf, &r->vbc, r->frozen));
         }
         double l;
@@ -464,6 +496,10 @@ static void run_free(run *r) {
 #ifdef MG_HAVE_CUDA
     if (r->cdt) cuda_dit_train_free(r->cdt);
     if (r->ctt) cuda_tae_train_free(r->ctt);
+    if (r->cenc) {
+        cuda_tae_encoder_free(r->cenc);
+        pthread_mutex_destroy(&r->enc_mu);
+    }
     if (r->have_cp) cuda_params_free(&r->cp);
 #endif
     if (r->have_tt) tae_train_free(&r->tt);
@@ -574,9 +610,21 @@ static mg_status setup(run *r, long *start) {
 #ifdef MG_HAVE_CUDA
         MG_TRY(cuda_params_new(&r->cp, &r->tp));
         r->have_cp = 1;
-        MG_TRY(cuda_tae_train_new(&r->ctt, &r->cp, f->batch, f->size, f->size));
+        const char *enc = getenv("MG_TRAIN_ENCODE");
+        if (f->stage == STAGE_DIT && !(enc && !strcmp(enc, "tae"))) {
+            /* chunks of up to 32 frames: ~0.4 GiB at 256x256 for tiny */
+            int chunk = f->batch * f->frames < 32 ? f->batch * f->frames : 32;
+            MG_TRY(cuda_tae_encoder_new(&r->cenc, &r->cp, chunk, f->size, f->size));
+            pthread_mutex_init(&r->enc_mu, NULL);
+        } else {
+            MG_TRY(cuda_tae_train_new(&r->ctt, &r->cp, f->batch, f->size, f->size));
+        }
         if (f->stage == STAGE_DIT) MG_TRY(cuda_dit_train_new(&r->cdt, &r->cp, f->batch, f->frames, lh, lh));
         printf("device: %s\n", cuda_params_device_name(&r->cp));
+        if (f->stage == STAGE_DIT)
+            printf("  encode: %s\n", r->cenc ? "cuda_tae_encoder (bf16 implicit-GEMM convs) on the batch thread, one step "
+                   "ahead: the step line's encode and aug overlap the previous step, data is the wait for them"
+                   : "cuda_tae_encode (MG_TRAIN_ENCODE=tae) on the main thread");
 #else
         return mg_fail(MG_ERR_UNSUPPORTED, "--device cuda: this build has no CUDA (built without nvcc)");
 #endif
@@ -645,6 +693,9 @@ mg_status trainer_run(const train_opts *o) {
     pthread_cond_init(&p->cv, NULL);
     p->bufs = r.bufs, p->bc = &r.bc, p->ds = r.ds, p->want_buf = -1, p->done_buf = -1;
     p->frozen = f->stage == STAGE_DIT && f->device == MG_DEVICE_CPU ? r.frozen : NULL;
+#ifdef MG_HAVE_CUDA
+    p->gpu = r.cenc ? &r : NULL;
+#endif
     p->threads = o->threads;
     if (step < f->steps) {
         if (pthread_create(&p->th, NULL, prefetch_main, p) != 0) {
@@ -663,21 +714,28 @@ mg_status trainer_run(const train_opts *o) {
         int buf;
         if ((s = prefetch_wait(p, &buf)) != MG_OK) goto out;
         if (step + 1 < f->steps) prefetch_request(p, step + 1, 1 - buf);
-        double t_data = mg_now_ms() - t0;
+        double t_data = mg_now_ms() - t0, t_enc = 0.0, t_aug = 0.0, t_step = 0.0, t_opt = 0.0;
         train_batch *b = &r.bufs[buf];
-        if (f->stage == STAGE_DIT && f->device == MG_DEVICE_CUDA && (s = encode_device(&r, b)) != MG_OK) goto out;
+        if (f->stage == STAGE_DIT && f->device == MG_DEVICE_CUDA) {
+            if (p->gpu) t_enc = p->enc_ms[buf], t_aug = p->aug_ms[buf]; /* done on the batch thread */
+            else if ((s = encode_device(&r, b, &t_enc, &t_aug)) != MG_OK) goto out;
+        }
 
         double loss, gnorm = 0.0;
         float lr = lr_schedule(step, f->warmup, f->steps, f->lr, f->lr_min);
         float decay = ema_decay(f->ema, step);
         if (f->device == MG_DEVICE_CUDA) {
 #ifdef MG_HAVE_CUDA
+            double t1 = mg_now_ms();
             if ((s = cuda_zero_grad(&r.cp, r.first, r.last)) != MG_OK) goto out;
-            if ((s = batch_loss(&r, b, 1, &loss)) != MG_OK) goto out;
+            if ((s = batch_loss(&r, b, 1, &loss)) != MG_OK) goto out; /* ends reading the losses back */
+            double t2 = mg_now_ms();
+            t_step = t2 - t1;
             if ((s = cuda_grad_clip(&r.cp, r.first, r.last, f->clip > 0 ? f->clip : 1e30, &gnorm)) != MG_OK) goto out;
             if ((s = cuda_adamw_step(&r.cp, r.first, r.last, step + 1, lr, &ao)) != MG_OK) goto out;
             if ((s = cuda_ema_update(&r.cp, r.first, r.last, decay)) != MG_OK) goto out;
             if ((s = cuda_params_sync(&r.cp)) != MG_OK) goto out;
+            t_opt = mg_now_ms() - t2;
 #endif
         } else {
             train_zero_grad(&r.tp, r.first, r.last);
@@ -697,8 +755,17 @@ mg_status trainer_run(const train_opts *o) {
         if (f->log_every > 0 && (step % f->log_every == 0 || step == f->steps || step == step0 + 1)) {
             char eta[32];
             fmt_eta(eta, sizeof eta, (f->steps - step) * avg_ms / 1000.0);
-            printf("step %ld/%ld | loss %.9g | gnorm %.4g | lr %.3e | %.1f ms (data %.1f) | MFU %.2f%% | ETA %s\n", step,
-                   f->steps, loss, gnorm, lr, ms, t_data, 100.0 * flops / (ms * 1e-3) / (peak * 1e12), eta);
+            /* GPU runs: the phases (docs/TRAINING.md, "Speed"); each ends in a sync or is host work */
+            char phases[160];
+            if (f->device != MG_DEVICE_CUDA)
+                snprintf(phases, sizeof phases, "data %.1f", t_data);
+            else if (f->stage == STAGE_DIT)
+                snprintf(phases, sizeof phases, "data %.1f, encode %.1f, aug %.1f, step %.1f, opt %.1f", t_data, t_enc,
+                         t_aug, t_step, t_opt);
+            else
+                snprintf(phases, sizeof phases, "data %.1f, step %.1f, opt %.1f", t_data, t_step, t_opt);
+            printf("step %ld/%ld | loss %.9g | gnorm %.4g | lr %.3e | %.1f ms (%s) | MFU %.2f%% | ETA %s\n", step,
+                   f->steps, loss, gnorm, lr, ms, phases, 100.0 * flops / (ms * 1e-3) / (peak * 1e12), eta);
             fflush(stdout);
         }
         if (o->val_every > 0 && step % o->val_every == 0 && (s = validate(&r, step)) != MG_OK) goto out;
