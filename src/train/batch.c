@@ -199,13 +199,13 @@ static mg_status sample_item(train_batch *b, const batch_cfg *bc, dataset *ds, l
     batch_item *it = &b->item[i];
     memset(it, 0, sizeof *it);
     /* the real frames go into tgt first; the pair is made frame by frame from them */
-    MG_TRY(dataset_sample_clip(ds, batch_seed(bc->seed, step, i, P_CLIP), T, bc->S, tgt));
+    MG_TRY(dataset_sample_clip(ds, batch_seed(bc->seed, step, bc->item0 + i, P_CLIP), T, bc->S, tgt));
     mg_rng r;
-    mg_rng_seed(&r, batch_seed(bc->seed, step, i, P_TASK));
+    mg_rng_seed(&r, batch_seed(bc->seed, step, bc->item0 + i, P_TASK));
     degrade_params dp;
     {
         mg_rng rd;
-        mg_rng_seed(&rd, batch_seed(bc->seed, step, i, P_DEGRADE));
+        mg_rng_seed(&rd, batch_seed(bc->seed, step, bc->item0 + i, P_DEGRADE));
         dp = draw_degrade(&rd);
     }
     if (bc->stage == STAGE_TAE) {
@@ -214,7 +214,7 @@ static mg_status sample_item(train_batch *b, const batch_cfg *bc, dataset *ds, l
          * natural frames. Half the images are plain frames, half a random prompt's input or
          * target. */
         mg_rng rm;
-        mg_rng_seed(&rm, batch_seed(bc->seed, step, i, P_TAE_MIX));
+        mg_rng_seed(&rm, batch_seed(bc->seed, step, bc->item0 + i, P_TAE_MIX));
         float u = mg_rng_uniform(&rm);
         int prompt = pick_prompt(bc, &r);
         it->prompt = it->row = prompt;
@@ -223,7 +223,7 @@ static mg_status sample_item(train_batch *b, const batch_cfg *bc, dataset *ds, l
             uint8_t *scratch = malloc(2 * px);
             if (!scratch) return mg_fail(MG_ERR_NOMEM, "batch: out of memory");
             mg_status s = make_pair(bc, bc->prompts[prompt], tgt, scratch, scratch + px, &dp,
-                                    batch_seed(bc->seed, step, i, P_NOISE));
+                                    batch_seed(bc->seed, step, bc->item0 + i, P_NOISE));
             if (s == MG_OK) memcpy(in, u < 0.75f ? scratch : scratch + px, px);
             free(scratch);
             MG_TRY(s);
@@ -238,16 +238,16 @@ static mg_status sample_item(train_batch *b, const batch_cfg *bc, dataset *ds, l
     it->dream = strcmp(bc->prompts[prompt], "dream") == 0;
     {
         mg_rng rp;
-        mg_rng_seed(&rp, batch_seed(bc->seed, step, i, P_DROP));
+        mg_rng_seed(&rp, batch_seed(bc->seed, step, bc->item0 + i, P_DROP));
         it->row = mg_rng_uniform(&rp) < bc->prompt_dropout ? 0 : prompt;
     }
     it->dp = dp; /* the frames' pairs are made by make_frame, in parallel over the batch */
     size_t lat = (size_t)b->lh * b->lw * b->Z;
     mg_rng rn;
-    mg_rng_seed(&rn, batch_seed(bc->seed, step, i, P_NOISE));
+    mg_rng_seed(&rn, batch_seed(bc->seed, step, bc->item0 + i, P_NOISE));
     mg_rng_normal_fill(&rn, b->eps + (size_t)i * T * lat, (size_t)T * lat);
     mg_rng rs;
-    mg_rng_seed(&rs, batch_seed(bc->seed, step, i, P_SIGMA));
+    mg_rng_seed(&rs, batch_seed(bc->seed, step, bc->item0 + i, P_SIGMA));
     int is_ctx[64];
     float *sigma = b->sigma + (size_t)i * T;
     sigma_sample(sigma, is_ctx, T, &bc->cfg, &rs);
@@ -255,7 +255,7 @@ static mg_status sample_item(train_batch *b, const batch_cfg *bc, dataset *ds, l
      * run time) get a corrupted clean latent and extra noise, up to 0.25 on top of their level,
      * which the model is told through sigma. The last frame is never history for anyone. */
     mg_rng ra;
-    mg_rng_seed(&ra, batch_seed(bc->seed, step, i, P_AUG));
+    mg_rng_seed(&ra, batch_seed(bc->seed, step, bc->item0 + i, P_AUG));
     for (int t = 0; t < T; t++) {
         float *d = b->aug_draw + ((size_t)i * T + t) * AUG_DRAWS;
         float u = mg_rng_uniform(&ra);
@@ -278,7 +278,7 @@ static mg_status make_frame(train_batch *b, const batch_cfg *bc, long step, int 
     const batch_item *it = &b->item[i];
     uint8_t *fi = b->in_rgb + f * px, *ft = b->tgt_rgb + f * px;
     MG_TRY(degrade_apply_params(bc->prompts[it->prompt], ft, fi, bc->S, bc->S,
-                                batch_seed(bc->seed, step, i * 64 + t, P_NOISE), &it->dp));
+                                batch_seed(bc->seed, step, (bc->item0 + i) * 64 + t, P_NOISE), &it->dp));
     return style_apply(bc->prompts[it->prompt], ft, ft, bc->S, bc->S);
 }
 

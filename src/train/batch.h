@@ -34,6 +34,8 @@ typedef struct batch_cfg {
     int hist_aug;         /* 1: corrupt the history's clean latents (dit) */
     float prompt_dropout; /* probability of training a clip with prompt row 0 (none) */
     uint64_t seed;        /* the run's seed */
+    int item0;            /* the global index of item 0: a data-parallel rank makes items
+                           * item0..item0+B-1 of the global batch (dist.h); 0 otherwise */
     int cpu_encode;       /* dit: allocate the scratch of batch_encode_cpu (CPU runs) */
     mg_config cfg;        /* the model's sizes, sigma_ctx and shift */
     int n_prompts;
