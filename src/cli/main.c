@@ -5,6 +5,7 @@
 #include <string.h>
 #include <strings.h>
 #include <errno.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
@@ -54,6 +55,10 @@ static void openblas_pick_kernels(char **argv) {
 
 int main(int argc, char **argv) {
     openblas_pick_kernels(argv);
+    /* A file size limit (ulimit -f) would end the process by SIGXFSZ in the middle of a write,
+     * silently and with a temporary left behind; ignored, the write fails with EFBIG and the
+     * writer reports it and keeps the previous file, as on a full disk. */
+    signal(SIGXFSZ, SIG_IGN);
     if (argc < 2) {
         usage(stderr);
         return EXIT_USAGE;
