@@ -85,6 +85,14 @@ ifeq ($(CUDA),1)
   FEATURES += cuda
 endif
 
+# NCCL (issue 8: mirage train --gpus N): compiled against nccl.h when the toolkit has it, loaded
+# at run time with dlopen (src/cuda/nccl.cu), so no build or machine needs it for anything else.
+NCCL ?= $(if $(filter 1,$(CUDA)),$(if $(wildcard $(CUDA_HOME)/include/nccl.h),1,0),0)
+ifeq ($(NCCL),1)
+  NVFLAGS += -DMG_HAVE_NCCL
+  FEATURES += nccl
+endif
+
 # libpng compresses the evaluation report's frame strips; without it they are written by a
 # built-in writer as uncompressed PNG (bigger files, same pictures).
 PNG ?= $(if $(call have_pkg,libpng),1,0)
@@ -131,7 +139,7 @@ LIB := $(BUILD)/libmirage.a
 all: features $(BUILD)/mirage
 
 features:
-	@echo "mirage build: openmp=$(OPENMP) openblas=$(OPENBLAS) ffmpeg=$(FFMPEG) avdevice=$(AVDEVICE) sdl2=$(SDL2) png=$(PNG) jpeg=$(JPEG) lws=$(LWS) cuda=$(CUDA)$(if $(NVCC), ($(NVCC)),) cmocka=$(CMOCKA) san=$(SAN) -> $(BUILD)/"
+	@echo "mirage build: openmp=$(OPENMP) openblas=$(OPENBLAS) ffmpeg=$(FFMPEG) avdevice=$(AVDEVICE) sdl2=$(SDL2) png=$(PNG) jpeg=$(JPEG) lws=$(LWS) cuda=$(CUDA)$(if $(NVCC), ($(NVCC)),) nccl=$(NCCL) cmocka=$(CMOCKA) san=$(SAN) -> $(BUILD)/"
 	@if [ "$(CUDA)" = 1 ]; then echo "mirage build: cuda: $(NVCC_ARCH), cuBLASLt + static cudart from $(CUDA_HOME)/lib64; make test-gpu and make lab run on a GPU machine"; fi
 	@if [ "$(SAN)" = 1 ]; then echo "mirage build: note: SAN=1 builds without CUDA (ASan and the CUDA runtime do not mix)"; fi
 
