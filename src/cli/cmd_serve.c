@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/parse.h"
 #include "serve/serve.h"
 
 static const char *help =
@@ -43,7 +44,7 @@ static const char *help =
 static atomic_int g_stop;
 static void on_signal(int sig) { atomic_store(&g_stop, sig); }
 
-int cmd_serve(int argc, char **argv) {
+int serve_parse(int argc, char **argv, serve_args *a) {
     enum { O_MAXS = 256, O_WORKERS, O_MAXSTEPS, O_WEB, O_MAXMSG, O_MAXFRAME, O_MAXFPS, O_IDLE, O_MSGTO, O_HSTO, O_PORTFILE, O_SNDBUF };
     static const struct option opts[] = {
         {"model", 1, 0, 'm'}, {"config", 1, 0, 'c'}, {"host", 1, 0, 'H'}, {"port", 1, 0, 'P'},
@@ -135,7 +136,16 @@ int cmd_serve(int argc, char **argv) {
     if (!model && !config) return cli_usage("serve", "--model FILE is required (or --config NAME for random weights)");
     if (model && config) return cli_usage("serve", "give --model or --config, not both");
     if (so.steps > so.max_steps) return cli_usage("serve", "--steps %d is more than --max-steps %d", so.steps, so.max_steps);
+    a->so = so, a->model = model, a->config = config;
+    return CLI_PARSED;
+}
 
+int cmd_serve(int argc, char **argv) {
+    serve_args a;
+    int rc = serve_parse(argc, argv, &a);
+    if (rc != CLI_PARSED) return rc;
+    serve_opts so = a.so;
+    const char *model = a.model, *config = a.config;
     mg_model *m = NULL;
     mg_status s = cli_load_model(model, config, 0, &m);
     if (s != MG_OK) return cli_status(s);

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/parse.h"
 #include "train/trainer.h"
 
 static const char *help =
@@ -33,6 +34,11 @@ static const char *help =
     "  --ema X               EMA decay of the shipped weights (default 0.999, ramped in early)\n"
     "  --hist-aug 0|1        history augmentation, dit (default 1)\n"
     "  --prompt-dropout P    probability of training with prompt row 0 'none', dit (default 0.1)\n"
+    "  --fades P             share of clips that fade to or from black or hold black frames, dit\n"
+    "                        (default 0)\n"
+    "  --sigma-ctx X         noise level of the history ring, trained and written into the model,\n"
+    "                        dit (default: the model's, 0.05 for the named configs)\n"
+    "  --fresh-dit           with --init: keep its autoencoder, draw a fresh DiT (seed --seed)\n"
     "  --val-every N         validation loss every N steps, 0 = off (default 200)\n"
     "  --val-clips N         validation clips (fixed seeds) (default 8)\n"
     "  --sample-every N      sample PNG every N steps, 0 = off (default 500)\n"
@@ -52,7 +58,7 @@ static const char *help =
     "Prints the configuration, then a line per step: step, loss, gradient norm, lr, ms/step, MFU, ETA.\n"
     "SIGINT/SIGTERM stop cleanly with a checkpoint. Exit 0 when the run ended or stopped cleanly.\n";
 
-int cmd_train(int argc, char **argv) {
+int train_parse(int argc, char **argv, train_opts *a) {
     if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
         fputs(help, stdout);
         return EXIT_OK;
@@ -65,7 +71,7 @@ int cmd_train(int argc, char **argv) {
         O_DATA = 256, O_OUT, O_INIT, O_CONFIG, O_RESUME, O_CKPT, O_SAMPLES, O_STEPS, O_BATCH, O_SIZE, O_FRAMES,
         O_WINDOW, O_LR, O_LR_MIN, O_WARMUP, O_WD, O_CLIP, O_EMA, O_HIST, O_DROP, O_VAL_EVERY, O_VAL_CLIPS,
         O_SAMPLE_EVERY, O_SAMPLE_STEPS, O_CKPT_EVERY, O_PART, O_LOG, O_DEVICE, O_DTYPE, O_SEED, O_TIME, O_THREADS,
-        O_PEAK, O_MOMENTS, O_STOP, O_HELP
+        O_PEAK, O_MOMENTS, O_STOP, O_FADES, O_SIGMA_CTX, O_FRESH_DIT, O_HELP
     };
     static const struct option opts[] = {
         {"data", 1, 0, O_DATA}, {"out", 1, 0, O_OUT}, {"init", 1, 0, O_INIT}, {"config", 1, 0, O_CONFIG},
@@ -77,7 +83,8 @@ int cmd_train(int argc, char **argv) {
         {"sample-steps", 1, 0, O_SAMPLE_STEPS}, {"ckpt-every", 1, 0, O_CKPT_EVERY}, {"ckpt-part-mib", 1, 0, O_PART},
         {"log-every", 1, 0, O_LOG}, {"device", 1, 0, O_DEVICE}, {"dtype", 1, 0, O_DTYPE}, {"seed", 1, 0, O_SEED},
         {"time-limit", 1, 0, O_TIME}, {"threads", 1, 0, O_THREADS}, {"peak-tflops", 1, 0, O_PEAK},
-        {"ckpt-moments", 1, 0, O_MOMENTS}, {"stop-after", 1, 0, O_STOP},
+        {"ckpt-moments", 1, 0, O_MOMENTS}, {"stop-after", 1, 0, O_STOP}, {"fades", 1, 0, O_FADES},
+        {"sigma-ctx", 1, 0, O_SIGMA_CTX}, {"fresh-dit", 0, 0, O_FRESH_DIT},
         {"help", 0, 0, O_HELP}, {0, 0, 0, 0}};
     long v;
     double x;
@@ -121,6 +128,9 @@ int cmd_train(int argc, char **argv) {
         case O_EMA: FLOAT("--ema", 0.0, 0.999999, o.ema, TO_EMA); break;
         case O_HIST: LONG("--hist-aug", 0, 1, o.hist_aug, TO_HIST_AUG); break;
         case O_DROP: FLOAT("--prompt-dropout", 0.0, 1.0, o.prompt_dropout, TO_DROPOUT); break;
+        case O_FADES: FLOAT("--fades", 0.0, 1.0, o.fades, TO_FADES); break;
+        case O_SIGMA_CTX: FLOAT("--sigma-ctx", 0.0, 0.5, o.sigma_ctx, TO_SIGMA_CTX); break;
+        case O_FRESH_DIT: o.fresh_dit = 1; break;
         case O_VAL_EVERY: LONG("--val-every", 0, 100000000, o.val_every, 0); break;
         case O_VAL_CLIPS: LONG("--val-clips", 0, 100000, o.val_clips, TO_VAL_CLIPS); break;
         case O_SAMPLE_EVERY: LONG("--sample-every", 0, 100000000, o.sample_every, 0); break;
@@ -163,10 +173,20 @@ int cmd_train(int argc, char **argv) {
     if (!o.data) return cli_usage("train", "--data DIR is required");
     if (!o.out) return cli_usage("train", "--out FILE is required");
     if (o.init && o.config) return cli_usage("train", "--init and --config exclude each other");
+    if (o.fresh_dit && (o.stage != STAGE_DIT || !o.init))
+        return cli_usage("train", "--fresh-dit needs stage dit and --init (the autoencoder to keep)");
     if (o.stage == STAGE_DIT && !o.init && !o.resume)
         fprintf(stderr, "mirage: warning: train dit without --init: the autoencoder is a fresh random one (tests only)\n");
     if (!lr_min_given) o.lr_min = 0.1f * o.lr;
     if (o.lr_min > o.lr) return cli_usage("train", "--lr-min %g is above --lr %g", o.lr_min, o.lr);
+    *a = o;
+    return CLI_PARSED;
+}
+
+int cmd_train(int argc, char **argv) {
+    train_opts o;
+    int rc = train_parse(argc, argv, &o);
+    if (rc != CLI_PARSED) return rc;
     mg_status s = trainer_run(&o);
     return s == MG_OK ? EXIT_OK : s == MG_ERR_ARG && strstr(mg_last_error(), "differs from the checkpoint") ? cli_usage("train", "%s", mg_last_error()) : cli_status(s);
 }
