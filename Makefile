@@ -163,7 +163,7 @@ $(BUILD)/tests/%: tests/%.c tests/testutil.h $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests $< -o $@ $(LIB) $(LDFLAGS) $(LDLIBS) -lcmocka
 
-test: features $(BUILD)/mirage $(TEST_BIN)
+test: features $(BUILD)/mirage $(TEST_BIN) $(LOADGEN)
 	@if [ "$(CMOCKA)" != 1 ]; then echo "mirage: error: make test needs cmocka (apt-get install libcmocka-dev)"; exit 1; fi
 	@MIRAGE=$(BUILD)/mirage BUILD=$(BUILD) sh tests/run_all.sh $(TEST_BIN)
 
@@ -176,6 +176,13 @@ demo: $(BUILD)/mirage
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
 			opencv-doc >/dev/null || echo "make demo: could not install opencv-doc: the demo runs on the built-in test scene"; }
 	$(BUILD)/mirage demo
+
+# The serving load generator (dev/serve/loadgen.c, docs/SERVE.md): a libwebsockets client, so it
+# runs where node does not (the GPU machines). Built with libwebsockets and libjpeg-turbo.
+LOADGEN := $(if $(filter 11,$(LWS)$(JPEG)),$(BUILD)/loadgen,)
+$(BUILD)/loadgen: dev/serve/loadgen.c $(LIB)
+	@if [ "$(LWS)$(JPEG)" != 11 ]; then echo "mirage: error: loadgen needs libwebsockets and libjpeg-turbo (lws=$(LWS) jpeg=$(JPEG))"; exit 1; fi
+	$(CC) $(CFLAGS) $< -o $@ $(LIB) $(LDFLAGS) $(LDLIBS)
 
 # The CUDA ops against their CPU twins and whole frame steps against the CPU stream; needs a GPU.
 $(BUILD)/tests/gpu/%: tests/gpu/%.c tests/testutil.h $(LIB)
