@@ -22,6 +22,7 @@
  * modulation of every layer and pass is one kernel over the concatenated ada weights, run
  * when the prompt changes (outside the graph), not every frame. */
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,8 +59,24 @@ typedef struct cu_layer {
     float *fc2_b;           /* (d) */
 } cu_layer;
 
+/* One model's weights on one GPU (see cuda_stream.h). The registry below finds it by (m, gpu). */
+struct cuda_weights {
+    const mg_model *m;
+    int gpu, refs;
+    int d, zpp, L, c;
+    char *dev;        /* one device allocation, laid out by weights_layout */
+    size_t bytes;
+    cu_tae tae;
+    bf16_t *in_w, *ada_w, *fout_w; /* (d, 2*zpp), (lmod, d): every layer's ada then the final's, (zpp, d) */
+    float *in_b, *ada_b, *fout_b;
+    cu_layer *layers; /* host array (L) of device pointers */
+    cuda_weights *next;
+};
+
 struct cuda_stream {
     const mg_model *m;
+    cuda_weights *wts; /* shared, one reference held */
+    int gpu;           /* the device everything of this stream lives on (-1: not yet known) */
     cuda_stream_cfg cfg;
     int H, W, lh, lw, N, d, L, heads, dh, Z, zpp, c, K, passes, rows, guided, lmod, splits;
     size_t lat;
@@ -67,13 +84,14 @@ struct cuda_stream {
     cudaStream_t st, st2;  /* st2: the decode, concurrent with the KV refresh */
     cudaEvent_t ev_fork, ev_join;
     int mode;
-    /* device arena */
-    char *dev;
-    size_t dev_bytes;
+    /* the shared weights' device pointers, copied from wts (not owned) */
     cu_tae tae;
     bf16_t *in_w, *ada_w, *fout_w;
     float *in_b, *ada_b, *fout_b;
-    cu_layer *layers; /* host array of device pointers */
+    const cu_layer *layers;
+    /* device arena: the stream's own buffers */
+    char *dev;
+    size_t dev_bytes;
     uint8_t *d_in, *d_out;
     bf16_t *fm[3];    /* TAE feature maps (H, W, c) */
     float *d_noise;   /* z (lat) then ctx noise (lat): one upload; z is denoised in place */
@@ -120,11 +138,14 @@ static void conv_layout(cu_conv *cv, const conv_w *src, char *base, size_t *off)
     cv->b = src->b ? (float *)take(base, off, (size_t)src->co * 4) : NULL;
 }
 
-static size_t stream_layout(cuda_stream *s, char *base) {
-    const mg_model *m = s->m;
-    size_t off = 0, TN = (size_t)s->N, d = s->d;
+/* The weights' arena: the same function measures (base NULL) and assigns. */
+static size_t weights_layout(cuda_weights *w, char *base) {
+    const mg_model *m = w->m;
+    const mg_config *mc = &m->cfg;
+    size_t off = 0, d = (size_t)mc->d, zpp = (size_t)mc->z_ch * mc->patch * mc->patch;
+    size_t lmod = (size_t)(mc->layers * 6 + 2) * d;
     const tae_weights *T = &m->tae;
-    cu_tae *G = &s->tae;
+    cu_tae *G = &w->tae;
     conv_layout(&G->enc_in, &T->enc_in, base, &off);
     conv_layout(&G->enc_out, &T->enc_out, base, &off);
     conv_layout(&G->dec_in, &T->dec_in, base, &off);
@@ -138,14 +159,14 @@ static size_t stream_layout(cuda_stream *s, char *base) {
             conv_layout(&G->enc_b[i][j], &T->enc_b[i][j], base, &off);
             conv_layout(&G->dec_b[i][j], &T->dec_b[i][j], base, &off);
         }
-    s->in_w = (bf16_t *)take(base, &off, d * 2 * s->zpp * 2);
-    s->in_b = (float *)take(base, &off, d * 4);
-    s->ada_w = (bf16_t *)take(base, &off, (size_t)s->lmod * d * 2);
-    s->ada_b = (float *)take(base, &off, (size_t)s->lmod * 4);
-    s->fout_w = (bf16_t *)take(base, &off, (size_t)s->zpp * d * 2);
-    s->fout_b = (float *)take(base, &off, (size_t)s->zpp * 4);
-    for (int l = 0; l < s->L; l++) {
-        cu_layer *Ly = &s->layers[l];
+    w->in_w = (bf16_t *)take(base, &off, d * 2 * zpp * 2);
+    w->in_b = (float *)take(base, &off, d * 4);
+    w->ada_w = (bf16_t *)take(base, &off, lmod * d * 2);
+    w->ada_b = (float *)take(base, &off, lmod * 4);
+    w->fout_w = (bf16_t *)take(base, &off, zpp * d * 2);
+    w->fout_b = (float *)take(base, &off, zpp * 4);
+    for (int l = 0; l < mc->layers; l++) {
+        cu_layer *Ly = &w->layers[l];
         Ly->qkv_w = (bf16_t *)take(base, &off, 3 * d * d * 2);
         Ly->qkv_b = (bf16_t *)take(base, &off, 3 * d * 2);
         Ly->proj_w = (bf16_t *)take(base, &off, d * d * 2);
@@ -155,6 +176,12 @@ static size_t stream_layout(cuda_stream *s, char *base) {
         Ly->fc2_w = (bf16_t *)take(base, &off, 4 * d * d * 2);
         Ly->fc2_b = (float *)take(base, &off, d * 4);
     }
+    return off;
+}
+
+/* The stream's own arena (everything but the weights). */
+static size_t stream_layout(cuda_stream *s, char *base) {
+    size_t off = 0, TN = (size_t)s->N, d = s->d;
     size_t px = (size_t)s->H * s->W;
     s->d_in = (uint8_t *)take(base, &off, px * 3);
     s->d_out = (uint8_t *)take(base, &off, px * 3);
@@ -207,7 +234,7 @@ static mg_status upload_conv(const cu_conv *cv, const conv_w *src, bf16_t *stage
     return MG_OK;
 }
 
-static mg_status upload_weights(cuda_stream *s, bf16_t *stage) {
+static mg_status upload_weights(cuda_weights *s, bf16_t *stage) {
     const mg_model *m = s->m;
     const tae_weights *T = &m->tae;
     cu_tae *G = &s->tae;
@@ -247,6 +274,139 @@ static mg_status upload_weights(cuda_stream *s, bf16_t *stage) {
     CU_MG(upload_bf16(s->fout_w, D->fout_w, (size_t)s->zpp * d, stage));
     CU_MG(upload_f32(s->fout_b, D->fout_b, s->zpp));
     return MG_OK;
+}
+
+/* ---- shared weights: one copy per (model, GPU) ------------------------------------------- */
+
+static pthread_mutex_t g_wts_mu = PTHREAD_MUTEX_INITIALIZER;
+static cuda_weights *g_wts;  /* every copy with a reference, under g_wts_mu */
+static long g_wts_uploads;
+
+static void weights_free(cuda_weights *w) {
+    if (!w) return;
+    if (w->dev) {
+        int prev = 0;
+        cudaGetDevice(&prev);
+        cudaSetDevice(w->gpu);
+        cudaFree(w->dev);
+        cudaSetDevice(prev);
+    }
+    free(w->layers);
+    free(w);
+}
+
+/* Uploads m's weights to gpu (the caller made it current). */
+static mg_status weights_new(const mg_model *m, int gpu, cuda_weights **out) {
+    *out = NULL;
+    const mg_config *mc = &m->cfg;
+    cuda_weights *w = (cuda_weights *)calloc(1, sizeof *w);
+    if (!w) return mg_fail(MG_ERR_NOMEM, "out of memory");
+    w->m = m, w->gpu = gpu;
+    w->d = mc->d, w->zpp = mc->z_ch * mc->patch * mc->patch, w->L = mc->layers, w->c = mc->tae_ch;
+    w->layers = (cu_layer *)calloc((size_t)w->L, sizeof(cu_layer));
+    if (!w->layers) {
+        weights_free(w);
+        return mg_fail(MG_ERR_NOMEM, "out of memory");
+    }
+    w->bytes = weights_layout(w, NULL);
+    cudaError_t e = cudaMalloc((void **)&w->dev, w->bytes);
+    if (e != cudaSuccess) {
+        double mib = w->bytes / 1048576.0;
+        w->dev = NULL;
+        weights_free(w);
+        return mg_fail(MG_ERR_DEVICE, "--device cuda: cannot allocate %.1f MiB for the weights on GPU %d: %s", mib,
+                       gpu, cudaGetErrorString(e));
+    }
+    weights_layout(w, w->dev);
+    size_t stage_n = (size_t)6 * w->d * w->d, conv_n = (size_t)9 * w->c * w->c;
+    if (conv_n > stage_n) stage_n = conv_n;
+    bf16_t *stage = (bf16_t *)malloc(stage_n * 2);
+    mg_status st = stage ? upload_weights(w, stage) : mg_fail(MG_ERR_NOMEM, "out of memory staging weights");
+    free(stage);
+    if (st != MG_OK) {
+        weights_free(w);
+        return st;
+    }
+    *out = w;
+    return MG_OK;
+}
+
+extern "C" int cuda_device_count(void) {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+        cudaGetLastError(); /* clear it so a later call does not report it */
+        return 0;
+    }
+    return n;
+}
+
+extern "C" const char *cuda_device_name(int gpu, char *buf, size_t n) {
+    cudaDeviceProp p;
+    if (gpu < 0 || gpu >= cuda_device_count() || cudaGetDeviceProperties(&p, gpu) != cudaSuccess) {
+        cudaGetLastError();
+        snprintf(buf, n, "?");
+    } else {
+        snprintf(buf, n, "%s", p.name);
+    }
+    return buf;
+}
+
+extern "C" mg_status cuda_use_device(int gpu) {
+    int n = cuda_device_count();
+    if (n == 0) return mg_fail(MG_ERR_UNSUPPORTED, "--device cuda: no CUDA device found");
+    if (gpu < 0 || gpu >= n)
+        return mg_fail(MG_ERR_UNSUPPORTED, "GPU %d does not exist: this machine has %d (0..%d)", gpu, n, n - 1);
+    CU_TRY(cudaSetDevice(gpu));
+    return MG_OK;
+}
+
+extern "C" mg_status cuda_weights_acquire(const mg_model *m, int gpu, cuda_weights **out) {
+    *out = NULL;
+    int prev = -1;
+    if (cudaGetDevice(&prev) != cudaSuccess) cudaGetLastError(), prev = -1;
+    mg_status st = cuda_use_device(gpu);
+    if (st != MG_OK) return st;
+    pthread_mutex_lock(&g_wts_mu);
+    cuda_weights *w = g_wts;
+    while (w && !(w->m == m && w->gpu == gpu)) w = w->next;
+    if (w) {
+        w->refs++;
+    } else if ((st = weights_new(m, gpu, &w)) == MG_OK) {
+        w->refs = 1;
+        w->next = g_wts, g_wts = w;
+        g_wts_uploads++;
+    }
+    pthread_mutex_unlock(&g_wts_mu);
+    if (prev >= 0) cudaSetDevice(prev);
+    if (st == MG_OK) *out = w;
+    return st;
+}
+
+extern "C" void cuda_weights_release(cuda_weights *w) {
+    if (!w) return;
+    pthread_mutex_lock(&g_wts_mu);
+    int last = --w->refs == 0;
+    if (last) { /* unlink */
+        cuda_weights **pp = &g_wts;
+        while (*pp && *pp != w) pp = &(*pp)->next;
+        if (*pp) *pp = w->next;
+    }
+    pthread_mutex_unlock(&g_wts_mu);
+    if (last) weights_free(w);
+}
+
+extern "C" size_t cuda_weights_bytes(const cuda_weights *w) { return w->bytes; }
+extern "C" int cuda_weights_refs(const cuda_weights *w) {
+    pthread_mutex_lock(&g_wts_mu);
+    int r = w->refs;
+    pthread_mutex_unlock(&g_wts_mu);
+    return r;
+}
+extern "C" long cuda_weights_uploads(void) {
+    pthread_mutex_lock(&g_wts_mu);
+    long n = g_wts_uploads;
+    pthread_mutex_unlock(&g_wts_mu);
+    return n;
 }
 
 /* ---- conditioning ---------------------------------------------------------------------- */
@@ -532,6 +692,7 @@ static double frame_flops(const cuda_stream *s) {
 static mg_status stream_init(cuda_stream *s) {
     const mg_config *mc = &s->m->cfg;
     CU_MG(cu_ctx_new(&s->ctx));
+    CU_TRY(cudaGetDevice(&s->gpu));
     if (!cu_attention_ok(s->dh) || s->d % 8 || s->d > 2048 || s->dh / 2 / 4 > CU_MAX_TPAIRS ||
         !cu_conv3x3_igemm_ok(s->c, s->c) || s->rows > MAX_PASS_ROWS || (size_t)9 * s->c * 8 * 4 > 48 * 1024)
         return mg_fail(MG_ERR_UNSUPPORTED, "--device cuda: config %s (d %d, heads %d, tae_ch %d, %d passes) is outside "
@@ -559,13 +720,14 @@ static mg_status stream_init(cuda_stream *s) {
     CU_TRY(cudaMallocHost((void **)&s->h_out, (size_t)s->H * s->W * 3));
     memset(s->h_params, 0, sizeof *s->h_params);
 
-    size_t stage_n = (size_t)6 * s->d * s->d, conv_n = (size_t)9 * s->c * s->c;
-    if (conv_n > stage_n) stage_n = conv_n;
-    bf16_t *stage = (bf16_t *)malloc(stage_n * 2);
-    if (!stage) return mg_fail(MG_ERR_NOMEM, "out of memory staging weights");
-    mg_status st = upload_weights(s, stage);
-    free(stage);
-    CU_MG(st);
+    /* the weights: shared with every other stream of this model on this GPU */
+    CU_MG(cuda_weights_acquire(s->m, s->gpu, &s->wts));
+    const cuda_weights *w = s->wts;
+    s->tae = w->tae;
+    s->in_w = w->in_w, s->ada_w = w->ada_w, s->fout_w = w->fout_w;
+    s->in_b = w->in_b, s->ada_b = w->ada_b, s->fout_b = w->fout_b;
+    s->layers = w->layers;
+    mg_status st;
 
     /* spatial RoPE tables (the time pairs come per frame) */
     size_t tab = (size_t)s->N * s->dh / 2;
@@ -623,8 +785,8 @@ extern "C" mg_status cuda_stream_new(const mg_model *m, const cuda_stream_cfg *c
     s->lmod = (s->L * 6 + 2) * s->d;
     s->lat = (size_t)s->lh * s->lw * s->Z;
     s->cur_prompt = -1;
-    s->layers = (cu_layer *)calloc(s->L, sizeof(cu_layer));
-    mg_status st = s->layers ? stream_init(s) : mg_fail(MG_ERR_NOMEM, "out of memory");
+    s->gpu = -1;
+    mg_status st = stream_init(s);
     if (st != MG_OK) {
         cuda_stream_free(s);
         return st;
@@ -635,6 +797,11 @@ extern "C" mg_status cuda_stream_new(const mg_model *m, const cuda_stream_cfg *c
 
 extern "C" void cuda_stream_free(cuda_stream *s) {
     if (!s) return;
+    int prev = -1;
+    if (s->gpu >= 0) { /* any thread may free it: its calls go to its own GPU */
+        if (cudaGetDevice(&prev) != cudaSuccess) prev = -1;
+        cudaSetDevice(s->gpu);
+    }
     if (s->st) cudaStreamSynchronize(s->st);
     if (s->st2) cudaStreamSynchronize(s->st2);
     for (int i = 0; i < 2; i++)
@@ -656,7 +823,8 @@ extern "C" void cuda_stream_free(cuda_stream *s) {
     if (s->ev_fork) cudaEventDestroy(s->ev_fork);
     if (s->ev_join) cudaEventDestroy(s->ev_join);
     cu_ctx_free(s->ctx);
-    free(s->layers);
+    cuda_weights_release(s->wts);
+    if (prev >= 0 && prev != s->gpu) cudaSetDevice(prev);
     free(s);
 }
 
@@ -671,6 +839,7 @@ static float ev_ms(cudaEvent_t a, cudaEvent_t b) {
 extern "C" mg_status cuda_stream_step(cuda_stream *s, const uint8_t *in_rgb, uint8_t *out_rgb, const float *noise,
                                       const float *ctx_noise, int prompt, int dream) {
     double t0 = mg_now_ms();
+    CU_TRY(cudaSetDevice(s->gpu)); /* the thread stepping it may have another GPU current */
     const mg_config *mc = &s->m->cfg;
     int K = s->K, npairs = s->dh / 2, nt = npairs / 4;
     long long f = s->frame;
@@ -718,16 +887,22 @@ extern "C" void cuda_stream_set_mode(cuda_stream *s, int mode) { s->mode = mode;
 extern "C" void cuda_stream_last_timing(const cuda_stream *s, mg_step_timing *t) { *t = s->timing; }
 extern "C" double cuda_stream_last_device_ms(const cuda_stream *s) { return s->device_ms; }
 extern "C" const char *cuda_stream_device_name(const cuda_stream *s) { return cu_ctx_device_name(s->ctx); }
-extern "C" size_t cuda_stream_device_bytes(const cuda_stream *s) { return s->dev_bytes + ((size_t)32 << 20); }
+extern "C" size_t cuda_stream_device_bytes(const cuda_stream *s) {
+    return cuda_weights_bytes(s->wts) + cuda_stream_own_bytes(s);
+}
+extern "C" size_t cuda_stream_own_bytes(const cuda_stream *s) { return s->dev_bytes + ((size_t)32 << 20); }
+extern "C" int cuda_stream_gpu(const cuda_stream *s) { return s->gpu; }
+extern "C" const cuda_weights *cuda_stream_weights(const cuda_stream *s) { return s->wts; }
 extern "C" double cuda_stream_flops(const cuda_stream *s) { return s->flops; }
 
 extern "C" double cuda_stream_device_used_mib(const cuda_stream *s) {
     size_t fr = 0, total = 0;
-    if (cudaMemGetInfo(&fr, &total) != cudaSuccess) return 0.0;
+    if (cudaSetDevice(s->gpu) != cudaSuccess || cudaMemGetInfo(&fr, &total) != cudaSuccess) return 0.0;
     return (double)(total - fr) / 1048576.0;
 }
 
 extern "C" mg_status cuda_stream_latent(const cuda_stream *s, float *out) {
+    CU_TRY(cudaSetDevice(s->gpu));
     CU_TRY(cudaMemcpy(out, s->d_noise, s->lat * 4, cudaMemcpyDeviceToHost));
     return MG_OK;
 }

@@ -15,6 +15,28 @@ extern "C" {
 
 typedef struct cuda_stream cuda_stream;
 
+/* The model's weights on one GPU, in bf16: uploaded once per (model, GPU) and shared by every
+ * stream on that GPU, reference-counted. cuda_stream_new takes a reference on the calling
+ * thread's current GPU (so N streams on a card cost one model copy plus N stream arenas); a
+ * server takes one per GPU at start so the copy stays resident while sessions come and go. */
+typedef struct cuda_weights cuda_weights;
+
+/* CUDA devices this process can use; 0 when there are none (no driver, no card). */
+int cuda_device_count(void);
+/* The card's name ("NVIDIA H100 80GB HBM3"), or "?" when gpu does not exist. */
+const char *cuda_device_name(int gpu, char *buf, size_t n);
+/* Makes gpu the calling thread's current device: the streams it creates afterwards live there.
+ * MG_ERR_UNSUPPORTED with the number of devices when gpu does not exist. */
+mg_status cuda_use_device(int gpu);
+/* A reference to m's weights on gpu, uploaded if no stream or holder has them there yet.
+ * Thread-safe. The calling thread's current device is left as it was. */
+mg_status cuda_weights_acquire(const mg_model *m, int gpu, cuda_weights **out);
+/* Drops a reference; the last one frees the device copy. NULL is ignored. */
+void cuda_weights_release(cuda_weights *w);
+size_t cuda_weights_bytes(const cuda_weights *w); /* device bytes of the one copy */
+int cuda_weights_refs(const cuda_weights *w);     /* references held now */
+long cuda_weights_uploads(void);                  /* uploads done by this process (tests) */
+
 typedef struct cuda_stream_cfg {
     int width, height; /* multiples of 16 */
     int steps;         /* denoising steps */
@@ -26,8 +48,10 @@ typedef struct cuda_stream_cfg {
  * launch eagerly with CUDA events between the components (fills the per-component times). */
 enum { CUDA_MODE_GRAPH = 0, CUDA_MODE_EAGER = 1, CUDA_MODE_PROFILE = 2 };
 
-/* Uploads the weights (bf16 once), allocates every buffer, plans the GEMMs. Fails with
- * MG_ERR_UNSUPPORTED "no CUDA device found" when there is no usable GPU. */
+/* On the calling thread's current GPU (cuda_use_device): takes a reference to the shared weights
+ * (uploading them if this is the first holder there), allocates the stream's own buffers, plans
+ * the GEMMs. Fails with MG_ERR_UNSUPPORTED "no CUDA device found" when there is no usable GPU.
+ * Every later call on the stream makes its GPU current first, so any thread may step or free it. */
 mg_status cuda_stream_new(const mg_model *m, const cuda_stream_cfg *cfg, cuda_stream **out);
 void cuda_stream_free(cuda_stream *cs);
 /* One frame. in_rgb: H x W x 3 (ignored in dream mode), out_rgb: H x W x 3; noise and
@@ -45,6 +69,9 @@ void cuda_stream_last_timing(const cuda_stream *cs, mg_step_timing *t);
 double cuda_stream_last_device_ms(const cuda_stream *cs);
 const char *cuda_stream_device_name(const cuda_stream *cs);
 size_t cuda_stream_device_bytes(const cuda_stream *cs); /* weights + buffers + workspace */
+size_t cuda_stream_own_bytes(const cuda_stream *cs);    /* buffers + workspace: what this stream adds */
+int cuda_stream_gpu(const cuda_stream *cs);             /* the device it lives on */
+const cuda_weights *cuda_stream_weights(const cuda_stream *cs);
 /* Device memory in use on the card as the driver reports it (all processes), MiB. */
 double cuda_stream_device_used_mib(const cuda_stream *cs);
 double cuda_stream_flops(const cuda_stream *cs); /* multiply-adds x 2 of one frame step */
