@@ -54,6 +54,9 @@ expect 2 "train without --out" -- $M train tae --data "$D"
 expect 2 "train bad --size" -- $M train tae --data "$D" --out "$T/x.safetensors" --size 40
 expect 2 "train bad --dtype" -- $M train tae --data "$D" --out "$T/x.safetensors" --dtype fp8
 expect 2 "train bad --hist-aug" -- $M train dit --data "$D" --out "$T/x.safetensors" --hist-aug 2
+expect 2 "train --fresh-dit without --init" -- $M train dit --data "$D" --out "$T/x.safetensors" --fresh-dit --config tiny
+expect 2 "train --sigma-ctx out of range" -- $M train dit --data "$D" --out "$T/x.safetensors" --sigma-ctx 0.9
+expect 2 "train --fades out of range" -- $M train dit --data "$D" --out "$T/x.safetensors" --fades 2
 expect 2 "train unknown option" -- $M train tae --data "$D" --out "$T/x.safetensors" --frobnicate
 expect 1 "train missing data dir" -- $M train tae --data "$T/nodata" --out "$T/x.safetensors" --steps 1
 grep_out "mirage: error:" "missing data message"
@@ -112,6 +115,18 @@ expect 0 "dit 4 steps, checkpoint every step" -- $M train dit $DIT --out "$T/dit
 cp "$T/out" "$T/dit_c.log"
 losses "$T/dit_a.log" >"$T/la"; losses "$T/dit_c.log" >"$T/lc"
 cmp -s "$T/la" "$T/lc" && ok "dit losses do not depend on checkpointing" || bad "dit losses changed with checkpoints"
+# a new recipe on the trained autoencoder: fresh DiT, fades, the history's noise level
+FR="--data $D --init $T/dit_a.safetensors --fresh-dit --fades 1 --sigma-ctx 0.1 --steps 2 --batch 2 --size 32 --frames 4 --threads 2 --val-every 0 --sample-every 0"
+expect 0 "dit --fresh-dit --fades 1 --sigma-ctx 0.1, 2 steps" -- $M train dit $FR --out "$T/dit_f.safetensors"
+grep_out "the DiT drawn afresh" "--fresh-dit says what it kept"
+grep_out "fades 1, sigma_ctx 0.1" "the recipe line shows fades and sigma_ctx"
+l1=$(losses "$T/out" | head -n 1 | cut -d' ' -f2); l0=$(losses "$T/dit_a.log" | head -n 1 | cut -d' ' -f2)
+[ -n "$l1" ] && [ "$l1" != "$l0" ] && ok "a fresh DiT starts from another loss ($l1 vs $l0)" || bad "fresh DiT loss '$l1' vs '$l0'"
+expect 0 "info of the new recipe's model" -- $M info "$T/dit_f.safetensors"
+grep_out "sigma_ctx 0.1" "the model file carries sigma_ctx 0.1"
+expect 2 "resume with another --sigma-ctx" -- $M train dit $FR --out "$T/dit_f.safetensors" --resume --sigma-ctx 0.2
+grep_out "differs from the checkpoint" "sigma_ctx mismatch message"
+expect 2 "resume with another --fades" -- $M train dit $FR --out "$T/dit_f.safetensors" --resume --fades 0.5
 # a run killed (-9) right after its step-2 checkpoint, then resumed
 rm -f "$T"/dit_d.*
 $M train dit $DIT --out "$T/dit_d.safetensors" --ckpt-every 1 --dtype bf16 >"$T/d1.log" 2>&1 &

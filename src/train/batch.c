@@ -19,7 +19,7 @@
 #define AUG_DRAWS 8 /* floats of history-corruption parameters per frame */
 
 /* What each seed is for: separate streams, so adding a draw to one never shifts another. */
-enum { P_CLIP = 1, P_TASK, P_DEGRADE, P_NOISE, P_SIGMA, P_AUG, P_DROP, P_TAE_MIX };
+enum { P_CLIP = 1, P_TASK, P_DEGRADE, P_NOISE, P_SIGMA, P_AUG, P_DROP, P_TAE_MIX, P_FADE };
 
 uint64_t batch_seed(uint64_t seed, long step, int item, int purpose) {
     uint64_t s = seed ^ 0x6d69726167652d74ull; /* "mirage-t" */
@@ -192,6 +192,31 @@ static mg_status make_pair(const batch_cfg *bc, const char *prompt, const uint8_
     return style_apply(prompt, frame, tgt, bc->S, bc->S);
 }
 
+/* Fades and black frames (--fades): real streams have them (a camera covered, a scene fading
+ * out, a clip that opens on black) and the data builder drops blank frames, so without this a
+ * model never sees one and a black frame can send its history dark for good. A share of the
+ * clips is scaled frame by frame before the pair is made, so input and target fade together:
+ * a fade out (to black within 1..3 frames, staying black), a fade in (black, then up within
+ * 1..3 frames) or a black gap of 1..2 frames in the middle. */
+static void fade_clip(const batch_cfg *bc, uint8_t *frames, int T, uint64_t seed) {
+    mg_rng r;
+    mg_rng_seed(&r, seed);
+    if (mg_rng_uniform(&r) >= bc->fades || T < 2) return;
+    int kind = (int)(mg_rng_uniform(&r) * 3.0f) % 3;
+    int at = 1 + (int)(mg_rng_uniform(&r) * (float)(T - 1)) % (T - 1); /* 1..T-1 */
+    int len = 1 + (int)(mg_rng_uniform(&r) * 3.0f) % 3;                  /* 1..3 */
+    size_t px = (size_t)bc->S * bc->S * 3;
+    for (int t = 0; t < T; t++) {
+        float g = 1.0f;
+        if (kind == 0) g = t < at ? 1.0f : fmaxf(0.0f, 1.0f - (float)(t - at + 1) / (float)len);
+        else if (kind == 1) g = t < at ? 0.0f : fminf(1.0f, (float)(t - at + 1) / (float)len);
+        else g = t >= at && t < at + (len + 1) / 2 ? 0.0f : 1.0f;
+        if (g >= 1.0f) continue;
+        uint8_t *f = frames + (size_t)t * px;
+        for (size_t k = 0; k < px; k++) f[k] = (uint8_t)((float)f[k] * g + 0.5f);
+    }
+}
+
 static mg_status sample_item(train_batch *b, const batch_cfg *bc, dataset *ds, long step, int i) {
     size_t px = (size_t)bc->S * bc->S * 3;
     int T = b->T;
@@ -233,6 +258,7 @@ static mg_status sample_item(train_batch *b, const batch_cfg *bc, dataset *ds, l
         return MG_OK;
     }
 
+    if (bc->fades > 0.0f) fade_clip(bc, tgt, T, batch_seed(bc->seed, step, bc->item0 + i, P_FADE));
     int prompt = pick_prompt(bc, &r);
     it->prompt = prompt;
     it->dream = strcmp(bc->prompts[prompt], "dream") == 0;

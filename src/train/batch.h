@@ -33,6 +33,7 @@ typedef struct batch_cfg {
     int window;           /* K: history frames each frame sees (dit) */
     int hist_aug;         /* 1: corrupt the history's clean latents (dit) */
     float prompt_dropout; /* probability of training a clip with prompt row 0 (none) */
+    float fades;          /* share of dit clips that fade to or from black, or hold black frames */
     uint64_t seed;        /* the run's seed */
     int item0;            /* the global index of item 0: a data-parallel rank makes items
                            * item0..item0+B-1 of the global batch (dist.h); 0 otherwise */

@@ -45,6 +45,8 @@ train_opts train_opts_default(train_stage stage) {
     o.clip = 1.0f;
     o.ema = 0.999f;
     o.prompt_dropout = 0.1f;
+    o.fades = 0.0f;
+    o.sigma_ctx = -1.0f;
     o.weight_decay = stage == STAGE_TAE ? 0.0f : 0.05f;
     o.warmup = 100;
     o.val_every = 200;
@@ -304,6 +306,32 @@ typedef struct run {
     float *losses;
 } run;
 
+/* --fresh-dit: the DiT of --init replaced by a fresh draw (the run's seed), its autoencoder
+ * kept: a new DiT recipe on a trained autoencoder (ablations start this way). */
+static mg_status fresh_dit(run *r) {
+    char tmp[] = "/tmp/mirage-train-fresh-XXXXXX";
+    int fd = mkstemp(tmp);
+    if (fd < 0) return mg_fail(MG_ERR_IO, "cannot create a temporary file: %s", strerror(errno));
+    close(fd);
+    train_params fresh;
+    memset(&fresh, 0, sizeof fresh);
+    mg_status s = mg_model_init_file(tmp, &r->tp.cfg, r->fx.seed, 0);
+    if (s == MG_OK) s = train_params_load(&fresh, tmp);
+    unlink(tmp);
+    MG_TRY(s);
+    if (fresh.n_tensors != r->tp.n_tensors || fresh.dit_first != r->tp.dit_first) {
+        train_params_free(&fresh);
+        return mg_fail(MG_ERR_FORMAT, "--fresh-dit: a fresh %s model does not match the layout of --init", r->tp.cfg.name);
+    }
+    size_t a = r->tp.offset[r->tp.dit_first], n = r->tp.offset[r->tp.n_tensors] - a;
+    memcpy(r->tp.param + a, fresh.param + a, n * sizeof(float));
+    memcpy(r->tp.ema + a, fresh.param + a, n * sizeof(float));
+    train_params_free(&fresh);
+    printf("init: the DiT drawn afresh (seed %llu); the autoencoder from %s\n", (unsigned long long)r->fx.seed,
+           r->o->init);
+    return MG_OK;
+}
+
 static const char *stage_name(train_stage s) { return s == STAGE_TAE ? "tae" : "dit"; }
 
 static void fixed_meta(const run *r, ckpt_meta *cm) {
@@ -323,6 +351,7 @@ static void fixed_meta(const run *r, ckpt_meta *cm) {
     ckpt_meta_set(cm, "train_weight_decay", "%.9g", f->weight_decay);
     ckpt_meta_set(cm, "train_hist_aug", "%d", f->hist_aug);
     ckpt_meta_set(cm, "train_prompt_dropout", "%.9g", f->prompt_dropout);
+    ckpt_meta_set(cm, "train_fades", "%.9g", f->fades);
     ckpt_meta_set(cm, "train_val_clips", "%d", f->val_clips);
 }
 
@@ -354,6 +383,13 @@ static mg_status adopt_fixed(run *r, const ckpt_meta *cm) {
     ADOPT(TO_HIST_AUG, "train_hist_aug", "--hist-aug", "%d", f->hist_aug, (int)strtol(v, NULL, 10));
     ADOPT(TO_DROPOUT, "train_prompt_dropout", "--prompt-dropout", "%.9g", f->prompt_dropout, strtof(v, NULL));
     ADOPT(TO_VAL_CLIPS, "train_val_clips", "--val-clips", "%d", f->val_clips, (int)strtol(v, NULL, 10));
+    /* added after the first checkpoints were written: absent means the recipe of then (no fades) */
+    if (ckpt_meta_get(cm, "train_fades")) {
+        ADOPT(TO_FADES, "train_fades", "--fades", "%.9g", f->fades, strtof(v, NULL));
+    } else if ((r->o->given & TO_FADES) && f->fades != 0.0f) {
+        return mg_fail(MG_ERR_ARG, "--fades %g differs from the checkpoint's 0 (it shapes the run; drop it or start a new run)",
+                       f->fades);
+    }
 #undef ADOPT
     if (f->steps < 1 || f->batch < 1 || f->size < 16 || f->size % 16 || f->frames < 1 || f->frames > 64 ||
         f->window < 1 || f->val_clips < 0)
@@ -544,6 +580,10 @@ static mg_status setup(run *r, long *start) {
         if (strcmp(stage, stage_name(o->stage)) != 0)
             return mg_fail(MG_ERR_ARG, "%s is a checkpoint of stage %s, not %s", r->ckpt, stage, stage_name(o->stage));
         MG_TRY(adopt_fixed(r, &cm));
+        if (o->sigma_ctx >= 0.0f && fabsf(o->sigma_ctx - r->tp.cfg.sigma_ctx) > 1e-6f)
+            return mg_fail(MG_ERR_ARG, "--sigma-ctx %g differs from the checkpoint's %g (it shapes the run; drop it or start "
+                           "a new run)", o->sigma_ctx, r->tp.cfg.sigma_ctx);
+        if (o->fresh_dit) printf("resume: --fresh-dit ignored: the DiT comes from the checkpoint\n");
         resumed = 1;
         printf("resume: %s at step %ld\n", r->ckpt, *start);
         const char *mom = ckpt_meta_get(&cm, "moments");
@@ -554,6 +594,7 @@ static mg_status setup(run *r, long *start) {
         if (o->resume) printf("resume: no checkpoint at %s yet: starting from the beginning\n", r->ckpt);
         if (o->init) {
             MG_TRY(train_params_load(&r->tp, o->init));
+            if (o->fresh_dit) MG_TRY(fresh_dit(r));
         } else {
             mg_config cfg;
             MG_TRY(mg_config_named(o->config ? o->config : "tiny", &cfg));
@@ -567,6 +608,7 @@ static mg_status setup(run *r, long *start) {
             MG_TRY(s);
         }
         r->have_tp = 1;
+        if (o->sigma_ctx >= 0.0f) r->tp.cfg.sigma_ctx = o->sigma_ctx;
         if (r->fx.window <= 0) r->fx.window = r->tp.cfg.ring > 0 ? r->tp.cfg.ring : 3;
     }
     train_opts *f = &r->fx;
@@ -592,7 +634,7 @@ static mg_status setup(run *r, long *start) {
     memset(&r->bc, 0, sizeof r->bc);
     r->bc.stage = f->stage;
     r->bc.B = f->batch, r->bc.T = f->frames, r->bc.S = f->size, r->bc.window = f->window;
-    r->bc.hist_aug = f->hist_aug, r->bc.prompt_dropout = f->prompt_dropout, r->bc.seed = f->seed;
+    r->bc.hist_aug = f->hist_aug, r->bc.prompt_dropout = f->prompt_dropout, r->bc.fades = f->fades, r->bc.seed = f->seed;
     r->bc.cpu_encode = f->device == MG_DEVICE_CPU;
     batch_cfg_from_params(&r->bc, &r->tp);
     r->vbc = r->bc;
@@ -643,7 +685,9 @@ static mg_status setup(run *r, long *start) {
            f->steps, f->batch, f->frames, f->frames > 1 ? "s" : "", f->size, f->size, f->window);
     printf("  lr %.3g -> %.3g (warm-up %ld, cosine), AdamW wd %.3g, clip %.3g, ema %.4g, seed %llu", f->lr, f->lr_min,
            f->warmup, f->weight_decay, f->clip, f->ema, (unsigned long long)f->seed);
-    if (f->stage == STAGE_DIT) printf(", hist-aug %d, prompt-dropout %.3g", f->hist_aug, f->prompt_dropout);
+    if (f->stage == STAGE_DIT)
+        printf(", hist-aug %d, prompt-dropout %.3g, fades %.3g, sigma_ctx %.3g", f->hist_aug, f->prompt_dropout, f->fades,
+               r->tp.cfg.sigma_ctx);
     printf("\n  checkpoint %s (%.1f MiB), model %s (%.1f MiB %s), samples %s/\n", r->ckpt,
            ckpt_bytes(&r->tp, r->first, r->last, r->o->ckpt_moments) / 1048576.0, o->out, ckpt_model_bytes(&r->tp, o->dtype) / 1048576.0,
            st_dtype_name(o->dtype), r->samples);
