@@ -104,12 +104,8 @@ typedef struct prefetch {
     const batch_cfg *bc;
     dataset *ds;
     const mg_model *frozen; /* CPU dit: encode here; NULL: the main thread encodes */
-    struct run *gpu;        /* GPU dit with cuda_tae_encoder: encode_device here */
-    double enc_ms[2], aug_ms[2]; /* what encode_device took for each buffer, on this thread */
     int threads;            /* --threads, 0 = the default */
 } prefetch;
-
-static mg_status encode_device(struct run *r, train_batch *b, double *enc_ms, double *aug_ms);
 
 static void *prefetch_main(void *arg) {
     prefetch *p = arg;
@@ -127,7 +123,6 @@ static void *prefetch_main(void *arg) {
         train_batch *b = &p->bufs[buf];
         mg_status s = batch_sample(b, p->bc, p->ds, step);
         if (s == MG_OK && p->frozen) s = batch_encode_cpu(b, p->bc, p->frozen);
-        if (s == MG_OK && p->gpu) s = encode_device(p->gpu, b, &p->enc_ms[buf], &p->aug_ms[buf]);
         pthread_mutex_lock(&p->mu);
         p->status = s;
         if (s != MG_OK) snprintf(p->msg, sizeof p->msg, "%s", mg_last_error());
@@ -300,7 +295,6 @@ typedef struct run {
     cuda_tae_train *ctt;
     cuda_dit_train *cdt;
     cuda_tae_encoder *cenc;  /* dit: the frozen encoder (NULL with MG_TRAIN_ENCODE=tae: ctt's) */
-    pthread_mutex_t enc_mu;  /* cenc: the batch thread and validation take turns */
     int have_cp;
 #endif
     float *losses;
@@ -416,9 +410,11 @@ static mg_status save_all(run *r, long step, double *ms) {
 }
 
 /* Encodes a prepared dit batch on the device (GPU runs), then applies history augmentation;
- * *enc_ms and *aug_ms get the wall time of each. With the frozen encoder (cenc, the default) this
- * runs on the batch thread one step ahead, on the encoder's own stream; with MG_TRAIN_ENCODE=tae
- * (the training autoencoder's cuda_tae_encode, for A/B runs) on the main thread. */
+ * *enc_ms and *aug_ms get the wall time of each. The frozen encoder (cenc) by default;
+ * MG_TRAIN_ENCODE=tae: the training autoencoder's cuda_tae_encode, 2.2x slower (the A/B of
+ * docs/RESULTS.md, "trainer step"). On the main thread, while the batch thread makes the next
+ * batch: run on the batch thread, after the CPU's degradations, the encode measured slower per
+ * step (106 against 84 ms), the CPU work being the longer of the two. */
 static mg_status encode_device(run *r, train_batch *b, double *enc_ms, double *aug_ms) {
 #ifdef MG_HAVE_CUDA
     size_t px = (size_t)b->S * b->S * 3, lat = (size_t)b->lh * b->lw * b->Z;
@@ -427,7 +423,6 @@ static mg_status encode_device(run *r, train_batch *b, double *enc_ms, double *a
     if (r->cenc) {
         /* the targets, then the inputs of each run of clips that are not dream (whose cond is
          * dropped) */
-        pthread_mutex_lock(&r->enc_mu);
         mg_status s = cuda_tae_encoder_run(r->cenc, b->tgt_rgb, n, b->S, b->S, b->x0);
         for (int i = 0; i < b->B && s == MG_OK;) {
             int j = i;
@@ -437,7 +432,6 @@ static mg_status encode_device(run *r, train_batch *b, double *enc_ms, double *a
                                          b->cond + (size_t)i * b->T * lat);
             i = j + 1;
         }
-        pthread_mutex_unlock(&r->enc_mu);
         MG_TRY(s);
     } else {
         for (int k = 0; k < n; k += b->B) {
@@ -532,10 +526,7 @@ static void run_free(run *r) {
 #ifdef MG_HAVE_CUDA
     if (r->cdt) cuda_dit_train_free(r->cdt);
     if (r->ctt) cuda_tae_train_free(r->ctt);
-    if (r->cenc) {
-        cuda_tae_encoder_free(r->cenc);
-        pthread_mutex_destroy(&r->enc_mu);
-    }
+    if (r->cenc) cuda_tae_encoder_free(r->cenc);
     if (r->have_cp) cuda_params_free(&r->cp);
 #endif
     if (r->have_tt) tae_train_free(&r->tt);
@@ -657,16 +648,14 @@ static mg_status setup(run *r, long *start) {
             /* chunks of up to 32 frames: ~0.4 GiB at 256x256 for tiny */
             int chunk = f->batch * f->frames < 32 ? f->batch * f->frames : 32;
             MG_TRY(cuda_tae_encoder_new(&r->cenc, &r->cp, chunk, f->size, f->size));
-            pthread_mutex_init(&r->enc_mu, NULL);
         } else {
             MG_TRY(cuda_tae_train_new(&r->ctt, &r->cp, f->batch, f->size, f->size));
         }
         if (f->stage == STAGE_DIT) MG_TRY(cuda_dit_train_new(&r->cdt, &r->cp, f->batch, f->frames, lh, lh));
         printf("device: %s\n", cuda_params_device_name(&r->cp));
         if (f->stage == STAGE_DIT)
-            printf("  encode: %s\n", r->cenc ? "cuda_tae_encoder (bf16 implicit-GEMM convs) on the batch thread, one step "
-                   "ahead: the step line's encode and aug overlap the previous step, data is the wait for them"
-                   : "cuda_tae_encode (MG_TRAIN_ENCODE=tae) on the main thread");
+            printf("  encode: %s\n", r->cenc ? "cuda_tae_encoder (bf16 implicit-GEMM convs)"
+                   : "cuda_tae_encode (MG_TRAIN_ENCODE=tae: the training autoencoder's forward)");
 #else
         return mg_fail(MG_ERR_UNSUPPORTED, "--device cuda: this build has no CUDA (built without nvcc)");
 #endif
@@ -737,9 +726,6 @@ mg_status trainer_run(const train_opts *o) {
     pthread_cond_init(&p->cv, NULL);
     p->bufs = r.bufs, p->bc = &r.bc, p->ds = r.ds, p->want_buf = -1, p->done_buf = -1;
     p->frozen = f->stage == STAGE_DIT && f->device == MG_DEVICE_CPU ? r.frozen : NULL;
-#ifdef MG_HAVE_CUDA
-    p->gpu = r.cenc ? &r : NULL;
-#endif
     p->threads = o->threads;
     if (step < f->steps) {
         if (pthread_create(&p->th, NULL, prefetch_main, p) != 0) {
@@ -760,10 +746,8 @@ mg_status trainer_run(const train_opts *o) {
         if (step + 1 < f->steps) prefetch_request(p, step + 1, 1 - buf);
         double t_data = mg_now_ms() - t0, t_enc = 0.0, t_aug = 0.0, t_step = 0.0, t_opt = 0.0;
         train_batch *b = &r.bufs[buf];
-        if (f->stage == STAGE_DIT && f->device == MG_DEVICE_CUDA) {
-            if (p->gpu) t_enc = p->enc_ms[buf], t_aug = p->aug_ms[buf]; /* done on the batch thread */
-            else if ((s = encode_device(&r, b, &t_enc, &t_aug)) != MG_OK) goto out;
-        }
+        if (f->stage == STAGE_DIT && f->device == MG_DEVICE_CUDA && (s = encode_device(&r, b, &t_enc, &t_aug)) != MG_OK)
+            goto out;
 
         double loss, gnorm = 0.0;
         float lr = lr_schedule(step, f->warmup, f->steps, f->lr, f->lr_min);
