@@ -18,9 +18,12 @@ static const char *help =
     "  --host ADDR             address to listen on (default 127.0.0.1: this machine only)\n"
     "  --port N                port (default 8080; 0 picks a free one and prints it)\n"
     "  --device D              cpu or cuda (default cpu)\n"
+    "  --gpus LIST             with --device cuda: the GPUs to serve on, e.g. 0,1 or all (default 0);\n"
+    "                          one model copy per GPU, each new session on the one with the fewest\n"
+    "                          sessions (tie: the shorter recent model time)\n"
     "  --max-sessions N        visitors at once (default 8); one more is told \"server full\"\n"
     "  --workers N             model threads (default: the number of cores, at most --max-sessions;\n"
-    "                          1 with --device cuda)\n"
+    "                          with --device cuda, threads per GPU, default 2)\n"
     "  --size WxH              the size every session runs at, multiples of 16 (default 256x256);\n"
     "                          frames of another size are cropped and scaled to it\n"
     "  --steps N               denoising steps of a new session (default 2)\n"
@@ -45,7 +48,7 @@ static atomic_int g_stop;
 static void on_signal(int sig) { atomic_store(&g_stop, sig); }
 
 int serve_parse(int argc, char **argv, serve_args *a) {
-    enum { O_MAXS = 256, O_WORKERS, O_MAXSTEPS, O_WEB, O_MAXMSG, O_MAXFRAME, O_MAXFPS, O_IDLE, O_MSGTO, O_HSTO, O_PORTFILE, O_SNDBUF };
+    enum { O_MAXS = 256, O_WORKERS, O_MAXSTEPS, O_WEB, O_MAXMSG, O_MAXFRAME, O_MAXFPS, O_IDLE, O_MSGTO, O_HSTO, O_PORTFILE, O_SNDBUF, O_GPUS };
     static const struct option opts[] = {
         {"model", 1, 0, 'm'}, {"config", 1, 0, 'c'}, {"host", 1, 0, 'H'}, {"port", 1, 0, 'P'},
         {"device", 1, 0, 'd'}, {"size", 1, 0, 'S'}, {"steps", 1, 0, 'n'}, {"prompt", 1, 0, 'p'},
@@ -53,6 +56,7 @@ int serve_parse(int argc, char **argv, serve_args *a) {
         {"max-steps", 1, 0, O_MAXSTEPS}, {"web", 1, 0, O_WEB}, {"max-message", 1, 0, O_MAXMSG},
         {"max-frame", 1, 0, O_MAXFRAME}, {"max-fps", 1, 0, O_MAXFPS}, {"idle-timeout", 1, 0, O_IDLE},
         {"message-timeout", 1, 0, O_MSGTO}, {"handshake-timeout", 1, 0, O_HSTO}, {"send-buffer", 1, 0, O_SNDBUF},
+        {"gpus", 1, 0, O_GPUS},
         /* for tests: write the bound port to this file once listening (with --port 0) */
         {"port-file", 1, 0, O_PORTFILE}, {0, 0, 0, 0}};
     serve_opts so;
@@ -129,6 +133,11 @@ int serve_parse(int argc, char **argv, serve_args *a) {
             so.lim.send_buffer = (int)v;
             break;
         case O_PORTFILE: so.port_file = optarg; break;
+        case O_GPUS: {
+            char why[160];
+            if (serve_parse_gpus(optarg, &so, why, sizeof why)) return cli_usage("serve", "--gpus: %s", why);
+            break;
+        }
         default: return cli_usage("serve", "unknown or incomplete option '%s'", argv[optind - 1]);
         }
     }
@@ -136,6 +145,7 @@ int serve_parse(int argc, char **argv, serve_args *a) {
     if (!model && !config) return cli_usage("serve", "--model FILE is required (or --config NAME for random weights)");
     if (model && config) return cli_usage("serve", "give --model or --config, not both");
     if (so.steps > so.max_steps) return cli_usage("serve", "--steps %d is more than --max-steps %d", so.steps, so.max_steps);
+    if (so.ngpus && so.device != MG_DEVICE_CUDA) return cli_usage("serve", "--gpus needs --device cuda");
     a->so = so, a->model = model, a->config = config;
     return CLI_PARSED;
 }

@@ -28,15 +28,22 @@ typedef struct serve_limits {
     int send_buffer;           /* SO_SNDBUF of a session's socket (0: the kernel's, autotuned) */
 } serve_limits;
 
+#define SERVE_MAX_GPUS 64
+#define SERVE_GPUS_ALL (-1)
+#define SERVE_CUDA_WORKERS 2 /* threads per GPU by default: one decodes/encodes JPEG while one steps */
+
 typedef struct serve_opts {
     const char *host;          /* interface address to listen on (127.0.0.1) */
     int port;                  /* 0: any free port (printed) */
     int max_sessions;          /* WebSocket sessions at once; one more gets "server full" */
-    int workers;               /* model threads (0: the number of cores, at most max_sessions) */
+    int workers;               /* model threads (0: the number of cores, at most max_sessions);
+                                  with --device cuda, threads per GPU (0: SERVE_CUDA_WORKERS) */
     int width, height;         /* the size every session runs at */
     int steps, max_steps;      /* a new session's steps, and the most a page may ask for */
     const char *prompt;        /* a new session's prompt (NULL: the model's first) */
     mg_device device;
+    int gpus[SERVE_MAX_GPUS];  /* --device cuda: the GPUs sessions are placed on */
+    int ngpus;                 /* 0: GPU 0 only; SERVE_GPUS_ALL: every GPU the machine has */
     int quiet;                 /* no status lines */
     const char *web_dir;       /* the page's directory (NULL: found next to the binary) */
     const char *port_file;     /* write the bound port here once listening (tests) */
@@ -46,8 +53,17 @@ typedef struct serve_opts {
 
 void serve_opts_default(serve_opts *o);
 
+/* --gpus LIST: "all", or GPU ids separated by commas ("0,1"), each 0..SERVE_MAX_GPUS-1, no repeats.
+ * 0 with o->gpus / o->ngpus set, else -1 with the reason in why. Whether the ids exist is
+ * checked by serve_run (it needs the driver). */
+int serve_parse_gpus(const char *list, serve_opts *o, char *why, size_t why_n);
+
 /* Runs the server until *o->stop. MG_ERR_UNSUPPORTED when this build has no libwebsockets or
- * no libjpeg-turbo; MG_ERR_IO when the port cannot be bound or the page cannot be found. */
+ * no libjpeg-turbo, or (--device cuda) no CUDA backend, no GPU, or a GPU id the machine does not
+ * have; MG_ERR_IO when the port cannot be bound or the page cannot be found. With --device cuda
+ * the weights are uploaded to every GPU of o->gpus before listening (one copy per GPU, shared by
+ * the sessions placed there), and each new session goes to the GPU with the fewest sessions
+ * (tie: the shorter recent model time). */
 mg_status serve_run(const mg_model *m, const serve_opts *o);
 
 /* The page's directory: o->web_dir if given, else web/ beside the binary's directory

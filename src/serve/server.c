@@ -10,6 +10,44 @@
 #include <stdio.h>
 #include <string.h>
 
+int serve_parse_gpus(const char *list, serve_opts *o, char *why, size_t why_n) {
+    if (!strcmp(list, "all")) {
+        o->ngpus = SERVE_GPUS_ALL;
+        return 0;
+    }
+    int n = 0;
+    const char *p = list;
+    for (;;) {
+        if (*p < '0' || *p > '9') {
+            snprintf(why, why_n, "expected GPU ids like 0,1 or 'all', found '%s'", list);
+            return -1;
+        }
+        long v = 0;
+        while (*p >= '0' && *p <= '9' && v < SERVE_MAX_GPUS) v = v * 10 + (*p++ - '0');
+        if (v >= SERVE_MAX_GPUS || (*p >= '0' && *p <= '9')) {
+            snprintf(why, why_n, "GPU id in '%s' is more than %d", list, SERVE_MAX_GPUS - 1);
+            return -1;
+        }
+        for (int i = 0; i < n; i++)
+            if (o->gpus[i] == (int)v) {
+                snprintf(why, why_n, "GPU %ld is given twice in '%s'", v, list);
+                return -1;
+            }
+        if (n == SERVE_MAX_GPUS) {
+            snprintf(why, why_n, "more than %d GPUs in '%s'", SERVE_MAX_GPUS, list);
+            return -1;
+        }
+        o->gpus[n++] = (int)v;
+        if (!*p) break;
+        if (*p++ != ',') {
+            snprintf(why, why_n, "expected GPU ids like 0,1 or 'all', found '%s'", list);
+            return -1;
+        }
+    }
+    o->ngpus = n;
+    return 0;
+}
+
 void serve_opts_default(serve_opts *o) {
     memset(o, 0, sizeof *o);
     o->host = "127.0.0.1";
@@ -59,6 +97,9 @@ mg_status serve_run(const mg_model *m, const serve_opts *o) {
 
 #include "core/status.h"
 #include "core/timing.h"
+#ifdef MG_HAVE_CUDA
+#include "cuda/cuda_stream.h"
+#endif
 #include "io/fit.h"
 #include "serve/proto.h"
 #include "serve/web.h"
@@ -94,10 +135,29 @@ typedef struct msgbuf {
 } msgbuf;
 
 typedef struct server server;
+typedef struct session session;
 
-typedef struct session {
+/* Where sessions run: one lane per GPU with --device cuda (its workers have that GPU current,
+ * so every stream made or stepped there lives on it), one lane for the CPU. A session is
+ * placed on a lane when it opens and stays there. */
+typedef struct lane {
+    int gpu;              /* -1: the CPU */
+    pthread_cond_t cv;    /* its workers wait here */
+    session *ready_head, *ready_tail; /* under mu: its sessions with a frame waiting */
+    int sessions;         /* under mu: open sessions placed here */
+    long frames;          /* under mu */
+    double recent_ms;     /* under mu: model time, moving average (ties in placement) */
+    hist model_ms;        /* under mu */
+    int nworkers;
+#ifdef MG_HAVE_CUDA
+    cuda_weights *wts;    /* the server's reference: the weights stay on the GPU between sessions */
+#endif
+} lane;
+
+struct session {
     server *sv;
     int id;
+    lane *ln;
     char peer[64];
 
     /* service thread only */
@@ -133,10 +193,11 @@ typedef struct session {
     msgbuf work;
     mg_stream *st;
     int st_prompt, st_steps;
-} session;
+};
 
 typedef struct worker {
     server *sv;
+    lane *ln;
     pthread_t thr;
     tjhandle dec, enc;
     uint8_t *rgb;          /* (max_frame_h, max_frame_w, 3): a decoded frame */
@@ -157,11 +218,11 @@ struct server {
     int default_prompt;
 
     pthread_mutex_t mu;
-    pthread_cond_t cv;
-    session *ready_head, *ready_tail;
     int stopping;
     worker *w;
     int nworkers;
+    lane *lanes;
+    int nlanes, lanes_ok; /* lanes_ok: how many have their cv made */
 
     /* service thread only */
     session **live;
@@ -322,21 +383,26 @@ static int worker_frame(worker *w, session *s, int prompt, int steps, proto_fram
 static void *worker_main(void *arg) {
     worker *w = arg;
     server *sv = w->sv;
+    lane *ln = w->ln;
 #ifdef MG_HAVE_OPENMP
     /* the cores are shared out between workers: no worker's parallel regions oversubscribe them */
     int per = omp_get_num_procs() / sv->nworkers;
     omp_set_num_threads(per < 1 ? 1 : per);
 #endif
+#ifdef MG_HAVE_CUDA
+    /* the streams this worker makes live on its lane's GPU (checked in serve_run: it exists) */
+    if (ln->gpu >= 0) cuda_use_device(ln->gpu);
+#endif
     for (;;) {
         pthread_mutex_lock(&sv->mu);
-        while (!sv->stopping && !sv->ready_head) pthread_cond_wait(&sv->cv, &sv->mu);
+        while (!sv->stopping && !ln->ready_head) pthread_cond_wait(&ln->cv, &sv->mu);
         if (sv->stopping) {
             pthread_mutex_unlock(&sv->mu);
             break;
         }
-        session *s = sv->ready_head;
-        sv->ready_head = s->next;
-        if (!sv->ready_head) sv->ready_tail = NULL;
+        session *s = ln->ready_head;
+        ln->ready_head = s->next;
+        if (!ln->ready_head) ln->ready_tail = NULL;
         s->next = NULL;
         s->queued = 0;
         if (s->gone || !s->has_pending || s->close_code) {
@@ -373,14 +439,17 @@ static void *worker_main(void *arg) {
             s->frames_done++;
             sv->model_frames++;
             hist_add(&sv->model_ms, model_ms);
+            ln->frames++;
+            hist_add(&ln->model_ms, model_ms);
+            ln->recent_ms = ln->frames == 1 ? model_ms : 0.9 * ln->recent_ms + 0.1 * model_ms;
         }
         int free_it = s->gone;
         if (!free_it && s->has_pending && !s->close_code) { /* a newer frame came while we worked */
             s->queued = 1;
-            if (sv->ready_tail) sv->ready_tail->next = s;
-            else sv->ready_head = s;
-            sv->ready_tail = s;
-            pthread_cond_signal(&sv->cv);
+            if (ln->ready_tail) ln->ready_tail->next = s;
+            else ln->ready_head = s;
+            ln->ready_tail = s;
+            pthread_cond_signal(&ln->cv);
         }
         pthread_mutex_unlock(&sv->mu);
         if (free_it) session_free(s);
@@ -396,10 +465,11 @@ static void worker_free(worker *w) {
     fit_plan_free(&w->plan);
 }
 
-static mg_status worker_init(worker *w, server *sv) {
+static mg_status worker_init(worker *w, server *sv, lane *ln) {
     const serve_opts *o = sv->o;
     memset(w, 0, sizeof *w);
     w->sv = sv;
+    w->ln = ln;
     w->dec = tjInitDecompress();
     w->enc = tjInitCompress();
     w->rgb = malloc((size_t)o->lim.max_frame_w * o->lim.max_frame_h * 3);
@@ -421,7 +491,7 @@ typedef struct conn {
     session *s;                  /* WebSocket */
     const unsigned char *body;   /* HTTP: LWS_PRE bytes of room before it */
     size_t body_len;
-    unsigned char gen[LWS_PRE + 2048]; /* HTTP: a generated body (/stats) */
+    unsigned char gen[LWS_PRE + 8192]; /* HTTP: a generated body (/stats) */
 } conn;
 
 static long rss_kib(void) {
@@ -442,11 +512,23 @@ static size_t stats_json(server *sv, char *dst, size_t n) {
                        "\"frames_in\":%ld,\"frames_out\":%ld,\"dropped_in\":%ld,\"dropped_out\":%ld,"
                        "\"closed_by_server\":%ld,\"closed_by_page\":%ld,"
                        "\"latency_ms\":{\"p50\":%.2f,\"p99\":%.2f},\"model_ms\":{\"p50\":%.2f,\"p99\":%.2f},"
-                       "\"rss_kib\":%ld,\"uptime_s\":%.1f}\n",
+                       "\"rss_kib\":%ld,\"uptime_s\":%.1f",
                        sv->nlive, sv->o->max_sessions, sv->nworkers, sv->sessions_total, sv->rejected_full,
                        sv->frames_in, sv->frames_out, sv->dropped_in, sv->dropped_out, sv->closed_by_server,
                        sv->closed_by_page, hist_q(&sv->lat, 0.5), hist_q(&sv->lat, 0.99), hist_q(&sv->model_ms, 0.5),
                        hist_q(&sv->model_ms, 0.99), rss_kib(), (mg_now_ms() - sv->t_start) / 1000.0);
+    /* with --device cuda, each GPU: its sessions, frames and model time (the placement) */
+    if (len > 0 && sv->lanes[0].gpu >= 0 && (size_t)len < n)
+        len += snprintf(dst + len, n - (size_t)len, ",\"gpus\":[");
+    for (int i = 0; i < sv->nlanes && sv->lanes[0].gpu >= 0 && len > 0 && (size_t)len < n; i++) {
+        const lane *ln = &sv->lanes[i];
+        len += snprintf(dst + len, n - (size_t)len,
+                        "%s{\"gpu\":%d,\"sessions\":%d,\"workers\":%d,\"frames\":%ld,\"model_ms\":{\"p50\":%.2f,"
+                        "\"p99\":%.2f}}", i ? "," : "", ln->gpu, ln->sessions, ln->nworkers, ln->frames,
+                        hist_q(&ln->model_ms, 0.5), hist_q(&ln->model_ms, 0.99));
+    }
+    if (len > 0 && sv->lanes[0].gpu >= 0 && (size_t)len < n) len += snprintf(dst + len, n - (size_t)len, "]");
+    if (len > 0 && (size_t)len < n) len += snprintf(dst + len, n - (size_t)len, "}\n");
     pthread_mutex_unlock(&sv->mu);
     return len < 0 ? 0 : (size_t)len >= n ? n - 1 : (size_t)len;
 }
@@ -535,13 +617,27 @@ static int ws_close_soon(session *s, struct lws *wsi, int code, const char *fmt,
 }
 
 static void enqueue_locked(server *sv, session *s) {
+    (void)sv;
     if (s->busy || s->queued || s->gone) return;
+    lane *ln = s->ln;
     s->queued = 1;
     s->next = NULL;
-    if (sv->ready_tail) sv->ready_tail->next = s;
-    else sv->ready_head = s;
-    sv->ready_tail = s;
-    pthread_cond_signal(&sv->cv);
+    if (ln->ready_tail) ln->ready_tail->next = s;
+    else ln->ready_head = s;
+    ln->ready_tail = s;
+    pthread_cond_signal(&ln->cv);
+}
+
+/* The lane a new session goes to: the fewest open sessions, then the shorter recent model time,
+ * then the lower GPU id. mu held. */
+static lane *place_locked(server *sv) {
+    lane *best = &sv->lanes[0];
+    for (int i = 1; i < sv->nlanes; i++) {
+        lane *ln = &sv->lanes[i];
+        if (ln->sessions < best->sessions || (ln->sessions == best->sessions && ln->recent_ms < best->recent_ms))
+            best = ln;
+    }
+    return best;
 }
 
 static int ws_open(server *sv, struct lws *wsi, conn *c) {
@@ -571,8 +667,15 @@ static int ws_open(server *sv, struct lws *wsi, conn *c) {
     sv->live[sv->nlive++] = s;
     pthread_mutex_lock(&sv->mu);
     sv->sessions_total++;
+    s->ln = place_locked(sv);
+    s->ln->sessions++;
+    int on_gpu = s->ln->gpu, there = s->ln->sessions;
     pthread_mutex_unlock(&sv->mu);
-    say(sv, "session %d open from %s (%d of %d)", s->id, peer, sv->nlive, sv->o->max_sessions);
+    if (on_gpu >= 0)
+        say(sv, "session %d open from %s on GPU %d (%d of %d; %d on GPU %d)", s->id, peer, on_gpu, sv->nlive,
+            sv->o->max_sessions, there, on_gpu);
+    else
+        say(sv, "session %d open from %s (%d of %d)", s->id, peer, sv->nlive, sv->o->max_sessions);
     lws_set_timer_usecs(wsi, TIMER_US);
     lws_callback_on_writable(wsi);
     return 0;
@@ -591,21 +694,28 @@ static void ws_closed(server *sv, conn *c) {
     if (!s->why[0]) sv->closed_by_page++;
     s->gone = 1;
     s->wsi = NULL;
+    s->ln->sessions--;
     int free_now = !s->busy;
     if (free_now && s->queued) { /* unlink it from the ready list */
-        session **pp = &sv->ready_head, *prev = NULL;
+        lane *ln = s->ln;
+        session **pp = &ln->ready_head, *prev = NULL;
         while (*pp && *pp != s) prev = *pp, pp = &(*pp)->next;
         if (*pp) {
             *pp = s->next;
-            if (sv->ready_tail == s) sv->ready_tail = prev;
+            if (ln->ready_tail == s) ln->ready_tail = prev;
         }
         s->queued = 0;
     }
     long frames = s->frames_done;
     uint32_t dropped = s->dropped;
+    int id = s->id, gpu = s->ln->gpu; /* a busy worker frees s once it is done: read it now */
+    char why[sizeof s->why];
+    snprintf(why, sizeof why, "%s", s->why[0] ? s->why : "by the page");
     pthread_mutex_unlock(&sv->mu);
-    say(sv, "session %d closed (%s): %ld frames, %u dropped", s->id, s->why[0] ? s->why : "by the page", frames,
-        dropped);
+    if (gpu >= 0)
+        say(sv, "session %d closed on GPU %d (%s): %ld frames, %u dropped", id, gpu, why, frames, dropped);
+    else
+        say(sv, "session %d closed (%s): %ld frames, %u dropped", id, why, frames, dropped);
     if (free_now) session_free(s);
 }
 
@@ -802,12 +912,16 @@ static void on_tick(lws_sorted_usec_list_t *sul) {
     double p50 = hist_q(&sv->lat_tick, 0.5), p99 = hist_q(&sv->lat_tick, 0.99);
     memset(&sv->lat_tick, 0, sizeof sv->lat_tick);
     long din = sv->dropped_in, dout = sv->dropped_out, total = sv->frames_out;
+    char per[256] = ""; /* with --device cuda: sessions per GPU */
+    size_t at = 0;
+    for (int i = 0; i < sv->nlanes && sv->lanes[i].gpu >= 0 && at < sizeof per; i++)
+        at += (size_t)snprintf(per + at, sizeof per - at, "%s%d", i ? " " : " | sessions per GPU ", sv->lanes[i].sessions);
     pthread_mutex_unlock(&sv->mu);
     double dt = (now - sv->t_last_tick) / 1000.0;
     sv->t_last_tick = now;
     if (sv->nlive || out)
-        say(sv, "%d sessions | %.1f frames/s out | %ld served | server latency %.1f ms p50 | %.1f ms p99 | dropped %ld in, %ld out",
-            sv->nlive, dt > 0 ? out / dt : 0, total, p50, p99, din, dout);
+        say(sv, "%d sessions | %.1f frames/s out | %ld served | server latency %.1f ms p50 | %.1f ms p99 | dropped %ld in, %ld out%s",
+            sv->nlive, dt > 0 ? out / dt : 0, total, p50, p99, din, dout, per);
     lws_sul_schedule(sv->ctx, 0, &sv->tick, on_tick, 1000 * LWS_US_PER_MS);
 }
 
@@ -858,6 +972,69 @@ static mg_status write_port_file(const char *path, int port) {
     return MG_OK;
 }
 
+/* The lanes: one for the CPU, or one per GPU of o->gpus, each with the model's weights uploaded
+ * there (one copy per GPU; the streams of the sessions placed there share it). */
+static mg_status lanes_init(server *sv) {
+    const serve_opts *o = sv->o;
+    int ids[SERVE_MAX_GPUS], n = 1;
+    ids[0] = -1;
+    if (o->device == MG_DEVICE_CUDA) {
+#ifdef MG_HAVE_CUDA
+        int have = cuda_device_count();
+        if (have == 0) return mg_fail(MG_ERR_UNSUPPORTED, "--device cuda: no CUDA device found");
+        if (o->ngpus == SERVE_GPUS_ALL) {
+            n = have < SERVE_MAX_GPUS ? have : SERVE_MAX_GPUS;
+            for (int i = 0; i < n; i++) ids[i] = i;
+        } else if (o->ngpus > 0 && o->ngpus <= SERVE_MAX_GPUS) {
+            n = o->ngpus;
+            memcpy(ids, o->gpus, sizeof(int) * (size_t)n);
+        } else {
+            ids[0] = 0;
+        }
+        for (int i = 0; i < n; i++)
+            if (ids[i] >= have)
+                return mg_fail(MG_ERR_UNSUPPORTED, "--gpus: GPU %d does not exist: this machine has %d GPU%s (0..%d)",
+                               ids[i], have, have == 1 ? "" : "s", have - 1);
+#else
+        return mg_fail(MG_ERR_UNSUPPORTED, "--device cuda: this build has no CUDA backend (built without nvcc)");
+#endif
+    } else if (o->ngpus) {
+        return mg_fail(MG_ERR_ARG, "--gpus needs --device cuda");
+    }
+    if (n < 1 || n > SERVE_MAX_GPUS) return mg_fail(MG_ERR_ARG, "--gpus: %d GPUs, expected 1..%d", n, SERVE_MAX_GPUS);
+    sv->lanes = calloc((size_t)n, sizeof *sv->lanes);
+    if (!sv->lanes) return mg_fail(MG_ERR_NOMEM, "serve: out of memory");
+    sv->nlanes = n;
+    for (int i = 0; i < n; i++) {
+        lane *ln = &sv->lanes[i];
+        ln->gpu = ids[i];
+        if (pthread_cond_init(&ln->cv, NULL)) return mg_fail(MG_ERR_NOMEM, "serve: cannot create a condition variable");
+        sv->lanes_ok++;
+#ifdef MG_HAVE_CUDA
+        if (ln->gpu >= 0) {
+            double t0 = mg_now_ms();
+            mg_status st = cuda_weights_acquire(sv->m, ln->gpu, &ln->wts);
+            if (st != MG_OK) return st;
+            char name[256];
+            say(sv, "GPU %d: %s | weights %.1f MiB, uploaded in %.0f ms (one copy, shared by its sessions)", ln->gpu,
+                cuda_device_name(ln->gpu, name, sizeof name), cuda_weights_bytes(ln->wts) / 1048576.0,
+                mg_now_ms() - t0);
+        }
+#endif
+    }
+    return MG_OK;
+}
+
+static void lanes_free(server *sv) {
+    for (int i = 0; i < sv->lanes_ok; i++) {
+#ifdef MG_HAVE_CUDA
+        cuda_weights_release(sv->lanes[i].wts);
+#endif
+        pthread_cond_destroy(&sv->lanes[i].cv);
+    }
+    free(sv->lanes);
+}
+
 mg_status serve_run(const mg_model *m, const serve_opts *o) {
     if (o->width % 16 || o->height % 16 || o->width < 16 || o->height < 16)
         return mg_fail(MG_ERR_ARG, "frame size %dx%d: the model needs multiples of 16", o->width, o->height);
@@ -899,11 +1076,12 @@ mg_status serve_run(const mg_model *m, const serve_opts *o) {
     sv->out_cap = PROTO_OUT_HDR + tjBufSize(o->width, o->height, TJSAMP_420);
     sv->live = calloc((size_t)o->max_sessions, sizeof *sv->live);
     if (!sv->live) { st = mg_fail(MG_ERR_NOMEM, "serve: out of memory"); goto done; }
-    if (pthread_mutex_init(&sv->mu, NULL) || pthread_cond_init(&sv->cv, NULL)) {
+    if (pthread_mutex_init(&sv->mu, NULL)) {
         st = mg_fail(MG_ERR_NOMEM, "serve: cannot create a mutex");
         goto done;
     }
     mu_ok = 1;
+    if ((st = lanes_init(sv)) != MG_OK) goto done;
 
     /* Bind once ourselves first: a clear message for a taken port (lws only logs it), and lws's
      * failed-listen path is left untaken (it leaks a little, which LeakSanitizer reports). */
@@ -933,14 +1111,18 @@ mg_status serve_run(const mg_model *m, const serve_opts *o) {
 
     int cores = (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (cores < 1) cores = 1;
-    /* one GPU: one worker by default (a CUDA frame step takes milliseconds, and concurrent
-     * streams from several threads on one card are untested) */
-    sv->nworkers = o->workers > 0 ? o->workers : o->device == MG_DEVICE_CUDA ? 1 : cores;
-    if (sv->nworkers > o->max_sessions) sv->nworkers = o->max_sessions;
+    /* CPU: the cores; CUDA: a small pool per GPU (SERVE_CUDA_WORKERS), so one worker decodes and
+     * encodes JPEG while another's frame is on the card. Each stream has its own CUDA streams,
+     * graph, cuBLASLt handle and workspace, so workers on one GPU share only the weights. */
+    int per_lane = o->workers > 0 ? o->workers : o->device == MG_DEVICE_CUDA ? SERVE_CUDA_WORKERS : cores;
+    if (per_lane > o->max_sessions) per_lane = o->max_sessions;
+    sv->nworkers = per_lane * sv->nlanes;
     sv->w = calloc((size_t)sv->nworkers, sizeof *sv->w);
     if (!sv->w) { st = mg_fail(MG_ERR_NOMEM, "serve: out of memory"); goto done; }
     for (nthr = 0; nthr < sv->nworkers; nthr++) {
-        if ((st = worker_init(&sv->w[nthr], sv)) != MG_OK) goto done;
+        lane *ln = &sv->lanes[nthr / per_lane];
+        ln->nworkers++;
+        if ((st = worker_init(&sv->w[nthr], sv, ln)) != MG_OK) goto done;
         if (pthread_create(&sv->w[nthr].thr, NULL, worker_main, &sv->w[nthr])) {
             worker_free(&sv->w[nthr]);
             st = mg_fail(MG_ERR_NOMEM, "serve: cannot start a worker thread");
@@ -949,8 +1131,11 @@ mg_status serve_run(const mg_model *m, const serve_opts *o) {
     }
 
     if (o->port_file && (st = write_port_file(o->port_file, port)) != MG_OK) goto done;
-    say(sv, "page from %s | %d workers | max %d sessions | %dx%d | steps %d (max %d) | prompt %s", dir,
-        sv->nworkers, o->max_sessions, o->width, o->height, o->steps, o->max_steps,
+    char gpus[256] = "";
+    for (int i = 0, at = 0; i < sv->nlanes && sv->lanes[i].gpu >= 0 && at < (int)sizeof gpus; i++)
+        at += snprintf(gpus + at, sizeof gpus - (size_t)at, "%s%d", i ? "," : " on GPU ", sv->lanes[i].gpu);
+    say(sv, "page from %s | %d workers%s | max %d sessions | %dx%d | steps %d (max %d) | prompt %s", dir,
+        sv->nworkers, gpus, o->max_sessions, o->width, o->height, o->steps, o->max_steps,
         mg_model_prompt_name(m, sv->default_prompt));
     say(sv, "limits: message %zu bytes | frame %dx%d | %d messages/s | idle %d s | message %d s | handshake %d s | send buffer %s",
         o->lim.max_message, o->lim.max_frame_w, o->lim.max_frame_h, o->lim.max_fps, o->lim.idle_timeout_s,
@@ -965,7 +1150,7 @@ done:
     if (mu_ok) {
         pthread_mutex_lock(&sv->mu);
         sv->stopping = 1;
-        pthread_cond_broadcast(&sv->cv);
+        for (int i = 0; i < sv->lanes_ok; i++) pthread_cond_broadcast(&sv->lanes[i].cv);
         pthread_mutex_unlock(&sv->mu);
     }
     for (int i = 0; i < nthr; i++) {
@@ -976,15 +1161,14 @@ done:
         lws_sul_cancel(&sv->tick);
         lws_context_destroy(ctx); /* closes every connection: CLOSED frees the sessions */
     }
-    while (sv->ready_head) { /* sessions that were only waiting in the ready list */
-        session *s = sv->ready_head;
-        sv->ready_head = s->next;
-        if (s->gone) session_free(s);
-    }
-    if (mu_ok) {
-        pthread_cond_destroy(&sv->cv);
-        pthread_mutex_destroy(&sv->mu);
-    }
+    for (int i = 0; i < sv->lanes_ok; i++)
+        while (sv->lanes[i].ready_head) { /* sessions that were only waiting in a ready list */
+            session *s = sv->lanes[i].ready_head;
+            sv->lanes[i].ready_head = s->next;
+            if (s->gone) session_free(s);
+        }
+    lanes_free(sv);
+    if (mu_ok) pthread_mutex_destroy(&sv->mu);
     web_free(&sv->web);
     free(sv->w);
     free(sv->live);
