@@ -10,6 +10,7 @@
 #endif
 
 #include "cli/cli.h"
+#include "cli/parse.h"
 #include "cli/stats.h"
 #include "io/testsrc.h"
 #include "model/stream.h"
@@ -42,7 +43,7 @@ static double median(double *x, int n) {
     return n ? x[n / 2] : 0;
 }
 
-int cmd_bench(int argc, char **argv) {
+int bench_parse(int argc, char **argv, bench_args *a) {
     static const struct option opts[] = {
         {"config", 1, 0, 'c'}, {"model", 1, 0, 'm'}, {"size", 1, 0, 'S'}, {"steps", 1, 0, 'n'},
         {"ring", 1, 0, 'k'}, {"iters", 1, 0, 'i'}, {"warmup", 1, 0, 'w'}, {"device", 1, 0, 'd'},
@@ -77,6 +78,18 @@ int cmd_bench(int argc, char **argv) {
     }
     if (optind < argc) return cli_usage("bench", "unexpected argument '%s'", argv[optind]);
     if (!config == !model) return cli_usage("bench", "give exactly one of --config NAME and --model FILE");
+    a->config = config, a->model = model, a->so = so, a->iters = iters, a->warmup = warmup, a->json = json;
+    return CLI_PARSED;
+}
+
+int cmd_bench(int argc, char **argv) {
+    bench_args a;
+    int parsed = bench_parse(argc, argv, &a);
+    if (parsed != CLI_PARSED) return parsed;
+    const char *config = a.config, *model = a.model;
+    mg_stream_opts so = a.so;
+    long iters = a.iters, warmup = a.warmup;
+    int json = a.json;
 
     mg_model *m = NULL;
     mg_stream *st = NULL;

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/parse.h"
 #include "core/timing.h"
 #include "data/data.h"
 #include "eval/files.h"
@@ -43,7 +44,7 @@ static const char *help =
     "sample: writes N clips of T frames (S x S) drawn from the split as DIR2/clip-NNN.png, the frames\n"
     "side by side, the same bytes for the same seed; prints the time per clip.\n";
 
-static int data_build_cmd(int argc, char **argv) {
+static int data_build_parse(int argc, char **argv, data_args *a) {
     enum { O_PHOTO = 256, O_VAL, O_MAX, O_RUN, O_STEP, O_Q, O_SHARD, O_STRICT, O_EXCL, O_CUT };
     static const struct option opts[] = {
         {"out", 1, 0, 'o'}, {"size", 1, 0, 'S'}, {"photo-size", 1, 0, O_PHOTO}, {"val-fraction", 1, 0, O_VAL},
@@ -51,7 +52,7 @@ static int data_build_cmd(int argc, char **argv) {
         {"quality", 1, 0, O_Q}, {"shard-mib", 1, 0, O_SHARD}, {"seed", 1, 0, 's'}, {"strict", 0, 0, O_STRICT}, {"exclude", 1, 0, O_EXCL}, {"cut-threshold", 1, 0, O_CUT},
         {"quiet", 0, 0, 'q'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     data_build_opts bo = data_build_defaults();
-    char *excl[64];
+    char **excl = a->excl;
     int n_excl = 0;
     long v;
     double f;
@@ -112,11 +113,16 @@ static int data_build_cmd(int argc, char **argv) {
     if (!bo.out_dir) return cli_usage("data", "--out DIR is required");
     bo.exclude = excl, bo.n_exclude = n_excl;
     if (optind >= argc) return cli_usage("data", "no SOURCES given (video files, image files or folders)");
-    mg_status s = data_build(&bo, argv + optind, argc - optind);
+    a->bo = bo, a->sources = argv + optind, a->n_sources = argc - optind;
+    return CLI_PARSED;
+}
+
+static int data_build_cmd(data_args *a) {
+    mg_status s = data_build(&a->bo, a->sources, a->n_sources);
     return s == MG_OK ? EXIT_OK : cli_status(s);
 }
 
-static int data_info_cmd(int argc, char **argv) {
+static int data_info_parse(int argc, char **argv, data_args *a) {
     const char *dir = NULL;
     int list = 0;
     for (int i = 1; i < argc; i++) {
@@ -127,6 +133,13 @@ static int data_info_cmd(int argc, char **argv) {
         else dir = argv[i];
     }
     if (!dir) return cli_usage("data", "info: DIR is required");
+    a->dir = dir, a->list = list;
+    return CLI_PARSED;
+}
+
+static int data_info_cmd(const data_args *a) {
+    const char *dir = a->dir;
+    int list = a->list;
     DIR *d = opendir(dir);
     if (!d) return cli_fail("%s: cannot open the data directory: %s", dir, strerror(errno));
     closedir(d);
@@ -167,7 +180,7 @@ static int data_info_cmd(int argc, char **argv) {
     return EXIT_OK;
 }
 
-static int data_sample_cmd(int argc, char **argv) {
+static int data_sample_parse(int argc, char **argv, data_args *a) {
     static const struct option opts[] = {{"out", 1, 0, 'o'}, {"split", 1, 0, 'p'}, {"clips", 1, 0, 'n'},
                                          {"frames", 1, 0, 't'}, {"size", 1, 0, 'S'}, {"seed", 1, 0, 's'},
                                          {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
@@ -201,8 +214,16 @@ static int data_sample_cmd(int argc, char **argv) {
     if (optind != argc - 1) return cli_usage("data", "sample: one DIR is required");
     if (!out) return cli_usage("data", "sample: --out DIR2 is required");
     if (strcmp(split, "train") && strcmp(split, "val")) return cli_usage("data", "--split: expected train or val, found '%s'", split);
+    a->dir = argv[optind], a->out = out, a->split = split, a->clips = clips, a->T = T, a->S = S, a->seed = seed;
+    return CLI_PARSED;
+}
+
+static int data_sample_cmd(const data_args *a) {
+    const char *out = a->out, *split = a->split;
+    long clips = a->clips, T = a->T, S = a->S;
+    uint64_t seed = a->seed;
     dataset *ds = NULL;
-    mg_status s = dataset_open(&ds, argv[optind], split);
+    mg_status s = dataset_open(&ds, a->dir, split);
     if (s != MG_OK) return cli_status(s);
     if ((s = files_mkdir_p(out)) != MG_OK) {
         dataset_close(ds);
@@ -234,15 +255,25 @@ static int data_sample_cmd(int argc, char **argv) {
     return s == MG_OK ? EXIT_OK : cli_status(s);
 }
 
-int cmd_data(int argc, char **argv) {
+int data_parse(int argc, char **argv, data_args *a) {
+    memset(a, 0, sizeof *a);
     if (argc < 2) return cli_usage("data", "expected a subcommand: build, info or sample");
     const char *sub = argv[1];
     if (!strcmp(sub, "--help") || !strcmp(sub, "-h") || !strcmp(sub, "help")) {
         fputs(help, stdout);
         return EXIT_OK;
     }
-    if (!strcmp(sub, "build")) return data_build_cmd(argc - 1, argv + 1);
-    if (!strcmp(sub, "info")) return data_info_cmd(argc - 1, argv + 1);
-    if (!strcmp(sub, "sample")) return data_sample_cmd(argc - 1, argv + 1);
+    if (!strcmp(sub, "build")) return a->sub = DATA_BUILD, data_build_parse(argc - 1, argv + 1, a);
+    if (!strcmp(sub, "info")) return a->sub = DATA_INFO, data_info_parse(argc - 1, argv + 1, a);
+    if (!strcmp(sub, "sample")) return a->sub = DATA_SAMPLE, data_sample_parse(argc - 1, argv + 1, a);
     return cli_usage("data", "unknown subcommand '%s' (build, info or sample)", sub);
+}
+
+int cmd_data(int argc, char **argv) {
+    data_args a;
+    int parsed = data_parse(argc, argv, &a);
+    if (parsed != CLI_PARSED) return parsed;
+    if (a.sub == DATA_BUILD) return data_build_cmd(&a);
+    if (a.sub == DATA_INFO) return data_info_cmd(&a);
+    return data_sample_cmd(&a);
 }

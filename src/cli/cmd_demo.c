@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "cli/parse.h"
 #include "io/sink.h"
 
 #define SHIPPED_MODEL "models/mirage-tiny.safetensors"
@@ -24,7 +25,7 @@ static const char *help =
     "model's prompts), --input takes anything `mirage run --input` does (default 150 frames at\n"
     "256x256).\n";
 
-int cmd_demo(int argc, char **argv) {
+int demo_parse(int argc, char **argv, demo_args *a) {
     const char *output = NULL, *frames = "150", *input = NULL, *size = "256x256", *prompt = "colorize";
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
@@ -44,6 +45,15 @@ int cmd_demo(int argc, char **argv) {
             return cli_usage("demo", "unexpected argument '%s'", argv[i]);
         }
     }
+    a->output = output, a->frames = frames, a->input = input, a->size = size, a->prompt = prompt;
+    return CLI_PARSED;
+}
+
+int cmd_demo(int argc, char **argv) {
+    demo_args a;
+    int parsed = demo_parse(argc, argv, &a);
+    if (parsed != CLI_PARSED) return parsed;
+    const char *output = a.output, *frames = a.frames, *input = a.input, *size = a.size, *prompt = a.prompt;
     if (!output) {
         output = sink_have_ffmpeg() ? "demo.mp4" : "demo.y4m";
         if (!sink_have_ffmpeg())

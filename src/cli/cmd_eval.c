@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/parse.h"
 #include "eval/degrade.h"
 #include "eval/eval.h"
 #include "io/fit.h"
@@ -44,7 +45,7 @@ static const char *help =
     "Prints the configuration, a line per 100 frames (frame, PSNR, SSIM, ms/frame) and a summary\n"
     "with the issue 6 verdicts. Exit status 0 when the report was written, whatever it says.\n";
 
-int cmd_eval(int argc, char **argv) {
+int eval_parse(int argc, char **argv, eval_args *a) {
     enum { O_FIT = 256, O_COMPARE, O_AE };
     static const struct option opts[] = {
         {"model", 1, 0, 'm'}, {"config", 1, 0, 'c'}, {"input", 1, 0, 'i'}, {"prompt", 1, 0, 'p'},
@@ -104,6 +105,19 @@ int cmd_eval(int argc, char **argv) {
     if (!degrade_known(eo.prompt))
         return cli_usage("eval", "--prompt '%s': no ground truth defined for it (none, colorize, upscale, restore, "
                                  "style:toon, style:sketch, style:thermal, dream)", eo.prompt);
+    a->model = model, a->config = config, a->compare = compare, a->input = input;
+    a->eo = eo, a->fit = fit, a->W = W, a->H = H, a->quiet = quiet;
+    return CLI_PARSED;
+}
+
+int cmd_eval(int argc, char **argv) {
+    eval_args a;
+    int parsed = eval_parse(argc, argv, &a);
+    if (parsed != CLI_PARSED) return parsed;
+    const char *model = a.model, *config = a.config, *compare = a.compare, *input = a.input;
+    eval_opts eo = a.eo;
+    fit_mode fit = a.fit;
+    int W = a.W, H = a.H, quiet = a.quiet;
 
     source_opts sopt = {0};
     source *src = NULL;

@@ -3,17 +3,26 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/parse.h"
 
 static const char *help = "usage: mirage info FILE\n\nPrints the config, parameter count, prompts and format version.\n";
 
-int cmd_info(int argc, char **argv) {
+int info_parse(int argc, char **argv, const char **file) {
     if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
         fputs(help, stdout);
         return EXIT_OK;
     }
     if (argc != 2 || argv[1][0] == '-') return cli_usage("info", "expected exactly one model file");
+    *file = argv[1];
+    return CLI_PARSED;
+}
+
+int cmd_info(int argc, char **argv) {
+    const char *file = NULL;
+    int parsed = info_parse(argc, argv, &file);
+    if (parsed != CLI_PARSED) return parsed;
     mg_model *m;
-    mg_status s = mg_model_load(argv[1], &m);
+    mg_status s = mg_model_load(file, &m);
     if (s != MG_OK) return cli_status(s);
     const mg_config *c = mg_model_config(m);
     printf("file            %s\n", argv[1]);

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/parse.h"
 
 static const char *help =
     "usage: mirage init --config NAME --seed N --out FILE [--full-random]\n\n"
@@ -13,7 +14,7 @@ static const char *help =
     "  --out FILE      the .safetensors file to write (atomically)\n"
     "  --full-random   no adaLN-zero: every tensor random (for tests and benchmarks)\n";
 
-int cmd_init(int argc, char **argv) {
+int init_parse(int argc, char **argv, init_args *a) {
     static const struct option opts[] = {{"config", 1, 0, 'c'}, {"seed", 1, 0, 's'}, {"out", 1, 0, 'o'},
                                          {"full-random", 0, 0, 'r'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     const char *config = NULL, *out = NULL;
@@ -39,6 +40,19 @@ int cmd_init(int argc, char **argv) {
     mg_config cfg;
     mg_status s = mg_config_named(config, &cfg);
     if (s != MG_OK) return cli_usage("init", "%s", mg_last_error());
+    a->cfg = cfg, a->config = config, a->out = out, a->seed = seed, a->full = full;
+    return CLI_PARSED;
+}
+
+int cmd_init(int argc, char **argv) {
+    init_args a;
+    int parsed = init_parse(argc, argv, &a);
+    if (parsed != CLI_PARSED) return parsed;
+    mg_config cfg = a.cfg;
+    const char *config = a.config, *out = a.out;
+    uint64_t seed = a.seed;
+    int full = a.full;
+    mg_status s;
     if ((s = mg_model_init_file(out, &cfg, seed, full)) != MG_OK) return cli_status(s);
     printf("wrote %s: config %s, seed %llu%s\n", out, config, (unsigned long long)seed, full ? ", full random" : "");
     return EXIT_OK;

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "cli/parse.h"
 #include "cli/loop.h"
 #include "io/fit.h"
 #include "io/sink.h"
@@ -67,7 +68,7 @@ static void guard_std_fds(void) {
         }
 }
 
-int cmd_run(int argc, char **argv) {
+int run_parse(int argc, char **argv, run_args *a) {
     enum { O_FIT = 256, O_CAMSIZE, O_CAMFPS, O_REALTIME, O_SBS, O_DELAY, O_SWRESET, O_DEGRADE, O_SKIP };
     static const struct option opts[] = {
         {"model", 1, 0, 'm'}, {"config", 1, 0, 'c'}, {"input", 1, 0, 'i'}, {"output", 1, 0, 'o'},
@@ -87,7 +88,6 @@ int cmd_run(int argc, char **argv) {
     long v;
     long skip = 0;
     lo.max_frames = -1;
-    guard_std_fds();
     optind = 1;
     opterr = 0;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -144,6 +144,23 @@ int cmd_run(int argc, char **argv) {
                          output);
     if ((sopt.camera_w || sopt.camera_fps) && strncmp(input, "v4l2:", 5))
         return cli_usage("run", "--camera-size and --camera-fps are for camera inputs (v4l2:/dev/videoN)");
+    a->model = model, a->config = config, a->input = input, a->output = output;
+    a->so = so, a->sopt = sopt, a->lo = lo, a->fit = fit, a->W = W, a->H = H, a->skip = skip;
+    return CLI_PARSED;
+}
+
+int cmd_run(int argc, char **argv) {
+    guard_std_fds();
+    run_args a;
+    int parsed = run_parse(argc, argv, &a);
+    if (parsed != CLI_PARSED) return parsed;
+    const char *model = a.model, *config = a.config, *input = a.input, *output = a.output;
+    mg_stream_opts so = a.so;
+    source_opts sopt = a.sopt;
+    loop_opts lo = a.lo;
+    fit_mode fit = a.fit;
+    int W = a.W, H = a.H;
+    long skip = a.skip;
 
     /* the source: open it, learn its size, choose the frame size */
     atomic_int abort_src;
