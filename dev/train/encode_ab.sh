@@ -3,7 +3,8 @@
 # "trainer step"): the frozen encoder's test (tests/gpu/test_cuda_train_encode.c: latents vs the
 # CPU, speed of both encoders on a batch's 96 frames), then `mirage train dit` for SECONDS each
 # (default 30) with MG_TRAIN_ENCODE=tae (the training autoencoder's cuda_tae_encode on the main
-# thread, as before) and with the default (cuda_tae_encoder on the batch thread).
+# thread, as before) and with the default (cuda_tae_encoder; on the batch thread at commit b7cd1f0,
+# whose figures docs/RESULTS.md records, on the main thread since e2cb960).
 #
 #   here:            sh dev/train/gpu.sh build && make BUILD=build-train CUDA=1 FFMPEG=0 OPENBLAS=0 SDL2=0 PNG=0 \
 #                    LWS=0 JPEG=1 build-train/tests/gpu/test_cuda_train_encode && cp -L \
