@@ -244,20 +244,39 @@ static mg_status meta_long(const st_file *f, const char *key, long lo, long hi, 
     return MG_OK;
 }
 
-/* A train_params of the index's config: the layout comes from params.c through a freshly
- * initialised weights file (every value is then overwritten from the parts). */
-static mg_status params_for(const st_file *f, train_params *tp) {
-    mg_config c;
-    MG_TRY(model_config_from_meta(f, &c));
+mg_status ckpt_index_parse(const st_file *f, ckpt_index *ix) {
+    memset(ix, 0, sizeof *ix);
+    const char *path = f->path;
+    const char *fmt = st_meta_get(f, "format"), *stg = st_meta_get(f, "stage");
+    if (!fmt || strcmp(fmt, "mirage-train") != 0)
+        return mg_fail(MG_ERR_FORMAT, "%s: not a mirage training checkpoint (metadata 'format' is '%s')", path,
+                       fmt ? fmt : "(none)");
+    long version = 0;
+    MG_TRY(meta_long(f, "ckpt_version", 0, 1 << 30, &version));
+    if (version != CKPT_VERSION)
+        return mg_fail(MG_ERR_FORMAT, "%s: checkpoint version %ld is not supported (this build reads %d)", path,
+                       version, CKPT_VERSION);
+    if (!stg || (strcmp(stg, "tae") && strcmp(stg, "dit")))
+        return mg_fail(MG_ERR_FORMAT, "%s: metadata 'stage': expected tae or dit, found '%s'", path, stg ? stg : "(none)");
+    snprintf(ix->stage, sizeof ix->stage, "%s", stg);
+    MG_TRY(meta_long(f, "step", 0, 1L << 40, &ix->step));
+    MG_TRY(meta_long(f, "parts", 1, 100000, &ix->parts));
+    MG_TRY(model_config_from_meta(f, &ix->cfg));
     const char *prompts = st_meta_get(f, "prompts");
     if (!prompts || strcmp(prompts, MG_DEFAULT_PROMPTS) != 0)
         return mg_fail(MG_ERR_FORMAT, "%s: metadata 'prompts': expected the default list '%s', found '%s'",
                        f->path, MG_DEFAULT_PROMPTS, prompts ? prompts : "(none)");
+    return MG_OK;
+}
+
+/* A train_params of the index's config: the layout comes from params.c through a freshly
+ * initialised weights file (every value is then overwritten from the parts). */
+static mg_status params_for(const mg_config *c, train_params *tp) {
     char tmp[] = "/tmp/mirage-ckpt-XXXXXX";
     int fd = mkstemp(tmp);
     if (fd < 0) return mg_fail(MG_ERR_IO, "cannot create a temporary file: %s", strerror(errno));
     close(fd);
-    mg_status s = mg_model_init_file(tmp, &c, 0, 0);
+    mg_status s = mg_model_init_file(tmp, c, 0, 0);
     if (s == MG_OK) s = train_params_load(tp, tmp);
     unlink(tmp);
     return s;
@@ -267,29 +286,15 @@ mg_status ckpt_load(const char *path, train_params *tp, char stage[8], long *ste
     memset(tp, 0, sizeof *tp);
     st_file f;
     MG_TRY(st_open(&f, path));
-    mg_status s = MG_OK;
-    long version = 0, parts = 0;
+    long parts = 0;
     unsigned char *seen = NULL;
-    const char *fmt = st_meta_get(&f, "format"), *stg = st_meta_get(&f, "stage");
-    if (!fmt || strcmp(fmt, "mirage-train") != 0) {
-        s = mg_fail(MG_ERR_FORMAT, "%s: not a mirage training checkpoint (metadata 'format' is '%s')", path,
-                    fmt ? fmt : "(none)");
-        goto done;
-    }
-    if ((s = meta_long(&f, "ckpt_version", 0, 1 << 30, &version)) != MG_OK) goto done;
-    if (version != CKPT_VERSION) {
-        s = mg_fail(MG_ERR_FORMAT, "%s: checkpoint version %ld is not supported (this build reads %d)", path,
-                    version, CKPT_VERSION);
-        goto done;
-    }
-    if (!stg || (strcmp(stg, "tae") && strcmp(stg, "dit"))) {
-        s = mg_fail(MG_ERR_FORMAT, "%s: metadata 'stage': expected tae or dit, found '%s'", path, stg ? stg : "(none)");
-        goto done;
-    }
+    ckpt_index ix;
+    mg_status s = ckpt_index_parse(&f, &ix);
+    if (s != MG_OK) goto done;
+    const char *stg = ix.stage;
     snprintf(stage, 8, "%s", stg);
-    if ((s = meta_long(&f, "step", 0, 1L << 40, step)) != MG_OK) goto done;
-    if ((s = meta_long(&f, "parts", 1, 100000, &parts)) != MG_OK) goto done;
-    if ((s = params_for(&f, tp)) != MG_OK) goto done;
+    *step = ix.step, parts = ix.parts;
+    if ((s = params_for(&ix.cfg, tp)) != MG_OK) goto done;
     int first = strcmp(stg, "tae") == 0 ? 0 : tp->dit_first, last = strcmp(stg, "tae") == 0 ? tp->dit_first : tp->n_tensors;
     if (!(seen = calloc((size_t)tp->n_tensors * 4, 1))) {
         s = mg_fail(MG_ERR_NOMEM, "%s: out of memory", path);

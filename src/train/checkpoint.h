@@ -52,6 +52,19 @@ void ckpt_remove_stale(const char *path);
 mg_status ckpt_save_ex(const char *path, const train_params *tp, int first, int last, const char *stage, long step,
                        const ckpt_meta *extra, size_t part_bytes, st_dtype moments);
 
+/* What an index says about its checkpoint, checked (ckpt_index_parse): the stage ("tae" or
+ * "dit"), the step, the number of parts, the model's config (model_config_from_meta). */
+typedef struct ckpt_index {
+    char stage[8];
+    long step, parts;
+    mg_config cfg;
+} ckpt_index;
+
+/* Checks an index's metadata (format "mirage-train", ckpt_version, stage, step, parts, the config
+ * keys and the prompt list) and touches nothing else: the parser of ckpt_load, apart for the
+ * fuzzer (fuzz/fuzz_ckpt.c). MG_ERR_FORMAT names the file and the key. */
+mg_status ckpt_index_parse(const st_file *f, ckpt_index *ix);
+
 /* Reads and validates a checkpoint into a fresh *tp (param, ema, m, v; grad zero; the frozen
  * network's ema = param). *stage gets "tae"/"dit", *step the step, *extra every metadata key
  * (the trainer checks its own). Errors name the file and what is wrong. */
