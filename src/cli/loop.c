@@ -61,6 +61,7 @@ typedef struct loop {
     long frames_read;
     char cap_err[1024], model_err[1024], wr_err[1024], close_err[1024];
     int cap_failed, model_failed, wr_failed, close_failed;
+    int keeps_earlier; /* the sink's, read before it is closed */
     long frames_out;
     lat_stats lat, model_ms, decode_ms, convert_ms, out_convert_ms, encode_ms; /* owned by the writer */
     double t_start;
@@ -226,6 +227,7 @@ static void *writer_main(void *arg) {
         }
     }
     /* finalise on this thread: a window's resources belong to the thread that made them */
+    L->keeps_earlier = L->snk->keeps_earlier;
     mg_status s = sink_close(L->snk);
     L->snk = NULL;
     if (s != MG_OK) {
@@ -466,9 +468,18 @@ int loop_run(const mg_model *m, mg_stream *st, source *src, sink *snk, const loo
     if (!o->quiet) {
         if (why == STOP_SIGNAL) fprintf(stderr, "mirage run | interrupted: the output is finalised\n");
         if (why == STOP_QUIT) fprintf(stderr, "mirage run | stopped on request: the output is finalised\n");
-        if (rc != EXIT_OK && L->frames_out > 0 && strcmp(o->output, "null") && strcmp(o->output, "window"))
-            fprintf(stderr, "mirage run | %s is kept, finalised: it plays up to the last frame that reached it "
-                            "(%ld frames were written)\n", o->output, L->frames_out);
+        if (rc != EXIT_OK && L->frames_out > 0 && strcmp(o->output, "null") && strcmp(o->output, "window")) {
+            if (L->keeps_earlier) {
+                char kept[4200];
+                sink_partial_path(kept, sizeof kept, o->output);
+                fprintf(stderr, "mirage run | %s, the earlier file, is left as it was; the new output is kept, finalised, "
+                                "in %s: it plays up to the last frame that reached it (%ld frames were written)\n",
+                        o->output, kept, L->frames_out);
+            } else {
+                fprintf(stderr, "mirage run | %s is kept, finalised: it plays up to the last frame that reached it "
+                                "(%ld frames were written)\n", o->output, L->frames_out);
+            }
+        }
         double secs = (mg_now_ms() - L->t_start) / 1000.0;
         fprintf(stderr, "done | %ld frames in %.1f s | %.2f fps | %.1f ms p50 | %.1f ms p99 | %ld dropped | %s\n",
                 L->frames_out, secs, secs > 0 ? L->frames_out / secs : 0.0, lat_quantile(&L->lat, 0.5),

@@ -16,7 +16,8 @@
  *   time base, so dropped frames leave gaps and variable-rate input keeps its timing.
  * - The file is written to PATH.tmp.<pid> and renamed onto PATH on close (a FIFO or device is
  *   written in place). After a failed write the frames before it are kept: the trailer is tried,
- *   the file is closed and renamed all the same; only a file with no frame at all is deleted. */
+ *   the file is closed and renamed all the same — onto sink_partial_path(PATH) when PATH held an
+ *   earlier file, which stays as it was; only a file with no frame at all is deleted. */
 #include "io/sink.h"
 
 #include <stdio.h>
@@ -170,14 +171,17 @@ static mg_status ff_close(sink *k) {
             unlink(f->tmp); /* nothing worth keeping */
         } else {
             fsync_path(f->tmp);
-            if (rename(f->tmp, f->path) != 0) {
+            char dst[4096];
+            if (f->failed && k->keeps_earlier) sink_partial_path(dst, sizeof dst, f->path);
+            else snprintf(dst, sizeof dst, "%s", f->path);
+            if (rename(f->tmp, dst) != 0) {
                 if (!f->failed) {
                     snprintf(f->err, sizeof f->err, "%s: cannot rename %s onto it: %s", f->path, f->tmp, strerror(errno));
                     f->failed = 1;
                 }
                 unlink(f->tmp);
             } else {
-                fsync_parent_dir(f->path);
+                fsync_parent_dir(dst);
             }
         }
     }
@@ -246,6 +250,7 @@ mg_status sink_open_ffmpeg(sink **out, const char *path, const sink_opts *o) {
     const char *fmt_name = n > 4 && !strcmp(path + n - 4, ".mkv") ? "matroska" : "mp4";
     struct stat sb;
     f->in_place = stat(path, &sb) == 0 && !S_ISREG(sb.st_mode);
+    k->keeps_earlier = !f->in_place && stat(path, &sb) == 0;
     if (!f->in_place) snprintf(f->tmp, sizeof f->tmp, "%s.tmp.%ld", path, (long)getpid());
     const char *target = f->in_place ? f->path : f->tmp;
 

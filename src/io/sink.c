@@ -71,6 +71,7 @@ static mg_status open_y4m(sink **out, const char *spec, const sink_opts *o) {
     snprintf(k->name, sizeof k->name, "%s", strcmp(spec, "-") ? spec : "stdout");
     snprintf(k->desc, sizeof k->desc, "y4m %dx%d 4:2:0, %.4g fps", o->width, o->height, (double)o->fps_num / o->fps_den);
     k->write = y4m_sink_write, k->close = y4m_sink_close;
+    k->keeps_earlier = y->w.mode == 1 && strcmp(y->w.keep_path, y->w.path) != 0;
     *out = k;
     return MG_OK;
 }

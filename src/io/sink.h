@@ -13,12 +13,15 @@
  * never leaves a half-written file where a good one was. sink_close always finalises what was
  * written — also after a failed write (full disk) — so every frame written before the failure
  * stays playable (mp4 is written fragmented for that reason: see ffmpeg_out.c); only a sink that
- * wrote no frame at all leaves nothing behind. Writing never allocates. A sink is used by one
+ * wrote no frame at all leaves nothing behind. A failed file never replaces an earlier file at
+ * PATH: it is kept beside it, as sink_partial_path names it (the earlier file stays as it was). Writing never allocates. A sink is used by one
  * thread at a time (open, writes and close may be on different threads, one after another). */
 #ifndef MG_IO_SINK_H
 #define MG_IO_SINK_H
 
 #include <stdint.h>
+#include <stdio.h>
+#include <string.h>
 
 #include "mirage.h"
 
@@ -55,6 +58,8 @@ struct sink {
     char name[256];          /* as given, for messages */
     char desc[256];          /* what is written, e.g. "mp4 h264 (libx264) 512x256" */
     int64_t frames_written;
+    int keeps_earlier;       /* PATH was a regular file at open: after a failed write the frames go
+                                to sink_partial_path(PATH), not onto PATH */
     double convert_ms;       /* the last write's RGB -> encoder pixel format conversion */
     double encode_ms;        /* the last write's encoding and muxing (or writing) */
 
@@ -76,6 +81,21 @@ sink_event sink_poll(sink *k, int *arg);
 /* Finalises (see above) and frees the sink; NULL is fine. The status says whether the output
  * is complete: MG_OK, or the failure (the frames written before it are kept all the same). */
 mg_status sink_close(sink *k);
+
+/* Where a failed file is kept when PATH already held one: "NAME.partial.EXT" beside it
+ * (v.mkv -> v.partial.mkv, so it still plays), "PATH.partial" without an extension; "" when
+ * that does not fit in n bytes. */
+static inline void sink_partial_path(char *out, size_t n, const char *path) {
+    const char *slash = strrchr(path, '/'), *dot = strrchr(path, '.');
+    size_t len = strlen(path), stem = dot && dot > (slash ? slash + 1 : path) ? (size_t)(dot - path) : len;
+    if (len + sizeof ".partial" > n) {
+        if (n) out[0] = 0;
+        return;
+    }
+    memcpy(out, path, stem);
+    memcpy(out + stem, ".partial", 8);
+    memcpy(out + stem + 8, path + stem, len - stem + 1);
+}
 
 /* 1 when spec names an output sink_open knows (whether or not this build can write it). */
 int sink_spec_known(const char *spec);

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "core/status.h"
+#include "io/sink.h" /* sink_partial_path */
 
 /* ---- colour ------------------------------------------------------------------------------
  * BT.601 (Kr 0.299, Kb 0.114), limited range. Decode, 16 fractional bits:
@@ -385,6 +386,8 @@ mg_status y4m_writer_open(y4m_writer *w, const char *path, int width, int height
         w->fp = fopen(path, "wb");
     } else {
         w->mode = W_TEMP;
+        if (stat(path, &sb) == 0) sink_partial_path(w->keep_path, sizeof w->keep_path, path); /* keep the earlier file */
+        else snprintf(w->keep_path, sizeof w->keep_path, "%s", path);
         snprintf(w->tmp, sizeof w->tmp, "%s.tmp.%ld", path, (long)getpid());
         w->fp = fopen(w->tmp, "wb");
     }
@@ -487,15 +490,16 @@ mg_status y4m_writer_close(y4m_writer *w) {
             y4m_writer_abort(w);
             return st;
         }
-        /* Keep what was written: cut the temporary back to whole frames, then publish it. */
+        /* Keep what was written: cut the temporary back to whole frames, then publish it (beside
+         * an earlier file at PATH, which stays as it was). */
         fclose(w->fp); /* its error is the one already reported */
         w->fp = NULL;
         off_t keep = (off_t)(w->header_bytes + (size_t)w->frames_written * (6 + w->frame_bytes));
-        if (truncate(w->tmp, keep) == 0 && rename(w->tmp, w->path) == 0) {
+        if (truncate(w->tmp, keep) == 0 && rename(w->tmp, w->keep_path) == 0) {
             w->tmp[0] = 0;
-            fsync_parent_dir(w->path);
-            st = mg_fail(MG_ERR_IO, "%s; kept the %lld whole frames written before it", why,
-                         (long long)w->frames_written);
+            fsync_parent_dir(w->keep_path);
+            st = mg_fail(MG_ERR_IO, "%s; kept the %lld whole frames written before it in %s", why,
+                         (long long)w->frames_written, w->keep_path);
         } else {
             st = mg_fail(MG_ERR_IO, "%s; and the partial file could not be kept (%s)", why, strerror(errno));
         }

@@ -101,6 +101,7 @@ typedef struct y4m_writer {
     FILE *fp;
     int mode;               /* 0 closed, 1 temp file + rename, 2 in place (FIFO, device), 3 stdout */
     int failed;             /* a write failed: close will not publish the file */
+    char keep_path[4096];   /* where a failed file is kept (PATH, or beside an earlier file at PATH) */
     char path[4096];        /* the destination */
     char tmp[4128];         /* PATH.tmp.<pid> while writing (mode 1) */
     size_t frame_bytes;
