@@ -494,12 +494,24 @@ mg_status y4m_writer_close(y4m_writer *w) {
          * an earlier file at PATH, which stays as it was). */
         fclose(w->fp); /* its error is the one already reported */
         w->fp = NULL;
-        off_t keep = (off_t)(w->header_bytes + (size_t)w->frames_written * (6 + w->frame_bytes));
-        if (truncate(w->tmp, keep) == 0 && rename(w->tmp, w->keep_path) == 0) {
+        /* Whole frames are counted from the bytes that reached the file, not from the writes
+         * that returned: stdio buffers, so frames "written" before the failure may be missing,
+         * and cutting to their count would extend the file with zeros. */
+        struct stat sb;
+        int64_t whole = w->frames_written;
+        if (stat(w->tmp, &sb) == 0) {
+            int64_t on_disk = (int64_t)sb.st_size < (int64_t)w->header_bytes ? 0
+                              : ((int64_t)sb.st_size - (int64_t)w->header_bytes) / (int64_t)(6 + w->frame_bytes);
+            if (on_disk < whole) whole = on_disk;
+        }
+        off_t keep = (off_t)(w->header_bytes + (size_t)whole * (6 + w->frame_bytes));
+        if (whole == 0) {
+            st = mg_fail(MG_ERR_IO, "%s; no whole frame reached the file: nothing kept", why);
+        } else if (truncate(w->tmp, keep) == 0 && rename(w->tmp, w->keep_path) == 0) {
             w->tmp[0] = 0;
             fsync_parent_dir(w->keep_path);
-            st = mg_fail(MG_ERR_IO, "%s; kept the %lld whole frames written before it in %s", why,
-                         (long long)w->frames_written, w->keep_path);
+            st = mg_fail(MG_ERR_IO, "%s; kept the %lld whole frames written before it in %s", why, (long long)whole,
+                         w->keep_path);
         } else {
             st = mg_fail(MG_ERR_IO, "%s; and the partial file could not be kept (%s)", why, strerror(errno));
         }
