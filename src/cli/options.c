@@ -1,6 +1,12 @@
-/* The stream options that run, eval and bench share, parsed in one place so that their
- * ranges and messages cannot drift apart. */
+/* The command line's shared helpers: error messages, value parsers, the stream options that
+ * run, eval and bench share (parsed in one place so that their ranges and messages cannot drift
+ * apart), and model loading. Apart from main.c so the parse steps link without main (fuzz/). */
+#include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 
@@ -29,4 +35,91 @@ int cli_stream_option(const char *cmd, int o, const char *arg, int max_steps, mg
     default:
         return 0;
     }
+}
+
+int cli_fail(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("mirage: error: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return EXIT_FAIL;
+}
+
+int cli_usage(const char *cmd, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("mirage: error: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    if (cmd) fprintf(stderr, "see `mirage %s --help`\n", cmd);
+    return EXIT_USAGE;
+}
+
+int cli_status(mg_status s) {
+    const char *msg = mg_last_error();
+    return cli_fail("%s", msg[0] ? msg : mg_strerror(s));
+}
+
+int parse_size(const char *s, int *w, int *h) {
+    char *end;
+    errno = 0;
+    long a = strtol(s, &end, 10);
+    if (errno || end == s || (*end != 'x' && *end != 'X')) return -1;
+    const char *p = end + 1;
+    long b = strtol(p, &end, 10);
+    if (errno || end == p || *end || a < 1 || b < 1 || a > 16384 || b > 16384) return -1;
+    *w = (int)a, *h = (int)b;
+    return 0;
+}
+
+int parse_long(const char *s, long lo, long hi, long *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) return -1;
+    *out = v;
+    return 0;
+}
+
+int parse_u64(const char *s, uint64_t *out) {
+    char *end;
+    errno = 0;
+    if (*s == '-') return -1;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s || *end) return -1;
+    *out = v;
+    return 0;
+}
+
+int parse_float(const char *s, double lo, double hi, double *out) {
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !(v >= lo && v <= hi)) return -1;
+    *out = v;
+    return 0;
+}
+
+int parse_device(const char *s, mg_device *d) {
+    if (!strcmp(s, "cpu")) *d = MG_DEVICE_CPU;
+    else if (!strcmp(s, "cuda")) *d = MG_DEVICE_CUDA;
+    else return -1;
+    return 0;
+}
+
+mg_status cli_load_model(const char *model, const char *config, uint64_t seed, mg_model **out) {
+    if (model) return mg_model_load(model, out);
+    mg_config cfg;
+    MG_TRY(mg_config_named(config, &cfg));
+    char tmp[] = "/tmp/mirage-init-XXXXXX";
+    int fd = mkstemp(tmp);
+    if (fd < 0) return mg_fail(MG_ERR_IO, "cannot create a temporary file: %s", strerror(errno));
+    close(fd);
+    mg_status s = mg_model_init_file(tmp, &cfg, seed, 1);
+    if (s == MG_OK) s = mg_model_load(tmp, out);
+    unlink(tmp); /* the mapping stays valid after unlink */
+    return s;
 }
