@@ -59,6 +59,8 @@ struct cuda_dit_train {
     /* float offsets of the DiT's tensors in the flat arrays */
     size_t in_w, in_b, t1_w, t1_b, t2_w, t2_b, prompt, fada_w, fada_b, fout_w, fout_b;
     layer_off *lo;
+    size_t *lo_first;  /* (L) the lowest float offset of block l's tensors (grad-ready hook) */
+    size_t first_off;  /* the lowest float offset of the DiT's tensors */
     /* inputs (device) */
     float *x0, *x0in, *eps, *cond, *sigma, *temb;
     int *prow;
@@ -703,6 +705,7 @@ extern "C" void cuda_dit_train_free(cuda_dit_train *dt) {
     cudaFreeHost(dt->h_loss);
     cudaFreeHost(dt->h_pin);
     free(dt->lo);
+    free(dt->lo_first);
     free(dt->h_rcos), free(dt->h_rsin);
     free(dt);
 }
@@ -762,6 +765,26 @@ extern "C" mg_status cuda_dit_train_new(cuda_dit_train **out, cuda_params *cp, i
                 NEW_TRY(off_of(tp, n, field[j]));
             }
         }
+        dt->lo_first = (size_t *)malloc((size_t)c->layers * sizeof(size_t));
+        if (!dt->lo_first) NEW_TRY(mg_fail(MG_ERR_NOMEM, "cuda_dit_train_new: out of host memory"));
+        for (int l = 0; l < c->layers; l++) {
+            const size_t *f = &dt->lo[l].ada_w; /* layer_off is ten size_t */
+            size_t m = f[0];
+            for (int j = 1; j < 10; j++) m = f[j] < m ? f[j] : m;
+            dt->lo_first[l] = m;
+        }
+        {
+            size_t o[7] = {dt->in_w, dt->in_b, dt->t1_w, dt->t1_b, dt->t2_w, dt->t2_b, dt->prompt};
+            dt->first_off = o[0];
+            for (int j = 1; j < 7; j++) dt->first_off = o[j] < dt->first_off ? o[j] : dt->first_off;
+        }
+        /* the grad-ready hook reports suffixes of the flat array: the file order (model.c) must
+         * be in, t1, t2, prompt, blocks 0..L-1, final */
+        for (int l = 0; l < c->layers; l++)
+            if ((l == 0 ? dt->prompt >= dt->lo_first[0] : dt->lo_first[l - 1] >= dt->lo_first[l]) ||
+                dt->lo_first[l] >= dt->fada_w || dt->fada_w >= dt->fout_w)
+                NEW_TRY(mg_fail(MG_ERR_FORMAT, "cuda_dit_train_new: the DiT's tensors are not in the order in, t1, t2, "
+                                "prompt, blocks, final (the backward's gradient buckets rely on it)"));
         dt->mem_bytes = layout(dt, NULL);
         cudaError_t e = cudaMalloc(&dt->mem, dt->mem_bytes);
         if (e != cudaSuccess) {
@@ -1012,6 +1035,8 @@ static mg_status pass(cuda_dit_train *dt, const dit_clip *clips, int n, const fl
         CU_LAUNCH(k_frame_sum, fs_grid, fs_block, 0, st, dt->dmod + d, 2 * d, (const float *)dt->dy, (const float *)NULL,
                   xL, (const float *)dt->stf, N, d);
         CU_MG(row_bwd(dt, dt->dsc, 1.0f, G + dt->fada_w, G + dt->fada_b, dt->dmod, dt->sc, WP + dt->fada_w, BT, d, 2 * d));
+        /* data-parallel buckets: the final layer's gradients are complete (cuda_params_grad_ready) */
+        CU_MG(cuda_params_grad_ready(cp, dt->fada_w < dt->fout_w ? dt->fada_w : dt->fout_w));
 
         for (int l = L - 1; l >= 0; l--) {
             const layer_off *lo = &dt->lo[l];
@@ -1083,6 +1108,7 @@ static mg_status pass(cuda_dit_train *dt, const dit_clip *clips, int n, const fl
                       (const float *)NULL, x, st1, N, d);
             /* mod = ada(sc) */
             CU_MG(row_bwd(dt, dt->dsc, 1.0f, G + lo->ada_w, G + lo->ada_b, dt->dmod, dt->sc, WP + lo->ada_w, BT, d, 6 * d));
+            CU_MG(cuda_params_grad_ready(cp, dt->lo_first[l])); /* block l is complete */
         }
         /* x_0 = dit.in(tok) */
         CU_LAUNCH(k_to_bf16_rows, EW(Md), dt->dbr_b, (const float *)dt->dx, Md);
@@ -1094,6 +1120,7 @@ static mg_status pass(cuda_dit_train *dt, const dit_clip *clips, int n, const fl
         CU_MG(row_bwd(dt, dt->dt1s, 0.0f, G + dt->t2_w, G + dt->t2_b, dt->dc, dt->t1s, WP + dt->t2_w, BT, d, d));
         CU_LAUNCH(k_silu_bwd, EW((size_t)BT * d), dt->dt1, (const float *)dt->dt1s, (const float *)dt->t1, (size_t)BT * d);
         CU_MG(row_bwd(dt, NULL, 0.0f, G + dt->t1_w, G + dt->t1_b, dt->dt1, dt->temb, WP + dt->t1_w, BT, 256, d));
+        CU_MG(cuda_params_grad_ready(cp, dt->first_off)); /* in, t1, t2, prompt: the whole DiT */
         prof(dt, 2 + 4 * L);
     }
     CU_TRY(cudaStreamSynchronize(st));

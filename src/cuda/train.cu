@@ -28,6 +28,8 @@ typedef struct cp_impl {
     double *h_norm;            /* (1) pinned */
     bf16_t *bf16;              /* (count) bf16 copy of param, see cuda_params_bf16 */
     void *mem;                 /* the one device allocation of the five arrays */
+    cuda_grad_hook hook;       /* cuda_params_set_grad_hook, or NULL */
+    void *hook_user;
 } cp_impl;
 
 static cp_impl *impl_of(const cuda_params *cp) { return (cp_impl *)cp->impl; }
@@ -337,4 +339,18 @@ extern "C" mg_status cuda_params_to_bf16(cuda_params *cp, int first, int last) {
     CU_LAUNCH(k_to_bf16, dim3(grid_for(n)), dim3(256), 0, im->st, (bf16 *)im->bf16 + o[first],
               (const float *)cp->param + o[first], n);
     return MG_OK;
+}
+
+extern "C" void cuda_params_set_grad_hook(cuda_params *cp, cuda_grad_hook fn, void *user) {
+    if (!cp || !cp->impl) return;
+    impl_of(cp)->hook = fn;
+    impl_of(cp)->hook_user = user;
+}
+
+extern "C" mg_status cuda_params_grad_ready(cuda_params *cp, size_t from) {
+    cp_impl *im = cp ? impl_of(cp) : NULL;
+    if (!im || !im->hook) return MG_OK;
+    mg_status s = im->hook(im->hook_user, from);
+    cu_pdl_fence(); /* the hook may have enqueued an event: the next kernel links to nothing */
+    return s;
 }

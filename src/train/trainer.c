@@ -21,6 +21,7 @@
 #include "train/checkpoint.h"
 #include "train/trainer.h"
 #ifdef MG_HAVE_CUDA
+#include "cuda/cuda_dist.h"
 #include "cuda/cuda_train.h"
 #endif
 #ifdef MG_HAVE_OPENMP
@@ -296,7 +297,9 @@ typedef struct run {
     cuda_dit_train *cdt;
     cuda_tae_encoder *cenc;  /* dit: the frozen encoder (NULL with MG_TRAIN_ENCODE=tae: ctt's) */
     int have_cp;
+    cuda_dist *cd;          /* data parallel: the communicator, NULL in a one-process run */
 #endif
+    int rank, nranks;       /* data parallel: this process's rank (0 in a one-process run) */
     float *losses;
 } run;
 
@@ -453,10 +456,12 @@ static mg_status encode_device(run *r, train_batch *b, double *enc_ms, double *a
 #endif
 }
 
-/* Loss of one batch; train = 1 also accumulates gradients (scaled by 1/B). */
+/* Loss of one batch; train = 1 also accumulates gradients (scaled by 1/B). Data parallel: b is
+ * this rank's slice of the global batch of fx.batch items; the scale is still 1/(global B),
+ * the gradients are summed over the ranks by the step, and the loss is summed here. */
 static mg_status batch_loss(run *r, train_batch *b, int train, double *loss) {
-    int B = b->B;
-    float inv = 1.0f / (float)B;
+    int B = b->B, GB = r->fx.batch;
+    float inv = 1.0f / (float)GB;
     double sum = 0.0;
     if (r->fx.device == MG_DEVICE_CUDA) {
 #ifdef MG_HAVE_CUDA
@@ -469,6 +474,7 @@ static mg_status batch_loss(run *r, train_batch *b, int train, double *loss) {
             else MG_TRY(cuda_dit_train_loss(r->cdt, r->clips, B, r->losses));
         }
         for (int i = 0; i < B; i++) sum += r->losses[i];
+        if (r->cd) MG_TRY(cuda_dist_sum(r->cd, &sum, 1));
 #endif
     } else if (r->fx.stage == STAGE_TAE) {
         size_t px = (size_t)b->S * b->S * 3;
@@ -487,7 +493,7 @@ static mg_status batch_loss(run *r, train_batch *b, int train, double *loss) {
             sum += l;
         }
     }
-    *loss = sum / B;
+    *loss = sum / GB;
     return MG_OK;
 }
 
@@ -524,6 +530,7 @@ static mg_status samples(run *r, long step) {
 static void run_free(run *r) {
     prefetch_stop(&r->pf);
 #ifdef MG_HAVE_CUDA
+    if (r->cd) cuda_dist_free(r->cd); /* before the gradients it reduces */
     if (r->cdt) cuda_dit_train_free(r->cdt);
     if (r->ctt) cuda_tae_train_free(r->ctt);
     if (r->cenc) cuda_tae_encoder_free(r->cenc);
@@ -559,8 +566,10 @@ static mg_status setup(run *r, long *start) {
     derive_path(r->ckpt, sizeof r->ckpt, o->ckpt, o->out, ".ckpt");
     derive_path(r->samples, sizeof r->samples, o->samples, o->out, ".samples");
     *start = 0;
-    ckpt_remove_stale(r->ckpt); /* temporaries of a killed run */
-    ckpt_remove_stale(o->out);
+    if (r->rank == 0) {
+        ckpt_remove_stale(r->ckpt); /* temporaries of a killed run */
+        ckpt_remove_stale(o->out);
+    }
     /* the state: the checkpoint, or the initial weights */
     int resumed = 0;
     if (o->resume && access(r->ckpt, F_OK) == 0) {
@@ -627,14 +636,16 @@ static mg_status setup(run *r, long *start) {
     r->bc.B = f->batch, r->bc.T = f->frames, r->bc.S = f->size, r->bc.window = f->window;
     r->bc.hist_aug = f->hist_aug, r->bc.prompt_dropout = f->prompt_dropout, r->bc.fades = f->fades, r->bc.seed = f->seed;
     r->bc.cpu_encode = f->device == MG_DEVICE_CPU;
+    if (r->nranks > 1) MG_TRY(dist_split(f->batch, r->nranks, r->rank, &r->bc.item0, &r->bc.B)); /* this rank's slice */
     batch_cfg_from_params(&r->bc, &r->tp);
     r->vbc = r->bc;
     r->vbc.seed = VAL_SEED;
     MG_TRY(batch_alloc(&r->bufs[0], &r->bc));
     MG_TRY(batch_alloc(&r->bufs[1], &r->bc));
     MG_TRY(batch_alloc(&r->vbuf, &r->vbc));
-    r->clips = calloc((size_t)f->batch, sizeof *r->clips);
-    r->losses = calloc((size_t)f->batch, sizeof *r->losses);
+    int lb = r->bc.B; /* items per step on this process */
+    r->clips = calloc((size_t)lb, sizeof *r->clips);
+    r->losses = calloc((size_t)lb, sizeof *r->losses);
     if (!r->clips || !r->losses) return mg_fail(MG_ERR_NOMEM, "out of memory");
     int lh = f->size / 8;
 
@@ -646,13 +657,22 @@ static mg_status setup(run *r, long *start) {
         const char *enc = getenv("MG_TRAIN_ENCODE");
         if (f->stage == STAGE_DIT && !(enc && !strcmp(enc, "tae"))) {
             /* chunks of up to 32 frames: ~0.4 GiB at 256x256 for tiny */
-            int chunk = f->batch * f->frames < 32 ? f->batch * f->frames : 32;
+            int chunk = lb * f->frames < 32 ? lb * f->frames : 32;
             MG_TRY(cuda_tae_encoder_new(&r->cenc, &r->cp, chunk, f->size, f->size));
         } else {
-            MG_TRY(cuda_tae_train_new(&r->ctt, &r->cp, f->batch, f->size, f->size));
+            MG_TRY(cuda_tae_train_new(&r->ctt, &r->cp, lb, f->size, f->size));
         }
-        if (f->stage == STAGE_DIT) MG_TRY(cuda_dit_train_new(&r->cdt, &r->cp, f->batch, f->frames, lh, lh));
+        if (f->stage == STAGE_DIT) MG_TRY(cuda_dit_train_new(&r->cdt, &r->cp, lb, f->frames, lh, lh));
         printf("device: %s\n", cuda_params_device_name(&r->cp));
+        if (o->dist) {
+            char nccl[4400] = "";
+            MG_TRY(cuda_dist_probe(nccl, sizeof nccl));
+            MG_TRY(cuda_dist_new(&r->cd, o->dist));
+            MG_TRY(cuda_dist_attach(r->cd, &r->cp, r->first, r->last));
+            printf("data parallel: %d ranks (GPUs", r->nranks);
+            for (int i = 0; i < o->n_gpus; i++) printf("%s%d", i ? "," : " ", o->gpus[i]);
+            printf("), %d of the %d items of a step each, gradients summed by %s\n", lb, f->batch, nccl);
+        }
         if (f->stage == STAGE_DIT)
             printf("  encode: %s\n", r->cenc ? "cuda_tae_encoder (bf16 implicit-GEMM convs)"
                    : "cuda_tae_encode (MG_TRAIN_ENCODE=tae: the training autoencoder's forward)");
@@ -695,9 +715,17 @@ mg_status trainer_run(const train_opts *o) {
     run r;
     memset(&r, 0, sizeof r);
     r.o = o;
+    r.nranks = o->dist ? o->dist->nranks : 1;
+    r.rank = o->dist ? o->dist->rank : 0;
+#ifndef MG_HAVE_CUDA
+    if (o->dist) return mg_fail(MG_ERR_UNSUPPORTED, "--gpus: this build has no CUDA (built without nvcc)");
+#endif
     long step;
     mg_status s = setup(&r, &step);
     if (s != MG_OK) {
+#ifdef MG_HAVE_CUDA
+        if (r.cd) cuda_dist_abort(r.cd);
+#endif
         run_free(&r);
         return s;
     }
@@ -709,8 +737,9 @@ mg_status trainer_run(const train_opts *o) {
     threads = omp_get_max_threads();
 #endif
     double peak = o->peak_tflops > 0 ? o->peak_tflops : f->device == MG_DEVICE_CUDA ? 989.0 : 0.15 * threads;
+    peak *= r.nranks; /* the step's FLOPs are the global batch's, over every GPU */
     double flops = train_step_flops(f->stage, &r.tp.cfg, f->batch, f->frames, f->size, f->window);
-    printf("  %.3g GFLOP per step; MFU against %.4g TFLOP/s (%s)\n", flops / 1e9, peak,
+    printf("  %.3g GFLOP per step; MFU against %.4g TFLOP/s (%s%s)\n", flops / 1e9, peak, r.nranks > 1 ? "all GPUs, " : "",
            o->peak_tflops > 0 ? "--peak-tflops" : f->device == MG_DEVICE_CUDA ? "H100 SXM dense bf16" : "0.15 a CPU thread, fp32");
 
     struct sigaction sa, old_int, old_term;
@@ -756,7 +785,9 @@ mg_status trainer_run(const train_opts *o) {
 #ifdef MG_HAVE_CUDA
             double t1 = mg_now_ms();
             if ((s = cuda_zero_grad(&r.cp, r.first, r.last)) != MG_OK) goto out;
+            if (r.cd && (s = cuda_dist_grads_begin(r.cd)) != MG_OK) goto out;
             if ((s = batch_loss(&r, b, 1, &loss)) != MG_OK) goto out; /* ends reading the losses back */
+            if (r.cd && (s = cuda_dist_grads_finish(r.cd)) != MG_OK) goto out; /* the sums over the ranks */
             double t2 = mg_now_ms();
             t_step = t2 - t1;
             if ((s = cuda_grad_clip(&r.cp, r.first, r.last, f->clip > 0 ? f->clip : 1e30, &gnorm)) != MG_OK) goto out;
@@ -797,28 +828,36 @@ mg_status trainer_run(const train_opts *o) {
             fflush(stdout);
         }
         if (o->val_every > 0 && step % o->val_every == 0 && (s = validate(&r, step)) != MG_OK) goto out;
-        if (o->sample_every > 0 && step % o->sample_every == 0 && (s = samples(&r, step)) != MG_OK) goto out;
+        /* data parallel: samples and checkpoints are rank 0's (all ranks hold the same state) */
+        if (r.rank == 0 && o->sample_every > 0 && step % o->sample_every == 0 && (s = samples(&r, step)) != MG_OK) goto out;
         if (o->ckpt_every > 0 && step % o->ckpt_every == 0 && step < f->steps) {
-            if ((s = save_all(&r, step, &ckpt_ms)) != MG_OK) goto out;
+            if (r.rank == 0 && (s = save_all(&r, step, &ckpt_ms)) != MG_OK) goto out;
             last_saved = step;
         }
-        if (stop_signal) {
-            why = stop_signal == SIGINT ? "interrupted (SIGINT)" : "terminated (SIGTERM)";
+        double elapsed = (mg_now_ms() - t_begin) / 1000.0;
+        /* a signal, the time limit: data-parallel ranks decide together (a signal to any rank
+         * stops all of them at the same step) */
+        double stop_flags[3] = {stop_signal == SIGINT, stop_signal == SIGTERM,
+                                o->time_limit > 0 && step < f->steps &&
+                                    elapsed + (2.0 * avg_ms + 1.5 * ckpt_ms) / 1000.0 + 1.0 > o->time_limit};
+#ifdef MG_HAVE_CUDA
+        if (r.cd && (s = cuda_dist_sum(r.cd, stop_flags, 3)) != MG_OK) goto out;
+#endif
+        if (stop_flags[0] > 0 || stop_flags[1] > 0) {
+            why = stop_flags[0] > 0 ? "interrupted (SIGINT)" : "terminated (SIGTERM)";
             break;
         }
         if (o->stop_after > 0 && step - step0 >= o->stop_after && step < f->steps) {
             why = "--stop-after";
             break;
         }
-        double elapsed = (mg_now_ms() - t_begin) / 1000.0;
-        if (o->time_limit > 0 && step < f->steps &&
-            elapsed + (2.0 * avg_ms + 1.5 * ckpt_ms) / 1000.0 + 1.0 > o->time_limit) {
+        if (stop_flags[2] > 0) {
             why = "time limit";
             break;
         }
     }
     prefetch_stop(p);
-    if (last_saved != step || step == f->steps) {
+    if (r.rank == 0 && (last_saved != step || step == f->steps)) {
         double ms;
         if ((s = save_all(&r, step, &ms)) != MG_OK) goto out;
     }
@@ -830,6 +869,9 @@ mg_status trainer_run(const train_opts *o) {
 out:
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
+#ifdef MG_HAVE_CUDA
+    if (r.cd && s != MG_OK) cuda_dist_abort(r.cd); /* the peers must not wait for this rank */
+#endif
     run_free(&r);
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->cv);

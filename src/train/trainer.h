@@ -11,6 +11,7 @@
 
 #include "core/safetensors.h"
 #include "train/batch.h"
+#include "train/dist.h"
 
 /* Options that shape the run: fixed at the start and kept in the checkpoint; on --resume an
  * explicitly given value that differs is an error, an omitted one is taken from the checkpoint. */
@@ -51,6 +52,11 @@ typedef struct train_opts {
     size_t part_bytes;      /* checkpoint part size */
     st_dtype ckpt_moments;  /* ST_F32 (exact resume) or ST_BF16 (smaller, approximate) */
     int sample_steps;       /* denoising steps of the dit samples */
+    /* data parallel (issue 8, dist.h): --gpus N or a list; src/cli/train_launch.c starts one
+     * process per GPU, each runs trainer_run with dist set (rank 0 alone writes files) */
+    int n_gpus;             /* 0: not given (one process) */
+    int gpus[DIST_MAX_GPUS];
+    const dist_rank *dist;  /* this process's rank when n_gpus > 1, else NULL */
 } train_opts;
 
 train_opts train_opts_default(train_stage stage);
