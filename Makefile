@@ -209,38 +209,51 @@ test-gpu: features
 	@for t in $(GPU_TEST); do echo "== $$t"; $$t || exit 1; done
 
 clean:
-	rm -rf build build-san build-gpu
+	rm -rf build build-san build-gpu build-fuzz
 
-# ---- fuzzing: make fuzz [FUZZ_SECONDS=60] ------------------------------------------------
-# libFuzzer needs clang. New inputs go to build/fuzz/corpus/; fuzz/corpus/ holds the seeds.
+# ---- fuzzing: make fuzz [FUZZERS="proto web"] [FUZZ_SECONDS=60] -----------------------------
+# One libFuzzer target per parser (fuzz/fuzz_NAME.c, fuzz/README.md). They link the library and
+# the command line's parse steps built by clang with ASan + UBSan and libFuzzer's coverage into
+# build-fuzz/ (CUDA and OpenMP off), by a second make with FUZZ_INSTR=1. Seeds are fuzz/corpus/NAME/,
+# new inputs go to build-fuzz/corpus/NAME/, a crash to build-fuzz/artifacts/NAME/ (make fuzz
+# fails and names it). Every seed and every fixed crash (fuzz/regress/NAME/) also runs through the
+# same entry points in `make test` (tests/test_fuzz_regress.c). scripts/fuzz_report.sh measures.
 FUZZ_SECONDS ?= 60
 FUZZ_CC ?= clang
-FUZZ_FLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -Iinclude -Isrc $(shell pkg-config --cflags libcjson) \
-	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
-.PHONY: fuzz
-build/fuzz/fuzz_safetensors: fuzz/fuzz_safetensors.c src/core/safetensors.c src/core/status.c \
-		src/core/safetensors.h src/core/status.h include/mirage.h
+FUZZ_DIR := build-fuzz
+FUZZERS ?= safetensors y4m shard proto web ckpt model cli
+FUZZ_RUN_FLAGS ?= -timeout=10 -rss_limit_mb=2048 -close_fd_mask=3
+CLI_PARSE_OBJ := $(filter-out $(BUILD)/obj/src/cli/main.o,$(CLI_OBJ))
+ifeq ($(FUZZ_INSTR),1)
+  CFLAGS += -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer \
+	-DFUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION
+  LDFLAGS += -fsanitize=address,undefined
+endif
+$(BUILD)/fuzz/fuzz_%: fuzz/fuzz_%.c $(CLI_PARSE_OBJ) $(LIB)
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_FLAGS) fuzz/fuzz_safetensors.c src/core/safetensors.c src/core/status.c \
-		-o $@ $(shell pkg-config --libs libcjson)
+	$(CC) $(CFLAGS) -fsanitize=fuzzer $< -o $@ $(CLI_PARSE_OBJ) $(LIB) $(LDFLAGS) $(LDLIBS)
 
-build/fuzz/fuzz_y4m: fuzz/fuzz_y4m.c src/io/y4m.c src/core/status.c src/io/y4m.h include/mirage.h
+# the regression run: the fuzz targets' entry points under this build's compiler (ASan with SAN=1)
+$(BUILD)/tests/test_fuzz_regress: tests/test_fuzz_regress.c tests/testutil.h $(wildcard fuzz/fuzz_*.c) \
+		$(CLI_PARSE_OBJ) $(LIB)
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_FLAGS) fuzz/fuzz_y4m.c src/io/y4m.c src/core/status.c -o $@
+	$(CC) $(CFLAGS) -Itests $< -o $@ $(CLI_PARSE_OBJ) $(LIB) $(LDFLAGS) $(LDLIBS) -lcmocka
 
-build/fuzz/fuzz_shard: fuzz/fuzz_shard.c src/data/shard.c src/core/status.c src/core/rng.c src/data/shard.h \
-		src/core/status.h include/mirage.h
-	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_FLAGS) -DFUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION fuzz/fuzz_shard.c src/data/shard.c \
-		src/core/status.c src/core/rng.c -o $@ -lturbojpeg -lm
+.PHONY: fuzz fuzz-build
+fuzz-build:
+	@command -v $(FUZZ_CC) >/dev/null 2>&1 || { echo "mirage: error: make fuzz needs clang (apt-get install clang, or scripts/setup.sh)"; exit 1; }
+	@$(MAKE) --no-print-directory BUILD=$(FUZZ_DIR) CC=$(FUZZ_CC) CUDA=0 OPENMP=0 SAN=0 FUZZ_INSTR=1 \
+		OPT="-O1 -march=x86-64-v3" $(FUZZERS:%=$(FUZZ_DIR)/fuzz/fuzz_%)
 
-FUZZERS := safetensors y4m shard
-fuzz: $(FUZZERS:%=build/fuzz/fuzz_%)
+fuzz: fuzz-build
 	@for f in $(FUZZERS); do \
-		mkdir -p build/fuzz/corpus/$$f; \
+		mkdir -p $(FUZZ_DIR)/corpus/$$f $(FUZZ_DIR)/artifacts/$$f; \
+		dict=""; [ -f fuzz/$$f.dict ] && dict="-dict=fuzz/$$f.dict"; \
 		echo "== fuzz_$$f for $(FUZZ_SECONDS) s"; \
-		build/fuzz/fuzz_$$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
-			-artifact_prefix=build/fuzz/ build/fuzz/corpus/$$f fuzz/corpus/$$f || exit 1; \
+		$(FUZZ_DIR)/fuzz/fuzz_$$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 $(FUZZ_RUN_FLAGS) $$dict \
+			-artifact_prefix=$(FUZZ_DIR)/artifacts/$$f/ $(FUZZ_DIR)/corpus/$$f fuzz/corpus/$$f || { \
+			echo "mirage: error: fuzz_$$f failed; the input that did it: $$(ls $(FUZZ_DIR)/artifacts/$$f/* 2>/dev/null | tr '\n' ' ')"; \
+			echo "(reproduce: $(FUZZ_DIR)/fuzz/fuzz_$$f FILE; once fixed, add FILE to fuzz/regress/$$f/)"; exit 1; }; \
 	done
 
 # ---- training data: make data (issue 5; docs/DATA.md) ------------------------------------
