@@ -469,7 +469,7 @@ int loop_run(const mg_model *m, mg_stream *st, source *src, sink *snk, const loo
         if (why == STOP_SIGNAL) fprintf(stderr, "mirage run | interrupted: the output is finalised\n");
         if (why == STOP_QUIT) fprintf(stderr, "mirage run | stopped on request: the output is finalised\n");
         if (rc != EXIT_OK && L->frames_out > 0 && strcmp(o->output, "null") && strcmp(o->output, "window")) {
-            if (L->keeps_earlier) {
+            if (L->keeps_earlier && (L->wr_failed || L->close_failed)) { /* see sink_partial_path */
                 char kept[4200];
                 sink_partial_path(kept, sizeof kept, o->output);
                 fprintf(stderr, "mirage run | %s, the earlier file, is left as it was; the new output is kept, finalised, "
