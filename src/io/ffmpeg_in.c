@@ -65,6 +65,7 @@ typedef struct ff_source {
     int flushing;                      /* end of input reached: the decoder is draining */
     int read_err;                      /* the error that ended the input early (0: a clean end) */
     int bad_packets;                   /* consecutive packets the decoder refused */
+    int64_t pkt_end;                   /* byte offset just past the last packet read (0: unknown) */
     /* what the swscale context was made for */
     int cur_w, cur_h, cur_fmt, cur_cs, cur_range;
     fit_rect rs, rd;
@@ -174,6 +175,13 @@ static mg_status ff_read(source *s, uint8_t *rgb, source_frame *out) {
             if (f->read_err)
                 return mg_fail(MG_ERR_IO, "%s: input ended early after frame %lld: %s", s->name,
                                (long long)s->frames_read, av_err(f->read_err, eb, sizeof eb));
+            /* a y4m stream cut mid-frame (its writer gone) ends as a plain EOF: the demuxer drops
+             * the partial frame. Whole frames end exactly where the last packet did. */
+            if (f->pkt_end > 0 && f->fmt->pb && !strcmp(f->fmt->iformat->name, "yuv4mpegpipe") &&
+                avio_tell(f->fmt->pb) > f->pkt_end)
+                return mg_fail(MG_ERR_FORMAT, "%s: input ended early after frame %lld: frame %lld was cut short "
+                               "(%lld of its bytes arrived)", s->name, (long long)s->frames_read,
+                               (long long)s->frames_read, (long long)(avio_tell(f->fmt->pb) - f->pkt_end));
             /* demuxers report a cut-off file as a plain end; the container's frame count tells */
             if (s->expected_frames > 0 && s->frames_read < s->expected_frames - 1)
                 return mg_fail(MG_ERR_FORMAT, "%s: input ended early: %lld of the %lld frames it announces (a truncated file?)",
@@ -205,6 +213,7 @@ static mg_status ff_read(source *s, uint8_t *rgb, source_frame *out) {
             av_packet_unref(f->pkt);
             continue;
         }
+        if (f->pkt->pos >= 0) f->pkt_end = f->pkt->pos + f->pkt->size;
         t0 = mg_now_ms();
         r = avcodec_send_packet(f->dec, f->pkt);
         decode_ms += mg_now_ms() - t0;
