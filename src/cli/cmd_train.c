@@ -6,6 +6,7 @@
 
 #include "cli/cli.h"
 #include "cli/parse.h"
+#include "cli/train_launch.h"
 #include "train/trainer.h"
 
 static const char *help =
@@ -49,6 +50,9 @@ static const char *help =
     "                        smaller, resume close but not bit-exact)\n"
     "  --log-every N         a progress line every N steps (default 1)\n"
     "  --device cpu|cuda     where to train (default cpu)\n"
+    "  --gpus N|LIST         data parallel over N GPUs (0..N-1) or the listed ones (0,2): a process\n"
+    "                        per GPU, --batch split evenly over them, gradients summed with NCCL\n"
+    "                        (MIRAGE_NCCL=/path/libnccl.so.2 if it is not found); implies --device cuda\n"
     "  --dtype f32|bf16      model file dtype (default f32; bf16 halves it)\n"
     "  --seed N              run seed: every random choice derives from (seed, step, item) (default 0)\n"
     "  --time-limit SECONDS  stop cleanly with a checkpoint before this much time (default none)\n"
@@ -66,12 +70,12 @@ int train_parse(int argc, char **argv, train_opts *a) {
     if (argc < 2 || (strcmp(argv[1], "tae") && strcmp(argv[1], "dit")))
         return cli_usage("train", "expected a stage, tae or dit, found '%s'", argc < 2 ? "" : argv[1]);
     train_opts o = train_opts_default(!strcmp(argv[1], "tae") ? STAGE_TAE : STAGE_DIT);
-    int lr_min_given = 0;
+    int lr_min_given = 0, device_given = 0;
     enum {
         O_DATA = 256, O_OUT, O_INIT, O_CONFIG, O_RESUME, O_CKPT, O_SAMPLES, O_STEPS, O_BATCH, O_SIZE, O_FRAMES,
         O_WINDOW, O_LR, O_LR_MIN, O_WARMUP, O_WD, O_CLIP, O_EMA, O_HIST, O_DROP, O_VAL_EVERY, O_VAL_CLIPS,
         O_SAMPLE_EVERY, O_SAMPLE_STEPS, O_CKPT_EVERY, O_PART, O_LOG, O_DEVICE, O_DTYPE, O_SEED, O_TIME, O_THREADS,
-        O_PEAK, O_MOMENTS, O_STOP, O_FADES, O_SIGMA_CTX, O_FRESH_DIT, O_HELP
+        O_PEAK, O_MOMENTS, O_STOP, O_FADES, O_SIGMA_CTX, O_FRESH_DIT, O_GPUS, O_HELP
     };
     static const struct option opts[] = {
         {"data", 1, 0, O_DATA}, {"out", 1, 0, O_OUT}, {"init", 1, 0, O_INIT}, {"config", 1, 0, O_CONFIG},
@@ -83,7 +87,7 @@ int train_parse(int argc, char **argv, train_opts *a) {
         {"sample-steps", 1, 0, O_SAMPLE_STEPS}, {"ckpt-every", 1, 0, O_CKPT_EVERY}, {"ckpt-part-mib", 1, 0, O_PART},
         {"log-every", 1, 0, O_LOG}, {"device", 1, 0, O_DEVICE}, {"dtype", 1, 0, O_DTYPE}, {"seed", 1, 0, O_SEED},
         {"time-limit", 1, 0, O_TIME}, {"threads", 1, 0, O_THREADS}, {"peak-tflops", 1, 0, O_PEAK},
-        {"ckpt-moments", 1, 0, O_MOMENTS}, {"stop-after", 1, 0, O_STOP}, {"fades", 1, 0, O_FADES},
+        {"ckpt-moments", 1, 0, O_MOMENTS}, {"stop-after", 1, 0, O_STOP}, {"fades", 1, 0, O_FADES}, {"gpus", 1, 0, O_GPUS},
         {"sigma-ctx", 1, 0, O_SIGMA_CTX}, {"fresh-dit", 0, 0, O_FRESH_DIT},
         {"help", 0, 0, O_HELP}, {0, 0, 0, 0}};
     long v;
@@ -139,6 +143,7 @@ int train_parse(int argc, char **argv, train_opts *a) {
         case O_PART: LONG("--ckpt-part-mib", 1, 65536, v, 0); o.part_bytes = (size_t)v << 20; break;
         case O_LOG: LONG("--log-every", 0, 100000000, o.log_every, 0); break;
         case O_DEVICE:
+            device_given = 1;
             if (parse_device(optarg, &o.device)) return cli_usage("train", "--device: expected cpu or cuda, found '%s'", optarg);
             break;
         case O_DTYPE:
@@ -163,6 +168,9 @@ int train_parse(int argc, char **argv, train_opts *a) {
             else if (!strcmp(optarg, "bf16")) o.ckpt_moments = ST_BF16;
             else return cli_usage("train", "--ckpt-moments: expected f32 or bf16, found '%s'", optarg);
             break;
+        case O_GPUS:
+            if (dist_parse_gpus(optarg, o.gpus, &o.n_gpus) != MG_OK) return cli_usage("train", "%s", mg_last_error());
+            break;
         case O_HELP: fputs(help, stdout); return EXIT_OK;
         default: return cli_usage("train", "unknown or incomplete option '%s'", argv[optind - 1]);
         }
@@ -179,6 +187,13 @@ int train_parse(int argc, char **argv, train_opts *a) {
         fprintf(stderr, "mirage: warning: train dit without --init: the autoencoder is a fresh random one (tests only)\n");
     if (!lr_min_given) o.lr_min = 0.1f * o.lr;
     if (o.lr_min > o.lr) return cli_usage("train", "--lr-min %g is above --lr %g", o.lr_min, o.lr);
+    if (o.n_gpus > 0) {
+        if (device_given && o.device != MG_DEVICE_CUDA) return cli_usage("train", "--gpus needs --device cuda");
+        o.device = MG_DEVICE_CUDA;
+        int first, count; /* the batch is split evenly (a resumed run's comes from its checkpoint) */
+        if (o.n_gpus > 1 && ((o.given & TO_BATCH) || !o.resume) && dist_split(o.batch, o.n_gpus, 0, &first, &count) != MG_OK)
+            return cli_usage("train", "%s", mg_last_error());
+    }
     *a = o;
     return CLI_PARSED;
 }
@@ -187,6 +202,14 @@ int cmd_train(int argc, char **argv) {
     train_opts o;
     int rc = train_parse(argc, argv, &o);
     if (rc != CLI_PARSED) return rc;
+    if (o.n_gpus > 1) return train_launch(&o);
+    if (o.n_gpus == 1 && o.gpus[0] != 0) { /* one listed GPU: this process alone, on it */
+        char v[32];
+        snprintf(v, sizeof v, "%d", o.gpus[0]);
+        const char *vis = getenv("CUDA_VISIBLE_DEVICES");
+        if (vis) return cli_fail("--gpus %d: with CUDA_VISIBLE_DEVICES=%s set, name the GPU there", o.gpus[0], vis);
+        setenv("CUDA_VISIBLE_DEVICES", v, 1); /* before the first CUDA call */
+    }
     mg_status s = trainer_run(&o);
     return s == MG_OK ? EXIT_OK : s == MG_ERR_ARG && strstr(mg_last_error(), "differs from the checkpoint") ? cli_usage("train", "%s", mg_last_error()) : cli_status(s);
 }

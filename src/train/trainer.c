@@ -560,6 +560,8 @@ static void derive_path(char *buf, size_t n, const char *given, const char *out,
     snprintf(buf, n, "%.*s%s", (int)len, out, suffix);
 }
 
+void trainer_ckpt_path(const train_opts *o, char *buf, size_t n) { derive_path(buf, n, o->ckpt, o->out, ".ckpt"); }
+
 static mg_status setup(run *r, long *start) {
     const train_opts *o = r->o;
     r->fx = *o;

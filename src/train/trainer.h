@@ -65,6 +65,8 @@ train_opts train_opts_default(train_stage stage);
  * MG_OK when the run reached its steps or stopped cleanly (time limit, signal) with a
  * checkpoint written; otherwise the status of what failed (mg_last_error says what). */
 mg_status trainer_run(const train_opts *o);
+/* The checkpoint index the run uses (--ckpt, or --out without .safetensors plus .ckpt). */
+void trainer_ckpt_path(const train_opts *o, char *buf, size_t n);
 
 /* FLOPs of one optimizer step (forward + backward = 3x the forward's multiply-adds x 2), from
  * the shapes: the trained network only (the frozen encoder of stage dit is not counted). */
