@@ -202,14 +202,7 @@ int cmd_train(int argc, char **argv) {
     train_opts o;
     int rc = train_parse(argc, argv, &o);
     if (rc != CLI_PARSED) return rc;
-    if (o.n_gpus > 1) return train_launch(&o);
-    if (o.n_gpus == 1 && o.gpus[0] != 0) { /* one listed GPU: this process alone, on it */
-        char v[32];
-        snprintf(v, sizeof v, "%d", o.gpus[0]);
-        const char *vis = getenv("CUDA_VISIBLE_DEVICES");
-        if (vis) return cli_fail("--gpus %d: with CUDA_VISIBLE_DEVICES=%s set, name the GPU there", o.gpus[0], vis);
-        setenv("CUDA_VISIBLE_DEVICES", v, 1); /* before the first CUDA call */
-    }
+    if (o.n_gpus > 1) return train_launch(&o); /* --gpus 1: this process, as --device cuda */
     mg_status s = trainer_run(&o);
     return s == MG_OK ? EXIT_OK : s == MG_ERR_ARG && strstr(mg_last_error(), "differs from the checkpoint") ? cli_usage("train", "%s", mg_last_error()) : cli_status(s);
 }

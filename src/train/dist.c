@@ -15,6 +15,8 @@ volatile sig_atomic_t dist_abort_flag = 0;
 mg_status dist_parse_gpus(const char *arg, int *gpus, int *n) {
     *n = 0;
     if (!arg || !*arg) return mg_fail(MG_ERR_ARG, "--gpus: expected a count (1..%d) or a list like 0,2, found ''", DIST_MAX_GPUS);
+    if (*arg < '0' || *arg > '9') /* strtol would skip spaces and take signs */
+        return mg_fail(MG_ERR_ARG, "--gpus: expected a count (1..%d) or a list like 0,2, found '%s'", DIST_MAX_GPUS, arg);
     if (!strchr(arg, ',')) {
         char *end;
         errno = 0;
@@ -30,7 +32,7 @@ mg_status dist_parse_gpus(const char *arg, int *gpus, int *n) {
         char *end;
         errno = 0;
         long v = strtol(p, &end, 10);
-        if (end == p || errno || v < 0 || v >= 1024 || (*end && *end != ',') || *p == '+' || *p == ' ')
+        if (end == p || errno || v < 0 || v >= 1024 || (*end && *end != ',') || *p < '0' || *p > '9')
             return mg_fail(MG_ERR_ARG, "--gpus: expected device indices separated by commas (like 0,2), found '%s'", arg);
         if (*n == DIST_MAX_GPUS) return mg_fail(MG_ERR_ARG, "--gpus: at most %d GPUs, found '%s'", DIST_MAX_GPUS, arg);
         for (int i = 0; i < *n; i++)
@@ -104,7 +106,7 @@ mg_status dist_id_wait(const char *path, uint64_t nonce, void *id, size_t n, dou
         if (id_read(path, nonce, id, n)) return MG_OK;
         if (dist_abort_requested()) return mg_fail(MG_ERR_IO, "stopped while waiting for %s: another rank failed", path);
         if (mg_now_ms() - t0 > timeout_s * 1000.0)
-            return mg_fail(MG_ERR_IO, "no NCCL id from rank 0 in %s after %.0f s (did rank 0 fail? set "
+            return mg_fail(MG_ERR_IO, "no NCCL id from rank 0 in %s after %.3g s (did rank 0 fail? set "
                            "MIRAGE_DIST_TIMEOUT to wait longer)", path, timeout_s);
         struct timespec ts = {0, 5 * 1000 * 1000};
         nanosleep(&ts, NULL);
