@@ -5,7 +5,7 @@
 #                              for the shards; no FFmpeg/OpenBLAS/SDL2/libpng/lws) and copies the
 #                              shared libraries the GPU machine lacks into .devlibs/
 #   sh dev/train/dp.sh run     there (carry build-dp/mirage, .devlibs, data): the parts in PARTS
-#                              (default "curves resume speed"), logs and a summary in $OUT
+#                              (default "curves resume faults speed"), logs and a summary in $OUT
 #
 #   curves  200 DiT steps (--init models/mirage-tiny.safetensors --fresh-dit, batch 8 of 6
 #           frames at 128x128, seed 0) on 1 GPU and on 2 GPUs, and on 1 GPU with seed 1 (the
@@ -13,6 +13,8 @@
 #           relative; validation (every 100 steps) and samples (rank 0) on the way
 #   resume  12 steps on 1 GPU; the same run as 4 on 1 GPU + 4 on 2 GPUs + 4 on 1 GPU (--resume,
 #           --stop-after 4): the losses of the two, step by step
+#   faults  2 GPUs: SIGINT to the launcher (clean stop, checkpoint, --resume), kill -9 of a rank
+#           (the others must not hang): exit codes and how long each took
 #   speed   steps/s and samples/s at 1, 2 and 4 GPUs (those the machine has) with SPEED_PB clips per
 #           GPU (default 8) of config SPEED_CONFIG (s) at SPEED_SIZE (256), 6 frames: median ms of
 #           steps 11..SPEED_STEPS (40), scaling efficiency = samples/s at N / (N x at 1)
@@ -50,7 +52,7 @@ diffs() { awk '{d=$2-$3; if(d<0)d=-d; r=d/($2<0?-$2:$2); n++; s+=d; sr+=r; if(d>
                END{printf "%d steps: |diff| max %.3g (step %d), mean %.3g; relative max %.3g, mean %.3g\n", n, m, ms, s/n, mr, sr/n}'; }
 
 DIT="--init models/mirage-tiny.safetensors --fresh-dit --data data --device cuda --batch 8 --frames 6 --size 128 --steps 200 --log-every 1 --ckpt-every 0 --dtype bf16"
-for part in ${PARTS:-curves resume speed}; do
+for part in ${PARTS:-curves resume faults speed}; do
     case $part in
     curves)
         $M train dit $DIT --out "$R/c1.safetensors" --val-every 100 --sample-every 0 >"$O/curve_1gpu.log" 2>&1 || echo "curves: 1 GPU failed" | tee -a "$S"
@@ -75,6 +77,28 @@ for part in ${PARTS:-curves resume speed}; do
           $M train dit $RS --out "$R/rr.safetensors" --resume; } >"$O/resume_split.log" 2>&1 || echo "resume: 1 -> 2 -> 1 failed" | tee -a "$S"
         { echo "== resume: 12 steps on 1 GPU vs 4 (1 GPU) + 4 (2 GPUs) + 4 (1 GPU)"; pair "$O/resume_whole.log" "$O/resume_split.log" | tee "$R/rp" | diffs
           awk '{printf "  step %d: %s / %s\n", $1, $2, $3}' "$R/rp"; grep -E '^(resume|stopped|done)' "$O/resume_split.log" | sed 's/^/  /'; } | tee -a "$S"
+        ;;
+    faults)
+        # Ctrl-C reaches every rank (the launcher forwards it): a clean stop with a checkpoint,
+        # then --resume; kill -9 of one rank: the others abort their collectives, the command
+        # ends with an error instead of hanging
+        FT="--init models/mirage-tiny.safetensors --fresh-dit --data data --device cuda --batch 8 --frames 6 --size 128 --steps 100000 --log-every 1 --ckpt-every 0 --val-every 0 --sample-every 0 --gpus 2"
+        rm -f "$R"/f.*
+        $M train dit $FT --out "$R/f.safetensors" >"$O/fault_int.log" 2>&1 &
+        pid=$!
+        for i in $(seq 1 300); do grep -q '^step 20/' "$O/fault_int.log" && break; sleep 0.1; done
+        kill -INT $pid; t0=$(date +%s.%N); wait $pid; rc=$?; t1=$(date +%s.%N)
+        $M train dit $FT --out "$R/f.safetensors" --resume --stop-after 3 >"$O/fault_resume.log" 2>&1; rc2=$?
+        $M train dit $FT --out "$R/f9.safetensors" >"$O/fault_kill.log" 2>&1 &
+        pid=$!
+        for i in $(seq 1 300); do grep -q '^step 20/' "$O/fault_kill.log" && break; sleep 0.1; done
+        kid=$(pgrep -P $pid | tail -n 1)
+        kill -9 "$kid"; t2=$(date +%s.%N); wait $pid; rc3=$?; t3=$(date +%s.%N)
+        { echo "== faults (2 GPUs)"
+          echo "  SIGINT to the launcher: exit $rc after $(awk -v a=$t0 -v b=$t1 'BEGIN{printf "%.1f", b-a}') s; $(grep -E '^stopped' "$O/fault_int.log")"
+          echo "  --resume: exit $rc2; $(grep -E '^(resume|stopped)' "$O/fault_resume.log" | tr '\n' ' ')"
+          echo "  kill -9 of rank pid $kid: the command exited $rc3 after $(awk -v a=$t2 -v b=$t3 'BEGIN{printf "%.1f", b-a}') s"
+          grep -E 'error' "$O/fault_kill.log" | head -n 4 | sed 's/^/    /'; } | tee -a "$S"
         ;;
     speed)
         PB=${SPEED_PB:-8}
