@@ -5,11 +5,12 @@
 # cameras), SDL2 (the preview window), libpng (compressed frame strips in `mirage eval` reports),
 # libjpeg-turbo (training shards), libwebsockets (mirage serve), clang (fuzzers). For the tests: the ffmpeg CLI (clips are
 # generated and checked with ffmpeg and ffprobe), Xvfb (the window test, skipped without it),
-# chromium and nodejs (tests/test_serve.sh: the page in headless Chromium, and the load clients).
+# chromium and nodejs (tests/test_serve.sh: the page in headless Chromium, and the load clients);
+# valgrind (CI's memcheck pass over the unit tests: scripts/valgrind_tests.sh).
 set -euo pipefail
 pkgs="build-essential pkg-config libcjson-dev libcmocka-dev libopenblas-openmp-dev
       libavformat-dev libavcodec-dev libswscale-dev libavutil-dev libavdevice-dev libsdl2-dev libpng-dev libturbojpeg0-dev libwebsockets-dev
-      ffmpeg xvfb xauth chromium nodejs"
+      ffmpeg xvfb xauth chromium nodejs valgrind"
 missing=""
 for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then
