@@ -278,6 +278,14 @@ static mg_status upload_weights(cuda_weights *s, bf16_t *stage) {
 
 /* ---- shared weights: one copy per (model, GPU) ------------------------------------------- */
 
+/* Streams may be made, captured and freed by several threads at once (mirage serve's workers).
+ * Making and freeing one does device-wide synchronising calls (cudaMalloc/cudaFree, legacy-stream
+ * copies and memsets, the GEMM planner's cudaDeviceSynchronize); one of those while another
+ * thread captures a graph fails with "operation not permitted when stream is capturing" and
+ * breaks that capture too (measured: serve with 4 workers on one H200). So making a stream,
+ * capturing its graphs and freeing it hold this lock; replaying a graph does not need it. */
+static pthread_mutex_t g_setup_mu = PTHREAD_MUTEX_INITIALIZER;
+
 static pthread_mutex_t g_wts_mu = PTHREAD_MUTEX_INITIALIZER;
 static cuda_weights *g_wts;  /* every copy with a reference, under g_wts_mu */
 static long g_wts_uploads;
@@ -767,6 +775,8 @@ static mg_status stream_init(cuda_stream *s) {
     return MG_OK;
 }
 
+static void stream_destroy(cuda_stream *s);
+
 extern "C" mg_status cuda_stream_new(const mg_model *m, const cuda_stream_cfg *cfg, cuda_stream **out) {
     *out = NULL;
     if (cfg->steps < 1 || cfg->steps > 64 || cfg->ring < 0)
@@ -786,17 +796,24 @@ extern "C" mg_status cuda_stream_new(const mg_model *m, const cuda_stream_cfg *c
     s->lat = (size_t)s->lh * s->lw * s->Z;
     s->cur_prompt = -1;
     s->gpu = -1;
+    pthread_mutex_lock(&g_setup_mu);
     mg_status st = stream_init(s);
-    if (st != MG_OK) {
-        cuda_stream_free(s);
-        return st;
-    }
+    if (st != MG_OK) stream_destroy(s);
+    pthread_mutex_unlock(&g_setup_mu);
+    if (st != MG_OK) return st;
     *out = s;
     return MG_OK;
 }
 
 extern "C" void cuda_stream_free(cuda_stream *s) {
     if (!s) return;
+    pthread_mutex_lock(&g_setup_mu);
+    stream_destroy(s);
+    pthread_mutex_unlock(&g_setup_mu);
+}
+
+/* g_setup_mu held */
+static void stream_destroy(cuda_stream *s) {
     int prev = -1;
     if (s->gpu >= 0) { /* any thread may free it: its calls go to its own GPU */
         if (cudaGetDevice(&prev) != cudaSuccess) prev = -1;
@@ -856,7 +873,12 @@ extern "C" mg_status cuda_stream_step(cuda_stream *s, const uint8_t *in_rgb, uin
     if (prompt != s->cur_prompt) CU_MG(set_prompt(s, prompt));
 
     if (s->mode == CUDA_MODE_GRAPH) {
-        if (!s->have_exec[dream]) CU_MG(capture(s, dream));
+        if (!s->have_exec[dream]) {
+            pthread_mutex_lock(&g_setup_mu);
+            mg_status st = capture(s, dream);
+            pthread_mutex_unlock(&g_setup_mu);
+            CU_MG(st);
+        }
         CU_TRY(cudaEventRecord(s->ev_a, s->st));
         CU_TRY(cudaGraphLaunch(s->exec[dream], s->st));
         CU_TRY(cudaEventRecord(s->ev_b, s->st));
