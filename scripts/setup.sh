@@ -10,7 +10,8 @@
 set -euo pipefail
 pkgs="build-essential pkg-config libcjson-dev libcmocka-dev libopenblas-openmp-dev
       libavformat-dev libavcodec-dev libswscale-dev libavutil-dev libavdevice-dev libsdl2-dev libpng-dev libturbojpeg0-dev libwebsockets-dev
-      ffmpeg xvfb xauth chromium nodejs valgrind"
+      ffmpeg xvfb xauth chromium nodejs valgrind
+      clang libclang-rt-14-dev"  # make fuzz: libFuzzer and the sanitizer runtimes are only a Recommends of clang
 missing=""
 for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then
