@@ -17,7 +17,9 @@
 #           (the others must not hang): exit codes and how long each took
 #   speed   steps/s and samples/s at 1, 2 and 4 GPUs (those the machine has) with SPEED_PB clips per
 #           GPU (default 8) of config SPEED_CONFIG (s) at SPEED_SIZE (256), 6 frames: median ms of
-#           steps 11..SPEED_STEPS (40), scaling efficiency = samples/s at N / (N x at 1)
+#           steps 11..SPEED_STEPS (40), scaling efficiency = samples/s at N / (N x at 1), and the
+#           median of each phase of the step line; SPEED_GPUS ("1 2 4") may add A/B runs as
+#           N:VAR=value (e.g. "2:MIRAGE_DIST_BUCKET_MB=25")
 #
 # NCCL: the GPU machine has it only in pip's nvidia-nccl-cu13; mirage finds it beside python3
 # (or set MIRAGE_NCCL). NCCL_NVLS_ENABLE=0 is exported here too (KINDS.md: NVLink multicast
@@ -105,19 +107,26 @@ for part in ${PARTS:-curves resume faults speed}; do
         SP="--data data --device cuda --config ${SPEED_CONFIG:-s} --frames 6 --size ${SPEED_SIZE:-256} --steps ${SPEED_STEPS:-40} --log-every 1 --ckpt-every 0 --val-every 0 --sample-every 0 --dtype bf16"
         echo "== speed: config ${SPEED_CONFIG:-s}, $PB clips of 6 frames at ${SPEED_SIZE:-256}x${SPEED_SIZE:-256} per GPU (fresh init)" | tee -a "$S"
         base=""
-        for n in 1 2 4; do
+        for n in ${SPEED_GPUS:-1 2 4}; do
+            case $n in *:*) env=${n#*:}; n=${n%%:*} ;; *) env="" ;; esac # "2:MIRAGE_DIST_BUCKET_MB=25": an A/B
             [ "$n" -le "$NG" ] || continue
-            $M train dit $SP --batch $((PB * n)) --out "$R/s$n.safetensors" --gpus $n >"$O/speed_$n.log" 2>&1 || echo "speed: $n GPUs failed" | tee -a "$S"
+            env $env $M train dit $SP --batch $((PB * n)) --out "$R/s$n.safetensors" --gpus $n >"$O/speed_$n$env.log" 2>&1 || echo "speed: $n GPUs failed" | tee -a "$S"
+            cp "$O/speed_$n$env.log" "$O/speed_$n.log" 2>/dev/null
             # median step ms over steps 11.., and the median of each phase
             med=$(awk -F' [|] ' '/^step /{split($1,a," "); split(a[2],b,"/"); if (b[1] > 10) {split($5,m," "); print m[1]}}' "$O/speed_$n.log" | sort -n | awk '{v[NR]=$1} END{if(NR) print v[int((NR+1)/2)]; else print 0}')
             dat=$(awk -F' [|] ' '/^step /{split($1,a," "); split(a[2],b,"/"); if (b[1] > 10) {match($5,/data [0-9.]+/); print substr($5,RSTART+5,RLENGTH-5)}}' "$O/speed_$n.log" | sort -n | awk '{v[NR]=$1} END{if(NR) print v[int((NR+1)/2)]; else print 0}')
             line=$(awk -v n=$n -v pb=$PB -v ms="$med" -v d="$dat" -v b="${base:-0}" 'BEGIN{ if (ms <= 0) {printf "%d GPU(s): no steps\n", n; exit}
                 sps=1000/ms; smp=sps*pb*n; eff=(b>0)? smp/(n*b) : 1;
                 printf "%d GPU(s): batch %d, %.1f ms/step (data wait %.1f), %.2f steps/s, %.1f samples/s, efficiency %.0f%%\n", n, pb*n, ms, d, sps, smp, 100*eff}')
-            echo "  $line" | tee -a "$S"
+            echo "  $line${env:+ ($env)}" | tee -a "$S"
+            # the phases' medians (data, encode, aug, step, opt) over the same steps
+            awk -F' [|] ' '/^step /{split($1,a," "); split(a[2],b,"/"); if (b[1] > 10) {s=$5; sub(/^[^(]*[(]/,"",s); sub(/[)].*/,"",s); n=split(s,kv,", "); for(i=1;i<=n;i++){split(kv[i],p," "); v[p[1]]=v[p[1]] " " p[2]; names[i]=p[1]}; k=n}}
+                END{printf "    medians:"; for(i=1;i<=k;i++){m=split(v[names[i]],x," "); for(j=1;j<=m;j++)for(q=j+1;q<=m;q++)if(x[q]<x[j]){t=x[j];x[j]=x[q];x[q]=t}; printf " %s %s", names[i], x[int((m+1)/2)]}; printf "\n"}' "$O/speed_$n$env.log" | tee -a "$S"
             [ -n "$base" ] || base=$(awk -v pb=$PB -v ms="$med" 'BEGIN{if (ms > 0) print 1000/ms*pb; else print 0}')
         done
         ;;
     esac
 done
 ls -la "$R" >>"$O/card.txt"
+# what comes back (at most 8 files): the summary, and every log in one tar
+( cd "$O" && tar cf logs.tar --exclude=logs.tar --exclude=summary.txt . ) && find "$O" -type f ! -name logs.tar ! -name summary.txt -delete

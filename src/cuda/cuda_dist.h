@@ -2,7 +2,7 @@
  * communicator over them; the trainer (src/train/trainer.c) uses it around each step:
  *
  *   cuda_dist_new          loads libnccl.so.2 (dlopen), meets the other ranks through the
- *                          rendezvous file of dist.h, creates a non-blocking communicator
+ *                          rendezvous file of dist.h, creates the communicator
  *   cuda_dist_attach       hooks the gradient buckets to a cuda_params (cuda_params_grad_ready)
  *   cuda_dist_grads_begin  before the backward of a step
  *                          ... the backward: each time it reports gradients complete, the ones
@@ -13,10 +13,12 @@
  *                          gradients are the sums over the ranks on every rank
  *   cuda_dist_sum          sums a few doubles over the ranks (losses, stop flags)
  *
- * Every wait polls the GPU with a watchdog instead of blocking: it gives up (MG_ERR_IO) when
- * NCCL reports an error, when the launcher signals that another rank failed (dist.h), or after
- * the rank's timeout, and then aborts the communicator (ncclCommAbort), so a dead peer never
- * leaves a rank hanging in a collective.
+ * Every wait for a result polls the GPU with a watchdog instead of blocking: it gives up
+ * (MG_ERR_IO) when NCCL reports an error, when the launcher signals that another rank failed
+ * (dist.h), or after the rank's timeout, and then aborts the communicator (ncclCommAbort), so
+ * a dead peer never leaves a rank hanging in a collective. (The NCCL calls themselves only
+ * enqueue; the few that can block on a peer, joining and the first connections, are covered
+ * by the launcher, which kills a rank that has not ended 60 s after another failed.)
  *
  * NCCL is found at run time: MIRAGE_NCCL=/path/libnccl.so.2 if set, else libnccl.so.2 on the
  * library path (LD_LIBRARY_PATH, the CUDA toolkit's lib64), else the pip package

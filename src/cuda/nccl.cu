@@ -272,8 +272,15 @@ extern "C" mg_status cuda_dist_new(cuda_dist **out, const dist_rank *dr) {
         goto fail;
     }
     {
+        /* Blocking by default: a collective returns once its kernels are enqueued, by this
+         * thread. Non-blocking (MIRAGE_DIST_NONBLOCKING=1) hands every call to NCCL's own
+         * thread and each bucket then waits for it: measured slower (docs/RESULTS.md, issue 8).
+         * The waits for results are ours either way (wait_event, with the watchdog); what a
+         * blocking call can hang in (joining a communicator, the first collective's
+         * connections, if a peer dies right then) the launcher ends with SIGKILL. */
         ncclConfig_t cfg = NCCL_CONFIG_INITIALIZER;
-        cfg.blocking = 0; /* every wait is ours, with a watchdog */
+        const char *nb = getenv("MIRAGE_DIST_NONBLOCKING");
+        cfg.blocking = nb && !strcmp(nb, "1") ? 0 : 1;
         r = nc.CommInitRankConfig(&d->comm, dr->nranks, id, dr->rank, &cfg);
         if (r != ncclSuccess && r != ncclInProgress) {
             s = mg_fail(MG_ERR_IO, "rank %d: ncclCommInitRankConfig (%d ranks): %s", dr->rank, dr->nranks,
