@@ -99,8 +99,9 @@ int train_launch(train_opts *o) {
         if (visible_for(o->gpus[r], vis[r], sizeof vis[r]) != 0)
             return cli_fail("--gpus: GPU %d is not in CUDA_VISIBLE_DEVICES=%s (the indices count its entries)",
                             o->gpus[r], getenv("CUDA_VISIBLE_DEVICES"));
-    if (o->threads <= 0) { /* the batch threads of the ranks share the CPUs */
-        o->threads = count_cpus() / n;
+    if (o->threads <= 0) { /* the batch threads of the ranks share the CPUs; one core each is
+                            * left to the rank's main thread (and NCCL's) */
+        o->threads = count_cpus() / n - 1;
         if (o->threads < 1) o->threads = 1;
     }
     dist_rank dr;
