@@ -15,7 +15,7 @@
 #   GPU 0 histaug   fresh DiT (seed 1) on the shipped autoencoder, history augmentation on
 #   GPU 1 nohist    the same, history augmentation off           (the ablation's other arm)
 #   GPU 2 histaug2  as histaug with seed 2 (another init and data order: the seed spread)
-#   GPU 3 warm      the shipped DiT continued with the recipe (--lr 2e-4)
+#   GPU 3 warm      the shipped DiT continued with the recipe (--lr 2e-4); evaluated at 2 and 4 steps
 # Environment: DIT_SECONDS (330), DIT_STEPS (the cosine's length; 16000), FRAMES (1000; dream
 # twice that), EXTRA (more train flags for every arm); DEVICE, BATCH, TRAIN_SIZE for a dry run
 # on a CPU (DEVICE=cpu BATCH=2 TRAIN_SIZE=32 DIT_SECONDS=5 FRAMES=4).
@@ -83,6 +83,7 @@ for p in $PROMPTS; do
     ev histaug2 "$p" --model "$R/histaug2.safetensors"
     ev warm "$p" --model "$R/warm.safetensors"
     ev shipped "$p" --model "$SHIPPED"
+    ev warm-steps4 "$p" --model "$R/warm.safetensors" --steps 4
 done
 OMP_NUM_THREADS=8 "$B/mirage" eval --model "$SHIPPED" --input "$R/clip.y4m" --size 256x256 --prompt none \
     --autoencoder --frames "$FRAMES" --report "$E/autoencoder" --quiet >"$E/autoencoder.log" 2>&1 &
@@ -98,6 +99,7 @@ rm -f "$O"/train-*.log "$O/card.txt" "$O/autoencoder.log"
 for n in ablation warm shipped histaug2; do
     extra=""
     [ $n = histaug2 ] && extra=autoencoder
+    [ $n = warm ] && extra=warm-steps4
     ( cd "$E" && tar cf - $n $extra ) >"$O/report-$n.tar"
 done
 cp "$R/histaug.safetensors" "$R/warm.safetensors" "$O/" 2>/dev/null
