@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "core/tmpfile.h"
 
 int cli_stream_option(const char *cmd, int o, const char *arg, int max_steps, mg_stream_opts *so) {
     long v;
@@ -114,8 +115,8 @@ mg_status cli_load_model(const char *model, const char *config, uint64_t seed, m
     if (model) return mg_model_load(model, out);
     mg_config cfg;
     MG_TRY(mg_config_named(config, &cfg));
-    char tmp[] = "/tmp/mirage-init-XXXXXX";
-    int fd = mkstemp(tmp);
+    char tmp[128];
+    int fd = mg_tmpfile(tmp, sizeof tmp, "init");
     if (fd < 0) return mg_fail(MG_ERR_IO, "cannot create a temporary file: %s", strerror(errno));
     close(fd);
     mg_status s = mg_model_init_file(tmp, &cfg, seed, 1);

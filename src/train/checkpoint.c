@@ -11,6 +11,7 @@
 #include "core/status.h"
 #include "model/model.h"
 #include "train/checkpoint.h"
+#include "core/tmpfile.h"
 
 void ckpt_meta_set(ckpt_meta *cm, const char *key, const char *fmt, ...) {
     int i = 0;
@@ -272,8 +273,8 @@ mg_status ckpt_index_parse(const st_file *f, ckpt_index *ix) {
 /* A train_params of the index's config: the layout comes from params.c through a freshly
  * initialised weights file (every value is then overwritten from the parts). */
 static mg_status params_for(const mg_config *c, train_params *tp) {
-    char tmp[] = "/tmp/mirage-ckpt-XXXXXX";
-    int fd = mkstemp(tmp);
+    char tmp[128];
+    int fd = mg_tmpfile(tmp, sizeof tmp, "ckpt");
     if (fd < 0) return mg_fail(MG_ERR_IO, "cannot create a temporary file: %s", strerror(errno));
     close(fd);
     mg_status s = mg_model_init_file(tmp, c, 0, 0);

@@ -20,6 +20,7 @@
 #include "ops/cpu/parallel.h"
 #include "train/checkpoint.h"
 #include "train/trainer.h"
+#include "core/tmpfile.h"
 #ifdef MG_HAVE_CUDA
 #include "cuda/cuda_dist.h"
 #include "cuda/cuda_train.h"
@@ -191,8 +192,8 @@ static void fmt_eta(char *buf, size_t n, double s) {
 }
 
 static mg_status load_ema_model(const train_params *tp, mg_model **out) {
-    char tmp[] = "/tmp/mirage-train-ema-XXXXXX";
-    int fd = mkstemp(tmp);
+    char tmp[128];
+    int fd = mg_tmpfile(tmp, sizeof tmp, "train-ema");
     if (fd < 0) return mg_fail(MG_ERR_IO, "cannot create a temporary file: %s", strerror(errno));
     close(fd);
     mg_status s = ckpt_write_model(tmp, tp, tp->ema, ST_F32);
@@ -202,8 +203,8 @@ static mg_status load_ema_model(const train_params *tp, mg_model **out) {
 }
 
 static mg_status load_param_model(const train_params *tp, mg_model **out) {
-    char tmp[] = "/tmp/mirage-train-frozen-XXXXXX";
-    int fd = mkstemp(tmp);
+    char tmp[128];
+    int fd = mg_tmpfile(tmp, sizeof tmp, "train-frozen");
     if (fd < 0) return mg_fail(MG_ERR_IO, "cannot create a temporary file: %s", strerror(errno));
     close(fd);
     mg_status s = ckpt_write_model(tmp, tp, tp->param, ST_F32);
@@ -306,8 +307,8 @@ typedef struct run {
 /* --fresh-dit: the DiT of --init replaced by a fresh draw (the run's seed), its autoencoder
  * kept: a new DiT recipe on a trained autoencoder (ablations start this way). */
 static mg_status fresh_dit(run *r) {
-    char tmp[] = "/tmp/mirage-train-fresh-XXXXXX";
-    int fd = mkstemp(tmp);
+    char tmp[128];
+    int fd = mg_tmpfile(tmp, sizeof tmp, "train-fresh");
     if (fd < 0) return mg_fail(MG_ERR_IO, "cannot create a temporary file: %s", strerror(errno));
     close(fd);
     train_params fresh;
@@ -600,8 +601,8 @@ static mg_status setup(run *r, long *start) {
         } else {
             mg_config cfg;
             MG_TRY(mg_config_named(o->config ? o->config : "tiny", &cfg));
-            char tmp[] = "/tmp/mirage-train-init-XXXXXX";
-            int fd = mkstemp(tmp);
+            char tmp[128];
+            int fd = mg_tmpfile(tmp, sizeof tmp, "train-init");
             if (fd < 0) return mg_fail(MG_ERR_IO, "cannot create a temporary file: %s", strerror(errno));
             close(fd);
             mg_status s = mg_model_init_file(tmp, &cfg, r->fx.seed, 0);
