@@ -5,7 +5,7 @@
 #                              for the shards; no FFmpeg/OpenBLAS/SDL2/libpng/lws) and copies the
 #                              shared libraries the GPU machine lacks into .devlibs/
 #   sh dev/train/dp.sh run     there (carry build-dp/mirage, .devlibs, data): the parts in PARTS
-#                              (default "curves resume faults speed"), logs and a summary in $OUT
+#                              (default "curves resume tae faults speed"), logs and a summary in $OUT
 #
 #   curves  200 DiT steps (--init models/mirage-tiny.safetensors --fresh-dit, batch 8 of 6
 #           frames at 128x128, seed 0) on 1 GPU and on 2 GPUs, and on 1 GPU with seed 1 (the
@@ -13,6 +13,7 @@
 #           relative; validation (every 100 steps) and samples (rank 0) on the way
 #   resume  12 steps on 1 GPU; the same run as 4 on 1 GPU + 4 on 2 GPUs + 4 on 1 GPU (--resume,
 #           --stop-after 4): the losses of the two, step by step
+#   tae     the autoencoder stage, 60 steps on 1 and on 2 GPUs: the loss differences
 #   faults  2 GPUs: SIGINT to the launcher (clean stop, checkpoint, --resume), kill -9 of a rank
 #           (the others must not hang): exit codes and how long each took
 #   speed   steps/s and samples/s at 1, 2 and 4 GPUs (those the machine has) with SPEED_PB clips per
@@ -54,7 +55,7 @@ diffs() { awk '{d=$2-$3; if(d<0)d=-d; r=d/($2<0?-$2:$2); n++; s+=d; sr+=r; if(d>
                END{printf "%d steps: |diff| max %.3g (step %d), mean %.3g; relative max %.3g, mean %.3g\n", n, m, ms, s/n, mr, sr/n}'; }
 
 DIT="--init models/mirage-tiny.safetensors --fresh-dit --data data --device cuda --batch 8 --frames 6 --size 128 --steps 200 --log-every 1 --ckpt-every 0 --dtype bf16"
-for part in ${PARTS:-curves resume faults speed}; do
+for part in ${PARTS:-curves resume tae faults speed}; do
     case $part in
     curves)
         $M train dit $DIT --out "$R/c1.safetensors" --val-every 100 --sample-every 0 >"$O/curve_1gpu.log" 2>&1 || echo "curves: 1 GPU failed" | tee -a "$S"
@@ -79,6 +80,15 @@ for part in ${PARTS:-curves resume faults speed}; do
           $M train dit $RS --out "$R/rr.safetensors" --resume; } >"$O/resume_split.log" 2>&1 || echo "resume: 1 -> 2 -> 1 failed" | tee -a "$S"
         { echo "== resume: 12 steps on 1 GPU vs 4 (1 GPU) + 4 (2 GPUs) + 4 (1 GPU)"; pair "$O/resume_whole.log" "$O/resume_split.log" | tee "$R/rp" | diffs
           awk '{printf "  step %d: %s / %s\n", $1, $2, $3}' "$R/rp"; grep -E '^(resume|stopped|done)' "$O/resume_split.log" | sed 's/^/  /'; } | tee -a "$S"
+        ;;
+    tae)
+        # the autoencoder stage: its pass is one CUDA graph, so its gradients are summed in one
+        # all-reduce after it (no overlap); the curves must agree all the same
+        TA="--config tiny --data data --device cuda --batch 16 --size 128 --steps 60 --log-every 1 --ckpt-every 0 --val-every 30 --sample-every 0"
+        $M train tae $TA --out "$R/t1.safetensors" >"$O/tae_1gpu.log" 2>&1 || echo "tae: 1 GPU failed" | tee -a "$S"
+        $M train tae $TA --out "$R/t2.safetensors" --gpus 2 >"$O/tae_2gpu.log" 2>&1 || echo "tae: 2 GPUs failed" | tee -a "$S"
+        { echo "== tae: 60 steps, batch 16 at 128x128, 1 GPU vs 2 GPUs"; pair "$O/tae_1gpu.log" "$O/tae_2gpu.log" | diffs
+          grep '^val ' "$O/tae_1gpu.log" | sed 's/^/  1 GPU:  /'; grep '^val ' "$O/tae_2gpu.log" | sed 's/^/  2 GPUs: /'; } | tee -a "$S"
         ;;
     faults)
         # Ctrl-C reaches every rank (the launcher forwards it): a clean stop with a checkpoint,
