@@ -23,7 +23,7 @@ static const char *help =
     "                          sessions (tie: the shorter recent model time)\n"
     "  --max-sessions N        visitors at once (default 8); one more is told \"server full\"\n"
     "  --workers N             model threads (default: the number of cores, at most --max-sessions;\n"
-    "                          with --device cuda, threads per GPU, default 2)\n"
+    "                          with --device cuda, threads per GPU, default 4)\n"
     "  --size WxH              the size every session runs at, multiples of 16 (default 256x256);\n"
     "                          frames of another size are cropped and scaled to it\n"
     "  --steps N               denoising steps of a new session (default 2)\n"

@@ -30,7 +30,8 @@ typedef struct serve_limits {
 
 #define SERVE_MAX_GPUS 64
 #define SERVE_GPUS_ALL (-1)
-#define SERVE_CUDA_WORKERS 2 /* threads per GPU by default: one decodes/encodes JPEG while one steps */
+#define SERVE_CUDA_WORKERS 4 /* threads per GPU by default (at most the cores per GPU): while some
+                                decode/encode JPEG, others' frames are on the card (docs/RESULTS.md) */
 
 typedef struct serve_opts {
     const char *host;          /* interface address to listen on (127.0.0.1) */

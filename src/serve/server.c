@@ -1115,6 +1115,8 @@ mg_status serve_run(const mg_model *m, const serve_opts *o) {
      * encodes JPEG while another's frame is on the card. Each stream has its own CUDA streams,
      * graph, cuBLASLt handle and workspace, so workers on one GPU share only the weights. */
     int per_lane = o->workers > 0 ? o->workers : o->device == MG_DEVICE_CUDA ? SERVE_CUDA_WORKERS : cores;
+    if (o->workers <= 0 && o->device == MG_DEVICE_CUDA && per_lane > cores / sv->nlanes)
+        per_lane = cores / sv->nlanes > 0 ? cores / sv->nlanes : 1;
     if (per_lane > o->max_sessions) per_lane = o->max_sessions;
     sv->nworkers = per_lane * sv->nlanes;
     sv->w = calloc((size_t)sv->nworkers, sizeof *sv->w);
