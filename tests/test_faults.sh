@@ -17,6 +17,8 @@
 #    scripts/reliability.sh's, docs/RELIABILITY.md).
 # Under a sanitizer build the runs are shorter and the RSS bounds are reported, not checked
 # (ASan's quarantine holds freed memory; LeakSanitizer checks the frees at exit instead).
+# scripts/reliability.sh runs this file at full length: FAULTS_RUN_FRAMES (2000), FAULTS_RUN_SIZE
+# (32x32), FAULTS_SERVE_SECONDS (30), FAULTS_RSS_TABLE=1 prints the RSS samples as a table.
 M=${MIRAGE:-build/mirage}
 M=$(cd "$(dirname "$M")" && pwd)/$(basename "$M")
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -148,6 +150,22 @@ else
     grep_out "^resume: .* at step $step" "the resume continues at step $step"
 fi
 
+echo "-- SIGKILL leaves no temporary model file for good (/tmp/mirage-tmp.<pid>.*, swept once <pid> is gone)"
+sh -c 'exit 0' & dead=$!; wait $dead # a pid that has just ended
+: >"/tmp/mirage-tmp.$dead.init.faults1"; : >"/tmp/mirage-tmp.$$.init.faults2"
+# a real one: kill -9 a start-up while its fresh model file is in /tmp
+$M run --config tiny --size 32x32 --input testsrc --frames 1 --output null --quiet >/dev/null 2>&1 &
+kpid=$!; i=0
+while [ $i -lt 500 ] && ! ls /tmp/mirage-tmp.$kpid.* >/dev/null 2>&1 && kill -0 $kpid 2>/dev/null; do sleep 0.01; i=$((i + 1)); done
+kill -KILL $kpid 2>/dev/null; wait $kpid 2>/dev/null
+caught=0; ls /tmp/mirage-tmp.$kpid.* >/dev/null 2>&1 && caught=1
+expect 0 "the next mirage starts" -- $M run --config tiny --size 32x32 --input testsrc --frames 1 --output null --quiet
+check '[ ! -e "/tmp/mirage-tmp.$dead.init.faults1" ] && [ -e "/tmp/mirage-tmp.$$.init.faults2" ]' \
+    "it removed the stale file of a dead pid and kept the file of a live one"
+if [ $caught -eq 1 ]; then check '! ls /tmp/mirage-tmp.$kpid.* >/dev/null 2>&1' "the file of the start-up killed by -9 is gone"
+else skipped "the killed start-up had no temporary file at the moment of the kill"; fi
+rm -f "/tmp/mirage-tmp.$$.init.faults2"
+
 echo "-- signals during a run (SIGINT/SIGTERM on mkv: tests/test_io.sh)"
 if [ $have_ff -eq 1 ]; then
     : >"$T/out"
@@ -202,6 +220,12 @@ else
     grep_out "mirage: error: .*cuda" "run: a clear error about CUDA"
     expect 1 "bench --device cuda" -- $M bench --model "$MODEL" --size 32x32 --iters 1 --warmup 0 --device cuda
     grep_out "mirage: error: .*cuda" "bench: a clear error about CUDA"
+    expect 1 "eval --device cuda" -- $M eval --model "$MODEL" --input testsrc --prompt colorize --frames 2 --report "$T/rep" --device cuda
+    grep_out "mirage: error: .*cuda" "eval: a clear error about CUDA"
+    if $M --version | grep -qw lws; then
+        expect 1 "serve --device cuda" -- $M serve --model "$MODEL" --port 0 --device cuda
+        grep_out "mirage: error: .*cuda" "serve: a clear error about CUDA"
+    fi
     if $M --version | grep -qw cuda; then
         grep_out "no CUDA device found" "a CUDA build says no CUDA device was found"
         expect 0 "a CUDA build without --device runs on the CPU" -- $R --input testsrc --frames 2 --output null
@@ -222,6 +246,14 @@ rss_watch() {
         sleep 0.5
     done
 }
+# rss_table FILE UNIT: about 11 rows of the samples, evenly spaced
+rss_table() {
+    [ "${FAULTS_RSS_TABLE:-0}" = 1 ] || return 0
+    awk -v unit="$2" '{ t[NR] = $1; r[NR] = $2; f[NR] = $3 } END {
+        printf "        %8s  %8s  %10s\n", "time s", (unit == "frames" ? "frame" : ""), "VmRSS KiB"
+        for (k = 0; k <= 10; k++) { i = int(1 + k * (NR - 1) / 10); if (i == last) continue; last = i
+            printf "        %8.1f  %8s  %10d\n", t[i] / 1000, (unit == "frames" ? f[i] : ""), r[i] } }' "$1"
+}
 # rss_report FILE WARMUP_FRACTION UNIT: start, peak, end (KiB) and the slope after warm-up by
 # least squares over x (column 3: frames, per 1000; or column 1: ms, per minute)
 rss_report() {
@@ -233,16 +265,19 @@ rss_report() {
         d = m * sxx - sx * sx; slope = d > 0 ? (m * sxy - sx * sy) / d : 0
         printf "%d %d %d %.1f %d %d\n", r[1], peak, r[n], slope, r[w], n }' "$1"
 }
-FR=2000; [ $SAN -eq 1 ] && FR=300
+FR=${FAULTS_RUN_FRAMES:-2000}; [ $SAN -eq 1 ] && FR=300
+RS=${FAULTS_RUN_SIZE:-32x32}
+LONG=$T/long.y4m; [ $have_ff -eq 1 ] && LONG=$T/long.mkv # through the encoder where there is one
 : >"$T/out"; : >"$T/rss_run"
-$R --input testsrc --frames $FR --output "$T/long.y4m" >"$T/out" 2>&1 &
+$M run --model "$MODEL" --size $RS --steps 1 --input testsrc --frames $FR --output "$LONG" >"$T/out" 2>&1 &
 pid=$!; PIDS="$PIDS $pid"
 rss_watch $pid "$T/out" "$T/rss_run"
 wait $pid; code=$?
 read r0 rpeak rend slope rwarm nsamp <<END
 $(rss_report "$T/rss_run" 0.25 frames)
 END
-echo "        run $FR frames of 32x32: RSS start $r0 KiB, peak $rpeak KiB, end $rend KiB; after warm-up ($rwarm KiB at 25%) $slope KiB per 1000 frames ($nsamp samples)"
+rss_table "$T/rss_run" frames
+echo "        run $FR frames of $RS -> $(basename "$LONG"): RSS start $r0 KiB, peak $rpeak KiB, end $rend KiB; after warm-up ($rwarm KiB at 25%) $slope KiB per 1000 frames ($nsamp samples)"
 check '[ $code -eq 0 ] && [ "$(done_frames)" = $FR ]' "the $FR-frame run ends cleanly"
 if [ $SAN -eq 1 ]; then skipped "RSS bounds under AddressSanitizer (reported above; LeakSanitizer checked the exit)"
 else
@@ -255,7 +290,7 @@ elif ! command -v node >/dev/null 2>&1 || [ $have_ff -eq 0 ]; then bad "serve: n
 else
     echo "-- serve: clients vanishing mid-frame, sessions coming and going"
     ffmpeg -loglevel error -y -f lavfi -i testsrc2=size=32x32:rate=10 -frames:v 10 -q:v 3 "$T/f%02d.jpg"
-    SECS=30; [ $SAN -eq 1 ] && SECS=15
+    SECS=${FAULTS_SERVE_SECONDS:-30}; [ $SAN -eq 1 ] && SECS=15
     rm -f "$T/port"
     $M serve --model "$MODEL" --size 32x32 --steps 1 --port 0 --port-file "$T/port" --max-sessions 16 \
         --idle-timeout 3 --message-timeout 2 --handshake-timeout 2 >"$T/serve.log" 2>&1 &
@@ -281,6 +316,7 @@ else
     read r0 rpeak rend slope rwarm nsamp <<END
 $(rss_report "$T/rss_serve2" 0.25 minutes)
 END
+    rss_table "$T/rss_serve2" minutes
     echo "        serve ${SECS} s, 6 sessions at a time: RSS start $r0 KiB, peak $rpeak KiB, end $rend KiB; after warm-up ($rwarm KiB at 25%) $slope KiB per minute"
     if [ $SAN -eq 1 ]; then skipped "serve RSS bounds under AddressSanitizer (reported above)"
     else
