@@ -105,6 +105,7 @@ static void run_target(const char *name, fuzz_fn fn, int quiet) {
     snprintf(regress, sizeof regress, "fuzz/regress/%s", name);
     int a = run_dir(seeds, fn, quiet), b = run_dir(regress, fn, quiet);
     printf("  fuzz_%-12s %3d seeds, %3d regression inputs: no crash, no invariant broken\n", name, a, b < 0 ? 0 : b);
+    if (a < 0) printf("  %s: not found (run from the repository root, as make test does)\n", seeds);
     assert_true(a > 0); /* every target has a committed seed corpus */
 }
 
