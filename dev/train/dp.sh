@@ -121,10 +121,9 @@ for part in ${PARTS:-curves resume tae faults speed}; do
             case $n in *:*) env=${n#*:}; n=${n%%:*} ;; *) env="" ;; esac # "2:MIRAGE_DIST_BUCKET_MB=25": an A/B
             [ "$n" -le "$NG" ] || continue
             env $env $M train dit $SP --batch $((PB * n)) --out "$R/s$n.safetensors" --gpus $n >"$O/speed_$n$env.log" 2>&1 || echo "speed: $n GPUs failed" | tee -a "$S"
-            cp "$O/speed_$n$env.log" "$O/speed_$n.log" 2>/dev/null
             # median step ms over steps 11.., and the median of each phase
-            med=$(awk -F' [|] ' '/^step /{split($1,a," "); split(a[2],b,"/"); if (b[1] > 10) {split($5,m," "); print m[1]}}' "$O/speed_$n.log" | sort -n | awk '{v[NR]=$1} END{if(NR) print v[int((NR+1)/2)]; else print 0}')
-            dat=$(awk -F' [|] ' '/^step /{split($1,a," "); split(a[2],b,"/"); if (b[1] > 10) {match($5,/data [0-9.]+/); print substr($5,RSTART+5,RLENGTH-5)}}' "$O/speed_$n.log" | sort -n | awk '{v[NR]=$1} END{if(NR) print v[int((NR+1)/2)]; else print 0}')
+            med=$(awk -F' [|] ' '/^step /{split($1,a," "); split(a[2],b,"/"); if (b[1] > 10) {split($5,m," "); print m[1]}}' "$O/speed_$n$env.log" | sort -n | awk '{v[NR]=$1} END{if(NR) print v[int((NR+1)/2)]; else print 0}')
+            dat=$(awk -F' [|] ' '/^step /{split($1,a," "); split(a[2],b,"/"); if (b[1] > 10) {match($5,/data [0-9.]+/); print substr($5,RSTART+5,RLENGTH-5)}}' "$O/speed_$n$env.log" | sort -n | awk '{v[NR]=$1} END{if(NR) print v[int((NR+1)/2)]; else print 0}')
             line=$(awk -v n=$n -v pb=$PB -v ms="$med" -v d="$dat" -v b="${base:-0}" 'BEGIN{ if (ms <= 0) {printf "%d GPU(s): no steps\n", n; exit}
                 sps=1000/ms; smp=sps*pb*n; eff=(b>0)? smp/(n*b) : 1;
                 printf "%d GPU(s): batch %d, %.1f ms/step (data wait %.1f), %.2f steps/s, %.1f samples/s, efficiency %.0f%%\n", n, pb*n, ms, d, sps, smp, 100*eff}')
