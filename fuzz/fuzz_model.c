@@ -17,6 +17,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "core/status.h"
 #include "mirage.h"
 
 #define FUZZ_CHECK(c) do { if (!(c)) __builtin_trap(); } while (0)
