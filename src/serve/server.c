@@ -696,7 +696,21 @@ static void ws_closed(server *sv, conn *c) {
     s->wsi = NULL;
     s->ln->sessions--;
     int free_now = !s->busy;
-    if (free_now && s->queued) { /* unlink it from the ready list */
+    if (free_now && s->st && !sv->stopping) {
+        /* one of its lane's workers frees it, not this thread, which serves every socket: freeing
+         * a CUDA stream waits for the device and for any stream being made or captured on another
+         * worker (cuda_stream.cu's lock). A worker frees a gone session it takes from the list. */
+        lane *ln = s->ln;
+        if (!s->queued) {
+            s->queued = 1;
+            s->next = NULL;
+            if (ln->ready_tail) ln->ready_tail->next = s;
+            else ln->ready_head = s;
+            ln->ready_tail = s;
+            pthread_cond_signal(&ln->cv);
+        }
+        free_now = 0;
+    } else if (free_now && s->queued) { /* unlink it from the ready list */
         lane *ln = s->ln;
         session **pp = &ln->ready_head, *prev = NULL;
         while (*pp && *pp != s) prev = *pp, pp = &(*pp)->next;
