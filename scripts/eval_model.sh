@@ -32,15 +32,6 @@ if [ "$SKIP" -gt 0 ]; then
     CLIP=$OUTDIR/clip.mkv
 fi
 
-# psnr at frame 1, the mean of frames 91..110 and of the last 20; the summary's drift and flicker,
-# the collapse flag (with the frame it was raised at) and the issue 6 verdict
-row() { # row LABEL REPORTDIR
-    jq -r --arg l "$1" '.models[0] as $m | ($m.series.psnr // []) as $p | ($p | length) as $n
-        | def mean(a; b): ($p[a:b] | map(select(. != null)) | if length > 0 then add / length else null end);
-        def r2: if . == null then "-" else (. * 100 | round / 100) end;
-        "| \($l) | \($p[0] | r2) | \(if $n >= 110 then (mean(90; 110) | r2) else "-" end) | \(mean($n - 20; $n) | r2) | \($m.summary.psnr_mean | r2) | \($m.summary.baseline_psnr_mean | r2) | \($m.summary.drift_db_per_1000 | r2) | \($m.summary.flicker | r2) | \(if $m.flags.collapse.flagged then "yes (frame \($m.flags.collapse.frame))" else "no" end) | \(if $m.verdict.pass then "pass" else "FAIL" end) |"' \
-        "$2/metrics.json"
-}
 echo "mirage eval_model: $MODEL on ${CLIP_NAME:-$CLIP} at $SIZE, $FRAMES frames, $STEPS steps ($(date -u +%F), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'))"
 [ -n "${TABLE_ONLY:-}" ] || "$M" eval --model "$MODEL" --input "$CLIP" --size "$SIZE" --prompt none --autoencoder --frames "$FRAMES" \
     --report "$OUTDIR/autoencoder" --quiet
@@ -50,10 +41,7 @@ for p in $PROMPTS; do
         --device "${DEVICE:-cpu}" --report "$OUTDIR/${p/:/-}" --quiet
 done
 echo
-echo "| prompt | PSNR frame 1 | frames 91-110 | last 20 frames | mean | the input's own | drift dB/1000 | flicker | collapse | issue 6 |"
-echo "|---|---|---|---|---|---|---|---|---|---|"
-row "autoencoder alone" "$OUTDIR/autoencoder"
-for p in $PROMPTS; do row "$p" "$OUTDIR/${p/:/-}"; done
+bash "$(dirname "$0")/eval_table.sh" "$OUTDIR"
 echo
 echo "(dream has no per-frame truth: its PSNR is against the clip it was started from; judge it by"
 echo " the colour and detail statistics in $OUTDIR/dream/index.html)"
