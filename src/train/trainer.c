@@ -873,6 +873,15 @@ mg_status trainer_run(const train_opts *o) {
         printf("stopped at step %ld/%ld: %s; continue with the same command and --resume\n", step, f->steps, why);
     else
         printf("done: %ld steps in %.1f s; model %s\n", f->steps, (mg_now_ms() - t_start) / 1000.0, o->out);
+#ifdef MG_HAVE_CUDA
+    if (r.cd && step > step0) {
+        long nb;
+        double bytes;
+        cuda_dist_stats(r.cd, &nb, &bytes);
+        printf("data parallel: %.1f gradient buckets and %.1f MiB all-reduced per step, on each of %d ranks\n",
+               (double)nb / (step - step0), bytes / 1048576.0 / (step - step0), r.nranks);
+    }
+#endif
 out:
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
