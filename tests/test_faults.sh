@@ -74,7 +74,7 @@ for ext in $EXTS; do
     D=$T/out_$ext; mkdir -p "$D"
     $R --input testsrc --frames 10 --output "$D/v.$ext" --quiet || bad "$ext: the earlier file"
     cp "$D/v.$ext" "$T/earlier.$ext"
-    expect 1 "$ext: ulimit -f 32 (16 KiB)" -- sh -c "ulimit -f 32; $R --input '$IN' --side-by-side --output '$D/v.$ext'"
+    expect 1 "$ext: ulimit -f 128 (64 KiB)" -- sh -c "ulimit -f 128; $R --input '$IN' --side-by-side --output '$D/v.$ext'"
     grep_out "mirage: error: .*v.$ext.*File too large" "$ext: the message names the file and the cause (EFBIG)"
     check 'cmp -s "$D/v.$ext" "$T/earlier.$ext"' "$ext: the earlier v.$ext is unchanged, byte for byte"
     check 'no_temps "$D"' "$ext: no temporary file left"
