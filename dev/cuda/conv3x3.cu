@@ -5,6 +5,10 @@
  *   i2  32-pixel tiles and 4 stages below 32768 output pixels, 128-pixel tiles and 3 stages
  *       above
  *   i3  the library's: i2 with ldmatrix fragment loads
+ *   i5  halo tiles (stride 1, >= 16384 output pixels, else i3): each block keeps its weights
+ *       resident in shared memory and loads each output tile's input halo once; the nine
+ *       taps are shifted ldmatrix reads of it (MG_CUDA_CONVHALO=1 in the library)
+ *   i6  i5 at every size (stride 1)
  * thin layers (enc.in: u8 frame 3 -> 64; dec.out: 64 -> 3, u8 out):
  *   d1  the generic direct kernel
  *   d2  the library's thin-layer kernels (all outputs per thread, vector loads)
@@ -39,9 +43,10 @@ int main(void) {
     int shapes[][8] = {{512, 512, 64, 64, 1, 0, CU_BF16, CU_BF16}, {256, 256, 64, 64, 1, 0, CU_BF16, CU_BF16},
                        {256, 256, 64, 64, 2, 0, CU_BF16, CU_BF16}, {512, 512, 64, 64, 1, 1, CU_BF16, CU_BF16},
                        {128, 128, 64, 64, 1, 0, CU_BF16, CU_BF16}, {64, 64, 64, 64, 1, 0, CU_BF16, CU_BF16},
-                       {32, 32, 64, 64, 1, 0, CU_BF16, CU_BF16},   {512, 512, 3, 64, 1, 0, CU_U8, CU_BF16},
+                       {32, 32, 64, 64, 1, 0, CU_BF16, CU_BF16},   {256, 256, 64, 64, 1, 1, CU_BF16, CU_BF16},
+                       {512, 512, 3, 64, 1, 0, CU_U8, CU_BF16},
                        {512, 512, 64, 3, 1, 0, CU_BF16, CU_U8},    {256, 256, 64, 3, 1, 0, CU_BF16, CU_U8}};
-    for (int si = 0; si < 10; si++) {
+    for (int si = 0; si < 11; si++) {
         int *c = shapes[si];
         int H = c[0], W = c[1], Ci = c[2], Co = c[3], s = c[4], up = c[5], it = c[6], ot = c[7];
         int Hs = up ? H / 2 : H, Ws = up ? W / 2 : W, Ho = s == 2 ? H / 2 : H, Wo = s == 2 ? W / 2 : W;
@@ -85,9 +90,10 @@ int main(void) {
         a.H = H, a.W = W, a.Ci = Ci, a.Co = Co, a.stride = s, a.up = up, a.it = it, a.ot = ot;
         double flops = 2.0 * Ho * Wo * 9.0 * Ci * Co, bytes = (double)nin * (it == CU_U8 ? 1 : 2) + (double)nout * osz + 18.0 * Ci * Co;
         int thin = Ci < 8 || Co < 8;
-        int kinds[4] = {0, thin ? 0 : 1, thin ? -1 : 1, thin ? -1 : 1}, vers[4] = {1, thin ? 2 : 1, 2, 3};
-        const char *names[4] = {"d1 direct", thin ? "d2 thin" : "i1 igemm", "i2 igemm", "i3 igemm"};
-        for (int vi = 0; vi < 4; vi++) {
+        int kinds[6] = {0, thin ? 0 : 1, thin ? -1 : 1, thin ? -1 : 1, thin ? -1 : 1, thin || s != 1 ? -1 : 1};
+        int vers[6] = {1, thin ? 2 : 1, 2, 3, 5, 6};
+        const char *names[6] = {"d1 direct", thin ? "d2 thin" : "i1 igemm", "i2 igemm", "i3 igemm", "i5 halo", "i6 halo"};
+        for (int vi = 0; vi < 6; vi++) {
             if (kinds[vi] < 0) continue;
             if (vi == 0 && !thin && H * W > 128 * 128) continue; /* d1 at 64 channels: seconds, no news */
             a.kind = kinds[vi], a.version = vers[vi];

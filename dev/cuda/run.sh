@@ -12,6 +12,8 @@
 #                              the lab; one combined log in $OUT/run.log
 #
 # Environment: BUILD (build-gpu), OUT (./gpu-logs), SIZES ("256 512": mirage A/B sizes),
+# VARIANTS ("base fused pdl convsplit halo": the A/B settings at each size; also "nohalo",
+# "again"), HALO=0 skips the suite and the 1b bench with MG_CUDA_CONVHALO=1,
 # PROFILE=1 adds ncu per-kernel times of one s frame (PROFILE_SIZE 256x256) for the defaults
 # and MG_CUDA_FUSED=1 ($OUT/ncu_*.csv), TORCH_EAGER=0 skips torch eager, WITH_1B=1 adds
 # config 1b at 512x512, COMPILE="256 512" (the sizes torch.compile runs at, ~4.5 minutes
@@ -80,12 +82,23 @@ echo "==== chosen: ${CHOSEN:-defaults}" | tee -a "$LOG"
 bench() { # name size config settings
     step "$1" env $4 "$B/mirage" bench --config "$3" --size "$2" --steps 2 --device cuda --json
 }
+# conv version 5 (halo tiles, MG_CUDA_CONVHALO): the whole suite again with it on
+[ "${HALO:-1}" = 1 ] && step test_gpu_halo env $CHOSEN MG_CUDA_CONVHALO=1 "$B/tests/gpu/test_cuda"
+# VARIANTS: the A/B settings benched after the chosen ones at each size ("again" repeats the
+# chosen settings, to show the run-to-run spread next to the A/B deltas)
 for sz in ${SIZES-256 512}; do
     bench "bench_s${sz}" "${sz}x${sz}" s "$CHOSEN"
-    bench "bench_s${sz}_base" "${sz}x${sz}" s "$BASE"
-    bench "bench_s${sz}_fused" "${sz}x${sz}" s "$CHOSEN MG_CUDA_FUSED=1"
-    bench "bench_s${sz}_pdl" "${sz}x${sz}" s "$CHOSEN MG_CUDA_PDL=1"
-    bench "bench_s${sz}_convsplit" "${sz}x${sz}" s "$CHOSEN MG_CUDA_CONVSPLIT=1"
+    for v in ${VARIANTS-base fused pdl convsplit halo}; do
+        case $v in
+        base) bench "bench_s${sz}_base" "${sz}x${sz}" s "$BASE" ;;
+        fused) bench "bench_s${sz}_fused" "${sz}x${sz}" s "$CHOSEN MG_CUDA_FUSED=1" ;;
+        pdl) bench "bench_s${sz}_pdl" "${sz}x${sz}" s "$CHOSEN MG_CUDA_PDL=1" ;;
+        convsplit) bench "bench_s${sz}_convsplit" "${sz}x${sz}" s "$CHOSEN MG_CUDA_CONVSPLIT=1" ;;
+        halo) bench "bench_s${sz}_halo" "${sz}x${sz}" s "$CHOSEN MG_CUDA_CONVHALO=1" ;;
+        nohalo) bench "bench_s${sz}_nohalo" "${sz}x${sz}" s "$CHOSEN MG_CUDA_CONVHALO=0" ;;
+        again) bench "bench_s${sz}_again" "${sz}x${sz}" s "$CHOSEN" ;;
+        esac
+    done
 done
 [ "${TORCH_EAGER:-1}" = 1 ] || SKIP_EAGER=1
 if [ -z "${SKIP_EAGER:-}" ]; then
@@ -96,6 +109,8 @@ if [ -n "${WITH_1B:-}" ]; then
     step bench_1b512 env $CHOSEN "$B/mirage" bench --config 1b --size 512x512 --steps 2 --device cuda --iters 20 --json
     [ -n "${WITH_1B_BASE:-}" ] && step bench_1b512_base env $BASE "$B/mirage" bench --config 1b --size 512x512 --steps 2 \
         --device cuda --iters 20 --json
+    [ "${HALO:-1}" = 1 ] && step bench_1b512_halo env $CHOSEN MG_CUDA_CONVHALO=1 "$B/mirage" bench --config 1b --size 512x512 \
+        --steps 2 --device cuda --iters 20 --json
 fi
 if [ -n "${LAB:-}" ]; then
     step lab_attention "$B/dev/attention"

@@ -252,6 +252,141 @@ static int conv_split(size_t tiles, int nk) {
     return best;
 }
 
+/* ---- version 5: halo tiles for the large, thin levels (stride 1) ------------------------
+ * At 256x256 and 128x128 with 64 channels, versions 1-4 gather each input pixel 9 times (once
+ * per tap, 128 bytes each through cp.async from L2) and stream the whole weight matrix through
+ * shared memory once per 128-pixel tile. Here a block keeps its BN output channels' weights
+ * (BN x 9*CI bf16: 74 KB at 64 channels) resident in shared memory for its whole life and
+ * walks output tiles of (4*TR) rows x 16 columns: each tile's input halo ((4*TR+2) x 18
+ * pixels, all CI channels) is loaded once (16-byte cp.async, zero outside the image: the
+ * padding; the nearest 2x upsample read as (y/2, x/2)), and the nine taps are nine shifted
+ * ldmatrix reads of that halo (ldmatrix takes one row address per lane, so the shift costs
+ * nothing). Warp w computes output rows w*TR .. w*TR+TR-1 (one 16-pixel m-tile each) x BN
+ * channels with mma.sync m16n8k16; the epilogue is the other versions' (bias, residual, ReLU).
+ * Row strides of CI+8 and 9*CI+8 bf16 make every ldmatrix phase conflict-free. */
+template <int CI, int TR, int BN> struct halo_cfg {
+    static const int HR = 4 * TR + 2, HC = 18, HLD = CI + 8, WLD = 9 * CI + 8;
+    static const size_t SMEM = (size_t)(BN * WLD + HR * HC * HLD) * 2;
+};
+
+template <int CI, int TR, int BN>
+__global__ void __launch_bounds__(128) conv_halo_kernel(bf16 *out, const bf16 *in, const bf16 *wt, const float *bias,
+                                                        const bf16 *res, int H, int W, int Co, int up, int relu) {
+    typedef halo_cfg<CI, TR, BN> C;
+    const int NT = BN / 8, K = 9 * CI;
+    extern __shared__ __align__(16) bf16 hsm[];
+    bf16 *ws = hsm, *hs = hsm + BN * C::WLD;
+    int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
+    int co0 = blockIdx.y * BN;
+    /* the weights are constant: fetched before waiting on the previous kernel */
+    for (int idx = tid; idx < BN * (K / 8); idx += 128) {
+        int r = idx / (K / 8), c = (idx % (K / 8)) * 8, co = co0 + r;
+        bool ok = co < Co;
+        cp_async16(ws + r * C::WLD + c, ok ? wt + (size_t)co * K + c : wt, ok);
+    }
+    cp_async_commit();
+    pdl_wait();
+    pdl_trigger();
+    int tw = (W + 15) / 16, th = (H + 4 * TR - 1) / (4 * TR), ntiles = tw * th, Ws = up ? W >> 1 : W;
+    const int mi = lane >> 3, lr = lane & 7;
+    for (int tile = blockIdx.x; tile < ntiles; tile += gridDim.x) {
+        int ty0 = (tile / tw) * 4 * TR, tx0 = (tile % tw) * 16;
+        for (int idx = tid; idx < C::HR * C::HC * (CI / 8); idx += 128) {
+            int px = idx / (CI / 8), c = (idx % (CI / 8)) * 8, hy = ty0 - 1 + px / C::HC, hx = tx0 - 1 + px % C::HC;
+            bool ok = hy >= 0 && hy < H && hx >= 0 && hx < W;
+            const bf16 *src = in;
+            if (ok) src = in + (size_t)(up ? (hy >> 1) * Ws + (hx >> 1) : hy * W + hx) * CI + c;
+            cp_async16(hs + px * C::HLD + c, src, ok);
+        }
+        cp_async_commit();
+        cp_async_wait<0>();
+        __syncthreads();
+        float acc[TR][NT][4];
+#pragma unroll
+        for (int mt = 0; mt < TR; mt++)
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++) acc[mt][nt][0] = acc[mt][nt][1] = acc[mt][nt][2] = acc[mt][nt][3] = 0.0f;
+#pragma unroll 1
+        for (int tap = 0; tap < 9; tap++) {
+            int ky = tap / 3, kx = tap % 3;
+#pragma unroll
+            for (int ks = 0; ks < CI; ks += 16) {
+                uint32_t a[TR][4], b[NT][2];
+#pragma unroll
+                for (int mt = 0; mt < TR; mt++) /* matrices: pixels +0/+8 (mi&1), channels +0/+8 (mi>>1) */
+                    ldmatrix_x4(a[mt], hs + ((warp * TR + mt + ky) * C::HC + (mi & 1) * 8 + lr + kx) * C::HLD + ks +
+                                           (mi >> 1) * 8);
+#pragma unroll
+                for (int nt = 0; nt < NT; nt += 2) { /* matrices: k +0/+8 (mi&1), n-tile +0/+1 (mi>>1) */
+                    uint32_t r[4];
+                    ldmatrix_x4(r, ws + (nt * 8 + (mi >> 1) * 8 + lr) * C::WLD + tap * CI + ks + (mi & 1) * 8);
+                    b[nt][0] = r[0], b[nt][1] = r[1], b[nt + 1][0] = r[2], b[nt + 1][1] = r[3];
+                }
+#pragma unroll
+                for (int mt = 0; mt < TR; mt++)
+#pragma unroll
+                    for (int nt = 0; nt < NT; nt++) mma_bf16_16816(acc[mt][nt], a[mt], b[nt]);
+            }
+        }
+        __syncthreads(); /* every warp is done with this halo before the next tile's loads */
+#pragma unroll
+        for (int mt = 0; mt < TR; mt++) {
+            int oy = ty0 + warp * TR + mt;
+            if (oy >= H) continue;
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++) {
+                int col = co0 + nt * 8 + 2 * t;
+                if (col >= Co) continue;
+#pragma unroll
+                for (int half = 0; half < 2; half++) {
+                    int ox = tx0 + g + 8 * half;
+                    if (ox < W)
+                        conv_store(out, bias, res, relu, oy * W + ox, col, Co, acc[mt][nt][2 * half],
+                                   acc[mt][nt][2 * half + 1]);
+                }
+            }
+        }
+    }
+}
+
+/* Persistent grid: as many blocks as fit on the card at once (weights loaded once per block),
+ * at most one per tile. */
+template <int CI, int TR, int BN>
+static cudaError_t halo_launch(cudaStream_t st, bf16_t *out, const bf16_t *in, const bf16_t *wt, const float *bias,
+                               const bf16_t *res, int H, int W, int Co, int up, int relu) {
+    typedef halo_cfg<CI, TR, BN> C;
+    static int per_sm = 0;
+    if (!per_sm) {
+        cudaError_t e = cudaFuncSetAttribute(conv_halo_kernel<CI, TR, BN>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                             (int)C::SMEM);
+        if (e != cudaSuccess) return e;
+        e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, conv_halo_kernel<CI, TR, BN>, 128, C::SMEM);
+        if (e != cudaSuccess) return e;
+        if (per_sm < 1) per_sm = 1;
+    }
+    size_t tiles = (size_t)cu_blocks(W, 16) * cu_blocks(H, 4 * TR), cap = (size_t)per_sm * conv_sm_count();
+    dim3 grid((unsigned)(tiles < cap ? tiles : cap), cu_blocks(Co, BN));
+    return cu_launch(conv_halo_kernel<CI, TR, BN>, grid, 128, C::SMEM, st, (bf16 *)out, (const bf16 *)in,
+                     (const bf16 *)wt, bias, (const bf16 *)res, H, W, Co, up, relu);
+}
+
+/* Version 5 takes a conv where it applies: stride 1, Ci 32 or 64, and (version 5) at least
+ * CV_HALO_PIX output pixels — the large levels; version 6 (lab only) at every size. */
+#define CV_HALO_PIX 16384
+static int halo_applies(int version, size_t npix, int Ci, int stride) {
+    return version >= 5 && stride == 1 && (Ci == 32 || Ci == 64) && (version >= 6 || npix >= CV_HALO_PIX);
+}
+
+static cudaError_t halo_run(size_t npix, cudaStream_t st, bf16_t *out, const bf16_t *in, const bf16_t *wt,
+                            const float *bias, const bf16_t *res, int H, int W, int Ci, int Co, int up, int relu) {
+    int big = npix >= 32768; /* 8-row tiles (two m-tiles per warp) where there are tiles enough */
+    if (Ci == 64)
+        return big ? halo_launch<64, 2, 64>(st, out, in, wt, bias, res, H, W, Co, up, relu)
+                   : halo_launch<64, 1, 64>(st, out, in, wt, bias, res, H, W, Co, up, relu);
+    return big ? halo_launch<32, 2, 32>(st, out, in, wt, bias, res, H, W, Co, up, relu)
+               : halo_launch<32, 1, 32>(st, out, in, wt, bias, res, H, W, Co, up, relu);
+}
+
 /* Below this many output pixels a 128-pixel tile leaves SMs idle (under 2 blocks per SM on an
  * H100/H200): use 32-pixel tiles, four warps side by side over the channels. */
 #define CV_SMALL_PIX 32768
@@ -267,6 +402,11 @@ extern "C" mg_status cu_conv3x3_igemm_v(int version, bf16_t *out, const bf16_t *
     if (!npix) return MG_OK;
     int small = version >= 2 && npix < CV_SMALL_PIX, narrow = Co <= 32;
     cudaError_t e;
+    if (halo_applies(version, npix, Ci, stride)) {
+        CU_TRY(halo_run(npix, st, out, in, wt, bias, res, H, W, Ci, Co, up, relu));
+        return MG_OK;
+    }
+    if (version >= 5) version = 3; /* where the halo tiles do not apply: version 3 */
     if (version >= 4 && small) { /* v4: v3 with the K split over a cluster where the image is small */
         int split = conv_split(cu_blocks(npix, 32) * cu_blocks(Co, narrow ? 32 : 64), 9 * Ci / CV_BK);
         if (split > 1) {
@@ -301,7 +441,7 @@ extern "C" mg_status cu_conv3x3_igemm(bf16_t *out, const bf16_t *in, const bf16_
                                       const bf16_t *res, int H, int W, int Ci, int Co, int stride, int up, int relu,
                                       cudaStream_t st) {
     static int version = 0;
-    if (!version) version = cu_opt("CONVSPLIT", 0) ? 4 : 3; /* v4 measured neutral: off */
+    if (!version) version = cu_opt("CONVHALO", 0) ? 5 : cu_opt("CONVSPLIT", 0) ? 4 : 3; /* v4 measured neutral: off */
     return cu_conv3x3_igemm_v(version, out, in, wt, bias, res, H, W, Ci, Co, stride, up, relu, st);
 }
 

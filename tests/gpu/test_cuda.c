@@ -286,11 +286,16 @@ static void test_conv_igemm(void **state) {
     /* H, W (of the conv's input as read), Ci, Co, stride, up, bias, res, relu */
     int cases[][9] = {{37, 29, 64, 64, 1, 0, 1, 0, 1}, {37, 29, 64, 64, 2, 0, 0, 0, 0}, {38, 30, 64, 64, 1, 1, 0, 0, 0},
                       {23, 41, 32, 32, 1, 0, 1, 1, 1}, {16, 16, 64, 40, 1, 0, 1, 1, 0}, {64, 64, 64, 64, 1, 0, 1, 1, 1},
-                      {161, 256, 64, 64, 1, 0, 1, 1, 1}, {200, 176, 32, 32, 1, 0, 1, 0, 1}, {322, 258, 64, 64, 2, 0, 0, 0, 1}};
+                      {161, 256, 64, 64, 1, 0, 1, 1, 1}, {200, 176, 32, 32, 1, 0, 1, 0, 1}, {322, 258, 64, 64, 2, 0, 0, 0, 1},
+                      {130, 258, 64, 64, 1, 1, 1, 1, 1}, {133, 127, 64, 64, 1, 0, 1, 1, 1}, {130, 132, 32, 48, 1, 1, 0, 1, 1}};
+    /* versions: 4 (K split over clusters), 3, 1, 5 (halo tiles at >= 16384 output pixels,
+     * stride 1, else v3), 6 (halo tiles at every size) */
+    enum { NC = sizeof cases / sizeof cases[0] };
+    static const int vers[] = {4, 3, 1, 5, 6};
     int with4 = cu_opt("CONVSPLIT", 1);
-    for (int ci_ = with4 ? 0 : 9; ci_ < 27; ci_++) {
-        int version = ci_ < 9 ? 4 : ci_ < 18 ? 3 : 1; /* the library's (v4: K split over clusters), v3, the first */
-        int *c = cases[ci_ % 9];
+    for (int ci_ = with4 ? 0 : NC; ci_ < 5 * NC; ci_++) {
+        int version = vers[ci_ / NC];
+        int *c = cases[ci_ % NC];
         int H = c[0], W = c[1], Ci = c[2], Co = c[3], s = c[4], up = c[5];
         int Hs = up ? H / 2 : H, Ws = up ? W / 2 : W, Ho = s == 2 ? (H + 1) / 2 : H, Wo = s == 2 ? (W + 1) / 2 : W;
         size_t nin = (size_t)Hs * Ws * Ci, nout = (size_t)Ho * Wo * Co;
