@@ -163,6 +163,8 @@ $(BUILD)/tests/%: tests/%.c tests/testutil.h $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests $< -o $@ $(LIB) $(LDFLAGS) $(LDLIBS) -lcmocka
 
+# (before the rule: make expands a rule's prerequisites where it reads them)
+LOADGEN := $(if $(filter 11,$(LWS)$(JPEG)),$(BUILD)/loadgen,)
 test: features $(BUILD)/mirage $(TEST_BIN) $(LOADGEN)
 	@if [ "$(CMOCKA)" != 1 ]; then echo "mirage: error: make test needs cmocka (apt-get install libcmocka-dev)"; exit 1; fi
 	@MIRAGE=$(BUILD)/mirage BUILD=$(BUILD) sh tests/run_all.sh $(TEST_BIN)
@@ -179,7 +181,6 @@ demo: $(BUILD)/mirage
 
 # The serving load generator (dev/serve/loadgen.c, docs/SERVE.md): a libwebsockets client, so it
 # runs where node does not (the GPU machines). Built with libwebsockets and libjpeg-turbo.
-LOADGEN := $(if $(filter 11,$(LWS)$(JPEG)),$(BUILD)/loadgen,)
 $(BUILD)/loadgen: dev/serve/loadgen.c $(LIB)
 	@if [ "$(LWS)$(JPEG)" != 11 ]; then echo "mirage: error: loadgen needs libwebsockets and libjpeg-turbo (lws=$(LWS) jpeg=$(JPEG))"; exit 1; fi
 	$(CC) $(CFLAGS) $< -o $@ $(LIB) $(LDFLAGS) $(LDLIBS)
