@@ -2,7 +2,7 @@
  * never a crash, leak or out-of-bounds access. On MG_OK every tensor's bytes are read, so
  * ASan checks that the validated offsets really lie inside the buffer.
  *
- *   make fuzz FUZZ_SECONDS=60 */
+ *   make fuzz FUZZERS=safetensors FUZZ_SECONDS=60 */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>

@@ -6,7 +6,9 @@
  * FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION, which skips the index hash so mutations reach the
  * record checks behind it.
  *
- *   make build/fuzz/fuzz_shard && build/fuzz/fuzz_shard -max_total_time=60 fuzz/corpus/shard */
+ *   make fuzz FUZZERS=shard FUZZ_SECONDS=60      (build-fuzz/fuzz/fuzz_shard FILE replays one input)
+ * (tests/test_fuzz_regress.c runs it without that define: there the hash check stops a mutated
+ * index first, as in the program.) */
 #include <stdint.h>
 #include <stdlib.h>
 

@@ -1,9 +1,7 @@
 /* libFuzzer target for the y4m reader: any bytes, as a non-seekable stream, must give a clean
  * status and never a crash, leak or out-of-bounds access.
  *
- *   clang -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -Isrc \
- *       fuzz/fuzz_y4m.c src/io/y4m.c src/core/status.c -o build/fuzz_y4m
- *   build/fuzz_y4m -max_total_time=60 fuzz/corpus/y4m
+ *   make fuzz FUZZERS=y4m FUZZ_SECONDS=60        (build-fuzz/fuzz/fuzz_y4m FILE replays one input)
  *
  * The reader is opened with a limit of 256x256 = 65536 pixels (y4m_reader_open_fp_limit), so a
  * header claiming W16384 H16384 is refused instead of allocating ~800 MB; at most 4 frames are
