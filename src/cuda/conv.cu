@@ -355,14 +355,20 @@ template <int CI, int TR, int BN>
 static cudaError_t halo_launch(cudaStream_t st, bf16_t *out, const bf16_t *in, const bf16_t *wt, const float *bias,
                                const bf16_t *res, int H, int W, int Co, int up, int relu) {
     typedef halo_cfg<CI, TR, BN> C;
-    static int per_sm = 0;
+    /* the shared-memory opt-in is per device (streams on several GPUs, issue 8); setting it
+     * twice from two threads is harmless */
+    static int per_sm_dev[64];
+    int dev = 0;
+    cudaError_t e = cudaGetDevice(&dev);
+    if (e != cudaSuccess) return e;
+    int per_sm = dev >= 0 && dev < 64 ? per_sm_dev[dev] : 0;
     if (!per_sm) {
-        cudaError_t e = cudaFuncSetAttribute(conv_halo_kernel<CI, TR, BN>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                             (int)C::SMEM);
+        e = cudaFuncSetAttribute(conv_halo_kernel<CI, TR, BN>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)C::SMEM);
         if (e != cudaSuccess) return e;
         e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, conv_halo_kernel<CI, TR, BN>, 128, C::SMEM);
         if (e != cudaSuccess) return e;
         if (per_sm < 1) per_sm = 1;
+        if (dev >= 0 && dev < 64) per_sm_dev[dev] = per_sm;
     }
     size_t tiles = (size_t)cu_blocks(W, 16) * cu_blocks(H, 4 * TR), cap = (size_t)per_sm * conv_sm_count();
     dim3 grid((unsigned)(tiles < cap ? tiles : cap), cu_blocks(Co, BN));
