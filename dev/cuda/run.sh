@@ -12,8 +12,8 @@
 #                              the lab; one combined log in $OUT/run.log
 #
 # Environment: BUILD (build-gpu), OUT (./gpu-logs), SIZES ("256 512": mirage A/B sizes),
-# VARIANTS ("base fused pdl convsplit halo": the A/B settings at each size; also "nohalo",
-# "again"), HALO=0 skips the suite and the 1b bench with MG_CUDA_CONVHALO=1,
+# VARIANTS ("base fused pdl convsplit nohalo": the A/B settings at each size; also "halo",
+# "again"), HALO=0 skips the suite and the 1b bench with MG_CUDA_CONVHALO=0 (conv v5 off),
 # PROFILE=1 adds ncu per-kernel times of one s frame (PROFILE_SIZE 256x256) for the defaults
 # and MG_CUDA_FUSED=1 ($OUT/ncu_*.csv), TORCH_EAGER=0 skips torch eager, WITH_1B=1 adds
 # config 1b at 512x512, COMPILE="256 512" (the sizes torch.compile runs at, ~4.5 minutes
@@ -94,13 +94,14 @@ echo "==== chosen: ${CHOSEN:-defaults}" | tee -a "$LOG"
 bench() { # name size config settings
     step "$1" env $4 "$B/mirage" bench --config "$3" --size "$2" --steps 2 --device cuda --json
 }
-# conv version 5 (halo tiles, MG_CUDA_CONVHALO): the whole suite again with it on
-[ "${HALO:-1}" = 1 ] && step test_gpu_halo env $CHOSEN MG_CUDA_CONVHALO=1 "$B/tests/gpu/test_cuda"
+# conv version 5 (halo tiles, MG_CUDA_CONVHALO, the default since slice 3): the whole suite again
+# with it off (version 3, the fallback)
+[ "${HALO:-1}" = 1 ] && step test_gpu_nohalo env $CHOSEN MG_CUDA_CONVHALO=0 "$B/tests/gpu/test_cuda"
 # VARIANTS: the A/B settings benched after the chosen ones at each size ("again" repeats the
 # chosen settings, to show the run-to-run spread next to the A/B deltas)
 for sz in ${SIZES-256 512}; do
     bench "bench_s${sz}" "${sz}x${sz}" s "$CHOSEN"
-    for v in ${VARIANTS-base fused pdl convsplit halo}; do
+    for v in ${VARIANTS-base fused pdl convsplit nohalo}; do
         case $v in
         base) bench "bench_s${sz}_base" "${sz}x${sz}" s "$BASE" ;;
         fused) bench "bench_s${sz}_fused" "${sz}x${sz}" s "$CHOSEN MG_CUDA_FUSED=1" ;;
@@ -121,7 +122,7 @@ if [ -n "${WITH_1B:-}" ]; then
     step bench_1b512 env $CHOSEN "$B/mirage" bench --config 1b --size 512x512 --steps 2 --device cuda --iters 20 --json
     [ -n "${WITH_1B_BASE:-}" ] && step bench_1b512_base env $BASE "$B/mirage" bench --config 1b --size 512x512 --steps 2 \
         --device cuda --iters 20 --json
-    [ "${HALO:-1}" = 1 ] && step bench_1b512_halo env $CHOSEN MG_CUDA_CONVHALO=1 "$B/mirage" bench --config 1b --size 512x512 \
+    [ "${HALO:-1}" = 1 ] && step bench_1b512_nohalo env $CHOSEN MG_CUDA_CONVHALO=0 "$B/mirage" bench --config 1b --size 512x512 \
         --steps 2 --device cuda --iters 20 --json
 fi
 if [ -n "${LAB:-}" ]; then

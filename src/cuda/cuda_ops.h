@@ -43,7 +43,7 @@ void cu_pdl_enable(int on);
 void cu_pdl_fence(void);
 /* An optimisation switch from the environment: MG_CUDA_<name>=0 or =1 overrides the default
  * (dflt), for A/B runs and as a fallback. The defaults are what measured fastest
- * (dev/cuda/README.md): FUSED 0, PDL 0, SPLITK 1 (with FUSED), CONVSPLIT 0, CONVHALO 0, LN2 1. */
+ * (dev/cuda/README.md): FUSED 0, PDL 0, SPLITK 1 (with FUSED), CONVSPLIT 0, CONVHALO 1, LN2 1. */
 int cu_opt(const char *name, int dflt);
 
 /* ---- GEMM (cuBLASLt): out (M, N) = A (M, K) @ W (N, K)^T [+ bias] [then GELU-tanh] ------- */
@@ -83,9 +83,9 @@ mg_status cu_conv3x3_direct(void *out, cu_dtype ot, const void *in, cu_dtype it,
 /* The lab's handles on the kernel versions (dev/cuda/conv3x3.cu). igemm version 1: 128-pixel
  * tiles, double buffer; version 2: 32-pixel tiles with 4 stages below 32768 output pixels,
  * 128-pixel tiles with 3 stages above; version 3: version 2 with ldmatrix fragment loads;
- * version 4 (the library's with MG_CUDA_CONVSPLIT=1): version 3 with the K split over a
+ * version 4 (the library's with MG_CUDA_CONVSPLIT=1 MG_CUDA_CONVHALO=0): version 3 with the K split over a
  * thread-block cluster of up to 6 below 32768 output pixels; version 5 (the library's with
- * MG_CUDA_CONVHALO=1): halo tiles for stride 1, Ci 32 or 64, >= 16384 output pixels (weights
+ * default; MG_CUDA_CONVHALO=0 turns it off): halo tiles for stride 1, Ci 32 or 64, >= 16384 output pixels (weights
  * resident per block, each tile's input halo loaded once), version 3 elsewhere; version 6: the
  * halo tiles at every size (lab and tests). direct version 1: the generic kernel
  * only; version 2 (the library's): thin-layer kernels where they apply. */
