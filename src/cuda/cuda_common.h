@@ -20,6 +20,15 @@ extern "C" {
         cudaError_t cu_e_ = (call);                                                   \
         if (cu_e_ != cudaSuccess) return cu_fail(__FILE__, __LINE__, #call, cudaGetErrorString(cu_e_)); \
     } while (0)
+/* CU_TRY for set-up code that must undo what it made: the status goes to s, then goto fail. */
+#define CU_TRY_GOTO(s, call)                                                              \
+    do {                                                                                  \
+        cudaError_t cu_e_ = (call);                                                       \
+        if (cu_e_ != cudaSuccess) {                                                       \
+            (s) = cu_fail(__FILE__, __LINE__, #call, cudaGetErrorString(cu_e_));          \
+            goto fail;                                                                    \
+        }                                                                                 \
+    } while (0)
 /* After every kernel launch. */
 #define CU_LAUNCHED() CU_TRY(cudaGetLastError())
 /* Every cuBLAS(Lt) call. */

@@ -244,23 +244,14 @@ extern "C" mg_status cuda_dist_new(cuda_dist **out, const dist_rank *dr) {
     double bmb = mb && *mb ? atof(mb) : 4.0;
     if (!(bmb > 0) || bmb > 65536) bmb = 4.0;
     d->bucket_floats = (size_t)(bmb * 1048576.0 / sizeof(float));
-#define NEW_CU(call)                                                                   \
-    do {                                                                               \
-        cudaError_t e_ = (call);                                                       \
-        if (e_ != cudaSuccess) {                                                       \
-            s = cu_fail(__FILE__, __LINE__, #call, cudaGetErrorString(e_));             \
-            goto fail;                                                                 \
-        }                                                                              \
-    } while (0)
     /* the collectives' stream at the highest priority: a bucket's kernels start as soon as
      * they may, between the backward's */
-    NEW_CU(cudaDeviceGetStreamPriorityRange(&prio_lo, &prio_hi));
-    NEW_CU(cudaStreamCreateWithPriority(&d->cs, cudaStreamNonBlocking, prio_hi));
-    NEW_CU(cudaEventCreateWithFlags(&d->ready, cudaEventDisableTiming));
-    NEW_CU(cudaEventCreateWithFlags(&d->done, cudaEventDisableTiming));
-    NEW_CU(cudaMalloc(&d->d_sum, 16 * sizeof(double)));
-    NEW_CU(cudaMallocHost(&d->h_sum, 16 * sizeof(double)));
-#undef NEW_CU
+    CU_TRY_GOTO(s, cudaDeviceGetStreamPriorityRange(&prio_lo, &prio_hi));
+    CU_TRY_GOTO(s, cudaStreamCreateWithPriority(&d->cs, cudaStreamNonBlocking, prio_hi));
+    CU_TRY_GOTO(s, cudaEventCreateWithFlags(&d->ready, cudaEventDisableTiming));
+    CU_TRY_GOTO(s, cudaEventCreateWithFlags(&d->done, cudaEventDisableTiming));
+    CU_TRY_GOTO(s, cudaMalloc(&d->d_sum, 16 * sizeof(double)));
+    CU_TRY_GOTO(s, cudaMallocHost(&d->h_sum, 16 * sizeof(double)));
     /* rendezvous: rank 0 makes the id, the others read it from the file */
     if (dr->rank == 0) {
         if ((r = nc.GetUniqueId(&id)) != ncclSuccess) {

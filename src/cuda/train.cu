@@ -158,18 +158,10 @@ extern "C" mg_status cuda_params_new(cuda_params *cp, const train_params *tp) {
     im->ctx = ctx;
     cp->impl = im;
     mg_status s = MG_OK;
-#define NEW_TRY(call)                                                                        \
-    do {                                                                                     \
-        cudaError_t e_ = (call);                                                             \
-        if (e_ != cudaSuccess) {                                                             \
-            s = cu_fail(__FILE__, __LINE__, #call, cudaGetErrorString(e_));                  \
-            goto fail;                                                                       \
-        }                                                                                    \
-    } while (0)
     {
         int n = tp->n_tensors;
         size_t cnt = tp->count, bytes = 5 * cnt * sizeof(float);
-        NEW_TRY(cudaStreamCreateWithFlags(&im->st, cudaStreamNonBlocking));
+        CU_TRY_GOTO(s, cudaStreamCreateWithFlags(&im->st, cudaStreamNonBlocking));
         if (cudaMalloc(&im->mem, bytes) != cudaSuccess) {
             cudaGetLastError();
             s = mg_fail(MG_ERR_NOMEM, "cannot allocate %.1f MiB on %s for the training state (5 x %zu floats)",
@@ -181,14 +173,14 @@ extern "C" mg_status cuda_params_new(cuda_params *cp, const train_params *tp) {
         cp->m = cp->grad + cnt;
         cp->v = cp->m + cnt;
         cp->ema = cp->v + cnt;
-        NEW_TRY(cudaMalloc(&im->bf16, cnt * sizeof(bf16_t) + 16));
-        NEW_TRY(cudaMalloc(&im->d_off, (size_t)(n + 1) * sizeof(unsigned long long)));
-        NEW_TRY(cudaMalloc(&im->d_end, (size_t)(n + 1) * sizeof(unsigned long long)));
-        NEW_TRY(cudaMalloc(&im->d_decay, (size_t)n + 1));
-        NEW_TRY(cudaMalloc(&im->d_part, RED_BLOCKS * sizeof(double)));
-        NEW_TRY(cudaMalloc(&im->d_norm, sizeof(double)));
-        NEW_TRY(cudaMalloc(&im->d_coef, sizeof(float)));
-        NEW_TRY(cudaMallocHost(&im->h_norm, sizeof(double)));
+        CU_TRY_GOTO(s, cudaMalloc(&im->bf16, cnt * sizeof(bf16_t) + 16));
+        CU_TRY_GOTO(s, cudaMalloc(&im->d_off, (size_t)(n + 1) * sizeof(unsigned long long)));
+        CU_TRY_GOTO(s, cudaMalloc(&im->d_end, (size_t)(n + 1) * sizeof(unsigned long long)));
+        CU_TRY_GOTO(s, cudaMalloc(&im->d_decay, (size_t)n + 1));
+        CU_TRY_GOTO(s, cudaMalloc(&im->d_part, RED_BLOCKS * sizeof(double)));
+        CU_TRY_GOTO(s, cudaMalloc(&im->d_norm, sizeof(double)));
+        CU_TRY_GOTO(s, cudaMalloc(&im->d_coef, sizeof(float)));
+        CU_TRY_GOTO(s, cudaMallocHost(&im->h_norm, sizeof(double)));
         unsigned long long *off = (unsigned long long *)malloc((size_t)(2 * n + 1) * sizeof *off);
         unsigned char *dec = (unsigned char *)malloc((size_t)n + 1);
         if (!off || !dec) {
@@ -205,17 +197,16 @@ extern "C" mg_status cuda_params_new(cuda_params *cp, const train_params *tp) {
         cudaError_t e2 = cudaMemcpy(im->d_end, off + n + 1, (size_t)n * sizeof *off, cudaMemcpyHostToDevice);
         cudaError_t e3 = n ? cudaMemcpy(im->d_decay, dec, (size_t)n, cudaMemcpyHostToDevice) : cudaSuccess;
         free(off), free(dec);
-        NEW_TRY(e1);
-        NEW_TRY(e2);
-        NEW_TRY(e3);
-        NEW_TRY(cudaMemcpy(cp->param, tp->param, cnt * sizeof(float), cudaMemcpyHostToDevice));
-        NEW_TRY(cudaMemcpy(cp->m, tp->m, cnt * sizeof(float), cudaMemcpyHostToDevice));
-        NEW_TRY(cudaMemcpy(cp->v, tp->v, cnt * sizeof(float), cudaMemcpyHostToDevice));
-        NEW_TRY(cudaMemcpy(cp->ema, tp->ema, cnt * sizeof(float), cudaMemcpyHostToDevice));
-        NEW_TRY(cudaMemset(cp->grad, 0, cnt * sizeof(float)));
-        NEW_TRY(cudaDeviceSynchronize());
+        CU_TRY_GOTO(s, e1);
+        CU_TRY_GOTO(s, e2);
+        CU_TRY_GOTO(s, e3);
+        CU_TRY_GOTO(s, cudaMemcpy(cp->param, tp->param, cnt * sizeof(float), cudaMemcpyHostToDevice));
+        CU_TRY_GOTO(s, cudaMemcpy(cp->m, tp->m, cnt * sizeof(float), cudaMemcpyHostToDevice));
+        CU_TRY_GOTO(s, cudaMemcpy(cp->v, tp->v, cnt * sizeof(float), cudaMemcpyHostToDevice));
+        CU_TRY_GOTO(s, cudaMemcpy(cp->ema, tp->ema, cnt * sizeof(float), cudaMemcpyHostToDevice));
+        CU_TRY_GOTO(s, cudaMemset(cp->grad, 0, cnt * sizeof(float)));
+        CU_TRY_GOTO(s, cudaDeviceSynchronize());
     }
-#undef NEW_TRY
     return MG_OK;
 fail:
     cuda_params_free(cp);
