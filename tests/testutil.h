@@ -38,6 +38,26 @@ static inline double tu_check_close(const char *name, const float *got, const fl
 #define assert_close(name, got, ref, n, tol) \
     assert_true(tu_check_close((name), (got), (ref), (n), (tol)) <= (tol))
 
+/* Relative L2 error of got against ref: sqrt(sum (got-ref)^2 / sum ref^2); INFINITY when got
+ * holds a NaN or an infinity (a poisoned, unwritten output) or ref is all zero and got is not. */
+static inline double tu_rel_l2(const float *got, const float *ref, size_t n) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(got[i])) return INFINITY;
+        double e = (double)got[i] - ref[i];
+        num += e * e, den += (double)ref[i] * ref[i];
+    }
+    if (den == 0) return num == 0 ? 0.0 : INFINITY;
+    return sqrt(num / den);
+}
+
+/* An mg_status call that must succeed: a failure fails the test with the library's message. */
+#define TU_OK(call)                                                              \
+    do {                                                                         \
+        mg_status tu_s_ = (call);                                                \
+        if (tu_s_ != MG_OK) fail_msg("%s: %s", #call, mg_last_error());          \
+    } while (0)
+
 static inline void tu_fill_uniform(float *x, size_t n, float lo, float hi, uint64_t seed) {
     mg_rng r;
     mg_rng_seed(&r, seed);

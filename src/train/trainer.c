@@ -785,7 +785,7 @@ mg_status trainer_run(const train_opts *o) {
         if (f->stage == STAGE_DIT && f->device == MG_DEVICE_CUDA && (s = encode_device(&r, b, &t_enc, &t_aug)) != MG_OK)
             goto out;
 
-        double loss, gnorm = 0.0;
+        double loss = NAN, gnorm = 0.0; /* NAN: a path that sets no loss stops at the isfinite check */
         float lr = lr_schedule(step, f->warmup, f->steps, f->lr, f->lr_min);
         float decay = ema_decay(f->ema, step);
         if (f->device == MG_DEVICE_CUDA) {

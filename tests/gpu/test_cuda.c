@@ -23,12 +23,6 @@ static cudaStream_t st;
 static uint64_t seed_ctr = 1000;
 
 #define CK(call) assert_int_equal((call), cudaSuccess)
-#define OK(call)                                                                 \
-    do {                                                                         \
-        mg_status s_ = (call);                                                   \
-        if (s_ != MG_OK) fail_msg("%s: %s", #call, mg_last_error());             \
-    } while (0)
-
 /* ---- helpers --------------------------------------------------------------------------- */
 
 static float *rnd(size_t n, float lo, float hi) {
@@ -141,9 +135,9 @@ static void test_gemm(void **state) {
         for (int of = 0; of < 2; of++)
             for (int e = 0; e < 3; e++) {
                 cu_gemm *g;
-                OK(cu_gemm_plan(ctx, &g, M, N, K, of, (cu_epi)e));
+                TU_OK(cu_gemm_plan(ctx, &g, M, N, K, of, (cu_epi)e));
                 void *out = poisoned((size_t)M * N * 4);
-                OK(cu_gemm_run(ctx, g, out, da, dw, of ? (void *)db : (void *)dbb, st));
+                TU_OK(cu_gemm_run(ctx, g, out, da, dw, of ? (void *)db : (void *)dbb, st));
                 float *got = of ? down_f32(out, (size_t)M * N) : down_bf16(out, (size_t)M * N);
                 linear_forward(ref, a, w, e ? (of ? b : bb) : NULL, M, K, N);
                 if (e == CU_EPI_GELU_BIAS) gelu_tanh_forward(ref, ref, (size_t)M * N);
@@ -181,7 +175,7 @@ static void test_dgemm(void **state) {
         int M = cases[ci][0], N = cases[ci][1], K = cases[ci][2], am = cases[ci][3], epi = cases[ci][4];
         int H = cases[ci][6], dh = cases[ci][7], d = H * dh;
         cu_dgemm g;
-        OK(cu_dgemm_plan(ctx, &g, M, N, K, am, epi, cases[ci][5] ? max_split : 1));
+        TU_OK(cu_dgemm_plan(ctx, &g, M, N, K, am, epi, cases[ci][5] ? max_split : 1));
         size_t nmk = (size_t)M * K, nmn = (size_t)M * N;
         float *a = rnd(nmk, -2, 3), *sh = rnd(K, -0.5f, 0.5f), *sc = rnd(K, -0.5f, 0.5f);
         float *w = rnd((size_t)N * K, -0.1f, 0.1f), *b = rnd(N, -0.5f, 0.5f), *gate = rnd(N, -1, 1);
@@ -212,7 +206,7 @@ static void test_dgemm(void **state) {
         if (epi == CU_DG_F32 || epi == CU_DG_GELU) {
             void *out = poisoned(nmn * 4);
             arg.out = out;
-            OK(cu_dgemm_run(&g, &arg, st));
+            TU_OK(cu_dgemm_run(&g, &arg, st));
             float *got = epi == CU_DG_F32 ? down_f32(out, nmn) : down_bf16(out, nmn);
             if (epi == CU_DG_GELU) gelu_tanh_forward(lin, lin, nmn);
             assert_rel(name, got, lin, nmn, am == CU_DG_A_LN || epi == CU_DG_GELU ? TOL_BF16 : 1e-4);
@@ -220,7 +214,7 @@ static void test_dgemm(void **state) {
         } else if (epi == CU_DG_RESID) {
             float *dxo = up_f32(x0, nmn);
             arg.out = dxo;
-            OK(cu_dgemm_run(&g, &arg, st));
+            TU_OK(cu_dgemm_run(&g, &arg, st));
             float *got = down_f32(dxo, nmn);
             gated_residual_forward(x0, lin, gate, M, N);
             assert_rel(name, got, x0, nmn, 1e-5);
@@ -242,7 +236,7 @@ static void test_dgemm(void **state) {
             bf16_t *q = poisoned(nmn * 2), *kr = poisoned(ring * 2), *vr = poisoned(ring * 2);
             arg.out = q, arg.ldq = N, arg.k_ring = kr, arg.v_ring = vr, arg.cos_sp = dc, arg.sin_sp = ds, arg.p = dp;
             arg.heads = H, arg.dh = dh;
-            OK(cu_dgemm_run(&g, &arg, st));
+            TU_OK(cu_dgemm_run(&g, &arg, st));
             float *gq = down_bf16(q, nmn), *gk = down_bf16(kr, ring), *gv = down_bf16(vr, ring);
             rope_forward(lin, N, cf, sf, M, H, dh);
             rope_forward(lin + d, N, cf, sf, M, H, dh);
@@ -274,7 +268,7 @@ static void test_linear_rows(void **state) {
     float *x = rnd((size_t)R * K, -1, 1), *w = rnd((size_t)N * K, -0.3f, 0.3f), *b = rnd(N, -1, 1);
     bf16_t *dw = up_bf16(w, (size_t)N * K);
     float *dx = up_f32(x, (size_t)R * K), *db = up_f32(b, N), *out = poisoned((size_t)R * N * 4);
-    OK(cu_linear_rows(out, dx, dw, db, R, K, N, st));
+    TU_OK(cu_linear_rows(out, dx, dw, db, R, K, N, st));
     float *got = down_f32(out, (size_t)R * N), *ref = malloc((size_t)R * N * 4);
     linear_forward(ref, x, w, b, R, K, N);
     assert_rel("linear rows (adaLN modulation)", got, ref, (size_t)R * N, 1e-5);
@@ -305,7 +299,7 @@ static void test_conv_igemm(void **state) {
         round_bf16(w, (size_t)Co * Ci * 9);
         float *db = up_f32(b, Co);
         bf16_t *out = poisoned(nout * 2);
-        OK(cu_conv3x3_igemm_v(version, out, din, dw, c[6] ? db : NULL, dres, H, W, Ci, Co, s, up, c[8], st));
+        TU_OK(cu_conv3x3_igemm_v(version, out, din, dw, c[6] ? db : NULL, dres, H, W, Ci, Co, s, up, c[8], st));
         float *got = down_bf16(out, nout), *ref = malloc(nout * 4), *upin = malloc((size_t)H * W * Ci * 4);
         if (up) upsample2x_forward(upin, in, Hs, Ws, Ci);
         cpu_conv(ref, up ? upin : in, w, c[6] ? b : NULL, H, W, Ci, Co, s);
@@ -352,7 +346,7 @@ static void test_conv_direct(void **state) {
         float *db = up_f32(b, Co), *ref = malloc(nout * 4), *got;
         size_t osz = ot == CU_U8 ? 1 : ot == CU_F32 ? 4 : 2;
         void *out = poisoned(nout * osz);
-        OK(cu_conv3x3_direct_v(version, out, ot, din, it, dw, db, H, W, Ci, Co, s, 0, relu, st));
+        TU_OK(cu_conv3x3_direct_v(version, out, ot, din, it, dw, db, H, W, Ci, Co, s, 0, relu, st));
         cpu_conv(ref, in, w, b, H, W, Ci, Co, s);
         if (relu)
             for (size_t i = 0; i < nout; i++) ref[i] = ref[i] > 0 ? ref[i] : 0;
@@ -393,7 +387,7 @@ static void test_norms(void **state) {
         float *dx = up_f32(x, n), *dy = up_f32(y, n), *dg = up_f32(g, C), *dsh = up_f32(sh, C), *dsc = up_f32(sc, C);
         bf16_t *out = poisoned(n * 2);
         float *ref = malloc(n * 4);
-        OK(cu_layernorm_modulate(out, dx, dsh, dsc, N, C, st));
+        TU_OK(cu_layernorm_modulate(out, dx, dsh, dsc, N, C, st));
         float *got = down_bf16(out, n);
         layernorm_modulate_forward(ref, x, sh, sc, N, C);
         char name[96];
@@ -401,7 +395,7 @@ static void test_norms(void **state) {
         assert_rel(name, got, ref, n, TOL_BF16);
         free(got);
         CK(cudaMemset(out, 0xFF, n * 2));
-        OK(cu_gated_residual_ln(dx, dy, dg, out, dsh, dsc, N, C, st));
+        TU_OK(cu_gated_residual_ln(dx, dy, dg, out, dsh, dsc, N, C, st));
         float *gx = down_f32(dx, n);
         got = down_bf16(out, n);
         gated_residual_forward(x, y, g, N, C);
@@ -419,25 +413,25 @@ static void test_activations(void **state) {
     size_t n = 100003;
     float *a = rnd(n, -6, 6), *b = rnd(n, -3, 3), *ref = malloc(n * 4);
     float *da = up_f32(a, n), *fo = poisoned(n * 4);
-    OK(cu_silu(fo, da, n, st));
+    TU_OK(cu_silu(fo, da, n, st));
     float *got = down_f32(fo, n);
     silu_forward(ref, a, n);
     assert_rel("silu (f32)", got, ref, n, 1e-6);
     free(got);
     bf16_t *ba = up_bf16(a, n), *bb = up_bf16(b, n), *bo = poisoned(n * 2);
-    OK(cu_gelu_tanh(bo, ba, n, st));
+    TU_OK(cu_gelu_tanh(bo, ba, n, st));
     got = down_bf16(bo, n);
     gelu_tanh_forward(ref, a, n);
     assert_rel("gelu tanh (bf16)", got, ref, n, TOL_BF16);
     free(got);
     CK(cudaMemset(bo, 0xFF, n * 2));
-    OK(cu_relu(bo, ba, n, st));
+    TU_OK(cu_relu(bo, ba, n, st));
     got = down_bf16(bo, n);
     relu_forward(ref, a, n);
     assert_rel("relu (bf16)", got, ref, n, 1e-6);
     free(got);
     CK(cudaMemset(bo, 0xFF, n * 2));
-    OK(cu_add_relu(bo, ba, bb, n, st));
+    TU_OK(cu_add_relu(bo, ba, bb, n, st));
     got = down_bf16(bo, n);
     add_relu_forward(ref, a, b, n);
     assert_rel("add+relu (bf16)", got, ref, n, TOL_BF16);
@@ -446,7 +440,7 @@ static void test_activations(void **state) {
     int M = 37, N = 129;
     float *x = rnd((size_t)M * N, -3, 3), *bias = rnd(N, -1, 1);
     float *dx = up_f32(x, (size_t)M * N), *dbias = up_f32(bias, N);
-    OK(cu_bias_act(dx, 1, dbias, M, N, 1, st));
+    TU_OK(cu_bias_act(dx, 1, dbias, M, N, 1, st));
     got = down_f32(dx, (size_t)M * N);
     for (int i = 0; i < M; i++)
         for (int j = 0; j < N; j++) x[i * N + j] += bias[j];
@@ -475,7 +469,7 @@ static void test_rope_kv(void **state) {
         float *dc = up_f32(c0, tab), *ds = up_f32(s0, tab);
         size_t ring = (size_t)3 * N * d;
         bf16_t *kr = poisoned(ring * 2), *vr = poisoned(ring * 2);
-        OK(cu_rope_kv(dq, 3 * d, kr, vr, dc, ds, dp, N, H, dh, st));
+        TU_OK(cu_rope_kv(dq, 3 * d, kr, vr, dc, ds, dp, N, H, dh, st));
         float *gq = down_bf16(dq, n), *gk = down_bf16(kr, ring), *gv = down_bf16(vr, ring);
         rope_forward(qkv, 3 * d, cf, sf, N, H, dh);
         rope_forward(qkv + d, 3 * d, cf, sf, N, H, dh);
@@ -519,7 +513,7 @@ static void test_attention(void **state) {
             CK(cudaMemcpy(slots, &vis, sizeof vis, cudaMemcpyHostToDevice));
             nk_arg = Nk / vis;
         }
-        OK(cu_attention_v(version, out, dq, ldq, dk, dv, d, slots, nk_arg, Nq, H, dh, splits, scr, st));
+        TU_OK(cu_attention_v(version, out, dq, ldq, dk, dv, d, slots, nk_arg, Nq, H, dh, splits, scr, st));
         float *got = down_bf16(out, (size_t)Nq * d), *ref = malloc((size_t)Nq * d * 4);
         float *scratch = malloc(attention_scratch_floats(Nq, Nk) * 4);
         attention_forward(ref, q, ldq, kk, v, d, scratch, Nq, Nk, H, dh);
@@ -540,7 +534,7 @@ static void test_layout(void **state) {
     round_bf16(z, lat), round_bf16(cond, lat);
     for (int withc = 0; withc < 2; withc++) {
         bf16_t *tok = poisoned((size_t)N * F * 2);
-        OK(cu_patchify(tok, dz, withc ? dc : NULL, H, W, Z, p, st));
+        TU_OK(cu_patchify(tok, dz, withc ? dc : NULL, H, W, Z, p, st));
         float *got = down_bf16(tok, (size_t)N * F);
         patchify_forward(ref, z, withc ? cond : NULL, H, W, Z, p);
         assert_rel(withc ? "patchify" : "patchify (dream: no cond)", got, ref, (size_t)N * F, 1e-6);
@@ -550,20 +544,20 @@ static void test_layout(void **state) {
     float *t1 = rnd((size_t)N * Z * p * p, -1, 1), *t2 = rnd((size_t)N * Z * p * p, -1, 1);
     float *dt1 = up_f32(t1, (size_t)N * Z * p * p), *dt2 = up_f32(t2, (size_t)N * Z * p * p), *zz = dmalloc(lat * 4);
     CK(cudaMemset(zz, 0, lat * 4));
-    OK(cu_unpatchify_euler(zz, dt1, NULL, 1.0f, 1.0f, H, W, Z, p, st));
+    TU_OK(cu_unpatchify_euler(zz, dt1, NULL, 1.0f, 1.0f, H, W, Z, p, st));
     float *got = down_f32(zz, lat), *v1 = malloc(lat * 4), *v2 = malloc(lat * 4);
     unpatchify_forward(v1, t1, H, W, Z, p);
     assert_rel("unpatchify", got, v1, lat, 1e-7);
     free(got);
     float *z0 = rnd(lat, -1, 1), *dz0 = up_f32(z0, lat);
-    OK(cu_unpatchify_euler(dz0, dt1, dt2, 2.5f, -0.25f, H, W, Z, p, st));
+    TU_OK(cu_unpatchify_euler(dz0, dt1, dt2, 2.5f, -0.25f, H, W, Z, p, st));
     got = down_f32(dz0, lat);
     unpatchify_forward(v2, t2, H, W, Z, p);
     for (size_t i = 0; i < lat; i++) z0[i] += -0.25f * (v2[i] + 2.5f * (v1[i] - v2[i]));
     assert_rel("unpatchify + guidance + Euler", got, z0, lat, 1e-6);
     free(got);
     float *zc = dmalloc(lat * 4);
-    OK(cu_renoise(zc, dz, dc, 0.1f, lat, st));
+    TU_OK(cu_renoise(zc, dz, dc, 0.1f, lat, st));
     got = down_f32(zc, lat);
     float *z32 = down_f32(dz, lat), *c32 = down_f32(dc, lat);
     for (size_t i = 0; i < lat; i++) v1[i] = (1.0f - 0.1f) * z32[i] + 0.1f * c32[i];
@@ -574,7 +568,7 @@ static void test_layout(void **state) {
     size_t un = (size_t)uh * uw * uc;
     float *ui = rnd(un, -1, 1), *uref = malloc(un * 16);
     bf16_t *dui = up_bf16(ui, un), *duo = poisoned(un * 4 * 2);
-    OK(cu_upsample2x(duo, dui, uh, uw, uc, st));
+    TU_OK(cu_upsample2x(duo, dui, uh, uw, uc, st));
     got = down_bf16(duo, un * 4);
     upsample2x_forward(uref, ui, uh, uw, uc);
     assert_rel("upsample 2x", got, uref, un * 4, 0);
@@ -585,13 +579,13 @@ static void test_layout(void **state) {
     for (size_t i = 0; i < n8; i++) u[i] = (uint8_t)(i * 97 + 13);
     CK(cudaMemcpy(du, u, n8, cudaMemcpyHostToDevice));
     float *df = poisoned(n8 * 4), *fr = malloc(n8 * 4);
-    OK(cu_u8_to_float(df, du, n8, st));
+    TU_OK(cu_u8_to_float(df, du, n8, st));
     got = down_f32(df, n8);
     rgb_u8_to_float(fr, u, n8);
     assert_rel("u8 -> float", got, fr, n8, 0);
     free(got);
     float *ff = rnd(n8, -0.2f, 1.2f), *dff = up_f32(ff, n8);
-    OK(cu_float_to_u8(du, dff, n8, st));
+    TU_OK(cu_float_to_u8(du, dff, n8, st));
     CK(cudaStreamSynchronize(st));
     CK(cudaMemcpy(u2, du, n8, cudaMemcpyDeviceToHost));
     rgb_float_to_u8(u, ff, n8);
@@ -609,10 +603,10 @@ static mg_model *load_model(const char *config, uint64_t seed) {
     mg_config cfg;
     char path[512];
     mg_model *m = NULL;
-    OK(mg_config_named(config, &cfg));
+    TU_OK(mg_config_named(config, &cfg));
     snprintf(path, sizeof path, "%s/%s-%llu.safetensors", tu_tmpdir(), config, (unsigned long long)seed);
-    OK(mg_model_init_file(path, &cfg, seed, 1));
-    OK(mg_model_load(path, &m));
+    TU_OK(mg_model_init_file(path, &cfg, seed, 1));
+    TU_OK(mg_model_load(path, &m));
     return m;
 }
 
@@ -625,10 +619,10 @@ static void frame_steps(const char *config, int W, int H, int steps, float guida
     mg_stream_opts o = mg_stream_opts_default();
     o.width = W, o.height = H, o.steps = steps, o.guidance = guidance, o.prompt = prompt;
     mg_stream *cpu;
-    OK(mg_stream_new(m, &o, &cpu));
+    TU_OK(mg_stream_new(m, &o, &cpu));
     cuda_stream_cfg cc = {W, H, steps, K, guidance};
     cuda_stream *gpu;
-    OK(cuda_stream_new(m, &cc, &gpu));
+    TU_OK(cuda_stream_new(m, &cc, &gpu));
     int prow = model_prompt_index(m, prompt), dream = !strcmp(prompt, "dream");
     size_t img = (size_t)W * H * 3, lat = (size_t)(H / 8) * (W / 8) * c->z_ch;
     uint8_t *in = malloc(img), *og = malloc(img), *oc = malloc(img);
@@ -642,10 +636,10 @@ static void frame_steps(const char *config, int W, int H, int steps, float guida
         mg_rng_normal_fill(&r, noise, lat);
         mg_rng_normal_fill(&r, ctxn, lat);
         memset(og, 0xAB, img);
-        OK(stream_step_f32(cpu, in, fimg, noise, ctxn));
+        TU_OK(stream_step_f32(cpu, in, fimg, noise, ctxn));
         rgb_float_to_u8(oc, fimg, img);
-        OK(cuda_stream_step(gpu, in, og, noise, ctxn, prow, dream));
-        OK(cuda_stream_latent(gpu, zg));
+        TU_OK(cuda_stream_step(gpu, in, og, noise, ctxn, prow, dream));
+        TU_OK(cuda_stream_latent(gpu, zg));
         char name[128];
         snprintf(name, sizeof name, "%s %dx%d %d steps g%.1f %s: frame %d latent", config, W, H, steps, guidance, prompt, t);
         double e = rel_l2(name, zg, stream_latent(cpu), lat, tol_lat);
@@ -681,16 +675,16 @@ static void test_public_api(void **state) {
     mg_stream_opts o = mg_stream_opts_default();
     o.width = 64, o.height = 64, o.seed = 42;
     mg_stream *a, *b;
-    OK(mg_stream_new(m, &o, &a));
+    TU_OK(mg_stream_new(m, &o, &a));
     o.device = MG_DEVICE_CUDA;
-    OK(mg_stream_new(m, &o, &b));
+    TU_OK(mg_stream_new(m, &o, &b));
     size_t img = 64 * 64 * 3;
     uint8_t *in = malloc(img), *oa = malloc(img), *ob = malloc(img);
     double worst = 0;
     for (int t = 0; t < 5; t++) {
         for (size_t i = 0; i < img; i++) in[i] = (uint8_t)(i * 7 + t * 31);
-        OK(mg_stream_step(a, in, oa));
-        OK(mg_stream_step(b, in, ob));
+        TU_OK(mg_stream_step(a, in, oa));
+        TU_OK(mg_stream_step(b, in, ob));
         long sum = 0;
         for (size_t i = 0; i < img; i++) sum += abs((int)oa[i] - ob[i]);
         worst = (double)sum / img > worst ? (double)sum / img : worst;
@@ -715,8 +709,8 @@ static void graph_equals_eager(int nconfigs) {
         int W = 128, H = 64, K = mg_model_config(m)->ring;
         cuda_stream_cfg cc = {W, H, 2, K, 1.0f};
         cuda_stream *g, *e;
-        OK(cuda_stream_new(m, &cc, &g));
-        OK(cuda_stream_new(m, &cc, &e));
+        TU_OK(cuda_stream_new(m, &cc, &g));
+        TU_OK(cuda_stream_new(m, &cc, &e));
         cuda_stream_set_mode(e, CUDA_MODE_EAGER);
         size_t img = (size_t)W * H * 3, lat = (size_t)(H / 8) * (W / 8) * 4;
         uint8_t *in = malloc(img), *og = malloc(img), *oe = malloc(img);
@@ -729,10 +723,10 @@ static void graph_equals_eager(int nconfigs) {
             mg_rng_normal_fill(&r, n1, lat);
             mg_rng_normal_fill(&r, n2, lat);
             int dream = t == 4; /* the second graph (dream) too */
-            OK(cuda_stream_step(g, in, og, n1, n2, dream ? 7 : 1, dream));
-            OK(cuda_stream_step(e, in, oe, n1, n2, dream ? 7 : 1, dream));
-            OK(cuda_stream_latent(g, zg));
-            OK(cuda_stream_latent(e, ze));
+            TU_OK(cuda_stream_step(g, in, og, n1, n2, dream ? 7 : 1, dream));
+            TU_OK(cuda_stream_step(e, in, oe, n1, n2, dream ? 7 : 1, dream));
+            TU_OK(cuda_stream_latent(g, zg));
+            TU_OK(cuda_stream_latent(e, ze));
             same &= !memcmp(og, oe, img) && !memcmp(zg, ze, lat * 4);
         }
         printf("  %s: graph replay vs eager launches, 6 frames (one dream): %s (graph %.3f ms on the device)\n",

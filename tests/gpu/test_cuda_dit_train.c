@@ -25,12 +25,6 @@
                         * counts, so fp32 sums round differently and some bf16 roundings flip;
                         * measured ~1e-3 at worst (deepest layer), a tenth of the CPU gap */
 
-#define OK(call)                                                                 \
-    do {                                                                         \
-        mg_status s_ = (call);                                                   \
-        if (s_ != MG_OK) fail_msg("%s: %s", #call, mg_last_error());             \
-    } while (0)
-
 static train_params tp;
 static cuda_params cp;
 static char model_path[512];
@@ -59,24 +53,13 @@ static void clip_free(clip_data *c) {
 }
 
 /* ||a - b|| / ||b|| over n floats (0 when both are zero) */
-static double rel_l2(const float *a, const float *b, size_t n) {
-    double num = 0, den = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (!isfinite(a[i])) return INFINITY;
-        double e = (double)a[i] - b[i];
-        num += e * e, den += (double)b[i] * b[i];
-    }
-    if (den == 0) return num == 0 ? 0.0 : INFINITY;
-    return sqrt(num / den);
-}
-
 /* every DiT tensor of got against want; returns the worst relative L2 and prints it */
 static double compare_grads(const char *what, const float *got, const float *want, double tol) {
     double worst = 0;
     int wi = -1, bad = 0;
     for (int i = tp.dit_first; i < tp.n_tensors; i++) {
         size_t o = tp.offset[i], n = train_params_numel(&tp, i);
-        double r = rel_l2(got + o, want + o, n);
+        double r = tu_rel_l2(got + o, want + o, n);
         if (r > tol) {
             printf("    %s: %-32s rel L2 %.3e FAIL\n", what, tp.table[i].name, r);
             bad++;
@@ -114,7 +97,7 @@ static int teardown(void **state) {
 
 /* the GPU's gradients of the DiT into out (count floats); the host state keeps its own */
 static void download_grads(float *out) {
-    OK(cuda_params_sync(&cp));
+    TU_OK(cuda_params_sync(&cp));
     assert_int_equal(cudaMemcpy(out, cp.grad, tp.count * sizeof(float), cudaMemcpyDeviceToHost), cudaSuccess);
 }
 
@@ -129,54 +112,54 @@ static void parity_case(int with_cond, int with_x0_in, uint64_t seed) {
 
     /* CPU reference */
     dit_train ref;
-    OK(dit_train_init(&ref, &tp, T, lh, lw));
+    TU_OK(dit_train_init(&ref, &tp, T, lh, lw));
     train_zero_grad(&tp, 0, tp.n_tensors);
     float cpu_loss;
-    OK(dit_train_forward(&ref, &cd.clip, &cpu_loss));
-    OK(dit_train_backward(&ref, 0.75f));
+    TU_OK(dit_train_forward(&ref, &cd.clip, &cpu_loss));
+    TU_OK(dit_train_backward(&ref, 0.75f));
     float *cpu_grad = malloc(tp.count * sizeof(float)), *gpu_grad = malloc(tp.count * sizeof(float));
     memcpy(cpu_grad, tp.grad, tp.count * sizeof(float));
 
     /* GPU, sized larger than the clip (B 2, T 6, 12x10): a clip smaller than the sizing works */
     cuda_dit_train *dt;
-    OK(cuda_dit_train_new(&dt, &cp, 2, 6, 12, 10));
-    OK(cuda_zero_grad(&cp, 0, tp.n_tensors));
+    TU_OK(cuda_dit_train_new(&dt, &cp, 2, 6, 12, 10));
+    TU_OK(cuda_zero_grad(&cp, 0, tp.n_tensors));
     /* poison the autoencoder's gradients: the DiT pass must not touch them */
     assert_int_equal(cudaMemset(cp.grad, 0xFF, tp.offset[tp.dit_first] * sizeof(float)), cudaSuccess);
     float gpu_loss = NAN, val_loss = NAN;
-    OK(cuda_dit_train_step(dt, &cd.clip, 1, 0.75f, &gpu_loss));
+    TU_OK(cuda_dit_train_step(dt, &cd.clip, 1, 0.75f, &gpu_loss));
     download_grads(gpu_grad);
     /* the forward's activations against the CPU's, layer by layer */
     int N = (lh / tp.cfg.patch) * (lw / tp.cfg.patch), L = tp.cfg.layers;
     size_t Md = (size_t)T * N * tp.cfg.d, nv = (size_t)T * lh * lw * tp.cfg.z_ch;
     float *peek = malloc(((size_t)(L + 1) * Md * 4 + nv) * sizeof(float));
-    OK(cuda_dit_train_peek(dt, "t1", peek, (size_t)T * tp.cfg.d));
-    printf("  vs CPU, relative L2: t1 %.1e", rel_l2(peek, ref.a.t1, (size_t)T * tp.cfg.d));
-    OK(cuda_dit_train_peek(dt, "c", peek, (size_t)T * tp.cfg.d));
-    printf(" c %.1e", rel_l2(peek, ref.a.c, (size_t)T * tp.cfg.d));
-    OK(cuda_dit_train_peek(dt, "mod", peek, (size_t)L * T * 6 * tp.cfg.d));
-    printf(" mod %.1e\n", rel_l2(peek, ref.a.mod, (size_t)L * T * 6 * tp.cfg.d));
+    TU_OK(cuda_dit_train_peek(dt, "t1", peek, (size_t)T * tp.cfg.d));
+    printf("  vs CPU, relative L2: t1 %.1e", tu_rel_l2(peek, ref.a.t1, (size_t)T * tp.cfg.d));
+    TU_OK(cuda_dit_train_peek(dt, "c", peek, (size_t)T * tp.cfg.d));
+    printf(" c %.1e", tu_rel_l2(peek, ref.a.c, (size_t)T * tp.cfg.d));
+    TU_OK(cuda_dit_train_peek(dt, "mod", peek, (size_t)L * T * 6 * tp.cfg.d));
+    printf(" mod %.1e\n", tu_rel_l2(peek, ref.a.mod, (size_t)L * T * 6 * tp.cfg.d));
     static const char *names[5] = {"x", "pr", "xm", "h", "f"};
     for (int k = 0; k < 5; k++) {
         const float *cpu = k == 0 ? ref.a.x : k == 1 ? ref.a.pr : k == 2 ? ref.a.xm : k == 3 ? ref.a.h : ref.a.f;
         size_t per = k == 3 ? 4 * Md : Md;
         int nl = k == 0 ? L + 1 : L;
-        OK(cuda_dit_train_peek(dt, names[k], peek, per * nl));
+        TU_OK(cuda_dit_train_peek(dt, names[k], peek, per * nl));
         printf("    %-3s by layer:", names[k]);
-        for (int l = 0; l < nl; l++) printf(" %.1e", rel_l2(peek + l * per, cpu + l * per, per));
+        for (int l = 0; l < nl; l++) printf(" %.1e", tu_rel_l2(peek + l * per, cpu + l * per, per));
         printf("\n");
     }
-    OK(cuda_dit_train_peek(dt, "v", peek, nv));
-    printf("    velocity %.2e\n", rel_l2(peek, ref.a.v, nv));
+    TU_OK(cuda_dit_train_peek(dt, "v", peek, nv));
+    printf("    velocity %.2e\n", tu_rel_l2(peek, ref.a.v, nv));
     /* the same clip second in a batch of two: the same loss */
     {
         clip_data other;
         clip_make(&other, T, lh, lw, tp.cfg.z_ch, window, 3, 1, 1, seed + 50);
         dit_clip two[2] = {other.clip, cd.clip};
         float l2[2];
-        OK(cuda_dit_train_loss(dt, two, 2, l2));
-        OK(cuda_dit_train_peek(dt, "v", peek, 2 * nv));
-        printf("  second of a batch of two: loss %.6f, velocity vs CPU %.2e\n", l2[1], rel_l2(peek + nv, ref.a.v, nv));
+        TU_OK(cuda_dit_train_loss(dt, two, 2, l2));
+        TU_OK(cuda_dit_train_peek(dt, "v", peek, 2 * nv));
+        printf("  second of a batch of two: loss %.6f, velocity vs CPU %.2e\n", l2[1], tu_rel_l2(peek + nv, ref.a.v, nv));
         assert_true(fabs((double)l2[1] - gpu_loss) <= 1e-5 * fabs((double)gpu_loss));
         clip_free(&other);
     }
@@ -190,11 +173,11 @@ static void parity_case(int with_cond, int with_x0_in, uint64_t seed) {
     memcpy(&poison, &gpu_grad[0], 4);
     assert_int_equal(poison, 0xFFFFFFFFu);
     /* the forward alone: the same loss, gradients untouched */
-    OK(cuda_dit_train_loss(dt, &cd.clip, 1, &val_loss));
+    TU_OK(cuda_dit_train_loss(dt, &cd.clip, 1, &val_loss));
     printf("  cuda_dit_train_loss %.9g, step's loss %.9g\n", val_loss, gpu_loss);
     assert_true(val_loss == gpu_loss);
     download_grads(cpu_grad);
-    assert_true(rel_l2(cpu_grad + tp.offset[tp.dit_first], gpu_grad + tp.offset[tp.dit_first],
+    assert_true(tu_rel_l2(cpu_grad + tp.offset[tp.dit_first], gpu_grad + tp.offset[tp.dit_first],
                        tp.count - tp.offset[tp.dit_first]) == 0.0);
     cuda_dit_train_free(dt);
     free(cpu_grad), free(gpu_grad);
@@ -226,27 +209,27 @@ static void test_batch_equals_single(void **state) {
     clip_make(&b, T, lh, lw, tp.cfg.z_ch, window, 2, 0, 1, 500);
     dit_clip both[2] = {a.clip, b.clip};
     cuda_dit_train *dt;
-    OK(cuda_dit_train_new(&dt, &cp, 2, T, lh, lw));
+    TU_OK(cuda_dit_train_new(&dt, &cp, 2, T, lh, lw));
     float *g1 = malloc(tp.count * sizeof(float)), *g2 = malloc(tp.count * sizeof(float));
     float lb[2], la1, lb1;
-    OK(cuda_zero_grad(&cp, 0, tp.n_tensors));
-    OK(cuda_dit_train_step(dt, both, 2, 0.5f, lb));
+    TU_OK(cuda_zero_grad(&cp, 0, tp.n_tensors));
+    TU_OK(cuda_dit_train_step(dt, both, 2, 0.5f, lb));
     download_grads(g2);
-    OK(cuda_zero_grad(&cp, 0, tp.n_tensors));
-    OK(cuda_dit_train_step(dt, &a.clip, 1, 0.5f, &la1));
-    OK(cuda_dit_train_step(dt, &b.clip, 1, 0.5f, &lb1));
+    TU_OK(cuda_zero_grad(&cp, 0, tp.n_tensors));
+    TU_OK(cuda_dit_train_step(dt, &a.clip, 1, 0.5f, &la1));
+    TU_OK(cuda_dit_train_step(dt, &b.clip, 1, 0.5f, &lb1));
     download_grads(g1);
     printf("  losses: batch %.7f %.7f, one by one %.7f %.7f\n", lb[0], lb[1], la1, lb1);
     /* and the batch against the CPU's two clips */
     {
         dit_train ref;
         float ca, cb2;
-        OK(dit_train_init(&ref, &tp, T, lh, lw));
+        TU_OK(dit_train_init(&ref, &tp, T, lh, lw));
         train_zero_grad(&tp, 0, tp.n_tensors);
-        OK(dit_train_forward(&ref, &a.clip, &ca));
-        OK(dit_train_backward(&ref, 0.5f));
-        OK(dit_train_forward(&ref, &b.clip, &cb2));
-        OK(dit_train_backward(&ref, 0.5f));
+        TU_OK(dit_train_forward(&ref, &a.clip, &ca));
+        TU_OK(dit_train_backward(&ref, 0.5f));
+        TU_OK(dit_train_forward(&ref, &b.clip, &cb2));
+        TU_OK(dit_train_backward(&ref, 0.5f));
         dit_train_free(&ref);
         printf("  CPU losses %.7f %.7f\n", ca, cb2);
         assert_true(fabsf(lb[0] - ca) < LOSS_TOL * ca && fabsf(lb[1] - cb2) < LOSS_TOL * cb2);
@@ -256,7 +239,7 @@ static void test_batch_equals_single(void **state) {
     assert_true(fabsf(lb[1] - lb1) <= 1e-5f * fabsf(lb1));
     assert_true(compare_grads("batch of 2 vs one by one", g2, g1, BATCH_TOL) < BATCH_TOL);
     float l2[2];
-    OK(cuda_dit_train_loss(dt, both, 2, l2));
+    TU_OK(cuda_dit_train_loss(dt, both, 2, l2));
     assert_true(l2[0] == lb[0] && l2[1] == lb[1]);
     cuda_dit_train_free(dt);
     free(g1), free(g2);
@@ -271,7 +254,7 @@ static void test_bad_calls(void **state) {
     assert_int_equal(cuda_dit_train_new(&dt, &cp, 2, 4, 7, 8), MG_ERR_SHAPE);
     assert_null(dt);
     printf("  %s\n", mg_last_error());
-    OK(cuda_dit_train_new(&dt, &cp, 1, 4, 8, 8));
+    TU_OK(cuda_dit_train_new(&dt, &cp, 1, 4, 8, 8));
     float l[3];
     dit_clip two[2] = {a.clip, a.clip};
     assert_int_equal(cuda_dit_train_step(dt, two, 2, 1.0f, l), MG_ERR_ARG); /* n > B */
@@ -285,7 +268,7 @@ static void test_bad_calls(void **state) {
     assert_int_equal(cuda_dit_train_loss(dt, &bad, 1, l), MG_ERR_ARG);
     printf("  %s\n", mg_last_error());
     cuda_dit_train_free(dt);
-    OK(cuda_dit_train_new(&dt, &cp, 2, 4, 8, 8));
+    TU_OK(cuda_dit_train_new(&dt, &cp, 2, 4, 8, 8));
     two[1].window = 1;
     assert_int_equal(cuda_dit_train_step(dt, two, 2, 1.0f, l), MG_ERR_SHAPE);
     printf("  %s\n", mg_last_error());
@@ -321,11 +304,11 @@ static void time_config(const char *name) {
     snprintf(path, sizeof path, "%s/dit_time_%s.safetensors", tu_tmpdir(), name);
     train_params tq;
     cuda_params cq;
-    OK(mg_model_init_file(path, &cfg, 5, 1));
-    OK(train_params_load(&tq, path));
-    OK(cuda_params_new(&cq, &tq));
+    TU_OK(mg_model_init_file(path, &cfg, 5, 1));
+    TU_OK(train_params_load(&tq, path));
+    TU_OK(cuda_params_new(&cq, &tq));
     cuda_dit_train *dt;
-    OK(cuda_dit_train_new(&dt, &cq, B, T, lh, lw));
+    TU_OK(cuda_dit_train_new(&dt, &cq, B, T, lh, lw));
     clip_data cd[8];
     dit_clip clips[8];
     for (int i = 0; i < B; i++) {
@@ -333,10 +316,10 @@ static void time_config(const char *name) {
         clips[i] = cd[i].clip;
     }
     float losses[8];
-    OK(cuda_zero_grad(&cq, tq.dit_first, tq.n_tensors));
-    for (int i = 0; i < 3; i++) OK(cuda_dit_train_step(dt, clips, B, 1.0f / B, losses)); /* warm-up */
+    TU_OK(cuda_zero_grad(&cq, tq.dit_first, tq.n_tensors));
+    for (int i = 0; i < 3; i++) TU_OK(cuda_dit_train_step(dt, clips, B, 1.0f / B, losses)); /* warm-up */
     double f0 = cuda_dit_train_flops(dt), t0 = now_s();
-    for (int i = 0; i < steps; i++) OK(cuda_dit_train_step(dt, clips, B, 1.0f / B, losses));
+    for (int i = 0; i < steps; i++) TU_OK(cuda_dit_train_step(dt, clips, B, 1.0f / B, losses));
     double dt_s = (now_s() - t0) / steps, issued = (cuda_dit_train_flops(dt) - f0) / steps;
     double mf = model_flops(&cfg, B, T, lh, lw, window);
     for (int i = 0; i < B; i++) assert_true(isfinite(losses[i]));
@@ -346,7 +329,7 @@ static void time_config(const char *name) {
            mf / dt_s * 1e-12, mf * 1e-12, losses[0]);
     /* the forward alone */
     t0 = now_s();
-    for (int i = 0; i < steps; i++) OK(cuda_dit_train_loss(dt, clips, B, losses));
+    for (int i = 0; i < steps; i++) TU_OK(cuda_dit_train_loss(dt, clips, B, losses));
     printf("  %-4s forward only (cuda_dit_train_loss): %.2f ms\n", name, (now_s() - t0) / steps * 1e3);
     for (int i = 0; i < B; i++) clip_free(&cd[i]);
     cuda_dit_train_free(dt);

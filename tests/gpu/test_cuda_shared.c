@@ -14,12 +14,6 @@
 #include "model/model.h"
 #include "testutil.h"
 
-#define OK(call)                                                                 \
-    do {                                                                         \
-        mg_status s_ = (call);                                                   \
-        if (s_ != MG_OK) fail_msg("%s: %s", #call, mg_last_error());             \
-    } while (0)
-
 #define W 128
 #define H 64
 #define T 6
@@ -43,7 +37,7 @@ static double used_mib(void) {
 static cuda_stream *make(void) {
     cuda_stream_cfg cc = {W, H, 2, mg_model_config(model)->ring, 1.0f};
     cuda_stream *s = NULL;
-    OK(cuda_stream_new(model, &cc, &s));
+    TU_OK(cuda_stream_new(model, &cc, &s));
     return s;
 }
 
@@ -57,7 +51,7 @@ static mg_status run(cuda_stream *s, uint8_t *out) {
 }
 
 static void test_one_copy_per_gpu(void **state) {
-    OK(cuda_use_device(0));
+    TU_OK(cuda_use_device(0));
     long up0 = cuda_weights_uploads();
     double m0 = used_mib();
     cuda_stream *a = make();
@@ -79,14 +73,14 @@ static void test_one_copy_per_gpu(void **state) {
 
     size_t n = (size_t)T * W * H * 3;
     uint8_t *oa = malloc(n), *ob = malloc(n), *oc = malloc(n);
-    OK(run(a, oa));
-    OK(run(b, ob));
+    TU_OK(run(a, oa));
+    TU_OK(run(b, ob));
     cuda_stream_free(a);
     assert_int_equal(cuda_weights_refs(w), 1);
     cuda_stream_free(b); /* the last reference: the copy goes */
     cuda_stream *c = make(); /* uploads again, alone */
     assert_int_equal(cuda_weights_uploads() - up0, 2);
-    OK(run(c, oc));
+    TU_OK(run(c, oc));
     int same = !memcmp(oa, ob, n) && !memcmp(oa, oc, n);
     printf("  %d frames: sharing streams and a stream that uploaded alone: %s\n", T, same ? "bit-identical" : "DIFFER");
     assert_true(same);
@@ -128,11 +122,11 @@ static void *job_full(void *arg) {
 /* Two threads, two streams, one card, at once == the same streams stepped in turn; then four
  * threads making, stepping and freeing streams at once. */
 static void test_concurrent_streams(void **state) {
-    OK(cuda_use_device(0));
+    TU_OK(cuda_use_device(0));
     size_t n = (size_t)T * W * H * 3;
     cuda_stream *ref = make();
     uint8_t *want = malloc(n);
-    OK(run(ref, want));
+    TU_OK(run(ref, want));
     cuda_stream_free(ref);
     job j[2];
     pthread_t th[2];
@@ -190,7 +184,7 @@ static void test_second_gpu(void **state) {
         printf("  second GPU: skipped (this machine has %d)\n", ngpu);
         return;
     }
-    OK(cuda_use_device(0));
+    TU_OK(cuda_use_device(0));
     size_t n = (size_t)T * W * H * 3;
     job j1, j0;
     memset(&j1, 0, sizeof j1), memset(&j0, 0, sizeof j0);

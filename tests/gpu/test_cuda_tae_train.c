@@ -23,28 +23,12 @@
 #define LOSS_TOL 1e-2 /* relative */
 #define LAT_TOL 2e-2
 
-#define OK(call)                                                                 \
-    do {                                                                         \
-        mg_status s_ = (call);                                                   \
-        if (s_ != MG_OK) fail_msg("%s: %s", #call, mg_last_error());             \
-    } while (0)
-
 static char model_path[512];
 static train_params tp;
 static cuda_params cp;
 static cuda_tae_train *tt; /* B = 3 images of up to 64x64 */
 static float *orig_param;  /* tp.param before the conv kernels were rounded to bf16 */
 #define TB 3
-
-static double rel_l2(const float *got, const float *ref, size_t n) {
-    double num = 0, den = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (!isfinite(got[i])) return INFINITY;
-        double e = (double)got[i] - ref[i];
-        num += e * e, den += (double)ref[i] * ref[i];
-    }
-    return sqrt(num / (den > 0 ? den : 1e-300));
-}
 
 static void round_bf16(float *x, size_t n) {
     for (size_t i = 0; i < n; i++) x[i] = cu_bf2f(cu_f2bf(x[i]));
@@ -92,11 +76,11 @@ static int teardown(void **state) {
 static void cpu_grads(float *out, float *loss, const float *img, int n, int H, int W, float scale) {
     size_t img_n = (size_t)H * W * 3;
     tae_train ct;
-    OK(tae_train_init(&ct, &tp, H, W));
+    TU_OK(tae_train_init(&ct, &tp, H, W));
     train_zero_grad(&tp, 0, tp.n_tensors);
     for (int b = 0; b < n; b++) {
-        OK(tae_train_forward(&ct, img + b * img_n, H, W, &loss[b]));
-        OK(tae_train_backward(&ct, scale));
+        TU_OK(tae_train_forward(&ct, img + b * img_n, H, W, &loss[b]));
+        TU_OK(tae_train_backward(&ct, scale));
     }
     tae_train_free(&ct);
     memcpy(out, tp.grad, tp.count * sizeof(float));
@@ -122,11 +106,11 @@ static void grads_case(int n, int H, int W, float scale, uint64_t seed) {
     cpu_grads(ref32, l32, img, n, H, W, scale);
     memcpy(tp.param, rounded, bytes);
     /* GPU */
-    OK(cuda_zero_grad(&cp, 0, tp.n_tensors));
-    OK(cuda_tae_train_step(tt, img, n, H, W, scale, gpu_loss));
+    TU_OK(cuda_zero_grad(&cp, 0, tp.n_tensors));
+    TU_OK(cuda_tae_train_step(tt, img, n, H, W, scale, gpu_loss));
     double flops = cuda_tae_train_flops(tt);
-    OK(cuda_tae_train_loss(tt, img, n, H, W, gpu_loss2)); /* must leave the gradients alone */
-    OK(cuda_params_download(&cp, &tp));
+    TU_OK(cuda_tae_train_loss(tt, img, n, H, W, gpu_loss2)); /* must leave the gradients alone */
+    TU_OK(cuda_params_download(&cp, &tp));
     printf("  %dx%d, %d images, scale %.3g (%.2f GFLOP in the step's GEMMs):\n", W, H, n, scale, flops / 1e9);
     for (int b = 0; b < n; b++) {
         double r = fabs((double)gpu_loss[b] - cpu_loss[b]) / cpu_loss[b];
@@ -140,7 +124,7 @@ static void grads_case(int n, int H, int W, float scale, uint64_t seed) {
     int wi[5] = {-1, -1, -1, -1, -1}, nbad = 0, n_loose = 0, wni[2] = {-1, -1};
     for (int i = 0; i < tp.dit_first; i++) {
         size_t o = tp.offset[i], ne = train_params_numel(&tp, i);
-        double e = rel_l2(tp.grad + o, ref + o, ne), sens = rel_l2(ref32 + o, ref + o, ne);
+        double e = tu_rel_l2(tp.grad + o, ref + o, ne), sens = tu_rel_l2(ref32 + o, ref + o, ne);
         double tol = 2 * sens > GRAD_TOL ? 2 * sens : GRAD_TOL;
         n_loose += tol > GRAD_TOL;
         if (!(e <= tol)) nbad++;
@@ -180,14 +164,14 @@ static void test_accumulate(void **state) {
     int H = 32, W = 48;
     float *img = malloc((size_t)H * W * 3 * sizeof(float)), l[1];
     tu_fill_uniform(img, (size_t)H * W * 3, 0, 1, 23);
-    OK(cuda_zero_grad(&cp, 0, tp.n_tensors));
-    OK(cuda_tae_train_step(tt, img, 1, H, W, 1.0f, l));
-    OK(cuda_params_download(&cp, &tp));
+    TU_OK(cuda_zero_grad(&cp, 0, tp.n_tensors));
+    TU_OK(cuda_tae_train_step(tt, img, 1, H, W, 1.0f, l));
+    TU_OK(cuda_params_download(&cp, &tp));
     float *one = malloc(tp.count * sizeof(float));
     for (size_t k = 0; k < tp.count; k++) one[k] = 2.0f * tp.grad[k];
-    OK(cuda_tae_train_step(tt, img, 1, H, W, 1.0f, l));
-    OK(cuda_params_download(&cp, &tp));
-    double e = rel_l2(tp.grad, one, tp.count);
+    TU_OK(cuda_tae_train_step(tt, img, 1, H, W, 1.0f, l));
+    TU_OK(cuda_params_download(&cp, &tp));
+    double e = tu_rel_l2(tp.grad, one, tp.count);
     printf("  two steps vs twice one: rel L2 %.1e %s\n", e, e < 1e-6 ? "ok" : "FAIL");
     assert_true(e < 1e-6);
     free(one), free(img);
@@ -203,19 +187,19 @@ static void test_encode_decode(void **state) {
     float *glat = malloc(n * lat_n * 4), *clat = malloc(n * lat_n * 4), *img = malloc(hw * 3 * 4);
     memset(gdec, 0xAB, n * hw * 3);
     tu_fill_uniform(glat, n * lat_n, NAN, NAN, 1);
-    OK(cuda_tae_encode(tt, frames, n, H, W, glat));
+    TU_OK(cuda_tae_encode(tt, frames, n, H, W, glat));
     mg_model *m;
-    OK(mg_model_load(model_path, &m));
+    TU_OK(mg_model_load(model_path, &m));
     float *work = malloc(tae_work_floats(&tp.cfg, H, W) * 4), *rec = malloc(hw * 3 * 4);
     for (int b = 0; b < n; b++) {
         rgb_u8_to_float(img, frames + b * hw * 3, hw * 3);
         tae_encode(m, clat + b * lat_n, img, work, H, W);
     }
-    double e = rel_l2(glat, clat, n * lat_n);
+    double e = tu_rel_l2(glat, clat, n * lat_n);
     printf("  encode %d frames %dx%d: latents rel L2 %.2e %s\n", n, W, H, e, e < LAT_TOL ? "ok" : "FAIL");
     assert_true(e < LAT_TOL);
     /* decode the CPU's latents on both */
-    OK(cuda_tae_decode(tt, clat, n, H, W, gdec));
+    TU_OK(cuda_tae_decode(tt, clat, n, H, W, gdec));
     double sum = 0;
     int maxd = 0;
     for (int b = 0; b < n; b++) {
@@ -259,10 +243,10 @@ static void bench(const char *config) {
     train_params bp;
     cuda_params bc;
     cuda_tae_train *bt;
-    OK(mg_model_init_file(path, &cfg, 5, 1));
-    OK(train_params_load(&bp, path));
-    OK(cuda_params_new(&bc, &bp));
-    OK(cuda_tae_train_new(&bt, &bc, B, H, W));
+    TU_OK(mg_model_init_file(path, &cfg, 5, 1));
+    TU_OK(train_params_load(&bp, path));
+    TU_OK(cuda_params_new(&bc, &bp));
+    TU_OK(cuda_tae_train_new(&bt, &bc, B, H, W));
     size_t n = (size_t)B * H * W * 3;
     float *img = malloc(n * 4), l[16];
     tu_fill_uniform(img, n, 0, 1, 41);
@@ -270,12 +254,12 @@ static void bench(const char *config) {
     double t_step = 0, t_fb = 0;
     for (int s = 0; s < steps + 2; s++) {
         double t0 = now_s();
-        OK(cuda_zero_grad(&bc, 0, bp.dit_first));
-        OK(cuda_tae_train_step(bt, img, B, H, W, 1.0f / B, l)); /* ends in a sync (the losses) */
+        TU_OK(cuda_zero_grad(&bc, 0, bp.dit_first));
+        TU_OK(cuda_tae_train_step(bt, img, B, H, W, 1.0f / B, l)); /* ends in a sync (the losses) */
         double t1 = now_s();
-        OK(cuda_grad_clip(&bc, 0, bp.dit_first, 1.0, NULL));
-        OK(cuda_adamw_step(&bc, 0, bp.dit_first, s + 1, 1e-4f, &o));
-        OK(cuda_params_sync(&bc));
+        TU_OK(cuda_grad_clip(&bc, 0, bp.dit_first, 1.0, NULL));
+        TU_OK(cuda_adamw_step(&bc, 0, bp.dit_first, s + 1, 1e-4f, &o));
+        TU_OK(cuda_params_sync(&bc));
         double t2 = now_s();
         if (s >= 2) t_step += t2 - t0, t_fb += t1 - t0; /* two warm-up steps */
     }
@@ -285,13 +269,13 @@ static void bench(const char *config) {
            fl / (fb / 1e3) / 1e12, l[0], cuda_tae_train_bytes(bt) / 1048576.0);
     /* the batch of 16 computes what the CPU does, image by image (first and last image), with
      * the weights the steps made */
-    OK(cuda_tae_train_loss(bt, img, B, H, W, l));
-    OK(cuda_params_download(&bc, &bp));
+    TU_OK(cuda_tae_train_loss(bt, img, B, H, W, l));
+    TU_OK(cuda_params_download(&bc, &bp));
     tae_train ct;
-    OK(tae_train_init(&ct, &bp, H, W));
+    TU_OK(tae_train_init(&ct, &bp, H, W));
     for (int b = 0; b < B; b += B - 1) {
         float cl;
-        OK(tae_train_forward(&ct, img + (size_t)b * H * W * 3, H, W, &cl));
+        TU_OK(tae_train_forward(&ct, img + (size_t)b * H * W * 3, H, W, &cl));
         double r = fabs((double)l[b] - cl) / cl;
         printf("       image %2d of the batch: loss gpu %.6f cpu %.6f rel %.1e %s\n", b, l[b], cl, r,
                r < LOSS_TOL ? "ok" : "FAIL");

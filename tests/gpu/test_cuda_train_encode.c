@@ -20,25 +20,9 @@
 
 #define LAT_TOL 2e-2 /* relative L2: bf16 activations through 35 convs */
 
-#define OK(call)                                                                 \
-    do {                                                                         \
-        mg_status s_ = (call);                                                   \
-        if (s_ != MG_OK) fail_msg("%s: %s", #call, mg_last_error());             \
-    } while (0)
-
 static char model_path[512];
 static train_params tp;
 static cuda_params cp;
-
-static double rel_l2(const float *got, const float *ref, size_t n) {
-    double num = 0, den = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (!isfinite(got[i])) return INFINITY;
-        double e = (double)got[i] - ref[i];
-        num += e * e, den += (double)ref[i] * ref[i];
-    }
-    return sqrt(num / (den > 0 ? den : 1e-300));
-}
 
 static double now_s(void) {
     struct timespec t;
@@ -85,9 +69,9 @@ static void cpu_encode(const mg_model *m, float *lat, const uint8_t *frames, int
 
 static void test_vs_cpu(void **state) {
     cuda_tae_encoder *e;
-    OK(cuda_tae_encoder_new(&e, &cp, 2, 64, 64)); /* chunks of 3 frames of 40x56 (48 x 56 with the gaps) */
+    TU_OK(cuda_tae_encoder_new(&e, &cp, 2, 64, 64)); /* chunks of 3 frames of 40x56 (48 x 56 with the gaps) */
     mg_model *m;
-    OK(mg_model_load(model_path, &m));
+    TU_OK(mg_model_load(model_path, &m));
     /* first 2 frames of 64x64 (gap rows after row 64 of each), then 5 of 40x56 */
     for (int pass = 0; pass < 2; pass++) {
         int H = pass ? 40 : 64, W = pass ? 56 : 64, n = pass ? 5 : 2;
@@ -96,21 +80,21 @@ static void test_vs_cpu(void **state) {
         random_frames(frames, n * hw * 3, 31 + pass);
         float *glat = malloc(n * lat_n * 4), *clat = malloc(n * lat_n * 4), *olat = malloc(n * lat_n * 4);
         tu_fill_uniform(glat, n * lat_n, NAN, NAN, 1); /* poisoned */
-        OK(cuda_tae_encoder_run(e, frames, n, H, W, glat));
+        TU_OK(cuda_tae_encoder_run(e, frames, n, H, W, glat));
         cpu_encode(m, clat, frames, n, H, W);
         double worst = 0;
         int wf = 0;
         for (int b = 0; b < n; b++) {
-            double r = rel_l2(glat + b * lat_n, clat + b * lat_n, lat_n);
+            double r = tu_rel_l2(glat + b * lat_n, clat + b * lat_n, lat_n);
             if (!(r <= worst)) worst = r, wf = b;
         }
-        double all = rel_l2(glat, clat, n * lat_n);
+        double all = tu_rel_l2(glat, clat, n * lat_n);
         /* the training autoencoder's encoder on the same frames */
         cuda_tae_train *tt;
-        OK(cuda_tae_train_new(&tt, &cp, 2, H, W));
-        OK(cuda_tae_encode(tt, frames, n, H, W, olat));
+        TU_OK(cuda_tae_train_new(&tt, &cp, 2, H, W));
+        TU_OK(cuda_tae_encode(tt, frames, n, H, W, olat));
         cuda_tae_train_free(tt);
-        double vs_old = rel_l2(glat, olat, n * lat_n), old_cpu = rel_l2(olat, clat, n * lat_n);
+        double vs_old = tu_rel_l2(glat, olat, n * lat_n), old_cpu = tu_rel_l2(olat, clat, n * lat_n);
         printf("  %d frames %dx%d: latents vs tae_encode rel L2 %.2e (worst frame %d: %.2e); vs cuda_tae_encode "
                "%.2e (which is %.2e from the CPU) %s\n", n, W, H, all, wf, worst, vs_old, old_cpu,
                worst < LAT_TOL && vs_old < LAT_TOL ? "ok" : "FAIL");
@@ -124,7 +108,7 @@ static void test_vs_cpu(void **state) {
 
 static void test_bad_calls(void **state) {
     cuda_tae_encoder *e, *bad = (cuda_tae_encoder *)1;
-    OK(cuda_tae_encoder_new(&e, &cp, 2, 32, 32));
+    TU_OK(cuda_tae_encoder_new(&e, &cp, 2, 32, 32));
     uint8_t frames[64 * 64 * 3] = {0};
     float lat[64 * 4];
     assert_int_equal(cuda_tae_encoder_run(e, frames, 1, 64, 64, lat), MG_ERR_SHAPE); /* larger than made for */
@@ -156,19 +140,19 @@ static void test_speed(void **state) {
     float *glat = malloc(n * lat_n * 4), *olat = malloc(n * lat_n * 4);
     cuda_tae_train *tt;
     cuda_tae_encoder *e;
-    OK(cuda_tae_train_new(&tt, &cp, 16, H, W));
-    OK(cuda_tae_encoder_new(&e, &cp, 32, H, W));
+    TU_OK(cuda_tae_train_new(&tt, &cp, 16, H, W));
+    TU_OK(cuda_tae_encoder_new(&e, &cp, 32, H, W));
     double t_old = 0, t_new = 0;
     for (int r = 0; r <= reps; r++) {
         double t0 = now_s();
-        OK(cuda_tae_encode(tt, frames, n, H, W, olat));
+        TU_OK(cuda_tae_encode(tt, frames, n, H, W, olat));
         double t1 = now_s();
-        OK(cuda_tae_encoder_run(e, frames, n, H, W, glat));
+        TU_OK(cuda_tae_encoder_run(e, frames, n, H, W, glat));
         double t2 = now_s();
         if (r > 0) t_old += t1 - t0, t_new += t2 - t1; /* one warm-up */
     }
     t_old *= 1e3 / reps, t_new *= 1e3 / reps;
-    double d = rel_l2(glat, olat, n * lat_n);
+    double d = tu_rel_l2(glat, olat, n * lat_n);
     printf("  %d frames %dx%d, host u8 -> host latents: cuda_tae_encode (batch 16) %.2f ms (%.0f frames/s); "
            "cuda_tae_encoder (chunks of 32, %.0f MiB) %.2f ms (%.0f frames/s): %.2fx; latents rel L2 %.2e %s\n",
            n, W, H, t_old, n / (t_old / 1e3), cuda_tae_encoder_bytes(e) / 1048576.0, t_new, n / (t_new / 1e3),

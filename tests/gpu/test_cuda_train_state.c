@@ -13,11 +13,6 @@
 #include "train/train.h"
 #include "testutil.h"
 
-#define OK(call)                                                                 \
-    do {                                                                         \
-        mg_status s_ = (call);                                                   \
-        if (s_ != MG_OK) fail_msg("%s: %s", #call, mg_last_error());             \
-    } while (0)
 #define CK(call) assert_int_equal((call), cudaSuccess)
 
 static train_params tp, ref;  /* the host state the GPU mirrors, and the CPU reference run */
@@ -43,7 +38,7 @@ static void randomise(uint64_t seed) {
 /* the whole host state onto the device (param, m, v, ema by a fresh state; grad by hand) */
 static void upload_all(void) {
     cuda_params_free(&cp);
-    OK(cuda_params_new(&cp, &tp));
+    TU_OK(cuda_params_new(&cp, &tp));
     CK(cudaMemcpy(cp.grad, tp.grad, tp.count * sizeof(float), cudaMemcpyHostToDevice));
 }
 
@@ -70,7 +65,7 @@ static size_t differ(const char *name, const float *got, const float *want, size
     return nd;
 }
 
-static void download(train_params *into) { OK(cuda_params_download(&cp, into)); }
+static void download(train_params *into) { TU_OK(cuda_params_download(&cp, into)); }
 
 static int setup(void **state) {
     mg_config cfg;
@@ -102,12 +97,12 @@ static int teardown(void **state) {
 static void test_roundtrip(void **state) {
     randomise(100);
     cuda_params_free(&cp);
-    OK(cuda_params_new(&cp, &tp));
+    TU_OK(cuda_params_new(&cp, &tp));
     assert_non_null(cuda_params_stream(&cp));
     assert_non_null(cuda_params_ctx(&cp));
-    OK(cuda_params_sync(&cp));
+    TU_OK(cuda_params_sync(&cp));
     train_params back;
-    OK(train_params_load(&back, model_path));
+    TU_OK(train_params_load(&back, model_path));
     tu_fill_uniform(back.grad, back.count, 1, 2, 9); /* must come back zero */
     download(&back);
     size_t nd = differ("param round trip", back.param, tp.param, tp.count);
@@ -129,11 +124,11 @@ static void test_zero_grad(void **state) {
     randomise(200);
     upload_all();
     int a = 3, b = tp.dit_first + 5;
-    OK(cuda_zero_grad(&cp, a, b));
+    TU_OK(cuda_zero_grad(&cp, a, b));
     train_zero_grad(&ref, a, b);
     download(&tp);
     assert_int_equal(differ("grad after zero [3, dit_first+5)", tp.grad, ref.grad, tp.count), 0);
-    OK(cuda_zero_grad(&cp, 0, tp.n_tensors));
+    TU_OK(cuda_zero_grad(&cp, 0, tp.n_tensors));
     train_zero_grad(&ref, 0, tp.n_tensors);
     download(&tp);
     assert_int_equal(differ("grad after zero all", tp.grad, ref.grad, tp.count), 0);
@@ -154,7 +149,7 @@ static void test_grad_clip(void **state) {
         upload_all();
         double norm_gpu = -1, want_before = grad_global_norm(&ref, cases[c].first, cases[c].last);
         double norm_cpu = grad_clip(&ref, cases[c].first, cases[c].last, cases[c].max_norm);
-        OK(cuda_grad_clip(&cp, cases[c].first, cases[c].last, cases[c].max_norm, &norm_gpu));
+        TU_OK(cuda_grad_clip(&cp, cases[c].first, cases[c].last, cases[c].max_norm, &norm_gpu));
         download(&tp);
         double rel = fabs(norm_gpu - norm_cpu) / norm_cpu;
         printf("  clip %-28s norm gpu %.17g cpu %.17g rel %.1e %s\n", cases[c].name, norm_gpu, norm_cpu, rel,
@@ -166,7 +161,7 @@ static void test_grad_clip(void **state) {
         assert_int_equal(differ(nm, tp.grad, ref.grad, tp.count), 0);
     }
     /* norm may be NULL */
-    OK(cuda_grad_clip(&cp, 0, tp.n_tensors, 1.0, NULL));
+    TU_OK(cuda_grad_clip(&cp, 0, tp.n_tensors, 1.0, NULL));
 }
 
 static void test_adamw(void **state) {
@@ -185,7 +180,7 @@ static void test_adamw(void **state) {
         }
         CK(cudaMemcpy(cp.grad, ref.grad, ref.count * sizeof(float), cudaMemcpyHostToDevice));
         adamw_step(&ref, first, last, steps[s], lr, &o);
-        OK(cuda_adamw_step(&cp, first, last, steps[s], lr, &o));
+        TU_OK(cuda_adamw_step(&cp, first, last, steps[s], lr, &o));
     }
     download(&tp);
     size_t nd = differ("param after 5 AdamW steps", tp.param, ref.param, tp.count);
@@ -195,11 +190,11 @@ static void test_adamw(void **state) {
     /* weight decay: a rank-2 tensor moved by decay with zero gradient, a bias did not */
     int wi = train_params_find(&tp, "dit.in.weight"), bi = train_params_find(&tp, "dit.in.bias");
     assert_true(wi >= 0 && bi >= 0);
-    OK(cuda_zero_grad(&cp, 0, tp.n_tensors));
+    TU_OK(cuda_zero_grad(&cp, 0, tp.n_tensors));
     memset(tp.m, 0, tp.count * 4), memset(tp.v, 0, tp.count * 4);
     upload_all(); /* tp: param as after the steps, m = v = 0 */
-    OK(cuda_zero_grad(&cp, 0, tp.n_tensors));
-    OK(cuda_adamw_step(&cp, 0, tp.n_tensors, 1, 0.5f, &o));
+    TU_OK(cuda_zero_grad(&cp, 0, tp.n_tensors));
+    TU_OK(cuda_adamw_step(&cp, 0, tp.n_tensors, 1, 0.5f, &o));
     float *before = malloc(tp.count * 4);
     memcpy(before, tp.param, tp.count * 4);
     download(&tp);
@@ -220,7 +215,7 @@ static void test_ema(void **state) {
     float decays[] = {0.999f, 0.9f};
     for (int r = 0; r < 2; r++) {
         int first = r ? tp.dit_first : 0, last = r ? tp.n_tensors : tp.dit_first;
-        OK(cuda_ema_update(&cp, first, last, decays[r]));
+        TU_OK(cuda_ema_update(&cp, first, last, decays[r]));
         size_t a = ref.offset[first], b = ref.offset[last];
         for (size_t k = a; k < b; k++) ref.ema[k] = decays[r] * ref.ema[k] + (1.0f - decays[r]) * ref.param[k];
     }
@@ -231,8 +226,8 @@ static void test_ema(void **state) {
 static void test_bf16_copy(void **state) {
     randomise(700);
     upload_all();
-    OK(cuda_params_to_bf16(&cp, 0, tp.n_tensors));
-    OK(cuda_params_sync(&cp));
+    TU_OK(cuda_params_to_bf16(&cp, 0, tp.n_tensors));
+    TU_OK(cuda_params_sync(&cp));
     uint16_t *h = malloc(tp.count * 2);
     CK(cudaMemcpy(h, cuda_params_bf16(&cp), tp.count * 2, cudaMemcpyDeviceToHost));
     size_t bad = 0;
@@ -252,9 +247,9 @@ static void test_bad_ranges(void **state) {
     adamw_opts o = adamw_defaults();
     assert_int_equal(cuda_adamw_step(&cp, 0, tp.n_tensors + 1, 1, 1e-3f, &o), MG_ERR_ARG);
     /* empty ranges are fine and change nothing */
-    OK(cuda_zero_grad(&cp, 2, 2));
-    OK(cuda_ema_update(&cp, 2, 2, 0.5f));
-    OK(cuda_adamw_step(&cp, 2, 2, 1, 1e-3f, &o));
+    TU_OK(cuda_zero_grad(&cp, 2, 2));
+    TU_OK(cuda_ema_update(&cp, 2, 2, 0.5f));
+    TU_OK(cuda_adamw_step(&cp, 2, 2, 1, 1e-3f, &o));
 }
 
 int main(void) {
