@@ -27,6 +27,7 @@
 #include "cuda/cuda_dist.h"
 #endif
 
+#ifdef MG_HAVE_CUDA /* the launcher proper; a build without CUDA only says so */
 static volatile sig_atomic_t forward_sig = 0;
 static void on_forward(int sig) { forward_sig = sig; }
 static void on_abort(int sig) { (void)sig, dist_abort_flag = 1; }
@@ -83,6 +84,8 @@ static int run_rank(train_opts *o, const dist_rank *dr, pid_t parent) {
         return dr->rank == 0 ? cli_usage("train", "%s", msg) : EXIT_USAGE;
     return cli_fail("rank %d (GPU %d): %s", dr->rank, dr->gpu, msg);
 }
+
+#endif
 
 int train_launch(train_opts *o) {
     int n = o->n_gpus;
