@@ -240,22 +240,29 @@ $(BUILD)/tests/test_fuzz_regress: tests/test_fuzz_regress.c tests/testutil.h $(w
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests $< -o $@ $(CLI_PARSE_OBJ) $(LIB) $(LDFLAGS) $(LDLIBS) -lcmocka
 
-.PHONY: fuzz fuzz-build
+.PHONY: fuzz fuzz-build $(FUZZERS:%=fuzz-run-%)
 fuzz-build:
 	@command -v $(FUZZ_CC) >/dev/null 2>&1 || { echo "mirage: error: make fuzz needs clang (apt-get install clang, or scripts/setup.sh)"; exit 1; }
 	@$(MAKE) --no-print-directory BUILD=$(FUZZ_DIR) CC=$(FUZZ_CC) CUDA=0 OPENMP=0 SAN=0 FUZZ_INSTR=1 \
 		OPT="-O1 -march=x86-64-v3" $(FUZZERS:%=$(FUZZ_DIR)/fuzz/fuzz_%)
 
+# each fuzzer is its own target, so `make -jN fuzz` runs N at a time; a fuzzer's output goes to
+# $(FUZZ_DIR)/fuzz_NAME.log and its final statistics to the terminal
 fuzz: fuzz-build
-	@for f in $(FUZZERS); do \
-		mkdir -p $(FUZZ_DIR)/corpus/$$f $(FUZZ_DIR)/artifacts/$$f; \
-		dict=""; [ -f fuzz/$$f.dict ] && dict="-dict=fuzz/$$f.dict"; \
-		echo "== fuzz_$$f for $(FUZZ_SECONDS) s"; \
-		$(FUZZ_DIR)/fuzz/fuzz_$$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 $(FUZZ_RUN_FLAGS) $$dict \
-			-artifact_prefix=$(FUZZ_DIR)/artifacts/$$f/ $(FUZZ_DIR)/corpus/$$f fuzz/corpus/$$f || { \
-			echo "mirage: error: fuzz_$$f failed; the input that did it: $$(ls $(FUZZ_DIR)/artifacts/$$f/* 2>/dev/null | tr '\n' ' ')"; \
-			echo "(reproduce: $(FUZZ_DIR)/fuzz/fuzz_$$f FILE; once fixed, add FILE to fuzz/regress/$$f/)"; exit 1; }; \
-	done
+	@$(MAKE) --no-print-directory $(FUZZERS:%=fuzz-run-%)
+
+$(FUZZERS:%=fuzz-run-%): fuzz-run-%:
+	@mkdir -p $(FUZZ_DIR)/corpus/$* $(FUZZ_DIR)/artifacts/$*
+	@dict=""; [ -f fuzz/$*.dict ] && dict="-dict=fuzz/$*.dict"; \
+	echo "== fuzz_$* for $(FUZZ_SECONDS) s (log: $(FUZZ_DIR)/fuzz_$*.log)"; \
+	if $(FUZZ_DIR)/fuzz/fuzz_$* -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 $(FUZZ_RUN_FLAGS) $$dict \
+		-artifact_prefix=$(FUZZ_DIR)/artifacts/$*/ $(FUZZ_DIR)/corpus/$* fuzz/corpus/$* >$(FUZZ_DIR)/fuzz_$*.log 2>&1; then \
+		grep -E '^stat::(number_of_executed_units|peak_rss_mb)|^Done ' $(FUZZ_DIR)/fuzz_$*.log | sed 's/^/   fuzz_$*: /'; \
+	else \
+		tail -n 40 $(FUZZ_DIR)/fuzz_$*.log; \
+		echo "mirage: error: fuzz_$* failed; the input that did it: $$(ls $(FUZZ_DIR)/artifacts/$*/* 2>/dev/null | tr '\n' ' ')"; \
+		echo "(reproduce: $(FUZZ_DIR)/fuzz/fuzz_$* FILE; once fixed, add FILE to fuzz/regress/$*/)"; exit 1; \
+	fi
 
 # ---- training data: make data (issue 5; docs/DATA.md) ------------------------------------
 # Installs the Debian packages with free real material (opencv-doc: 3 videos and photos;
