@@ -27,13 +27,14 @@ fi
 export OPENBLAS_CORETYPE=Haswell OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 LOG=$(mktemp -d /tmp/mirage-valgrind-XXXXXX)
 trap 'rm -rf "$LOG"' EXIT
+SUPP=$(dirname "$0")/../tests/valgrind.supp # the system libraries' false positives, each explained
 pass=0; fail=0; failed=""; t_all=$(date +%s)
 for t in $LIST; do
     bin=$B/tests/$t
     if [ ! -x "$bin" ]; then echo "valgrind: error: $bin is missing (make test builds it)"; fail=$((fail + 1)); failed="$failed $t"; continue; fi
     t0=$(date +%s)
     valgrind --tool=memcheck --error-exitcode=1 --leak-check=full --show-leak-kinds=definite,possible \
-        --errors-for-leak-kinds=definite,possible --num-callers=30 \
+        --errors-for-leak-kinds=definite,possible --num-callers=30 --suppressions="$SUPP" \
         --log-file="$LOG/$t.log" "$bin" >"$LOG/$t.out" 2>&1
     rc=$?
     errs=$(sed -n 's/.*ERROR SUMMARY: \([0-9]*\) errors.*/\1/p' "$LOG/$t.log" | tail -1)
