@@ -177,11 +177,21 @@ static mg_status nccl_fail(cuda_dist *d, const char *what, ncclResult_t r) {
                                   last && *last ? ": " : "", last && *last ? last : ""));
 }
 
-static void nap(double waited_ms) {
-    /* spin the first millisecond (a bucket often completes in microseconds), then sleep */
-    if (waited_ms < 1.0) return;
-    struct timespec ts = {0, 50 * 1000};
-    nanosleep(&ts, NULL);
+/* One turn of a wait loop that started at t0, after its own checks: stops when another rank
+ * failed or the watchdog's time is up (`late` says how: "no progress in", "not done after"),
+ * else spins the first millisecond (a bucket often completes in microseconds), then sleeps. */
+static mg_status watchdog(cuda_dist *d, const char *what, double t0, const char *late) {
+    double w = mg_now_ms() - t0;
+    if (dist_abort_requested())
+        return dist_failed(d, mg_fail(MG_ERR_IO, "rank %d: %s: stopped, another rank failed", d->dr.rank, what));
+    if (w > d->dr.timeout_s * 1000.0)
+        return dist_failed(d, mg_fail(MG_ERR_IO, "rank %d: %s: %s %.0f s: a rank has died or hangs "
+                                      "(MIRAGE_DIST_TIMEOUT sets the limit)", d->dr.rank, what, late, d->dr.timeout_s));
+    if (w >= 1.0) {
+        struct timespec ts = {0, 50 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    return MG_OK;
 }
 
 /* Polls until the communicator leaves ncclInProgress (non-blocking calls), or gives up. */
@@ -193,13 +203,7 @@ static mg_status wait_state(cuda_dist *d, const char *what) {
         if (r != ncclSuccess) return nccl_fail(d, what, r);
         if (st == ncclSuccess) return MG_OK;
         if (st != ncclInProgress) return nccl_fail(d, what, st);
-        double w = mg_now_ms() - t0;
-        if (dist_abort_requested())
-            return dist_failed(d, mg_fail(MG_ERR_IO, "rank %d: %s: stopped, another rank failed", d->dr.rank, what));
-        if (w > d->dr.timeout_s * 1000.0)
-            return dist_failed(d, mg_fail(MG_ERR_IO, "rank %d: %s: no progress in %.0f s: a rank has died or hangs "
-                                          "(MIRAGE_DIST_TIMEOUT sets the limit)", d->dr.rank, what, d->dr.timeout_s));
-        nap(w);
+        MG_TRY(watchdog(d, what, t0, "no progress in"));
     }
 }
 
@@ -213,13 +217,7 @@ static mg_status wait_event(cuda_dist *d, cudaEvent_t ev, const char *what) {
         ncclResult_t st;
         if (nc.CommGetAsyncError(d->comm, &st) == ncclSuccess && st != ncclSuccess && st != ncclInProgress)
             return nccl_fail(d, what, st);
-        double w = mg_now_ms() - t0;
-        if (dist_abort_requested())
-            return dist_failed(d, mg_fail(MG_ERR_IO, "rank %d: %s: stopped, another rank failed", d->dr.rank, what));
-        if (w > d->dr.timeout_s * 1000.0)
-            return dist_failed(d, mg_fail(MG_ERR_IO, "rank %d: %s: not done after %.0f s: a rank has died or hangs "
-                                          "(MIRAGE_DIST_TIMEOUT sets the limit)", d->dr.rank, what, d->dr.timeout_s));
-        nap(w);
+        MG_TRY(watchdog(d, what, t0, "not done after"));
     }
 }
 
