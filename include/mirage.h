@@ -79,15 +79,29 @@ typedef struct mg_stream_opts {
 mg_stream_opts mg_stream_opts_default(void);
 mg_status mg_stream_new(const mg_model *m, const mg_stream_opts *opts, mg_stream **out);
 void mg_stream_free(mg_stream *s);
-/* One frame: in_rgb and out_rgb are height x width x 3 bytes, RGB interleaved. */
+/* One frame: in_rgb and out_rgb are height x width x 3 bytes, RGB interleaved (in_rgb may be
+ * NULL under the "dream" prompt). Equals mg_stream_submit then mg_stream_collect; MG_ERR_ARG
+ * while frames submitted with mg_stream_submit are not collected yet. */
 mg_status mg_stream_step(mg_stream *s, const uint8_t *in_rgb, uint8_t *out_rgb);
+/* Pipelined frames, so that the next frame's upload and the last one's download overlap the
+ * GPU's work (--device cuda; the CPU computes a frame at its submit). mg_stream_submit queues a
+ * frame and returns once in_rgb is copied (the caller may reuse its buffer at once);
+ * mg_stream_collect writes the output of the oldest frame submitted, waiting until it is done.
+ * At most 2 frames are in flight: a third submit, or a collect with none in flight, fails with
+ * MG_ERR_ARG and changes nothing. A frame's output is exactly what mg_stream_step would have
+ * given for it: its noise is drawn, and the prompt, dream and reset in force are taken, at its
+ * submit (calls in between apply to the frames submitted after them). mg_stream_frame_index
+ * counts frames submitted; mg_stream_last_timing describes the last frame collected (total_ms:
+ * from the start of its submit to the end of its collect). */
+mg_status mg_stream_submit(mg_stream *s, const uint8_t *in_rgb);
+mg_status mg_stream_collect(mg_stream *s, uint8_t *out_rgb);
 mg_status mg_stream_set_prompt(mg_stream *s, const char *name);
 const char *mg_stream_prompt(const mg_stream *s);
 void mg_stream_reset(mg_stream *s); /* forget the history (empty ring, frame 0) */
 size_t mg_stream_bytes(const mg_stream *s); /* memory held by this stream */
 int64_t mg_stream_frame_index(const mg_stream *s);
 
-/* Milliseconds spent in each part of the last mg_stream_step. */
+/* Milliseconds spent in each part of the last mg_stream_step (or frame collected). */
 typedef struct mg_step_timing {
     double encode_ms;
     double step_ms[16]; /* denoise step i (first 16 steps) */

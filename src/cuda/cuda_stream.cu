@@ -6,11 +6,15 @@
  * Everything is allocated once in cuda_stream_new (one device arena, laid out by the same
  * function run twice: measure, then assign), the weights are converted to bf16 once, and the
  * GEMMs are planned once. The step is captured as a CUDA graph the first time it runs (one
- * per dream flag) and replayed afterwards. What changes from frame to frame is uploaded
- * inside the graph from pinned host memory: the input frame, the two noise draws, and a small
- * parameter block (ring slot, visible slots, the RoPE time angles computed on the host in
- * float64 by rope_tables). So the kernels read the per-frame values on the device, and the
- * captured launches stay valid for every frame.
+ * per dream flag) and replayed afterwards. What changes from frame to frame is one device
+ * block the graph reads: the input frame, the two noise draws, and a small parameter block
+ * (ring slot, visible slots, the RoPE time angles computed on the host in float64 by
+ * rope_tables). So the kernels read the per-frame values on the device, and the captured
+ * launches stay valid for every frame. Frames are pipelined (cuda_stream_submit / collect, at
+ * most 2 in flight): each frame's block is uploaded from its own pinned buffer into its own
+ * staging block on a copy stream while the frame before computes, copied device-to-device into
+ * the graph's block just before the graph, and its output is staged on the device and
+ * downloaded on a second copy stream while the next frame computes; events order the three.
  *
  * The ring on the GPU keeps the same frames visible as kv_ring but not in the same slots:
  * frame f writes slot f mod (K+1) and sees slots [0, min(f, K)], so no slot is ever copied
@@ -105,9 +109,19 @@ struct cuda_stream {
     float *d_sc;      /* (rows, d) silu(c) per pass */
     cu_frame_params *d_params;
     /* pinned host */
-    cu_frame_params *h_params;
-    float *h_noise, *h_sc;
-    uint8_t *h_in, *h_out;
+    float *h_sc;
+    /* frames in flight (cuda_stream_submit / collect): what the graph reads per frame is one
+     * device block, d_frame = d_params | d_noise | d_in; each of two buffer sets b has a pinned
+     * copy of it (h_frame[b]), a device staging copy (d_stage[b]) it is uploaded into on st_up
+     * while the previous frame computes, and the output's device staging and pinned copies
+     * (d_ostage[b], h_out[b]) it is downloaded from on st_down while the next frame computes */
+    char *d_frame, *h_frame[2], *d_stage[2];
+    uint8_t *d_ostage[2], *h_out[2];
+    size_t frame_bytes, off_noise, off_in;
+    cudaStream_t st_up, st_down;
+    cudaEvent_t ev_up[2], ev_done[2], ev_down[2], ev_t0[2], ev_t1[2], ev_sc;
+    int q_head, q_n;  /* the oldest frame's buffer set, frames in flight (0..2) */
+    double t_sub[2];  /* when each frame in flight was submitted (host ms) */
     /* plans: cuBLASLt (the general path), or the fused DiT kernels (dit.cu, d <= 768) */
     cu_gemm *g_in, *g_qkv, *g_proj, *g_fc1, *g_fc2, *g_out;
     cu_dgemm dg_in, dg_qkv, dg_proj, dg_fc1, dg_fc2, dg_out;
@@ -119,7 +133,7 @@ struct cuda_stream {
     long long frame;
     int cur_prompt;   /* prompt the modulation was computed for (-1: none yet) */
     float dt[64], sig[65];
-    cudaEvent_t ev[MAX_EVENTS], ev_a, ev_b;
+    cudaEvent_t ev[MAX_EVENTS];
     mg_step_timing timing;
     double device_ms, flops;
 };
@@ -183,10 +197,20 @@ static size_t weights_layout(cuda_weights *w, char *base) {
 static size_t stream_layout(cuda_stream *s, char *base) {
     size_t off = 0, TN = (size_t)s->N, d = s->d;
     size_t px = (size_t)s->H * s->W;
-    s->d_in = (uint8_t *)take(base, &off, px * 3);
+    /* the per-frame block d_params | d_noise (z, then the ctx noise) | d_in, and its staging */
+    s->off_noise = (sizeof(cu_frame_params) + 255) & ~(size_t)255;
+    s->off_in = s->off_noise + ((2 * s->lat * 4 + 255) & ~(size_t)255);
+    s->frame_bytes = s->off_in + px * 3;
+    s->d_frame = (char *)take(base, &off, s->frame_bytes);
+    s->d_params = (cu_frame_params *)s->d_frame;
+    s->d_noise = base ? (float *)(s->d_frame + s->off_noise) : NULL;
+    s->d_in = base ? (uint8_t *)(s->d_frame + s->off_in) : NULL;
+    for (int b = 0; b < 2; b++) {
+        s->d_stage[b] = (char *)take(base, &off, s->frame_bytes);
+        s->d_ostage[b] = (uint8_t *)take(base, &off, px * 3);
+    }
     s->d_out = (uint8_t *)take(base, &off, px * 3);
     for (int i = 0; i < 3; i++) s->fm[i] = (bf16_t *)take(base, &off, px * s->c * 2);
-    s->d_noise = (float *)take(base, &off, 2 * s->lat * 4);
     s->d_cond = (float *)take(base, &off, s->lat * 4);
     s->d_zc = (float *)take(base, &off, s->lat * 4);
     s->tok = (bf16_t *)take(base, &off, TN * 2 * s->zpp * 2);
@@ -206,7 +230,6 @@ static size_t stream_layout(cuda_stream *s, char *base) {
     s->rope_sin = (float *)take(base, &off, TN * s->dh / 2 * 4);
     s->mod = (float *)take(base, &off, (size_t)s->rows * s->lmod * 4);
     s->d_sc = (float *)take(base, &off, (size_t)s->rows * d * 4);
-    s->d_params = (cu_frame_params *)take(base, &off, sizeof(cu_frame_params));
     return off;
 }
 
@@ -595,10 +618,8 @@ static mg_status step_body_inner(cuda_stream *s, int dream, int profile) {
     cudaStream_t st = s->st;
     int per = s->guided ? 2 : 1, e = 0;
     float *z = s->d_noise, *ctx = s->d_noise + s->lat;
-    CU_TRY(cudaMemcpyAsync(s->d_params, s->h_params, sizeof(cu_frame_params), cudaMemcpyHostToDevice, st));
-    CU_TRY(cudaMemcpyAsync(s->d_noise, s->h_noise, 2 * s->lat * 4, cudaMemcpyHostToDevice, st));
-    if (!dream) CU_TRY(cudaMemcpyAsync(s->d_in, s->h_in, (size_t)s->H * s->W * 3, cudaMemcpyHostToDevice, st));
-    cu_pdl_fence(); /* the first kernel follows copies: a plain edge */
+    /* the frame's inputs (d_frame) were copied in before, outside the body (cuda_stream_submit) */
+    cu_pdl_fence(); /* the first kernel: a plain edge */
     CU_MG(mark(s, profile, e++));
     /* 1. encode the input frame (dream drops it: cond reads as zeros) */
     s->cond_in = dream ? NULL : s->d_cond;
@@ -620,7 +641,6 @@ static mg_status step_body_inner(cuda_stream *s, int dream, int profile) {
         CU_TRY(cudaEventRecord(s->ev_fork, st));
         CU_TRY(cudaStreamWaitEvent(s->st2, s->ev_fork, 0));
         CU_MG(decode(s, z, dst));
-        CU_TRY(cudaMemcpyAsync(s->h_out, s->d_out, (size_t)s->H * s->W * 3, cudaMemcpyDeviceToHost, dst));
         CU_TRY(cudaEventRecord(s->ev_join, dst));
         cu_pdl_fence(); /* the refresh's first kernel: a plain edge after the fork */
     }
@@ -633,7 +653,6 @@ static mg_status step_body_inner(cuda_stream *s, int dream, int profile) {
     /* 4. decode, straight to u8 */
     if (profile) {
         CU_MG(decode(s, z, dst));
-        CU_TRY(cudaMemcpyAsync(s->h_out, s->d_out, (size_t)s->H * s->W * 3, cudaMemcpyDeviceToHost, dst));
     } else {
         CU_TRY(cudaStreamWaitEvent(st, s->ev_join, 0));
     }
@@ -714,19 +733,27 @@ static mg_status stream_init(cuda_stream *s) {
     CU_TRY(cudaEventCreateWithFlags(&s->ev_fork, cudaEventDisableTiming));
     CU_TRY(cudaEventCreateWithFlags(&s->ev_join, cudaEventDisableTiming));
     for (int i = 0; i < MAX_EVENTS; i++) CU_TRY(cudaEventCreate(&s->ev[i]));
-    CU_TRY(cudaEventCreate(&s->ev_a));
-    CU_TRY(cudaEventCreate(&s->ev_b));
+    CU_TRY(cudaStreamCreateWithFlags(&s->st_up, cudaStreamNonBlocking));
+    CU_TRY(cudaStreamCreateWithFlags(&s->st_down, cudaStreamNonBlocking));
+    CU_TRY(cudaEventCreateWithFlags(&s->ev_sc, cudaEventDisableTiming));
+    for (int b = 0; b < 2; b++) {
+        CU_TRY(cudaEventCreateWithFlags(&s->ev_up[b], cudaEventDisableTiming));
+        CU_TRY(cudaEventCreateWithFlags(&s->ev_done[b], cudaEventDisableTiming));
+        CU_TRY(cudaEventCreateWithFlags(&s->ev_down[b], cudaEventDisableTiming));
+        CU_TRY(cudaEventCreate(&s->ev_t0[b]));
+        CU_TRY(cudaEventCreate(&s->ev_t1[b]));
+    }
 
     s->dev_bytes = stream_layout(s, NULL);
     CU_TRY(cudaMalloc((void **)&s->dev, s->dev_bytes));
     stream_layout(s, s->dev);
     CU_TRY(cudaMemset(s->dev, 0, s->dev_bytes));
-    CU_TRY(cudaMallocHost((void **)&s->h_params, sizeof(cu_frame_params)));
-    CU_TRY(cudaMallocHost((void **)&s->h_noise, 2 * s->lat * 4));
     CU_TRY(cudaMallocHost((void **)&s->h_sc, (size_t)s->rows * s->d * 4));
-    CU_TRY(cudaMallocHost((void **)&s->h_in, (size_t)s->H * s->W * 3));
-    CU_TRY(cudaMallocHost((void **)&s->h_out, (size_t)s->H * s->W * 3));
-    memset(s->h_params, 0, sizeof *s->h_params);
+    for (int b = 0; b < 2; b++) {
+        CU_TRY(cudaMallocHost((void **)&s->h_frame[b], s->frame_bytes));
+        CU_TRY(cudaMallocHost((void **)&s->h_out[b], (size_t)s->H * s->W * 3));
+        memset(s->h_frame[b], 0, s->frame_bytes);
+    }
 
     /* the weights: shared with every other stream of this model on this GPU */
     CU_MG(cuda_weights_acquire(s->m, s->gpu, &s->wts));
@@ -819,24 +846,30 @@ static void stream_destroy(cuda_stream *s) {
         if (cudaGetDevice(&prev) != cudaSuccess) prev = -1;
         cudaSetDevice(s->gpu);
     }
+    if (s->st_up) cudaStreamSynchronize(s->st_up); /* frames still in flight finish first */
     if (s->st) cudaStreamSynchronize(s->st);
     if (s->st2) cudaStreamSynchronize(s->st2);
+    if (s->st_down) cudaStreamSynchronize(s->st_down);
     for (int i = 0; i < 2; i++)
         if (s->have_exec[i]) cudaGraphExecDestroy(s->exec[i]);
     cu_gemm_free(s->g_in), cu_gemm_free(s->g_qkv), cu_gemm_free(s->g_proj);
     cu_gemm_free(s->g_fc1), cu_gemm_free(s->g_fc2), cu_gemm_free(s->g_out);
     for (int i = 0; i < MAX_EVENTS; i++)
         if (s->ev[i]) cudaEventDestroy(s->ev[i]);
-    if (s->ev_a) cudaEventDestroy(s->ev_a);
-    if (s->ev_b) cudaEventDestroy(s->ev_b);
-    if (s->h_params) cudaFreeHost(s->h_params);
-    if (s->h_noise) cudaFreeHost(s->h_noise);
+    for (int b = 0; b < 2; b++) {
+        cudaEvent_t *evs[5] = {&s->ev_up[b], &s->ev_done[b], &s->ev_down[b], &s->ev_t0[b], &s->ev_t1[b]};
+        for (int i = 0; i < 5; i++)
+            if (*evs[i]) cudaEventDestroy(*evs[i]);
+        if (s->h_frame[b]) cudaFreeHost(s->h_frame[b]);
+        if (s->h_out[b]) cudaFreeHost(s->h_out[b]);
+    }
+    if (s->ev_sc) cudaEventDestroy(s->ev_sc);
     if (s->h_sc) cudaFreeHost(s->h_sc);
-    if (s->h_in) cudaFreeHost(s->h_in);
-    if (s->h_out) cudaFreeHost(s->h_out);
     if (s->dev) cudaFree(s->dev);
     if (s->st) cudaStreamDestroy(s->st);
     if (s->st2) cudaStreamDestroy(s->st2);
+    if (s->st_up) cudaStreamDestroy(s->st_up);
+    if (s->st_down) cudaStreamDestroy(s->st_down);
     if (s->ev_fork) cudaEventDestroy(s->ev_fork);
     if (s->ev_join) cudaEventDestroy(s->ev_join);
     cu_ctx_free(s->ctx);
@@ -853,43 +886,76 @@ static float ev_ms(cudaEvent_t a, cudaEvent_t b) {
     return ms;
 }
 
-extern "C" mg_status cuda_stream_step(cuda_stream *s, const uint8_t *in_rgb, uint8_t *out_rgb, const float *noise,
-                                      const float *ctx_noise, int prompt, int dream) {
+/* Frame f uses buffer set (q_head + q_n) % 2. Nothing of that set is still in use when it is
+ * submitted: at most 2 frames are in flight, so the set's previous frame was collected, and
+ * collect returned only after that frame's download, which follows its graph, which follows its
+ * upload. So the only waits are the events between the three streams, and the host waits only
+ * in collect (and, on a prompt change, for the previous change's upload of h_sc, see below). */
+extern "C" mg_status cuda_stream_submit(cuda_stream *s, const uint8_t *in_rgb, const float *noise,
+                                        const float *ctx_noise, int prompt, int dream) {
+    if (s->q_n >= 2)
+        return mg_fail(MG_ERR_ARG, "cuda_stream_submit: 2 frames are in flight already; collect one first");
     double t0 = mg_now_ms();
     CU_TRY(cudaSetDevice(s->gpu)); /* the thread stepping it may have another GPU current */
     const mg_config *mc = &s->m->cfg;
-    int K = s->K, npairs = s->dh / 2, nt = npairs / 4;
+    int K = s->K, npairs = s->dh / 2, nt = npairs / 4, b = (s->q_head + s->q_n) % 2;
     long long f = s->frame;
     dream = dream ? 1 : 0;
+    size_t px3 = (size_t)s->H * s->W * 3, up = dream ? s->off_in : s->frame_bytes;
     /* per-frame parameters: ring slot and visible slots, the RoPE time angles (float64) */
-    s->h_params->slot = (int)(f % (K + 1));
-    s->h_params->vis = (int)(f < K ? f : K) + 1;
+    char *hf = s->h_frame[b];
+    cu_frame_params *hp = (cu_frame_params *)hf;
+    hp->slot = (int)(f % (K + 1));
+    hp->vis = (int)(f < K ? f : K) + 1;
     float tc[512], ts[512];
     rope_tables(tc, ts, f, 1, 1, s->dh, mc->rope_theta);
-    for (int j = 0; j < nt; j++) s->h_params->tcos[j] = tc[j], s->h_params->tsin[j] = ts[j];
-    memcpy(s->h_noise, noise, s->lat * 4);
-    memcpy(s->h_noise + s->lat, ctx_noise, s->lat * 4);
-    if (!dream) memcpy(s->h_in, in_rgb, (size_t)s->H * s->W * 3);
-    if (prompt != s->cur_prompt) CU_MG(set_prompt(s, prompt));
-
-    if (s->mode == CUDA_MODE_GRAPH) {
-        if (!s->have_exec[dream]) {
-            pthread_mutex_lock(&g_setup_mu);
-            mg_status st = capture(s, dream);
-            pthread_mutex_unlock(&g_setup_mu);
-            CU_MG(st);
-        }
-        CU_TRY(cudaEventRecord(s->ev_a, s->st));
-        CU_TRY(cudaGraphLaunch(s->exec[dream], s->st));
-        CU_TRY(cudaEventRecord(s->ev_b, s->st));
-    } else {
-        CU_TRY(cudaEventRecord(s->ev_a, s->st));
-        CU_MG(step_body(s, dream, s->mode == CUDA_MODE_PROFILE));
-        CU_TRY(cudaEventRecord(s->ev_b, s->st));
+    for (int j = 0; j < nt; j++) hp->tcos[j] = tc[j], hp->tsin[j] = ts[j];
+    memcpy(hf + s->off_noise, noise, s->lat * 4);
+    memcpy(hf + s->off_noise + s->lat * 4, ctx_noise, s->lat * 4);
+    if (!dream) memcpy(hf + s->off_in, in_rgb, px3);
+    /* 1. upload into the set's staging block while the frame before computes */
+    CU_TRY(cudaMemcpyAsync(s->d_stage[b], hf, up, cudaMemcpyHostToDevice, s->st_up));
+    CU_TRY(cudaEventRecord(s->ev_up[b], s->st_up));
+    /* a new prompt's modulation, on st after the frame before (which reads the old one). h_sc is
+     * one pinned buffer: the previous change's copy from it may still wait behind a frame */
+    if (prompt != s->cur_prompt) {
+        CU_TRY(cudaEventSynchronize(s->ev_sc));
+        CU_MG(set_prompt(s, prompt));
+        CU_TRY(cudaEventRecord(s->ev_sc, s->st));
     }
-    CU_TRY(cudaStreamSynchronize(s->st));
-    s->device_ms = ev_ms(s->ev_a, s->ev_b);
-    if (s->mode == CUDA_MODE_PROFILE) {
+    if (s->mode == CUDA_MODE_GRAPH && !s->have_exec[dream]) {
+        pthread_mutex_lock(&g_setup_mu);
+        mg_status st = capture(s, dream);
+        pthread_mutex_unlock(&g_setup_mu);
+        CU_MG(st);
+    }
+    /* 2. on st: the staged block into the one the graph reads, the frame, its output staged */
+    CU_TRY(cudaStreamWaitEvent(s->st, s->ev_up[b], 0));
+    CU_TRY(cudaMemcpyAsync(s->d_frame, s->d_stage[b], up, cudaMemcpyDeviceToDevice, s->st));
+    CU_TRY(cudaEventRecord(s->ev_t0[b], s->st));
+    if (s->mode == CUDA_MODE_GRAPH) CU_TRY(cudaGraphLaunch(s->exec[dream], s->st));
+    else CU_MG(step_body(s, dream, s->mode == CUDA_MODE_PROFILE));
+    CU_TRY(cudaEventRecord(s->ev_t1[b], s->st));
+    CU_TRY(cudaMemcpyAsync(s->d_ostage[b], s->d_out, px3, cudaMemcpyDeviceToDevice, s->st));
+    CU_TRY(cudaEventRecord(s->ev_done[b], s->st));
+    /* 3. download on st_down while the next frame computes */
+    CU_TRY(cudaStreamWaitEvent(s->st_down, s->ev_done[b], 0));
+    CU_TRY(cudaMemcpyAsync(s->h_out[b], s->d_ostage[b], px3, cudaMemcpyDeviceToHost, s->st_down));
+    CU_TRY(cudaEventRecord(s->ev_down[b], s->st_down));
+    s->t_sub[b] = t0;
+    s->q_n++;
+    s->frame++;
+    return MG_OK;
+}
+
+extern "C" mg_status cuda_stream_collect(cuda_stream *s, uint8_t *out_rgb) {
+    if (s->q_n == 0) return mg_fail(MG_ERR_ARG, "cuda_stream_collect: no frame in flight; submit one first");
+    int b = s->q_head;
+    s->q_head = (s->q_head + 1) % 2, s->q_n--; /* the frame leaves the queue, even on an error */
+    CU_TRY(cudaSetDevice(s->gpu));
+    CU_TRY(cudaEventSynchronize(s->ev_down[b]));
+    s->device_ms = ev_ms(s->ev_t0[b], s->ev_t1[b]);
+    if (s->mode == CUDA_MODE_PROFILE && s->q_n == 0) { /* the component events are this frame's */
         mg_step_timing *tm = &s->timing;
         int n = s->cfg.steps;
         tm->encode_ms = ev_ms(s->ev[0], s->ev[1]);
@@ -897,11 +963,20 @@ extern "C" mg_status cuda_stream_step(cuda_stream *s, const uint8_t *in_rgb, uin
         tm->refresh_ms = ev_ms(s->ev[1 + n], s->ev[2 + n]);
         tm->decode_ms = ev_ms(s->ev[2 + n], s->ev[3 + n]);
     }
-    memcpy(out_rgb, s->h_out, (size_t)s->H * s->W * 3);
-    s->frame++;
-    s->timing.total_ms = mg_now_ms() - t0;
+    memcpy(out_rgb, s->h_out[b], (size_t)s->H * s->W * 3);
+    s->timing.total_ms = mg_now_ms() - s->t_sub[b];
     return MG_OK;
 }
+
+extern "C" mg_status cuda_stream_step(cuda_stream *s, const uint8_t *in_rgb, uint8_t *out_rgb, const float *noise,
+                                      const float *ctx_noise, int prompt, int dream) {
+    if (s->q_n) return mg_fail(MG_ERR_ARG, "cuda_stream_step: %d frame%s in flight; collect first", s->q_n,
+                               s->q_n == 1 ? "" : "s");
+    CU_MG(cuda_stream_submit(s, in_rgb, noise, ctx_noise, prompt, dream));
+    return cuda_stream_collect(s, out_rgb);
+}
+
+extern "C" int cuda_stream_in_flight(const cuda_stream *s) { return s->q_n; }
 
 extern "C" void cuda_stream_reset(cuda_stream *s) { s->frame = 0; }
 extern "C" int64_t cuda_stream_frame_index(const cuda_stream *s) { return s->frame; }
@@ -924,6 +999,7 @@ extern "C" double cuda_stream_device_used_mib(const cuda_stream *s) {
 }
 
 extern "C" mg_status cuda_stream_latent(const cuda_stream *s, float *out) {
+    if (s->q_n) return mg_fail(MG_ERR_ARG, "cuda_stream_latent: %d frame(s) in flight; collect first", s->q_n);
     CU_TRY(cudaSetDevice(s->gpu));
     CU_TRY(cudaMemcpy(out, s->d_noise, s->lat * 4, cudaMemcpyDeviceToHost));
     return MG_OK;

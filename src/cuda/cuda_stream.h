@@ -59,13 +59,25 @@ void cuda_stream_free(cuda_stream *cs);
  * prompt: the prompt row; dream: the input is dropped (cond = 0). */
 mg_status cuda_stream_step(cuda_stream *cs, const uint8_t *in_rgb, uint8_t *out_rgb, const float *noise,
                            const float *ctx_noise, int prompt, int dream);
+/* cuda_stream_step in two halves, so that frames overlap: submit copies the frame's input,
+ * noise and parameters into one of two pinned buffers and enqueues its upload (a copy stream),
+ * its graph and its download (another copy stream), then returns without waiting; collect
+ * waits for the oldest frame in flight and copies its output to out_rgb. At most 2 frames in
+ * flight: a third submit, or a collect with none, fails with MG_ERR_ARG. step = submit +
+ * collect (and fails with frames in flight); both give the same bytes. The prompt, dream flag
+ * and frame index (reset) go with each frame as submitted. In profile mode the component times
+ * are filled only when the collected frame was the only one in flight. */
+mg_status cuda_stream_submit(cuda_stream *cs, const uint8_t *in_rgb, const float *noise, const float *ctx_noise,
+                             int prompt, int dream);
+mg_status cuda_stream_collect(cuda_stream *cs, uint8_t *out_rgb);
+int cuda_stream_in_flight(const cuda_stream *cs); /* frames submitted and not yet collected */
 void cuda_stream_reset(cuda_stream *cs);
 int64_t cuda_stream_frame_index(const cuda_stream *cs);
 void cuda_stream_set_mode(cuda_stream *cs, int mode);
 /* Per-component times of the last profiled step; total_ms is the host-to-host time of the
- * last step (u8 frame in host memory to u8 frame back). */
+ * last frame collected (from the start of its submit to the end of its collect). */
 void cuda_stream_last_timing(const cuda_stream *cs, mg_step_timing *t);
-/* GPU time of the last step (events around the graph launch or the eager launches). */
+/* GPU time of the last frame collected (events around the graph launch or the eager launches). */
 double cuda_stream_last_device_ms(const cuda_stream *cs);
 const char *cuda_stream_device_name(const cuda_stream *cs);
 size_t cuda_stream_device_bytes(const cuda_stream *cs); /* weights + buffers + workspace */
@@ -75,7 +87,8 @@ const cuda_weights *cuda_stream_weights(const cuda_stream *cs);
 /* Device memory in use on the card as the driver reports it (all processes), MiB. */
 double cuda_stream_device_used_mib(const cuda_stream *cs);
 double cuda_stream_flops(const cuda_stream *cs); /* multiply-adds x 2 of one frame step */
-/* The final latent of the last frame, (H/8, W/8, Z), copied to host memory. */
+/* The final latent of the last frame, (H/8, W/8, Z), copied to host memory; MG_ERR_ARG while
+ * frames are in flight. */
 mg_status cuda_stream_latent(const cuda_stream *cs, float *out);
 
 #ifdef __cplusplus

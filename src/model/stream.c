@@ -30,6 +30,11 @@ struct mg_stream {
     size_t arena_bytes;
     mg_step_timing timing;
     void *cuda;             /* the cuda_stream doing the work for --device cuda, else NULL */
+    /* frames in flight (mg_stream_submit / collect): the CPU computes a frame at its submit and
+     * keeps its output and timing here until its collect; CUDA keeps them in the cuda_stream */
+    int q_head, q_n;
+    uint8_t *q_out[2];      /* (H, W, 3) each, CPU streams only */
+    mg_step_timing q_tm[2];
 };
 
 mg_stream_opts mg_stream_opts_default(void) {
@@ -129,6 +134,14 @@ mg_status mg_stream_new(const mg_model *m, const mg_stream_opts *o, mg_stream **
                        o->height);
     }
     stream_layout(s, s->arena);
+    size_t fb = (size_t)s->W * s->H * 3;
+    if (!(s->q_out[0] = malloc(2 * fb))) {
+        free(s->arena);
+        free(s);
+        return mg_fail(MG_ERR_NOMEM, "cannot allocate %.1f MiB for a %dx%d stream", 2 * fb / 1048576.0, o->width,
+                       o->height);
+    }
+    s->q_out[1] = s->q_out[0] + fb;
     *out = s;
     return MG_OK;
 }
@@ -138,6 +151,7 @@ void mg_stream_free(mg_stream *s) {
 #ifdef MG_HAVE_CUDA
     cuda_stream_free(s->cuda);
 #endif
+    free(s->q_out[0]);
     free(s->arena);
     free(s);
 }
@@ -164,7 +178,7 @@ void mg_stream_reset(mg_stream *s) {
     if (s->cuda) cuda_stream_reset(s->cuda);
 }
 size_t mg_stream_bytes(const mg_stream *s) {
-    return s->arena_bytes + sizeof *s + (s->cuda ? cuda_stream_device_bytes(s->cuda) : 0);
+    return s->arena_bytes + sizeof *s + (s->cuda ? cuda_stream_device_bytes(s->cuda) : 2 * (size_t)s->W * s->H * 3);
 }
 int64_t mg_stream_frame_index(const mg_stream *s) { return s->cuda ? cuda_stream_frame_index(s->cuda) : s->ring.frame; }
 void mg_stream_last_timing(const mg_stream *s, mg_step_timing *t) {
@@ -173,7 +187,7 @@ void mg_stream_last_timing(const mg_stream *s, mg_step_timing *t) {
 }
 #else
 void mg_stream_reset(mg_stream *s) { kv_ring_reset(&s->ring); }
-size_t mg_stream_bytes(const mg_stream *s) { return s->arena_bytes + sizeof *s; }
+size_t mg_stream_bytes(const mg_stream *s) { return s->arena_bytes + sizeof *s + 2 * (size_t)s->W * s->H * 3; }
 int64_t mg_stream_frame_index(const mg_stream *s) { return s->ring.frame; }
 void mg_stream_last_timing(const mg_stream *s, mg_step_timing *t) { *t = s->timing; }
 #endif
@@ -240,19 +254,52 @@ mg_status stream_step_f32(mg_stream *s, const uint8_t *in_rgb, float *out_img, c
     return MG_OK;
 }
 
-mg_status mg_stream_step(mg_stream *s, const uint8_t *in_rgb, uint8_t *out_rgb) {
-    if (!in_rgb && !s->dream) return mg_fail(MG_ERR_ARG, "mg_stream_step: no input frame");
+/* Frames in flight: the noise is drawn at submit, from the stream's RNG in the CPU order, and
+ * the prompt, dream flag and ring (reset) are the ones in force at submit, so a frame's output
+ * does not depend on when it is collected. */
+mg_status mg_stream_submit(mg_stream *s, const uint8_t *in_rgb) {
+    if (!in_rgb && !s->dream) return mg_fail(MG_ERR_ARG, "mg_stream_submit: no input frame");
+    if (s->q_n >= 2)
+        return mg_fail(MG_ERR_ARG, "mg_stream_submit: 2 frames are in flight already (the most there can be); "
+                                   "collect one first");
 #ifdef MG_HAVE_CUDA
-    if (s->cuda) { /* the noise from the stream's RNG, in the CPU path's order */
+    if (s->cuda) {
         size_t lat = (size_t)s->lh * s->lw * s->m->cfg.z_ch;
         mg_rng_normal_fill(&s->rng, s->noise, lat);
         mg_rng_normal_fill(&s->rng, s->ctx_noise, lat);
-        return cuda_stream_step(s->cuda, in_rgb, out_rgb, s->noise, s->ctx_noise, s->prompt, s->dream);
+        MG_TRY(cuda_stream_submit(s->cuda, in_rgb, s->noise, s->ctx_noise, s->prompt, s->dream));
+        s->q_n++;
+        return MG_OK;
     }
 #endif
+    int b = (s->q_head + s->q_n) % 2;
     MG_TRY(stream_step_f32(s, in_rgb, NULL, NULL, NULL));
-    rgb_float_to_u8(out_rgb, s->img, (size_t)s->H * s->W * 3);
+    rgb_float_to_u8(s->q_out[b], s->img, (size_t)s->H * s->W * 3);
+    s->q_tm[b] = s->timing;
+    s->q_n++;
     return MG_OK;
+}
+
+mg_status mg_stream_collect(mg_stream *s, uint8_t *out_rgb) {
+    if (s->q_n == 0) return mg_fail(MG_ERR_ARG, "mg_stream_collect: no frame in flight; submit one first");
+    s->q_n--;
+#ifdef MG_HAVE_CUDA
+    if (s->cuda) return cuda_stream_collect(s->cuda, out_rgb);
+#endif
+    int b = s->q_head;
+    s->q_head = (s->q_head + 1) % 2;
+    memcpy(out_rgb, s->q_out[b], (size_t)s->H * s->W * 3);
+    s->timing = s->q_tm[b];
+    return MG_OK;
+}
+
+mg_status mg_stream_step(mg_stream *s, const uint8_t *in_rgb, uint8_t *out_rgb) {
+    if (!in_rgb && !s->dream) return mg_fail(MG_ERR_ARG, "mg_stream_step: no input frame");
+    if (s->q_n)
+        return mg_fail(MG_ERR_ARG, "mg_stream_step: %d frame%s in flight (mg_stream_submit); collect first", s->q_n,
+                       s->q_n == 1 ? " is" : "s are");
+    MG_TRY(mg_stream_submit(s, in_rgb));
+    return mg_stream_collect(s, out_rgb);
 }
 
 const float *stream_latent(const mg_stream *s) { return s->z; }
