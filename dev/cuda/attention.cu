@@ -3,7 +3,14 @@
  *       x 1 head per block
  *   v2  v1 split over keys (flash-decoding) + the combine kernel, as cu_attention_splits picks
  *   v3  fragments through ldmatrix (.trans for V), one pass
- *   v4  v3 split over keys as the library picks (the library's kernel)
+ *   v4  v3 split over keys as the library picks (the library's kernel up to session 4)
+ *   v5  v4 with the combine folded into the kernel: the splits of a query tile are one
+ *       thread-block cluster, combined through distributed shared memory (library version 3)
+ *   v6  v5 with 128-query blocks of 8 warps for dh 128 (library version 4)
+ *   v7  wgmma for dh 128 (sm_90a): two warpgroups of 64 queries, Q and K from swizzled
+ *       shared memory, P from registers, V through a transposed descriptor (library version 5);
+ *       should it fail the check, it is checked again with the V descriptor's offsets swapped
+ *       (MG_CUDA_ATTN_WGV=1), to tell a descriptor mistake from others
  * Each is checked against the CPU (attention_forward) on the same bf16 inputs and timed with
  * events, L2 flushed, against the measured peaks (MG_PEAK_TFLOPS / MG_PEAK_GBS). */
 #include "lab.h"
@@ -43,10 +50,12 @@ int main(void) {
         int auto_splits = cu_attention_splits(ctx, Nq, Nk, H);
         LCK(cudaMalloc(&a.scr, cu_attention_scratch_floats(Nq, H, dh, 16) * 4 + 16));
         double flops = 4.0 * Nq * Nk * d, bytes = 2.0 * ((double)Nq * d * 2 + 2.0 * Nk * d);
-        int ver[4] = {1, 1, 2, 2}, spl[4] = {1, auto_splits, 1, auto_splits};
-        for (int vi = 0; vi < 4; vi++) {
-            if (vi % 2 && auto_splits == 1) continue;
-            a.version = ver[vi], a.splits = spl[vi];
+        /* lab version -> library version, split (0: one pass, 1: the library's pick) */
+        int ver[] = {1, 1, 2, 2, 3, 4, 5}, spl[] = {0, 1, 0, 1, 1, 1, 1};
+        for (int vi = 0; vi < (int)(sizeof ver / sizeof ver[0]); vi++) {
+            if (vi < 4 && vi % 2 && auto_splits == 1) continue;
+            if (vi >= 5 && dh != 128) continue; /* versions 4 and 5 are version 3 at dh 64 */
+            a.version = ver[vi], a.splits = spl[vi] ? auto_splits : 1;
             LCK(cudaMemset(a.out, 0xFF, (size_t)Nq * d * 2));
             run_att(&a, st);
             float *got = lab_down_bf16(a.out, (size_t)Nq * d);
@@ -57,6 +66,15 @@ int main(void) {
                      a.splits, a.splits > 1 ? "s" : "");
             lab_report(name, ms, flops, bytes, err);
             free(got);
+            if (vi == 6 && !(err <= 1e-2)) { /* the diagnostic: V's descriptor offsets swapped */
+                setenv("MG_CUDA_ATTN_WGV", "1", 1);
+                LCK(cudaMemset(a.out, 0xFF, (size_t)Nq * d * 2));
+                run_att(&a, st);
+                got = lab_down_bf16(a.out, (size_t)Nq * d);
+                printf("v7 with MG_CUDA_ATTN_WGV=1: rel L2 %.1e\n", lab_rel_l2(got, ref, (size_t)Nq * d));
+                free(got);
+                unsetenv("MG_CUDA_ATTN_WGV");
+            }
         }
         free(q), free(k), free(v), free(ref), free(scratch);
         cudaFree(a.out), cudaFree(a.q), cudaFree(a.k), cudaFree(a.v), cudaFree(a.scr);

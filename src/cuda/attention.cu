@@ -15,8 +15,13 @@
  * count can be read from the device (the visible slots of the ring change while it fills),
  * so one captured graph serves every frame. */
 #include <math.h>
+#include <stdlib.h>
+
+#include <cooperative_groups.h>
 
 #include "cuda/cuda_common.h"
+
+namespace cg = cooperative_groups;
 
 #define AT_BQ 64
 #define AT_BK 64
@@ -26,13 +31,13 @@ template <int DH> struct att_smem {
     bf16 v[2][AT_BK][DH + 8];
 };
 
-template <int DH>
+template <int DH, int NT>
 __device__ __forceinline__ void att_load(att_smem<DH> &sm, int buf, int key0, const bf16 *k, const bf16 *v,
                                          int ldkv, int h, int Nk, int tid) {
     const int chunks = DH / 8; /* 16-byte pieces per row */
 #pragma unroll
-    for (int i = 0; i < AT_BK * chunks / 128; i++) {
-        int idx = tid + 128 * i, r = idx / chunks, c = (idx % chunks) * 8, key = key0 + r;
+    for (int i = 0; i < AT_BK * chunks / NT; i++) {
+        int idx = tid + NT * i, r = idx / chunks, c = (idx % chunks) * 8, key = key0 + r;
         bool ok = key < Nk;
         size_t off = (size_t)key * ldkv + h * DH + c;
         cp_async16(&sm.k[buf][r][c], ok ? k + off : k, ok);
@@ -45,13 +50,104 @@ __device__ __forceinline__ uint32_t pack_raw(bf16 lo, bf16 hi) {
     return (uint32_t)__bfloat16_as_ushort(lo) | ((uint32_t)__bfloat16_as_ushort(hi) << 16);
 }
 
+/* The fold (FOLD, version 3 and up): the splits of one query tile are one thread-block
+ * cluster of gridDim.z blocks (at most 8); each leaves its partial (m, l, unnormalised o) in
+ * its own shared memory, and block r of the cluster combines rows r, r + S, ... of all S
+ * partials through distributed shared memory and stores them: no second kernel, no scratch. */
+template <int DH, int BQ> struct att_fold_smem {
+    float o[BQ][DH + 4];
+    float m[BQ], l[BQ];
+};
+template <int DH, int BQ> static constexpr size_t att_smem_size() {
+    return sizeof(att_smem<DH>) > sizeof(att_fold_smem<DH, BQ>) ? sizeof(att_smem<DH>) : sizeof(att_fold_smem<DH, BQ>);
+}
+
+/* The end of every version: the row sums reduced over the quad, then one of three stores:
+ * the fold (FOLD, clusters), out (no split), or the partial triple for the combine kernel.
+ * o, m, l in the mma accumulator layout: warp w of the block holds rows 16w + lane/4 (+ 8). */
+template <int DH, int NW, bool FOLD>
+__device__ __forceinline__ void att_finish(float (&o)[DH / 8][4], float m0, float m1, float l0, float l1,
+                                           unsigned char *att_raw, bf16 *out, float *part_o, float *part_ml, int Nq,
+                                           int H) {
+    constexpr int NT = NW * 32, BQ = NW * 16;
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
+    const int h = blockIdx.y, split = blockIdx.z, splits = gridDim.z;
+    const int r0 = blockIdx.x * BQ + warp * 16 + g, r1 = r0 + 8;
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+    const int D = H * DH;
+    if (FOLD && splits > 1) {
+        att_fold_smem<DH, BQ> &fs = *reinterpret_cast<att_fold_smem<DH, BQ> *>(att_raw);
+        /* the loop's last __syncthreads (or no loop at all) leaves the K/V buffers free */
+        const int lr0 = r0 - blockIdx.x * BQ, lr1 = lr0 + 8;
+#pragma unroll
+        for (int nd = 0; nd < DH / 8; nd++) {
+            int c = nd * 8 + 2 * t;
+            *reinterpret_cast<float2 *>(&fs.o[lr0][c]) = make_float2(o[nd][0], o[nd][1]);
+            *reinterpret_cast<float2 *>(&fs.o[lr1][c]) = make_float2(o[nd][2], o[nd][3]);
+        }
+        if (t == 0) fs.m[lr0] = m0, fs.l[lr0] = l0, fs.m[lr1] = m1, fs.l[lr1] = l1;
+        cg::cluster_group cluster = cg::this_cluster();
+        cluster.sync();
+        const int rank = (int)cluster.block_rank(), mine = (BQ - rank + splits - 1) / splits;
+        for (int idx = tid; idx < mine * (DH / 4); idx += NT) {
+            int lr = rank + splits * (idx / (DH / 4)), c = 4 * (idx % (DH / 4)), row = blockIdx.x * BQ + lr;
+            if (row >= Nq) continue;
+            float M = -INFINITY;
+            for (int s = 0; s < splits; s++) M = fmaxf(M, cluster.map_shared_rank(&fs.m[lr], s)[0]);
+            float4 num = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            float den = 0.0f;
+            for (int s = 0; s < splits; s++) {
+                const att_fold_smem<DH, BQ> *rs = cluster.map_shared_rank(&fs, s);
+                float w = exp2f(rs->m[lr] - M);
+                float4 ov = *reinterpret_cast<const float4 *>(&rs->o[lr][c]);
+                den += w * rs->l[lr];
+                num.x += w * ov.x, num.y += w * ov.y, num.z += w * ov.z, num.w += w * ov.w;
+            }
+            float id = 1.0f / den;
+            __nv_bfloat162 lo = __floats2bfloat162_rn(num.x * id, num.y * id), hi = __floats2bfloat162_rn(num.z * id, num.w * id);
+            uint2 pk = make_uint2(*reinterpret_cast<uint32_t *>(&lo), *reinterpret_cast<uint32_t *>(&hi));
+            *reinterpret_cast<uint2 *>(out + (size_t)row * D + h * DH + c) = pk;
+        }
+        cluster.sync(); /* no block leaves while another still reads its shared memory */
+        return;
+    }
+    if (splits == 1) {
+        float i0 = 1.0f / l0, i1 = 1.0f / l1;
+#pragma unroll
+        for (int nd = 0; nd < DH / 8; nd++) {
+            int c = h * DH + nd * 8 + 2 * t;
+            if (r0 < Nq)
+                *reinterpret_cast<__nv_bfloat162 *>(out + (size_t)r0 * D + c) = __floats2bfloat162_rn(o[nd][0] * i0, o[nd][1] * i0);
+            if (r1 < Nq)
+                *reinterpret_cast<__nv_bfloat162 *>(out + (size_t)r1 * D + c) = __floats2bfloat162_rn(o[nd][2] * i1, o[nd][3] * i1);
+        }
+        return;
+    }
+#pragma unroll
+    for (int nd = 0; nd < DH / 8; nd++) {
+        int c = h * DH + nd * 8 + 2 * t;
+        if (r0 < Nq) *reinterpret_cast<float2 *>(part_o + ((size_t)split * Nq + r0) * D + c) = make_float2(o[nd][0], o[nd][1]);
+        if (r1 < Nq) *reinterpret_cast<float2 *>(part_o + ((size_t)split * Nq + r1) * D + c) = make_float2(o[nd][2], o[nd][3]);
+    }
+    if (t == 0) {
+        if (r0 < Nq) *reinterpret_cast<float2 *>(part_ml + (((size_t)split * Nq + r0) * H + h) * 2) = make_float2(m0, l0);
+        if (r1 < Nq) *reinterpret_cast<float2 *>(part_ml + (((size_t)split * Nq + r1) * H + h) * 2) = make_float2(m1, l1);
+    }
+}
+
 /* LDM: fragments of K and V through ldmatrix (x4 loads two n-tiles' B fragments in one
  * instruction; .trans gives V's key-pairs without a transpose) instead of 32- and 16-bit
- * shared loads. dev/cuda/attention.cu times both. */
-template <int DH, bool LDM>
-__global__ void __launch_bounds__(128) attn_kernel(bf16 *out, float *part_o, float *part_ml, const bf16 *q, int ldq,
-                                                   const bf16 *k, const bf16 *v, int ldkv, const int *nk_slots,
-                                                   int Nk_arg, int Nq, int H, float scale_log2) {
+ * shared loads. dev/cuda/attention.cu times both. NW warps of 16 query rows each: 4 (64
+ * queries per block) or 8 (128, version 4 for dh 128: each K/V tile brought into shared
+ * memory serves twice the rows). */
+template <int DH, bool LDM, int NW, bool FOLD>
+__global__ void __launch_bounds__(NW * 32) attn_kernel(bf16 *out, float *part_o, float *part_ml, const bf16 *q, int ldq,
+                                                       const bf16 *k, const bf16 *v, int ldkv, const int *nk_slots,
+                                                       int Nk_arg, int Nq, int H, float scale_log2) {
+    constexpr int NT = NW * 32, BQ = NW * 16;
     extern __shared__ __align__(16) unsigned char att_raw[];
     att_smem<DH> &sm = *reinterpret_cast<att_smem<DH> *>(att_raw);
     pdl_wait();
@@ -61,7 +157,7 @@ __global__ void __launch_bounds__(128) attn_kernel(bf16 *out, float *part_o, flo
     const int Nk = nk_slots ? nk_slots[0] * Nk_arg : Nk_arg;
     const int ntiles = (Nk + AT_BK - 1) / AT_BK, per = (ntiles + splits - 1) / splits;
     const int tb = split * per, te = min(ntiles, tb + per);
-    const int r0 = blockIdx.x * AT_BQ + warp * 16 + g, r1 = r0 + 8;
+    const int r0 = blockIdx.x * BQ + warp * 16 + g, r1 = r0 + 8;
 
     uint32_t qf[DH / 16][4];
 #pragma unroll
@@ -78,13 +174,13 @@ __global__ void __launch_bounds__(128) attn_kernel(bf16 *out, float *part_o, flo
     float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
 
     if (tb < te) {
-        att_load<DH>(sm, 0, tb * AT_BK, k, v, ldkv, h, Nk, tid);
+        att_load<DH, NT>(sm, 0, tb * AT_BK, k, v, ldkv, h, Nk, tid);
         cp_async_commit();
     }
     for (int tile = tb; tile < te; tile++) {
         int buf = (tile - tb) & 1;
         if (tile + 1 < te) {
-            att_load<DH>(sm, buf ^ 1, (tile + 1) * AT_BK, k, v, ldkv, h, Nk, tid);
+            att_load<DH, NT>(sm, buf ^ 1, (tile + 1) * AT_BK, k, v, ldkv, h, Nk, tid);
             cp_async_commit();
             cp_async_wait<1>();
         } else {
@@ -181,33 +277,195 @@ __global__ void __launch_bounds__(128) attn_kernel(bf16 *out, float *part_o, flo
         }
         __syncthreads();
     }
-    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
-    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
-    const int D = H * DH;
-    if (splits == 1) {
-        float i0 = 1.0f / l0, i1 = 1.0f / l1;
+    att_finish<DH, NW, FOLD>(o, m0, m1, l0, l1, att_raw, out, part_o, part_ml, Nq, H);
+}
+
+/* ---- version 5 (dh 128): wgmma (sm_90a) -----------------------------------------------
+ * D (64 x 128 fp32, per warpgroup) += A (64 x 16) B (16 x 128): A and B from shared memory
+ * through descriptors (both K-major), D in the mma.sync accumulator layout repeated over 16
+ * n8 chunks (warp w of the warpgroup: rows 16w + lane/4, + 8): d[chunk][4].
+ *
+ * Version 5: 128 queries per block, 64 rows for each of two warpgroups; the Q tile
+ * stays in shared memory; 128-key K/V tiles double-buffered with cp.async in the 128-byte
+ * swizzled layout wgmma reads (each 64-column half of a tile: rows of 128 bytes, 16-byte
+ * chunk c of row r at c ^ (r % 8)); S = Q K^T with A and B from shared memory (8 wgmma
+ * m64n128k16 per tile and warpgroup), the online softmax in registers, O += P V with P from
+ * registers (S's accumulator fragment is P's A fragment) and V MN-major (transposed
+ * descriptor), no transpose pass. */
+__device__ __forceinline__ void wgmma_ss_m64n128k16(float (&d)[16][4], uint64_t da, uint64_t db) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, 0, 0;\n}\n"
+        : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3]), "+f"(d[8][0]), "+f"(d[8][1]), "+f"(d[8][2]), "+f"(d[8][3]), "+f"(d[9][0]), "+f"(d[9][1]), "+f"(d[9][2]), "+f"(d[9][3]), "+f"(d[10][0]), "+f"(d[10][1]), "+f"(d[10][2]), "+f"(d[10][3]), "+f"(d[11][0]), "+f"(d[11][1]), "+f"(d[11][2]), "+f"(d[11][3]), "+f"(d[12][0]), "+f"(d[12][1]), "+f"(d[12][2]), "+f"(d[12][3]), "+f"(d[13][0]), "+f"(d[13][1]), "+f"(d[13][2]), "+f"(d[13][3]), "+f"(d[14][0]), "+f"(d[14][1]), "+f"(d[14][2]), "+f"(d[14][3]), "+f"(d[15][0]), "+f"(d[15][1]), "+f"(d[15][2]), "+f"(d[15][3])
+        : "l"(da), "l"(db), "r"(1)
+        : "memory");
+}
+/* The same with A from registers (the mma.sync A fragment of the warp's 16 rows) and B
+ * MN-major (V as stored: keys by rows, dims contiguous; transpose bit set). */
+__device__ __forceinline__ void wgmma_rs_m64n128k16_tb(float (&d)[16][4], const uint32_t (&a)[4], uint64_t db) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, {%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n"
+        : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3]), "+f"(d[8][0]), "+f"(d[8][1]), "+f"(d[8][2]), "+f"(d[8][3]), "+f"(d[9][0]), "+f"(d[9][1]), "+f"(d[9][2]), "+f"(d[9][3]), "+f"(d[10][0]), "+f"(d[10][1]), "+f"(d[10][2]), "+f"(d[10][3]), "+f"(d[11][0]), "+f"(d[11][1]), "+f"(d[11][2]), "+f"(d[11][3]), "+f"(d[12][0]), "+f"(d[12][1]), "+f"(d[12][2]), "+f"(d[12][3]), "+f"(d[13][0]), "+f"(d[13][1]), "+f"(d[13][2]), "+f"(d[13][3]), "+f"(d[14][0]), "+f"(d[14][1]), "+f"(d[14][2]), "+f"(d[14][3]), "+f"(d[15][0]), "+f"(d[15][1]), "+f"(d[15][2]), "+f"(d[15][3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1)
+        : "memory");
+}
+
+#define WG_BQ 128
+#define WG_BK 128
+#define WG_TILE (WG_BK * 128 * 2)            /* bytes of one 128 x 128 bf16 tile */
+#define WG_SMEM (5 * WG_TILE + 1024)         /* Q, K x 2, V x 2, and the 1024-byte alignment */
+
+__device__ __forceinline__ uint64_t wg_desc(uint32_t saddr, uint32_t lbo, uint32_t sbo) {
+    return (uint64_t)((saddr & 0x3FFFFu) >> 4) | ((uint64_t)((lbo & 0x3FFFFu) >> 4) << 16) |
+           ((uint64_t)((sbo & 0x3FFFFu) >> 4) << 32) | ((uint64_t)1 << 62); /* 128-byte swizzle */
+}
+/* byte offset of 16-byte chunk cc (0..15) of row r in a 128-row tile of 128 bf16 columns */
+__device__ __forceinline__ uint32_t wg_swz(int r, int cc) {
+    return (uint32_t)((cc >> 3) * (WG_BK * 128) + r * 128 + (((cc & 7) ^ (r & 7)) << 4));
+}
+__device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wg_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+/* pin accumulators (and A registers) across an asynchronous wgmma, as CUTLASS does */
+__device__ __forceinline__ void wg_pin(float (&d)[16][4]) {
 #pragma unroll
-        for (int nd = 0; nd < DH / 8; nd++) {
-            int c = h * DH + nd * 8 + 2 * t;
-            if (r0 < Nq)
-                *reinterpret_cast<__nv_bfloat162 *>(out + (size_t)r0 * D + c) = __floats2bfloat162_rn(o[nd][0] * i0, o[nd][1] * i0);
-            if (r1 < Nq)
-                *reinterpret_cast<__nv_bfloat162 *>(out + (size_t)r1 * D + c) = __floats2bfloat162_rn(o[nd][2] * i1, o[nd][3] * i1);
+    for (int i = 0; i < 16; i++)
+#pragma unroll
+        for (int j = 0; j < 4; j++) asm volatile("" : "+f"(d[i][j])::"memory");
+}
+
+/* 128 rows x 128 bf16 columns from rows row0.. of x (stride ld, column offset col) into the
+ * swizzled tile at sm; rows at or past nrows are zeros */
+__device__ __forceinline__ void wg_load(unsigned char *sm, const bf16 *x, int ld, int col, int row0, int nrows,
+                                        int tid) {
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+        int idx = tid + 256 * i, r = idx >> 4, cc = idx & 15, row = row0 + r;
+        bool ok = row < nrows;
+        cp_async16(sm + wg_swz(r, cc), ok ? x + (size_t)row * ld + col + cc * 8 : x, ok);
+    }
+}
+
+template <bool FOLD>
+__global__ void __launch_bounds__(256, 1) attn_wgmma_kernel(bf16 *out, float *part_o, float *part_ml, const bf16 *q,
+                                                           int ldq, const bf16 *k, const bf16 *v, int ldkv,
+                                                           const int *nk_slots, int Nk_arg, int Nq, int H,
+                                                           float scale_log2, int vswap) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    constexpr int DH = 128;
+    extern __shared__ __align__(16) unsigned char att_raw[];
+    uint32_t s0 = (uint32_t)__cvta_generic_to_shared(att_raw), pad = (1024u - (s0 & 1023u)) & 1023u;
+    unsigned char *sm = att_raw + pad;
+    const uint32_t sq = s0 + pad, sk = sq + WG_TILE, sv = sk + 2 * WG_TILE;
+    pdl_wait();
+    pdl_trigger();
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, t = lane & 3, wg = warp >> 2;
+    const int h = blockIdx.y, split = blockIdx.z, splits = gridDim.z;
+    const int Nk = nk_slots ? nk_slots[0] * Nk_arg : Nk_arg;
+    const int ntiles = (Nk + WG_BK - 1) / WG_BK, per = (ntiles + splits - 1) / splits;
+    const int tb = split * per, te = min(ntiles, tb + per);
+
+    wg_load(sm, q, ldq, h * DH, blockIdx.x * WG_BQ, Nq, tid);
+    if (tb < te) {
+        wg_load(sm + WG_TILE, k, ldkv, h * DH, tb * WG_BK, Nk, tid);
+        wg_load(sm + 3 * WG_TILE, v, ldkv, h * DH, tb * WG_BK, Nk, tid);
+    }
+    cp_async_commit();
+    float o[DH / 8][4];
+#pragma unroll
+    for (int nd = 0; nd < DH / 8; nd++) o[nd][0] = o[nd][1] = o[nd][2] = o[nd][3] = 0.0f;
+    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
+    /* V as B (keys x dims, MN-major): 8-key groups 1024 bytes apart, the two 64-dim halves a
+     * tile half apart (vswap: the other reading of the descriptor's two offsets, lab only) */
+    const uint32_t vl = vswap ? 1024u : (uint32_t)(WG_BK * 128), vs = vswap ? (uint32_t)(WG_BK * 128) : 1024u;
+
+    for (int tile = tb; tile < te; tile++) {
+        int buf = (tile - tb) & 1;
+        if (tile + 1 < te) {
+            wg_load(sm + (1 + (buf ^ 1)) * WG_TILE, k, ldkv, h * DH, (tile + 1) * WG_BK, Nk, tid);
+            wg_load(sm + (3 + (buf ^ 1)) * WG_TILE, v, ldkv, h * DH, (tile + 1) * WG_BK, Nk, tid);
+            cp_async_commit();
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
         }
-        return;
-    }
+        fence_proxy_async(); /* cp.async's writes, read next by the tensor cores (async proxy) */
+        __syncthreads();
+        /* S (64 x 128 per warpgroup) = Q K^T: 8 k-steps of 16 dims, 32 bytes apart inside a
+         * 64-dim half, the halves a tile half apart */
+        float s[WG_BK / 8][4];
 #pragma unroll
-    for (int nd = 0; nd < DH / 8; nd++) {
-        int c = h * DH + nd * 8 + 2 * t;
-        if (r0 < Nq) *reinterpret_cast<float2 *>(part_o + ((size_t)split * Nq + r0) * D + c) = make_float2(o[nd][0], o[nd][1]);
-        if (r1 < Nq) *reinterpret_cast<float2 *>(part_o + ((size_t)split * Nq + r1) * D + c) = make_float2(o[nd][2], o[nd][3]);
+        for (int nt = 0; nt < WG_BK / 8; nt++) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
+        wg_pin(s);
+        wg_fence();
+#pragma unroll
+        for (int ks = 0; ks < DH / 16; ks++) {
+            uint32_t off = (uint32_t)((ks >> 2) * (WG_BQ * 128) + (ks & 3) * 32);
+            wgmma_ss_m64n128k16(s, wg_desc(sq + off + wg * 64 * 128, 16, 1024),
+                                wg_desc(sk + buf * WG_TILE + off, 16, 1024));
+        }
+        wg_commit();
+        wg_wait0();
+        wg_pin(s);
+        /* scale into the log2 domain, mask keys past the end, online softmax (as attn_kernel) */
+        int key0 = tile * WG_BK;
+        float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+        for (int nt = 0; nt < WG_BK / 8; nt++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                int key = key0 + nt * 8 + 2 * t + (e & 1);
+                s[nt][e] = key < Nk ? s[nt][e] * scale_log2 : -INFINITY;
+            }
+            mx0 = fmaxf(mx0, fmaxf(s[nt][0], s[nt][1]));
+            mx1 = fmaxf(mx1, fmaxf(s[nt][2], s[nt][3]));
+        }
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+        float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
+        float a0 = exp2f(m0 - mn0), a1 = exp2f(m1 - mn1);
+        m0 = mn0, m1 = mn1;
+        float ls0 = 0.0f, ls1 = 0.0f;
+        uint32_t pa[WG_BK / 16][4];
+#pragma unroll
+        for (int nt = 0; nt < WG_BK / 8; nt++) {
+            s[nt][0] = exp2f(s[nt][0] - m0), s[nt][1] = exp2f(s[nt][1] - m0);
+            s[nt][2] = exp2f(s[nt][2] - m1), s[nt][3] = exp2f(s[nt][3] - m1);
+            ls0 += s[nt][0] + s[nt][1], ls1 += s[nt][2] + s[nt][3];
+            pa[nt >> 1][(nt & 1) * 2] = pack_bf16x2(s[nt][0], s[nt][1]);
+            pa[nt >> 1][(nt & 1) * 2 + 1] = pack_bf16x2(s[nt][2], s[nt][3]);
+        }
+        l0 = l0 * a0 + ls0, l1 = l1 * a1 + ls1;
+#pragma unroll
+        for (int nd = 0; nd < DH / 8; nd++) o[nd][0] *= a0, o[nd][1] *= a0, o[nd][2] *= a1, o[nd][3] *= a1;
+        /* O (64 x 128) += P (64 x 128 keys) V (128 keys x 128): 8 k-steps of 16 keys (2048
+         * bytes of V apart) */
+        wg_pin(o);
+        wg_fence();
+#pragma unroll
+        for (int kj = 0; kj < WG_BK / 16; kj++)
+            wgmma_rs_m64n128k16_tb(o, pa[kj], wg_desc(sv + buf * WG_TILE + kj * 2048, vl, vs));
+        wg_commit();
+        wg_wait0();
+        wg_pin(o);
+#pragma unroll
+        for (int kj = 0; kj < WG_BK / 16; kj++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) asm volatile("" : "+r"(pa[kj][e])::"memory");
+        __syncthreads();
     }
-    if (t == 0) {
-        if (r0 < Nq) *reinterpret_cast<float2 *>(part_ml + (((size_t)split * Nq + r0) * H + h) * 2) = make_float2(m0, l0);
-        if (r1 < Nq) *reinterpret_cast<float2 *>(part_ml + (((size_t)split * Nq + r1) * H + h) * 2) = make_float2(m1, l1);
-    }
+    cp_async_wait<0>(); /* an empty split loaded Q and never waited; the fold reuses that memory */
+    __syncthreads();
+    att_finish<DH, 8, FOLD>(o, m0, m1, l0, l1, sm, out, part_o, part_ml, Nq, H);
+#else
+    __trap(); /* built without sm_90a: cu_attention_v never launches it (wg_ok) */
+#endif
 }
 
 /* out = sum_s 2^(m_s - M) o_s / sum_s 2^(m_s - M) l_s; an empty split has m = -inf, l = 0. */
@@ -231,13 +489,51 @@ __global__ void attn_combine_kernel(bf16 *out, const float *part_o, const float 
     out[i] = f2bf(num / den);
 }
 
-template <int DH> static size_t att_smem_bytes() { return sizeof(att_smem<DH>); }
+/* Versions (cu_attention_v; the lab times each): 1 plain 32/16-bit fragment loads, 2 ldmatrix
+ * fragments, both with the separate combine kernel when split; 3 = 2 with the combine folded
+ * into the kernel (clusters, at most AT_MAX_FOLD splits; more fall back to the combine
+ * kernel); 4 = 3 with 128-query blocks (8 warps) for dh 128; 5 = wgmma for dh 128 (4 where
+ * the card is not sm_90), the fold as 3. At dh 64, 4 and 5 are 3. */
+#define AT_MAX_FOLD 8
+#define AT_VERSIONS CU_ATTN_VERSIONS
+
+template <int DH, bool LDM, int NW, bool FOLD> static cudaError_t attn_attr(void) {
+    return cudaFuncSetAttribute(attn_kernel<DH, LDM, NW, FOLD>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                (int)att_smem_size<DH, NW * 16>());
+}
+
+template <int DH> static cudaError_t attn_attrs(void) {
+    cudaError_t e;
+    if ((e = attn_attr<DH, false, 4, false>()) != cudaSuccess) return e;
+    if ((e = attn_attr<DH, true, 4, false>()) != cudaSuccess) return e;
+    if ((e = attn_attr<DH, true, 4, true>()) != cudaSuccess) return e;
+    if constexpr (DH == 128) {
+        if ((e = attn_attr<DH, true, 8, false>()) != cudaSuccess) return e;
+        return attn_attr<DH, true, 8, true>();
+    }
+    return cudaSuccess;
+}
+
+/* wgmma needs the sm_90a machine code this file is built for (Makefile: NVCC_ARCH) */
+static int wg_ok(void) {
+    static int ok = -1;
+    if (ok < 0) {
+        int dev = 0, major = 0, minor = 0;
+        ok = cudaGetDevice(&dev) == cudaSuccess &&
+             cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess &&
+             cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) == cudaSuccess && major == 9 &&
+             minor == 0;
+    }
+    return ok;
+}
 
 extern "C" mg_status cu_attention_setup(void) {
-    CU_TRY(cudaFuncSetAttribute(attn_kernel<64, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)att_smem_bytes<64>()));
-    CU_TRY(cudaFuncSetAttribute(attn_kernel<128, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)att_smem_bytes<128>()));
-    CU_TRY(cudaFuncSetAttribute(attn_kernel<64, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)att_smem_bytes<64>()));
-    CU_TRY(cudaFuncSetAttribute(attn_kernel<128, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)att_smem_bytes<128>()));
+    CU_TRY(attn_attrs<64>());
+    CU_TRY(attn_attrs<128>());
+    if (wg_ok()) {
+        CU_TRY(cudaFuncSetAttribute(attn_wgmma_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, WG_SMEM));
+        CU_TRY(cudaFuncSetAttribute(attn_wgmma_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, WG_SMEM));
+    }
     return MG_OK;
 }
 
@@ -250,7 +546,7 @@ extern "C" int cu_attention_splits(const cu_ctx *c, int Nq, int Nk_max, int H) {
     int want = (3 * sms / 2 + blocks - 1) / blocks; /* about 1.5 blocks per SM */
     int cap = ntiles / 2 > 1 ? ntiles / 2 : 1;                 /* at least two tiles per split */
     if (want > cap) want = cap;
-    if (want > 16) want = 16;
+    if (want > AT_MAX_FOLD) want = AT_MAX_FOLD; /* one cluster (portable size) folds them */
     return want < 1 ? 1 : want;
 }
 
@@ -258,21 +554,59 @@ extern "C" size_t cu_attention_scratch_floats(int Nq, int H, int dh, int splits)
     return splits <= 1 ? 0 : (size_t)splits * Nq * H * (dh + 2);
 }
 
-template <int DH>
-static cudaError_t attn_launch(int ldm, dim3 grid, cudaStream_t st, bf16 *out, float *part_o, float *part_ml,
+template <int DH, bool LDM, int NW, bool FOLD>
+static cudaError_t attn_launch(int Nq, int H, int splits, cudaStream_t st, bf16 *out, float *part_o, float *part_ml,
                                const bf16 *q, int ldq, const bf16 *k, const bf16 *v, int ldkv, const int *nk_slots,
-                               int Nk, int Nq, int H, float scale_log2) {
-    if (ldm)
-        return cu_launch(attn_kernel<DH, true>, grid, 128, att_smem_bytes<DH>(), st, out, part_o, part_ml, q, ldq, k, v,
-                         ldkv, nk_slots, Nk, Nq, H, scale_log2);
-    return cu_launch(attn_kernel<DH, false>, grid, 128, att_smem_bytes<DH>(), st, out, part_o, part_ml, q, ldq, k, v,
-                     ldkv, nk_slots, Nk, Nq, H, scale_log2);
+                               int Nk, float scale_log2) {
+    dim3 grid((Nq + NW * 16 - 1) / (NW * 16), H, splits);
+    return cu_launch_ex(attn_kernel<DH, LDM, NW, FOLD>, grid, dim3(NW * 32), att_smem_size<DH, NW * 16>(), st,
+                        FOLD ? (unsigned)splits : 1u, out, part_o, part_ml, q, ldq, k, v, ldkv, nk_slots, Nk, Nq, H,
+                        scale_log2);
+}
+
+template <int DH>
+static cudaError_t attn_dispatch(int version, int Nq, int H, int splits, cudaStream_t st, bf16 *out, float *part_o,
+                                 float *part_ml, const bf16 *q, int ldq, const bf16 *k, const bf16 *v, int ldkv,
+                                 const int *nk_slots, int Nk, float scale_log2) {
+    bool fold = version >= 3 && splits > 1 && splits <= AT_MAX_FOLD;
+#define AT_GO(LDM, NW, FOLD) \
+    attn_launch<DH, LDM, NW, FOLD>(Nq, H, splits, st, out, part_o, part_ml, q, ldq, k, v, ldkv, nk_slots, Nk, scale_log2)
+    if (version == 1) return AT_GO(false, 4, false);
+    if constexpr (DH == 128) {
+        if (version >= 5 && wg_ok()) {
+            /* MG_CUDA_ATTN_WGV=1: the V descriptor's two offsets the other way round (a lab
+             * diagnostic for the descriptor layout; wrong results by design) */
+            const char *wv = getenv("MG_CUDA_ATTN_WGV");
+            int vswap = wv && *wv == '1';
+            dim3 grid((Nq + WG_BQ - 1) / WG_BQ, H, splits);
+            if (fold)
+                return cu_launch_ex(attn_wgmma_kernel<true>, grid, dim3(256), (size_t)WG_SMEM, st, (unsigned)splits,
+                                    out, part_o, part_ml, q, ldq, k, v, ldkv, nk_slots, Nk, Nq, H, scale_log2, vswap);
+            return cu_launch_ex(attn_wgmma_kernel<false>, grid, dim3(256), (size_t)WG_SMEM, st, 1u, out, part_o,
+                                part_ml, q, ldq, k, v, ldkv, nk_slots, Nk, Nq, H, scale_log2, vswap);
+        }
+        if (version >= 4) return fold ? AT_GO(true, 8, true) : AT_GO(true, 8, false);
+    }
+    return fold ? AT_GO(true, 4, true) : AT_GO(true, 4, false);
+#undef AT_GO
+}
+
+/* The library's version: MG_CUDA_ATTN=<1..AT_VERSIONS> for A/B runs (read once), else the
+ * fastest measured (dev/cuda/README.md). */
+static int attn_default_version(void) {
+    static int v = 0;
+    if (!v) {
+        const char *e = getenv("MG_CUDA_ATTN");
+        int x = e && *e ? atoi(e) : 0;
+        v = x >= 1 && x <= AT_VERSIONS ? x : 2;
+    }
+    return v;
 }
 
 extern "C" mg_status cu_attention(bf16_t *out, const bf16_t *q, int ldq, const bf16_t *k, const bf16_t *v, int ldkv,
                                   const int *nk_slots, int Nk, int Nq, int H, int dh, int splits, float *scratch,
                                   cudaStream_t st) {
-    return cu_attention_v(2, out, q, ldq, k, v, ldkv, nk_slots, Nk, Nq, H, dh, splits, scratch, st);
+    return cu_attention_v(attn_default_version(), out, q, ldq, k, v, ldkv, nk_slots, Nk, Nq, H, dh, splits, scratch, st);
 }
 
 extern "C" mg_status cu_attention_v(int version, bf16_t *out, const bf16_t *q, int ldq, const bf16_t *k,
@@ -281,20 +615,21 @@ extern "C" mg_status cu_attention_v(int version, bf16_t *out, const bf16_t *q, i
     if (!cu_attention_ok(dh) || ldq % 8 || ldkv % 8)
         return mg_fail(MG_ERR_UNSUPPORTED, "CUDA attention: head width %d (64 or 128), strides %d/%d (multiples of 8)",
                        dh, ldq, ldkv);
+    if (version < 1 || version > AT_VERSIONS)
+        return mg_fail(MG_ERR_ARG, "CUDA attention: version %d (1 to %d)", version, AT_VERSIONS);
     if (Nq <= 0 || H <= 0) return MG_OK;
     if (splits < 1) splits = 1;
+    bool fold = version >= 3 && splits <= AT_MAX_FOLD;
     float *part_o = scratch, *part_ml = scratch ? scratch + (size_t)splits * Nq * H * dh : nullptr;
-    if (splits > 1 && !scratch) return mg_fail(MG_ERR_ARG, "CUDA attention: %d splits need scratch", splits);
+    if (splits > 1 && !fold && !scratch) return mg_fail(MG_ERR_ARG, "CUDA attention: %d splits need scratch", splits);
     float scale_log2 = (float)(1.0 / sqrt((double)dh) * 1.4426950408889634);
-    dim3 grid((Nq + AT_BQ - 1) / AT_BQ, H, splits);
-    int ldm = version >= 2;
     if (dh == 64)
-        CU_TRY(attn_launch<64>(ldm, grid, st, (bf16 *)out, part_o, part_ml, (const bf16 *)q, ldq, (const bf16 *)k,
-                               (const bf16 *)v, ldkv, nk_slots, Nk, Nq, H, scale_log2));
+        CU_TRY(attn_dispatch<64>(version, Nq, H, splits, st, (bf16 *)out, part_o, part_ml, (const bf16 *)q, ldq,
+                                 (const bf16 *)k, (const bf16 *)v, ldkv, nk_slots, Nk, scale_log2));
     else
-        CU_TRY(attn_launch<128>(ldm, grid, st, (bf16 *)out, part_o, part_ml, (const bf16 *)q, ldq, (const bf16 *)k,
-                                (const bf16 *)v, ldkv, nk_slots, Nk, Nq, H, scale_log2));
-    if (splits > 1) {
+        CU_TRY(attn_dispatch<128>(version, Nq, H, splits, st, (bf16 *)out, part_o, part_ml, (const bf16 *)q, ldq,
+                                  (const bf16 *)k, (const bf16 *)v, ldkv, nk_slots, Nk, scale_log2));
+    if (splits > 1 && !fold) {
         size_t n = (size_t)Nq * H * dh;
         CU_LAUNCH(attn_combine_kernel, cu_blocks(n, 256), 256, 0, st, (bf16 *)out, (const float *)part_o,
                   (const float *)part_ml, Nq, H, dh, splits);

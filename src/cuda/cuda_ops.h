@@ -43,7 +43,8 @@ void cu_pdl_enable(int on);
 void cu_pdl_fence(void);
 /* An optimisation switch from the environment: MG_CUDA_<name>=0 or =1 overrides the default
  * (dflt), for A/B runs and as a fallback. The defaults are what measured fastest
- * (dev/cuda/README.md): FUSED 0, PDL 0, SPLITK 1 (with FUSED), CONVSPLIT 0, CONVHALO 1, LN2 1. */
+ * (dev/cuda/README.md): FUSED 0, PDL 0, SPLITK 1 (with FUSED), CONVSPLIT 0, CONVHALO 1, LN2 1,
+ * FP8 0 (the DiT's four linears on e4m3 GEMMs, cuda_stream.cu). */
 int cu_opt(const char *name, int dflt);
 
 /* ---- GEMM (cuBLASLt): out (M, N) = A (M, K) @ W (N, K)^T [+ bias] [then GELU-tanh] ------- */
@@ -57,6 +58,34 @@ mg_status cu_gemm_run(cu_ctx *c, const cu_gemm *g, void *out, const bf16_t *a, c
                       const void *bias, cudaStream_t st);
 int cu_gemm_fused(const cu_gemm *g);
 void cu_gemm_free(cu_gemm *g);
+
+/* ---- FP8 e4m3 GEMMs (gemm.cu) and quantisation (fp8.cu): MG_CUDA_FP8=1 -------------------- */
+typedef uint8_t fp8_t; /* e4m3 bits */
+/* How the operands are scaled: one float per tensor (A and W each), or cuBLASLt's outer
+ * vectors: one float per row of A (token) and one per row of W (output channel). */
+typedef enum cu_fp8_scale { CU_FP8_TENSOR = 0, CU_FP8_ROWS = 1 } cu_fp8_scale;
+/* out (M, N) = (sa . A8 (M, K)) @ (sw . W8 (N, K))^T [+ bias] [then GELU-tanh], fp32
+ * accumulation; fast_accum sets CUBLASLT_MATMUL_DESC_FAST_ACCUM (no periodic promotion of the
+ * tensor cores' partial sums). Planned like cu_gemm_plan; MG_ERR_UNSUPPORTED when cuBLASLt has
+ * no algorithm for it on this card. Where cuBLASLt wants a bf16 bias for an fp32 output,
+ * cu_gemm_bias_bf16() says so and run takes a bf16 bias. K % 16 == 0, N % 16 == 0. */
+mg_status cu_gemm_plan_fp8(cu_ctx *c, cu_gemm **out, int M, int N, int K, int out_f32, cu_epi epi,
+                           cu_fp8_scale scale, int fast_accum);
+/* a_scale, w_scale: device floats (1 or M, and 1 or N), read when the GEMM runs. */
+mg_status cu_gemm_run_fp8(cu_ctx *c, const cu_gemm *g, void *out, const fp8_t *a, const float *a_scale,
+                          const fp8_t *w, const float *w_scale, const void *bias, cudaStream_t st);
+int cu_gemm_bias_bf16(const cu_gemm *g);
+/* Quantise bf16 to e4m3 with scales computed on the device (scale = amax / 448, 1 for zeros):
+ * per row (scale (M), one kernel; cu_quant_fp8_ok(K)) or per tensor (scale (1), two kernels,
+ * scratch of cu_quant_fp8_scratch_floats()). n and K multiples of 16. */
+int cu_quant_fp8_ok(int K);
+mg_status cu_quant_fp8_rows(fp8_t *q, float *scale, const bf16_t *x, int M, int K, cudaStream_t st);
+size_t cu_quant_fp8_scratch_floats(void);
+mg_status cu_quant_fp8_tensor(fp8_t *q, float *scale, const bf16_t *x, size_t n, float *scratch,
+                              cudaStream_t st);
+/* Host conversions (e4m3, saturating). */
+float cu_fp82f(fp8_t v);
+fp8_t cu_f2fp8(float x);
 
 /* Conditioning rows: out (R, N) = x (R, K) fp32 @ w (N, K)^T bf16 + b (N), fp32 throughout
  * but the weights (a matrix-vector kernel; the adaLN modulation of every layer at once). */
@@ -103,6 +132,10 @@ mg_status cu_layernorm_modulate(bf16_t *out, const float *x, const float *shift,
 /* x += gate * y (gated_residual_forward), then, if out != NULL, out = LN(x)*(1+scale)+shift. */
 mg_status cu_gated_residual_ln(float *x, const float *y, const float *gate, bf16_t *out,
                                const float *shift, const float *scale, int N, int C, cudaStream_t st);
+/* The same with the output quantised to e4m3 per row for the FP8 GEMMs: q (N, C), qs (N) =
+ * row amax / 448 (cu_quant_fp8_rows's rule); y NULL: no residual (cu_layernorm_modulate). */
+mg_status cu_gated_residual_ln_fp8(float *x, const float *y, const float *gate, fp8_t *q, float *qs,
+                                   const float *shift, const float *scale, int N, int C, cudaStream_t st);
 mg_status cu_silu(float *out, const float *in, size_t n, cudaStream_t st);
 mg_status cu_gelu_tanh(bf16_t *out, const bf16_t *in, size_t n, cudaStream_t st);
 mg_status cu_relu(bf16_t *out, const bf16_t *in, size_t n, cudaStream_t st);
@@ -177,7 +210,13 @@ mg_status cu_attention(bf16_t *out, const bf16_t *q, int ldq, const bf16_t *k, c
                        float *scratch, cudaStream_t st);
 
 /* The lab's handle on the kernel versions (dev/cuda/attention.cu): version 1 builds K and V
- * fragments with plain shared loads, version 2 (the library's) with ldmatrix. */
+ * fragments with plain shared loads, version 2 with ldmatrix; both combine the splits in a
+ * second kernel (scratch). Version 3 = 2 with the combine folded into the kernel (the splits
+ * of a query tile are one thread-block cluster; up to 8 splits, more use the combine kernel);
+ * version 4 = 3 with 128-query blocks for dh 128; version 5 = wgmma (sm_90a) for dh 128. At
+ * dh 64 versions 4 and 5 are 3. cu_attention runs the fastest measured, or
+ * MG_CUDA_ATTN=<version>. */
+#define CU_ATTN_VERSIONS 5
 mg_status cu_attention_v(int version, bf16_t *out, const bf16_t *q, int ldq, const bf16_t *k, const bf16_t *v,
                          int ldkv, const int *nk_slots, int Nk, int Nq, int H, int dh, int splits, float *scratch,
                          cudaStream_t st);

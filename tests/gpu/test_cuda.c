@@ -494,11 +494,15 @@ static void test_rope_kv(void **state) {
 }
 
 static void test_attention(void **state) {
-    /* Nq, Nk, heads, dh, splits, via device slot count */
-    int cases[][6] = {{37, 101, 3, 64, 1, 0}, {37, 101, 3, 64, 2, 0}, {300, 1000, 3, 64, 3, 0},
-                      {256, 1024, 6, 64, 0, 1}, {130, 260, 2, 128, 1, 0}, {130, 520, 2, 128, 0, 1}};
-    for (int kv = 0; kv < 12; kv++) {
-        int k = kv % 6, version = kv < 6 ? 2 : 1;
+    /* Nq, Nk, heads, dh, splits (0: the library's pick), via device slot count; 3 splits of
+     * 2 key tiles leave one empty; 12 splits are more than a cluster folds (the combine kernel) */
+    int cases[][6] = {{37, 101, 3, 64, 1, 0},   {37, 101, 3, 64, 2, 0},    {300, 1000, 3, 64, 3, 0},
+                      {256, 1024, 6, 64, 0, 1}, {130, 260, 2, 128, 1, 0},  {130, 520, 2, 128, 0, 1},
+                      {37, 101, 3, 64, 3, 0},   {300, 777, 2, 128, 3, 0},  {200, 3000, 1, 64, 12, 0},
+                      {257, 1028, 2, 128, 0, 1}};
+    const int ncases = (int)(sizeof cases / sizeof cases[0]);
+    for (int kv = 0; kv < ncases * CU_ATTN_VERSIONS; kv++) {
+        int k = kv % ncases, version = CU_ATTN_VERSIONS - kv / ncases;
         int Nq = cases[k][0], Nk = cases[k][1], H = cases[k][2], dh = cases[k][3], splits = cases[k][4];
         int d = H * dh, ldq = 3 * d;
         if (splits == 0) splits = cu_attention_splits(ctx, Nq, Nk, H);
