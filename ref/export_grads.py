@@ -5,7 +5,7 @@
 #    (ref/model.py's parallel forward):
 #      x_σ = (1-σ_t) x0 + σ_t ε,   loss = mean((v(x_σ, cond, σ, prompt) - (ε - x0))^2)
 #  - the autoencoder (stage 1) on one image x in [0,1]: r = decode(encode(x)),
-#      loss = mean|r - x| + mean (r - x)^2   (L1 + L2)
+#      loss = mean|r - x| + mean (r - x)^2   (L1 + L2); "taehf/": + HF mean (lap(r) - lap(x))^2
 # For each: the inputs; the loss; a few gradients in full (one of each kind of layer); the L2
 # norm of every trained parameter's gradient; the losses of 10 AdamW steps on the same input
 # (torch.optim.AdamW, betas 0.9/0.95, eps 1e-8, decoupled weight decay on tensors of rank >= 2,
@@ -56,6 +56,16 @@ def tae_loss(m, I):
     r = m.decode(m.encode_x(x.permute(2, 0, 1)[None]))[0]
     return (r - x).abs().mean() + ((r - x) ** 2).mean()
 
+HF = 0.5  # --hf-loss of the "taehf/" entries
+
+def lap(a):  # the 4-neighbour Laplacian of an (H, W, C) map over its interior (tae_lap_diff)
+    return 4 * a[1:-1, 1:-1] - a[:-2, 1:-1] - a[2:, 1:-1] - a[1:-1, :-2] - a[1:-1, 2:]
+
+def tae_hf_loss(m, I):
+    x = torch.from_numpy(I["tae/img"]).to(m.dtype)
+    r = m.decode(m.encode_x(x.permute(2, 0, 1)[None]))[0]
+    return (r - x).abs().mean() + ((r - x) ** 2).mean() + HF * ((lap(r) - lap(x)) ** 2).mean()
+
 def trainable(cfg, W, dtype, names):
     """A Mirage whose tensors `names` require grad; its own copy of W (float32 tensors made by
     torch.as_tensor would share memory with the arrays, and the optimizer writes in place)."""
@@ -95,7 +105,8 @@ def main():
     tensors = dict(I)
     f32 = lambda t: t.detach().numpy().astype(np.float32)
     shapes = [n for n, _, _ in M.tensor_shapes(cfg)]
-    for tag, prefix, loss_fn, full in (("DiT", "", dit_loss, FULL), ("TAE", "tae/", tae_loss, TAE_FULL)):
+    for tag, prefix, loss_fn, full in (("DiT", "", dit_loss, FULL), ("TAE", "tae/", tae_loss, TAE_FULL),
+                                       ("TAE+HF", "taehf/", tae_hf_loss, TAE_FULL)):
         names = [n for n in shapes if n.startswith("dit.") == (tag == "DiT")]
         loss, G = grads(trainable(cfg, W, torch.float64, names), names, I, loss_fn)
         # what a correct fp32 implementation should see: the same oracle in float32
@@ -121,6 +132,8 @@ def main():
             "config": "tiny", "weights_seed": "1", "weights_full_random": "1",
             "grad_norms_first": dit_names[0], "grad_norms_count": str(len(dit_names)),
             "tae/grad_norms_first": shapes[0], "tae/grad_norms_count": str(len(shapes) - len(dit_names)),
+            "taehf/grad_norms_first": shapes[0], "taehf/grad_norms_count": str(len(shapes) - len(dit_names)),
+            "taehf/hf": M._fmt(HF),
             "adamw_lr": M._fmt(ADAM["lr"]), "adamw_beta1": M._fmt(ADAM["betas"][0]),
             "adamw_beta2": M._fmt(ADAM["betas"][1]), "adamw_eps": M._fmt(ADAM["eps"]),
             "adamw_weight_decay": M._fmt(ADAM["weight_decay"]), "adamw_clip": M._fmt(CLIP),

@@ -130,8 +130,17 @@ static float tae_step(void) {
     return loss;
 }
 
+/* the autoencoder with the Laplacian term (--hf-loss) at the oracle's weight */
+static float taehf_step(void) {
+    tt.hf = meta_float("taehf/hf");
+    float loss = tae_step();
+    tt.hf = 0.0f;
+    return loss;
+}
+
 static objective dit_obj(void) { return (objective){"DiT", "", tp.dit_first, tp.n_tensors, dit_step}; }
 static objective tae_obj(void) { return (objective){"TAE", "tae/", 0, tp.dit_first, tae_step}; }
+static objective taehf_obj(void) { return (objective){"TAE+HF", "taehf/", 0, tp.dit_first, taehf_step}; }
 
 static const float *gp(const objective *o, const char *name, size_t numel) {
     char n[96];
@@ -224,6 +233,45 @@ static void test_dit_gradients(void **state) { objective o = dit_obj(); check_gr
 static void test_dit_adamw_steps(void **state) { objective o = dit_obj(); check_adamw(&o); }
 static void test_tae_gradients(void **state) { objective o = tae_obj(); check_gradients(&o); }
 static void test_tae_adamw_steps(void **state) { objective o = tae_obj(); check_adamw(&o); }
+static void test_taehf_gradients(void **state) { objective o = taehf_obj(); check_gradients(&o); }
+static void test_taehf_adamw_steps(void **state) { objective o = taehf_obj(); check_adamw(&o); }
+
+/* The Laplacian term's pieces on their own: d is the stencil applied to rec - img, zero on the
+ * border, and tae_lap_grad is the exact gradient of sum d^2 (a quadratic: central differences
+ * are exact up to rounding). */
+static void test_lap_pieces(void **state) {
+    enum { H = 5, W = 6, N = H * W * 3 };
+    float rec[N], img[N], d[N], g[N];
+    uint64_t r = 7;
+    for (int i = 0; i < N; i++) {
+        r = r * 6364136223846793005ull + 1442695040888963407ull;
+        rec[i] = (float)((r >> 40) & 1023) / 1023.0f;
+        img[i] = (float)((r >> 20) & 1023) / 1023.0f;
+    }
+    double q = tae_lap_diff(d, rec, img, H, W);
+    assert_true(tae_lap_count(H, W) == 3.0 * 4 * 3);
+    /* pixel (2, 3), channel 1, by hand; a border pixel is 0 */
+    int i = (2 * W + 3) * 3 + 1, rs = W * 3;
+    float want = (4 * rec[i] - rec[i - 3] - rec[i + 3] - rec[i - rs] - rec[i + rs]) -
+                 (4 * img[i] - img[i - 3] - img[i + 3] - img[i - rs] - img[i + rs]);
+    assert_float_equal(d[i], want, 1e-6);
+    assert_true(d[(0 * W + 2) * 3] == 0.0f && d[(2 * W + W - 1) * 3 + 2] == 0.0f);
+    memset(g, 0, sizeof g);
+    tae_lap_grad(g, d, H, W, 2.0f);
+    double worst = 0.0;
+    for (int k = 0; k < N; k++) {
+        float keep = rec[k], h = 1e-2f;
+        rec[k] = keep + h;
+        double qp = tae_lap_diff(d, rec, img, H, W);
+        rec[k] = keep - h;
+        double qm = tae_lap_diff(d, rec, img, H, W);
+        rec[k] = keep;
+        double fd = (qp - qm) / (2.0 * h), e = fabs(fd - g[k]);
+        worst = e > worst ? e : worst;
+    }
+    printf("  Laplacian term: sum d^2 %.6f, worst |finite difference - gradient| %.2e\n", q, worst);
+    assert_true(worst < 1e-3);
+}
 
 /* The training forward is the inference forward (dit_forward, parallel mode) plus bookkeeping:
  * on the same noisy input it predicts the same velocity. */
@@ -365,6 +413,9 @@ int main(void) {
         cmocka_unit_test(test_dit_adamw_steps),
         cmocka_unit_test(test_tae_gradients),
         cmocka_unit_test(test_tae_adamw_steps),
+        cmocka_unit_test(test_taehf_gradients),
+        cmocka_unit_test(test_taehf_adamw_steps),
+        cmocka_unit_test(test_lap_pieces),
         cmocka_unit_test(test_forward_matches_inference),
         cmocka_unit_test(test_backward_deterministic_and_accumulates),
         cmocka_unit_test(test_refuses_bad_calls),

@@ -94,6 +94,7 @@ static size_t tae_train_layout(tae_train *tt, float *mem, const mg_config *cf, i
     for (int k = 0; k < 4; k++) TAKE(tt->gbuf[k], full);
     TAKE(tt->dlat, (size_t)(H / 8) * (W / 8) * Z);
     TAKE(tt->drec, (size_t)H * W * 3);
+    TAKE(tt->dlap, (size_t)H * W * 3);
     /* conv scratch: the largest over every shape the network has */
     size_t fs = 0, bs = 0;
     for (int s = 0; s <= 3; s++) {
@@ -170,6 +171,50 @@ static const float *dec_block_in(const tae_acts *a, int i) {
     return i == 0 ? a->d_in : (i == 3 || i == 6 || i == 9) ? a->d_up[i / 3 - 1] : a->d_blk[i - 1][2];
 }
 
+/* The high-frequency term (--hf-loss): the mean over interior pixels and channels of
+ * (lap(rec) - lap(img))^2, lap the 4-neighbour Laplacian 4 x(p) - x(p +- 1 across) - x(p +- 1
+ * down), the stencil of the evaluation's detail metric (docs/EVAL.md) per channel. An L1 + L2
+ * loss weighs an edge by its few pixels' error; this one by its curvature, so a blurred edge
+ * costs what a missing one does. d (H, W, 3) gets the difference, 0 on the border rows and
+ * columns; returns its sum of squares. */
+double tae_lap_diff(float *d, const float *rec, const float *img, int H, int W) {
+    double q = 0.0;
+    for (int y = 0; y < H; y++)
+        for (int x = 0; x < W; x++)
+            for (int c = 0; c < 3; c++) {
+                size_t i = ((size_t)y * W + x) * 3 + c;
+                if (y == 0 || x == 0 || y == H - 1 || x == W - 1) {
+                    d[i] = 0.0f;
+                    continue;
+                }
+                size_t r = (size_t)W * 3;
+                float lr = 4.0f * rec[i] - rec[i - 3] - rec[i + 3] - rec[i - r] - rec[i + r];
+                float li = 4.0f * img[i] - img[i - 3] - img[i + 3] - img[i - r] - img[i + r];
+                d[i] = lr - li;
+                q += (double)d[i] * d[i];
+            }
+    return q;
+}
+
+double tae_lap_count(int H, int W) { return (double)(H - 2) * (W - 2) * 3; }
+
+/* g += k lap^T(d) = k lap(d) (the stencil is symmetric; d is 0 off the interior, so the sum
+ * reaches the border pixels too) */
+void tae_lap_grad(float *g, const float *d, int H, int W, float k) {
+    size_t r = (size_t)W * 3;
+    for (int y = 0; y < H; y++)
+        for (int x = 0; x < W; x++)
+            for (int c = 0; c < 3; c++) {
+                size_t i = ((size_t)y * W + x) * 3 + c;
+                float v = 4.0f * d[i];
+                if (x > 0) v -= d[i - 3];
+                if (x < W - 1) v -= d[i + 3];
+                if (y > 0) v -= d[i - r];
+                if (y < H - 1) v -= d[i + r];
+                g[i] += k * v;
+            }
+}
+
 mg_status tae_train_forward(tae_train *tt, const float *img, int H, int W, float *loss) {
     if (H < 8 || W < 8 || H % 8 || W % 8 || (size_t)H * W > (size_t)tt->cap_H * tt->cap_W)
         return mg_fail(MG_ERR_SHAPE, "tae_train_forward: image %dx%d: expected multiples of 8 within the "
@@ -206,7 +251,7 @@ mg_status tae_train_forward(tae_train *tt, const float *img, int H, int W, float
     }
     conv_fwd(tt, &tt->dec_out, a->rec, a->d_blk[MG_TAE_BLOCKS - 1][2], h, w, 1);
 
-    /* loss: L1 + L2, means over H*W*3, summed in float64 */
+    /* loss: L1 + L2, means over H*W*3, summed in float64; then the Laplacian term */
     size_t n = (size_t)H * W * 3;
     double l1 = 0.0, l2 = 0.0;
     for (size_t i = 0; i < n; i++) {
@@ -215,6 +260,7 @@ mg_status tae_train_forward(tae_train *tt, const float *img, int H, int W, float
         l2 += r * r;
     }
     tt->loss = (l1 + l2) / (double)n;
+    if (tt->hf > 0.0f) tt->loss += tt->hf * tae_lap_diff(tt->dlap, a->rec, img, H, W) / tae_lap_count(H, W);
     tt->have_forward = 1;
     *loss = (float)tt->loss;
     return MG_OK;
@@ -266,6 +312,7 @@ mg_status tae_train_backward(tae_train *tt, float scale) {
         float sg = r > 0.0f ? 1.0f : r < 0.0f ? -1.0f : 0.0f;
         tt->drec[i] = (float)((double)scale * (sg + 2.0f * r) / (double)n);
     }
+    if (tt->hf > 0.0f) tae_lap_grad(tt->drec, tt->dlap, H, W, (float)(2.0 * scale * tt->hf / tae_lap_count(H, W)));
 
     /* decoder, last layer first; g holds the gradient of the current map */
     int h = H, w = W;

@@ -188,6 +188,8 @@ typedef struct tae_train {
     const float *img;                /* the image of the last forward (not owned) */
     int H, W, have_forward;
     double loss;
+    float hf;                        /* weight of the Laplacian term (--hf-loss; 0: L1 + L2 alone) */
+    float *dlap;                     /* (H, W, 3) lap(rec) - lap(img) of the last forward */
     float *mem;                      /* the one allocation */
     size_t mem_bytes;
 } tae_train;
@@ -196,10 +198,16 @@ typedef struct tae_train {
 mg_status tae_train_init(tae_train *tt, train_params *tp, int H, int W);
 void tae_train_free(tae_train *tt);
 /* rec = dec(enc(img)) for img (H, W, 3) in [0, 1]; *loss = mean |rec - img| + mean (rec - img)^2
- * (L1 + L2) over the H*W*3 elements. img must stay valid until the backward. */
+ * (L1 + L2) over the H*W*3 elements, plus tt->hf x the mean of (lap(rec) - lap(img))^2 over the
+ * (H-2)(W-2)*3 interior elements (tae_lap_diff). img must stay valid until the backward. */
 mg_status tae_train_forward(tae_train *tt, const float *img, int H, int W, float *loss);
 /* tp->grad += scale * d loss / d params for the autoencoder's tensors [0, dit_first). */
 mg_status tae_train_backward(tae_train *tt, float scale);
+/* The Laplacian term's pieces, shared with the GPU test: d = lap(rec) - lap(img) (0 on the
+ * border), returning sum d^2; the number of interior elements; g += k lap(d). */
+double tae_lap_diff(float *d, const float *rec, const float *img, int H, int W);
+double tae_lap_count(int H, int W);
+void tae_lap_grad(float *g, const float *d, int H, int W, float k);
 
 /* ---- optimizer --------------------------------------------------------------------------- */
 
