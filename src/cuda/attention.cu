@@ -354,7 +354,7 @@ template <bool FOLD>
 __global__ void __launch_bounds__(256, 1) attn_wgmma_kernel(bf16 *out, float *part_o, float *part_ml, const bf16 *q,
                                                            int ldq, const bf16 *k, const bf16 *v, int ldkv,
                                                            const int *nk_slots, int Nk_arg, int Nq, int H,
-                                                           float scale_log2, int vswap) {
+                                                           float scale_log2) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     constexpr int DH = 128;
     extern __shared__ __align__(16) unsigned char att_raw[];
@@ -379,9 +379,9 @@ __global__ void __launch_bounds__(256, 1) attn_wgmma_kernel(bf16 *out, float *pa
 #pragma unroll
     for (int nd = 0; nd < DH / 8; nd++) o[nd][0] = o[nd][1] = o[nd][2] = o[nd][3] = 0.0f;
     float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
-    /* V as B (keys x dims, MN-major): 8-key groups 1024 bytes apart, the two 64-dim halves a
-     * tile half apart (vswap: the other reading of the descriptor's two offsets, lab only) */
-    const uint32_t vl = vswap ? 1024u : (uint32_t)(WG_BK * 128), vs = vswap ? (uint32_t)(WG_BK * 128) : 1024u;
+    /* V as B (keys x dims, MN-major): the two 64-dim halves a tile half apart (the leading
+     * offset), 8-key groups 1024 bytes apart (the stride offset) */
+    const uint32_t vl = WG_BK * 128, vs = 1024;
 
     for (int tile = tb; tile < te; tile++) {
         int buf = (tile - tb) & 1;
@@ -468,6 +468,142 @@ __global__ void __launch_bounds__(256, 1) attn_wgmma_kernel(bf16 *out, float *pa
 #endif
 }
 
+/* Version 6 = 5 with the two warpgroups half an iteration apart, so that one's softmax runs
+ * while the other's products keep the tensor cores busy (5 runs both in lockstep: both
+ * products, then both softmaxes with the tensor cores idle). Warpgroup 0 issues P_j V_j right
+ * after its softmax and waits for it only at the next tile's S; warpgroup 1 issues
+ * P_{j-1} V_{j-1} together with S_j. V needs three buffers (tile j-1 is still being read while
+ * tile j+1 loads), one barrier per tile (the next tile's load starts after it). Full tiles
+ * skip the key mask; the scale folds into the exponent's FFMA. */
+#define WG2_SMEM (6 * WG_TILE + 1024) /* Q, K x 2, V x 3, alignment */
+
+__device__ __forceinline__ float ex2_approx(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
+}
+__device__ __forceinline__ void wg_pin_a(uint32_t (&a)[WG_BK / 16][4]) {
+#pragma unroll
+    for (int i = 0; i < WG_BK / 16; i++)
+#pragma unroll
+        for (int j = 0; j < 4; j++) asm volatile("" : "+r"(a[i][j])::"memory");
+}
+__device__ __forceinline__ void wg_pv(float (&o)[16][4], const uint32_t (&pa)[WG_BK / 16][4], uint32_t sv) {
+    wg_fence();
+#pragma unroll
+    for (int kj = 0; kj < WG_BK / 16; kj++)
+        wgmma_rs_m64n128k16_tb(o, pa[kj], wg_desc(sv + kj * 2048, WG_BK * 128, 1024));
+    wg_commit();
+}
+
+template <bool FOLD>
+__global__ void __launch_bounds__(256, 1) attn_wgmma2_kernel(bf16 *out, float *part_o, float *part_ml, const bf16 *q,
+                                                            int ldq, const bf16 *k, const bf16 *v, int ldkv,
+                                                            const int *nk_slots, int Nk_arg, int Nq, int H,
+                                                            float scale_log2) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    constexpr int DH = 128;
+    extern __shared__ __align__(16) unsigned char att_raw[];
+    uint32_t s0 = (uint32_t)__cvta_generic_to_shared(att_raw), pad = (1024u - (s0 & 1023u)) & 1023u;
+    unsigned char *sm = att_raw + pad;
+    const uint32_t sq = s0 + pad, sk = sq + WG_TILE, sv = sk + 2 * WG_TILE;
+    pdl_wait();
+    pdl_trigger();
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, t = lane & 3, wg = warp >> 2;
+    const int h = blockIdx.y, split = blockIdx.z, splits = gridDim.z;
+    const int Nk = nk_slots ? nk_slots[0] * Nk_arg : Nk_arg;
+    const int ntiles = (Nk + WG_BK - 1) / WG_BK, per = (ntiles + splits - 1) / splits;
+    const int tb = split * per, te = min(ntiles, tb + per);
+
+    wg_load(sm, q, ldq, h * DH, blockIdx.x * WG_BQ, Nq, tid);
+    if (tb < te) {
+        wg_load(sm + WG_TILE, k, ldkv, h * DH, tb * WG_BK, Nk, tid);
+        wg_load(sm + 3 * WG_TILE, v, ldkv, h * DH, tb * WG_BK, Nk, tid);
+    }
+    cp_async_commit();
+    float o[DH / 8][4];
+#pragma unroll
+    for (int nd = 0; nd < DH / 8; nd++) o[nd][0] = o[nd][1] = o[nd][2] = o[nd][3] = 0.0f;
+    uint32_t pa[WG_BK / 16][4];
+#pragma unroll
+    for (int kj = 0; kj < WG_BK / 16; kj++) pa[kj][0] = pa[kj][1] = pa[kj][2] = pa[kj][3] = 0u;
+    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
+
+    for (int tile = tb; tile < te; tile++) {
+        const int idx = tile - tb, kb = idx & 1, vb = idx % 3;
+        cp_async_wait<0>();
+        fence_proxy_async(); /* cp.async's writes, read next by the tensor cores (async proxy) */
+        __syncthreads();     /* tile j is in; every product of tile j-1 on K and of j-2 on V is done */
+        if (tile + 1 < te) {
+            wg_load(sm + (1 + (kb ^ 1)) * WG_TILE, k, ldkv, h * DH, (tile + 1) * WG_BK, Nk, tid);
+            wg_load(sm + (3 + (idx + 1) % 3) * WG_TILE, v, ldkv, h * DH, (tile + 1) * WG_BK, Nk, tid);
+            cp_async_commit();
+        }
+        if (wg == 1 && idx > 0) wg_pv(o, pa, sv + ((idx + 2) % 3) * WG_TILE); /* P_{j-1} V_{j-1} */
+        float s[WG_BK / 8][4];
+#pragma unroll
+        for (int nt = 0; nt < WG_BK / 8; nt++) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
+        wg_pin(s);
+        wg_fence();
+#pragma unroll
+        for (int ks = 0; ks < DH / 16; ks++) {
+            uint32_t off = (uint32_t)((ks >> 2) * (WG_BQ * 128) + (ks & 3) * 32);
+            wgmma_ss_m64n128k16(s, wg_desc(sq + off + wg * 64 * 128, 16, 1024), wg_desc(sk + kb * WG_TILE + off, 16, 1024));
+        }
+        wg_commit();
+        wg_wait0(); /* S_j and the pending P V */
+        wg_pin(s);
+        wg_pin(o);
+        wg_pin_a(pa);
+        /* online softmax in raw scores (the scale is positive: the max commutes with it) */
+        const int key0 = tile * WG_BK;
+        if (key0 + WG_BK > Nk) {
+#pragma unroll
+            for (int nt = 0; nt < WG_BK / 8; nt++)
+#pragma unroll
+                for (int e = 0; e < 4; e++)
+                    if (key0 + nt * 8 + 2 * t + (e & 1) >= Nk) s[nt][e] = -INFINITY;
+        }
+        float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+        for (int nt = 0; nt < WG_BK / 8; nt++) {
+            mx0 = fmaxf(mx0, fmaxf(s[nt][0], s[nt][1]));
+            mx1 = fmaxf(mx1, fmaxf(s[nt][2], s[nt][3]));
+        }
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+        /* every tile in range holds a valid key, so the maxima are finite */
+        float mn0 = fmaxf(m0, mx0 * scale_log2), mn1 = fmaxf(m1, mx1 * scale_log2);
+        float a0 = ex2_approx(m0 - mn0), a1 = ex2_approx(m1 - mn1);
+        m0 = mn0, m1 = mn1;
+        float ls0 = 0.0f, ls1 = 0.0f;
+#pragma unroll
+        for (int nt = 0; nt < WG_BK / 8; nt++) {
+            s[nt][0] = ex2_approx(fmaf(s[nt][0], scale_log2, -m0)), s[nt][1] = ex2_approx(fmaf(s[nt][1], scale_log2, -m0));
+            s[nt][2] = ex2_approx(fmaf(s[nt][2], scale_log2, -m1)), s[nt][3] = ex2_approx(fmaf(s[nt][3], scale_log2, -m1));
+            ls0 += s[nt][0] + s[nt][1], ls1 += s[nt][2] + s[nt][3];
+            pa[nt >> 1][(nt & 1) * 2] = pack_bf16x2(s[nt][0], s[nt][1]);
+            pa[nt >> 1][(nt & 1) * 2 + 1] = pack_bf16x2(s[nt][2], s[nt][3]);
+        }
+        l0 = l0 * a0 + ls0, l1 = l1 * a1 + ls1;
+#pragma unroll
+        for (int nd = 0; nd < DH / 8; nd++) o[nd][0] *= a0, o[nd][1] *= a0, o[nd][2] *= a1, o[nd][3] *= a1;
+        if (wg == 0) wg_pv(o, pa, sv + vb * WG_TILE); /* P_j V_j, waited for at the next S */
+    }
+    if (wg == 1 && te > tb) wg_pv(o, pa, sv + ((te - 1 - tb) % 3) * WG_TILE);
+    wg_wait0();
+    wg_pin(o);
+    wg_pin_a(pa);
+    cp_async_wait<0>(); /* an empty split loaded Q and never waited; the fold reuses that memory */
+    __syncthreads();
+    att_finish<DH, 8, FOLD>(o, m0, m1, l0, l1, sm, out, part_o, part_ml, Nq, H);
+#else
+    __trap(); /* built without sm_90a: cu_attention_v never launches it (wg_ok) */
+#endif
+}
+
 /* out = sum_s 2^(m_s - M) o_s / sum_s 2^(m_s - M) l_s; an empty split has m = -inf, l = 0. */
 __global__ void attn_combine_kernel(bf16 *out, const float *part_o, const float *part_ml, int Nq, int H, int DH,
                                     int splits) {
@@ -493,7 +629,8 @@ __global__ void attn_combine_kernel(bf16 *out, const float *part_o, const float 
  * fragments, both with the separate combine kernel when split; 3 = 2 with the combine folded
  * into the kernel (clusters, at most AT_MAX_FOLD splits; more fall back to the combine
  * kernel); 4 = 3 with 128-query blocks (8 warps) for dh 128; 5 = wgmma for dh 128 (4 where
- * the card is not sm_90), the fold as 3. At dh 64, 4 and 5 are 3. */
+ * the card is not sm_90), the fold as 3; 6 = 5 with the warpgroups half a tile apart. At
+ * dh 64, 4 to 6 are 3. */
 #define AT_MAX_FOLD 8
 #define AT_VERSIONS CU_ATTN_VERSIONS
 
@@ -533,6 +670,8 @@ extern "C" mg_status cu_attention_setup(void) {
     if (wg_ok()) {
         CU_TRY(cudaFuncSetAttribute(attn_wgmma_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, WG_SMEM));
         CU_TRY(cudaFuncSetAttribute(attn_wgmma_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, WG_SMEM));
+        CU_TRY(cudaFuncSetAttribute(attn_wgmma2_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, WG2_SMEM));
+        CU_TRY(cudaFuncSetAttribute(attn_wgmma2_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, WG2_SMEM));
     }
     return MG_OK;
 }
@@ -574,16 +713,20 @@ static cudaError_t attn_dispatch(int version, int Nq, int H, int splits, cudaStr
     if (version == 1) return AT_GO(false, 4, false);
     if constexpr (DH == 128) {
         if (version >= 5 && wg_ok()) {
-            /* MG_CUDA_ATTN_WGV=1: the V descriptor's two offsets the other way round (a lab
-             * diagnostic for the descriptor layout; wrong results by design) */
-            const char *wv = getenv("MG_CUDA_ATTN_WGV");
-            int vswap = wv && *wv == '1';
             dim3 grid((Nq + WG_BQ - 1) / WG_BQ, H, splits);
+            if (version >= 6) {
+                if (fold)
+                    return cu_launch_ex(attn_wgmma2_kernel<true>, grid, dim3(256), (size_t)WG2_SMEM, st,
+                                        (unsigned)splits, out, part_o, part_ml, q, ldq, k, v, ldkv, nk_slots, Nk, Nq, H,
+                                        scale_log2);
+                return cu_launch_ex(attn_wgmma2_kernel<false>, grid, dim3(256), (size_t)WG2_SMEM, st, 1u, out, part_o,
+                                    part_ml, q, ldq, k, v, ldkv, nk_slots, Nk, Nq, H, scale_log2);
+            }
             if (fold)
                 return cu_launch_ex(attn_wgmma_kernel<true>, grid, dim3(256), (size_t)WG_SMEM, st, (unsigned)splits,
-                                    out, part_o, part_ml, q, ldq, k, v, ldkv, nk_slots, Nk, Nq, H, scale_log2, vswap);
+                                    out, part_o, part_ml, q, ldq, k, v, ldkv, nk_slots, Nk, Nq, H, scale_log2);
             return cu_launch_ex(attn_wgmma_kernel<false>, grid, dim3(256), (size_t)WG_SMEM, st, 1u, out, part_o,
-                                part_ml, q, ldq, k, v, ldkv, nk_slots, Nk, Nq, H, scale_log2, vswap);
+                                part_ml, q, ldq, k, v, ldkv, nk_slots, Nk, Nq, H, scale_log2);
         }
         if (version >= 4) return fold ? AT_GO(true, 8, true) : AT_GO(true, 8, false);
     }
@@ -592,21 +735,22 @@ static cudaError_t attn_dispatch(int version, int Nq, int H, int splits, cudaStr
 }
 
 /* The library's version: MG_CUDA_ATTN=<1..AT_VERSIONS> for A/B runs (read once), else the
- * fastest measured (dev/cuda/README.md). */
-static int attn_default_version(void) {
-    static int v = 0;
-    if (!v) {
+ * fastest measured for the head width (dev/cuda/README.md, logs/h100-attn-*.log). */
+static int attn_default_version(int dh) {
+    static int v = -1;
+    if (v < 0) {
         const char *e = getenv("MG_CUDA_ATTN");
         int x = e && *e ? atoi(e) : 0;
-        v = x >= 1 && x <= AT_VERSIONS ? x : 2;
+        v = x >= 1 && x <= AT_VERSIONS ? x : 0;
     }
-    return v;
+    if (v) return v;
+    return dh == 128 ? 5 : 2;
 }
 
 extern "C" mg_status cu_attention(bf16_t *out, const bf16_t *q, int ldq, const bf16_t *k, const bf16_t *v, int ldkv,
                                   const int *nk_slots, int Nk, int Nq, int H, int dh, int splits, float *scratch,
                                   cudaStream_t st) {
-    return cu_attention_v(attn_default_version(), out, q, ldq, k, v, ldkv, nk_slots, Nk, Nq, H, dh, splits, scratch, st);
+    return cu_attention_v(attn_default_version(dh), out, q, ldq, k, v, ldkv, nk_slots, Nk, Nq, H, dh, splits, scratch, st);
 }
 
 extern "C" mg_status cu_attention_v(int version, bf16_t *out, const bf16_t *q, int ldq, const bf16_t *k,
