@@ -19,10 +19,12 @@ _Static_assert(ATOMIC_INT_LOCK_FREE == 2, "the signal flag must be a lock-free a
 #include "cli/stats.h"
 #include "core/timing.h"
 #include "eval/degrade.h"
+#include "model/stream.h"
 
-/* Frames in flight at most: one being read, one in each slot, one in the model, one being
- * written. A pool of this many means the capture thread always finds a free frame. */
-#define POOL 5
+/* Frames in flight at most: one being read, one in each slot, two in the model (submitted
+ * and not yet collected), one being written. A pool of this many means the capture thread
+ * always finds a free frame. */
+#define POOL 6
 #define WAIT_MS 100 /* how often blocked threads look at the stop flags */
 
 typedef struct frame {
@@ -31,6 +33,7 @@ typedef struct frame {
     int64_t pts;     /* source time base */
     double t_enter;  /* ms, mg_now_ms clock */
     double decode_ms, convert_ms, model_ms;
+    double t_model;  /* ms, when it was submitted to the model */
     int prompt;      /* the prompt row it was made with */
 } frame;
 
@@ -333,15 +336,58 @@ static int prompt_row(const mg_model *m, const char *name) {
     return 0;
 }
 
+/* Collects the oldest frame in the model (fl[0], *nfl of them) and hands it to the writer.
+ * 0 when the loop must stop (the model failed, or the writer is gone). */
+static int model_finish(loop *L, frame **fl, int *nfl) {
+    frame *f = fl[0];
+    fl[0] = fl[1], (*nfl)--;
+    mg_status s = mg_stream_collect(L->st, L->o->side_by_side ? L->model_out : f->out);
+    if (L->o->debug_delay_ms > 0) sleep_ms(L->o->debug_delay_ms);
+    f->model_ms = mg_now_ms() - f->t_model;
+    if (s != MG_OK) {
+        if (!L->model_failed) {
+            snprintf(L->model_err, sizeof L->model_err, "%s", mg_last_error()[0] ? mg_last_error() : mg_strerror(s));
+            L->model_failed = 1;
+        }
+        pool_put(L, f);
+        request_stop(L, STOP_ERROR);
+        return 0;
+    }
+    if (L->o->side_by_side) {
+        size_t row = (size_t)L->W * 3;
+        for (int y = 0; y < L->H; y++) {
+            memcpy(f->out + (size_t)y * 2 * row, f->in + (size_t)y * row, row);
+            memcpy(f->out + (size_t)y * 2 * row + row, L->model_out + (size_t)y * row, row);
+        }
+    }
+    slot_result r;
+    while ((r = slot_put(&L->out_q, f, 0, NULL, WAIT_MS)) == SLOT_TIMEOUT) {}
+    if (r != SLOT_OK) {
+        pool_put(L, f);
+        return 0;
+    }
+    return 1;
+}
+
+/* Frames go through the model pipelined (mg_stream_submit / collect): while one is in the
+ * model, the next is submitted if it is already waiting, so that its upload and the last one's
+ * download and hand-over overlap the GPU's work; when none is waiting the one in the model is
+ * collected at once, so a source slower than the model gets no added latency. The CPU
+ * computes a frame at its submit, so there nothing overlaps: one frame at a time. */
 static void model_loop(loop *L) {
     int cur = prompt_row(L->m, mg_stream_prompt(L->st));
     long n = 0; /* frames through the model */
+    frame *fl[2] = {NULL, NULL};
+    int nfl = 0, ok = 1, depth = stream_cuda(L->st) ? 2 : 1;
     for (;;) {
         if (atomic_load(&g_signal)) request_stop(L, STOP_SIGNAL);
         if (atomic_load(&L->stop_req) != STOP_NONE) break;
         void *it;
-        slot_result r = slot_take(&L->in_q, &it, WAIT_MS);
-        if (r == SLOT_TIMEOUT) continue;
+        slot_result r = slot_take(&L->in_q, &it, nfl ? 0 : WAIT_MS);
+        if (r == SLOT_TIMEOUT) {
+            if (nfl && !(ok = model_finish(L, fl, &nfl))) break;
+            continue;
+        }
         if (r != SLOT_OK) break;
         frame *f = it;
         apply_prompt_requests(L, &cur, n++);
@@ -349,30 +395,24 @@ static void model_loop(loop *L) {
             const char *pname = mg_stream_prompt(L->st);
             if (degrade_known(pname)) degrade_apply(pname, f->in, f->in, L->W, L->H, (uint64_t)n);
         }
-        double t0 = mg_now_ms();
-        mg_status s = mg_stream_step(L->st, f->in, L->o->side_by_side ? L->model_out : f->out);
-        if (L->o->debug_delay_ms > 0) sleep_ms(L->o->debug_delay_ms);
-        f->model_ms = mg_now_ms() - t0;
+        f->t_model = mg_now_ms();
+        f->prompt = cur;
+        mg_status s = mg_stream_submit(L->st, f->in);
         if (s != MG_OK) {
             snprintf(L->model_err, sizeof L->model_err, "%s", mg_last_error()[0] ? mg_last_error() : mg_strerror(s));
             L->model_failed = 1;
             pool_put(L, f);
             request_stop(L, STOP_ERROR);
+            ok = 0;
             break;
         }
-        if (L->o->side_by_side) {
-            size_t row = (size_t)L->W * 3;
-            for (int y = 0; y < L->H; y++) {
-                memcpy(f->out + (size_t)y * 2 * row, f->in + (size_t)y * row, row);
-                memcpy(f->out + (size_t)y * 2 * row + row, L->model_out + (size_t)y * row, row);
-            }
-        }
-        f->prompt = cur;
-        while ((r = slot_put(&L->out_q, f, 0, NULL, WAIT_MS)) == SLOT_TIMEOUT) {}
-        if (r != SLOT_OK) {
-            pool_put(L, f);
-            break;
-        }
+        fl[nfl++] = f;
+        if (nfl == depth && !(ok = model_finish(L, fl, &nfl))) break;
+    }
+    /* the frames already in the model are finished and written (unless the writer is gone) */
+    while (nfl) {
+        if (ok) ok = model_finish(L, fl, &nfl);
+        else pool_put(L, fl[0]), fl[0] = fl[1], nfl--;
     }
     /* stopping early: what waits at the input is not processed */
     if (atomic_load(&L->stop_req) != STOP_NONE) {
