@@ -151,6 +151,31 @@ expect 0 "dit resume from bf16 moments" -- $M train dit $DIT --out "$T/dit_h.saf
 grep_out "not bit-identical" "resume from bf16 moments says so"
 expect 2 "bad --ckpt-moments" -- $M train dit $DIT --out "$T/dit_h.safetensors" --ckpt-moments fp8
 
+# ---- decoder-only fine-tune with the Laplacian term (--freeze-encoder --hf-loss) --------------
+expect 2 "--hf-loss on stage dit" -- $M train dit $DIT --out "$T/x.safetensors" --hf-loss 1
+expect 2 "--freeze-encoder without --init" -- $M train tae --data "$D" --config tiny --out "$T/x.safetensors" --freeze-encoder
+expect 2 "--hf-loss out of range" -- $M train tae $TAE --out "$T/x.safetensors" --hf-loss -1
+FT="--data $D --init $T/tae_a.safetensors --steps 4 --batch 2 --size 32 --threads 2 --val-every 0 --sample-every 0"
+expect 0 "tae decoder-only with --hf-loss 0.5, 3 of 4 steps" -- $M train tae $FT --out "$T/ft.safetensors" --freeze-encoder --hf-loss 0.5 --stop-after 3
+grep_out "encoder frozen" "the run says the encoder is frozen"
+# tensor offsets of the data section: the encoder's tensors come first, then the decoder's, then the DiT's
+hdr() { od -An -t u8 -N 8 "$1" | tr -d ' '; }
+off() { grep -ao "\"$2\":{[^}]*}" "$1" | head -1 | sed 's/.*data_offsets":\[\([0-9]*\),.*/\1/'; }
+h=$(hdr "$T/ft.safetensors"); h0=$(hdr "$T/tae_a.safetensors")
+d0=$(off "$T/ft.safetensors" dec.in.weight); t0=$(off "$T/ft.safetensors" dit.in.weight)
+if [ -n "$h" ] && [ -n "$h0" ] && [ "$d0" = "$(off "$T/tae_a.safetensors" dec.in.weight)" ] && [ -n "$t0" ]; then
+    # the data sections (the headers' metadata differ); cmp -l: 1-based offsets of differing
+    # bytes, all of which must lie in the decoder's tensors
+    tail -c +$((8 + h0 + 1)) "$T/tae_a.safetensors" >"$T/data0"; tail -c +$((8 + h + 1)) "$T/ft.safetensors" >"$T/data1"
+    r=$(cmp -l "$T/data0" "$T/data1" | awk -v lo=$((d0 + 1)) -v hi=$t0 '$1 < lo || $1 > hi {o++} {n++} END {print n + 0, o + 0}')
+    set -- $r
+    [ "$1" -gt 0 ] && [ "$2" -eq 0 ] && ok "decoder-only: $1 bytes of the decoder changed; encoder and DiT bytes identical" ||
+        bad "decoder-only: $1 bytes differ, $2 of them outside the decoder"
+else bad "decoder-only: headers differ in size or offsets not found ($h, $d0, $t0)"; fi
+expect 0 "decoder-only resume to 4 steps" -- $M train tae $FT --out "$T/ft.safetensors" --freeze-encoder --hf-loss 0.5 --resume
+grep_out "resume: " "decoder-only run resumed"
+expect 2 "resume with another --hf-loss" -- $M train tae $FT --out "$T/ft.safetensors" --hf-loss 0.25 --resume
+
 # ---- kill -9 at random moments --------------------------------------------------------------
 KILL="--data $D --config tiny --steps 40 --batch 1 --size 32 --threads 2 --val-every 0 --sample-every 0 --ckpt-every 1 --ckpt-part-mib 4"
 expect 0 "kill test reference run" -- $M train tae $KILL --out "$T/k_ref.safetensors"

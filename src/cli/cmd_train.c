@@ -40,6 +40,10 @@ static const char *help =
     "  --sigma-ctx X         noise level of the history ring, trained and written into the model,\n"
     "                        dit (default: the model's, 0.05 for the named configs)\n"
     "  --fresh-dit           with --init: keep its autoencoder, draw a fresh DiT (seed --seed)\n"
+    "  --hf-loss X           tae: add X x mean (lap(rec) - lap(img))^2, the 4-neighbour Laplacian\n"
+    "                        (the eval's detail stencil): edges cost by curvature (default 0)\n"
+    "  --freeze-encoder      tae with --init: train the decoder only; the latents do not move, so\n"
+    "                        the file's DiT stays valid and is written unchanged\n"
     "  --val-every N         validation loss every N steps, 0 = off (default 200)\n"
     "  --val-clips N         validation clips (fixed seeds) (default 8)\n"
     "  --sample-every N      sample PNG every N steps, 0 = off (default 500)\n"
@@ -75,7 +79,7 @@ int train_parse(int argc, char **argv, train_opts *a) {
         O_DATA = 256, O_OUT, O_INIT, O_CONFIG, O_RESUME, O_CKPT, O_SAMPLES, O_STEPS, O_BATCH, O_SIZE, O_FRAMES,
         O_WINDOW, O_LR, O_LR_MIN, O_WARMUP, O_WD, O_CLIP, O_EMA, O_HIST, O_DROP, O_VAL_EVERY, O_VAL_CLIPS,
         O_SAMPLE_EVERY, O_SAMPLE_STEPS, O_CKPT_EVERY, O_PART, O_LOG, O_DEVICE, O_DTYPE, O_SEED, O_TIME, O_THREADS,
-        O_PEAK, O_MOMENTS, O_STOP, O_FADES, O_SIGMA_CTX, O_FRESH_DIT, O_GPUS, O_HELP
+        O_PEAK, O_MOMENTS, O_STOP, O_FADES, O_SIGMA_CTX, O_FRESH_DIT, O_GPUS, O_HF, O_FREEZE, O_HELP
     };
     static const struct option opts[] = {
         {"data", 1, 0, O_DATA}, {"out", 1, 0, O_OUT}, {"init", 1, 0, O_INIT}, {"config", 1, 0, O_CONFIG},
@@ -88,7 +92,8 @@ int train_parse(int argc, char **argv, train_opts *a) {
         {"log-every", 1, 0, O_LOG}, {"device", 1, 0, O_DEVICE}, {"dtype", 1, 0, O_DTYPE}, {"seed", 1, 0, O_SEED},
         {"time-limit", 1, 0, O_TIME}, {"threads", 1, 0, O_THREADS}, {"peak-tflops", 1, 0, O_PEAK},
         {"ckpt-moments", 1, 0, O_MOMENTS}, {"stop-after", 1, 0, O_STOP}, {"fades", 1, 0, O_FADES}, {"gpus", 1, 0, O_GPUS},
-        {"sigma-ctx", 1, 0, O_SIGMA_CTX}, {"fresh-dit", 0, 0, O_FRESH_DIT},
+        {"sigma-ctx", 1, 0, O_SIGMA_CTX}, {"fresh-dit", 0, 0, O_FRESH_DIT}, {"hf-loss", 1, 0, O_HF},
+        {"freeze-encoder", 0, 0, O_FREEZE},
         {"help", 0, 0, O_HELP}, {0, 0, 0, 0}};
     long v;
     double x;
@@ -135,6 +140,8 @@ int train_parse(int argc, char **argv, train_opts *a) {
         case O_FADES: FLOAT("--fades", 0.0, 1.0, o.fades, TO_FADES); break;
         case O_SIGMA_CTX: FLOAT("--sigma-ctx", 0.0, 0.5, o.sigma_ctx, TO_SIGMA_CTX); break;
         case O_FRESH_DIT: o.fresh_dit = 1; break;
+        case O_HF: FLOAT("--hf-loss", 0.0, 100.0, o.hf_loss, TO_HF); break;
+        case O_FREEZE: o.freeze_encoder = 1, o.given |= TO_FREEZE; break;
         case O_VAL_EVERY: LONG("--val-every", 0, 100000000, o.val_every, 0); break;
         case O_VAL_CLIPS: LONG("--val-clips", 0, 100000, o.val_clips, TO_VAL_CLIPS); break;
         case O_SAMPLE_EVERY: LONG("--sample-every", 0, 100000000, o.sample_every, 0); break;
@@ -183,6 +190,9 @@ int train_parse(int argc, char **argv, train_opts *a) {
     if (o.init && o.config) return cli_usage("train", "--init and --config exclude each other");
     if (o.fresh_dit && (o.stage != STAGE_DIT || !o.init))
         return cli_usage("train", "--fresh-dit needs stage dit and --init (the autoencoder to keep)");
+    if ((o.given & TO_HF) && o.stage != STAGE_TAE) return cli_usage("train", "--hf-loss is an option of stage tae");
+    if (o.freeze_encoder && (o.stage != STAGE_TAE || (!o.init && !o.resume)))
+        return cli_usage("train", "--freeze-encoder needs stage tae and --init (the encoder to keep)");
     if (o.stage == STAGE_DIT && !o.init && !o.resume)
         fprintf(stderr, "mirage: warning: train dit without --init: the autoencoder is a fresh random one (tests only)\n");
     if (!lr_min_given) o.lr_min = 0.1f * o.lr;

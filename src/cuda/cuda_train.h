@@ -109,6 +109,8 @@ mg_status cuda_tae_decode(cuda_tae_train *tt, const float *lat, int n, int H, in
 /* GEMM FLOPs of the last step, loss, encode or decode (9 Ci Co multiply-adds per output pixel
  * and pass: the forward, the weight and the data gradients), for throughput reports; and the
  * bytes of device memory the state holds. */
+/* The Laplacian term's weight (--hf-loss, tae_train.hf; 0 by default). */
+void cuda_tae_train_set_hf(cuda_tae_train *tt, float hf);
 double cuda_tae_train_flops(const cuda_tae_train *tt);
 size_t cuda_tae_train_bytes(const cuda_tae_train *tt);
 

@@ -92,10 +92,12 @@ struct cuda_tae_train {
     bf16 *col;         /* (P, round8(9c)) im2col */
     float *dwtmp;      /* (c, round8(9c)) one conv's weight gradient */
     float *bias_part;  /* (BIAS_BLOCKS, c) */
-    double *loss_part; /* (B, LOSS_BLOCKS, 2) */
-    double *loss_sum;  /* (B, 2) sums of |r| and r^2 per image */
+    float *dlap;       /* (P, 3) lap(rec) - lap(img) (the --hf-loss term), 0 on each image's border */
+    float hf;          /* the Laplacian term's weight (0: L1 + L2 alone) */
+    double *loss_part; /* (B, LOSS_BLOCKS, 3) */
+    double *loss_sum;  /* (B, 3) sums of |r|, r^2 and dlap^2 per image */
     float *d_scale;    /* (1) the step's gradient scale (a graph replays with any) */
-    double *h_loss;    /* (B, 2) pinned */
+    double *h_loss;    /* (B, 3) pinned */
     void *ws;          /* cuBLAS workspace */
     void *mem;
     size_t mem_bytes;
@@ -281,15 +283,51 @@ __global__ void k_up_bwd(float *out, const float *__restrict__ in, int h, int w,
     }
 }
 
+/* per image b (blockIdx.y), the Laplacian term (tae_lap_diff): d = lap(rec) - lap(img) per
+ * channel at interior pixels, 0 on the border; partial sums of d^2 into part's third slot */
+__global__ void k_lap(double *part, float *dlap, const float *__restrict__ rec, const float *__restrict__ img, int H,
+                      int W) {
+    pdl_wait();
+    pdl_trigger();
+    __shared__ double s3[256];
+    int b = blockIdx.y, HW = H * W, n3 = HW * 3;
+    const float *im = img + (size_t)b * n3;
+    const float *rc = rec + (size_t)b * HW * 8;
+    double q = 0.0;
+    for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < n3; e += gridDim.x * blockDim.x) {
+        int p = e / 3, ch = e % 3, y = p / W, x = p % W;
+        float d = 0.0f;
+        if (y > 0 && x > 0 && y < H - 1 && x < W - 1) {
+            float lr = 4.0f * rc[p * 8 + ch] - rc[(p - 1) * 8 + ch] - rc[(p + 1) * 8 + ch] - rc[(p - W) * 8 + ch] -
+                       rc[(p + W) * 8 + ch];
+            float li = 4.0f * im[e] - im[e - 3] - im[e + 3] - im[e - 3 * W] - im[e + 3 * W];
+            d = lr - li;
+        }
+        dlap[(size_t)b * n3 + e] = d;
+        q += (double)d * d;
+    }
+    s3[threadIdx.x] = q;
+    __syncthreads();
+    for (int w = blockDim.x / 2; w > 0; w >>= 1) {
+        if ((int)threadIdx.x < w) s3[threadIdx.x] += s3[threadIdx.x + w];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) part[((size_t)b * gridDim.x + blockIdx.x) * 3 + 2] = s3[0];
+}
+
 /* per image b (blockIdx.y): partial sums of |r| and r^2, r = rec - img, in float64, and
- * drec = scale (sign r + 2 r) / n as tae_train_backward (drec NULL: the loss alone) */
+ * drec = scale (sign r + 2 r) / n as tae_train_backward (drec NULL: the loss alone); with hf > 0
+ * drec also gets scale 2 hf / n_interior lap(dlap) (tae_lap_grad; k_lap ran first), else the
+ * third slot of part is 0 */
 __global__ void k_loss(double *part, float *drec, const float *__restrict__ rec, const float *__restrict__ img,
-                       int HW, const float *scale_p) {
+                       const float *__restrict__ dlap, int H, int W, float hf, const float *scale_p) {
     pdl_wait();
     pdl_trigger();
     float scale = *scale_p;
     __shared__ double s1[256], s2[256];
-    int b = blockIdx.y, n3 = HW * 3;
+    int b = blockIdx.y, HW = H * W, n3 = HW * 3;
+    float k2 = hf > 0.0f ? (float)(2.0 * hf / ((double)(H - 2) * (W - 2) * 3)) : 0.0f;
+    const float *dl = dlap + (size_t)b * n3;
     double l1 = 0.0, l2 = 0.0;
     for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < n3; e += gridDim.x * blockDim.x) {
         long long p = (long long)b * HW + e / 3;
@@ -301,7 +339,17 @@ __global__ void k_loss(double *part, float *drec, const float *__restrict__ rec,
         if (drec) {
             float rf = rv - iv;
             float sg = rf > 0.0f ? 1.0f : rf < 0.0f ? -1.0f : 0.0f;
-            drec[p * 8 + ch] = (float)((double)scale * (sg + 2.0f * rf) / (double)n3);
+            float g = (float)((double)scale * (sg + 2.0f * rf) / (double)n3);
+            if (hf > 0.0f) {
+                int q = e / 3, y = q / W, x = q % W;
+                float v = 4.0f * dl[e];
+                if (x > 0) v -= dl[e - 3];
+                if (x < W - 1) v -= dl[e + 3];
+                if (y > 0) v -= dl[e - 3 * W];
+                if (y < H - 1) v -= dl[e + 3 * W];
+                g += scale * k2 * v;
+            }
+            drec[p * 8 + ch] = g;
         }
     }
     s1[threadIdx.x] = l1, s2[threadIdx.x] = l2;
@@ -311,8 +359,9 @@ __global__ void k_loss(double *part, float *drec, const float *__restrict__ rec,
         __syncthreads();
     }
     if (threadIdx.x == 0) {
-        part[((size_t)b * gridDim.x + blockIdx.x) * 2] = s1[0];
-        part[((size_t)b * gridDim.x + blockIdx.x) * 2 + 1] = s2[0];
+        part[((size_t)b * gridDim.x + blockIdx.x) * 3] = s1[0];
+        part[((size_t)b * gridDim.x + blockIdx.x) * 3 + 1] = s2[0];
+        if (!(hf > 0.0f)) part[((size_t)b * gridDim.x + blockIdx.x) * 3 + 2] = 0.0;
     }
 }
 
@@ -321,9 +370,12 @@ __global__ void k_loss_final(double *out, const double *part, int nparts) {
     pdl_trigger();
     int b = blockIdx.x;
     if (threadIdx.x != 0) return;
-    double a = 0.0, q = 0.0;
-    for (int i = 0; i < nparts; i++) a += part[((size_t)b * nparts + i) * 2], q += part[((size_t)b * nparts + i) * 2 + 1];
-    out[b * 2] = a, out[b * 2 + 1] = q;
+    double a = 0.0, q = 0.0, l = 0.0;
+    for (int i = 0; i < nparts; i++) {
+        const double *pp = part + ((size_t)b * nparts + i) * 3;
+        a += pp[0], q += pp[1], l += pp[2];
+    }
+    out[b * 3] = a, out[b * 3 + 1] = q, out[b * 3 + 2] = l;
 }
 
 /* frames (n*HW, 3) u8 = rec (n*HW, 8) clamped and rounded as rgb_float_to_u8 */
@@ -606,8 +658,9 @@ static size_t layout(cuda_tae_train *tt, char *base, tconv **convs, int nconv) {
     TAKE(tt->col, P * kmax * 2);
     TAKE(tt->dwtmp, c * kmax * 4);
     TAKE(tt->bias_part, (size_t)BIAS_BLOCKS * (c > 8 ? c : 8) * 4);
-    TAKE(tt->loss_part, (size_t)tt->B * LOSS_BLOCKS * 2 * 8);
-    TAKE(tt->loss_sum, (size_t)tt->B * 2 * 8);
+    TAKE(tt->dlap, P * 3 * 4);
+    TAKE(tt->loss_part, (size_t)tt->B * LOSS_BLOCKS * 3 * 8);
+    TAKE(tt->loss_sum, (size_t)tt->B * 3 * 8);
     TAKE(tt->d_scale, 4);
     TAKE(tt->d_prep, (size_t)TAE_NCONV * sizeof(prep_desc));
     TAKE(tt->ws, CUBLAS_WS);
@@ -673,7 +726,7 @@ extern "C" mg_status cuda_tae_train_new(cuda_tae_train **out, cuda_params *cp, i
                             convs[k]->kp, convs[k]->kpf};
     e = cudaMemcpyAsync(tt->d_prep, pd, sizeof pd, cudaMemcpyHostToDevice, tt->st);
     NEW_TRY(e == cudaSuccess ? MG_OK : cu_fail(__FILE__, __LINE__, "cudaMemcpyAsync", cudaGetErrorString(e)));
-    e = cudaMallocHost(&tt->h_loss, (size_t)B * 2 * sizeof(double));
+    e = cudaMallocHost(&tt->h_loss, (size_t)B * 3 * sizeof(double));
     NEW_TRY(e == cudaSuccess ? MG_OK : cu_fail(__FILE__, __LINE__, "cudaMallocHost", cudaGetErrorString(e)));
     cublasStatus_t bs = cublasCreate(&tt->blas);
     NEW_TRY(bs == CUBLAS_STATUS_SUCCESS ? MG_OK : cu_fail(__FILE__, __LINE__, "cublasCreate", cublasGetStatusString(bs)));
@@ -697,6 +750,13 @@ extern "C" void cuda_tae_train_free(cuda_tae_train *tt) {
     free(tt);
 }
 
+extern "C" void cuda_tae_train_set_hf(cuda_tae_train *tt, float hf) {
+    if (!tt || tt->hf == hf) return;
+    tt->hf = hf;
+    for (int k = 0; k < 2; k++) /* the captured passes launched with the old weight */
+        if (tt->graph[k].exec) cudaGraphExecDestroy(tt->graph[k].exec), tt->graph[k].exec = NULL;
+}
+
 extern "C" double cuda_tae_train_flops(const cuda_tae_train *tt) { return tt ? tt->flops : 0.0; }
 extern "C" size_t cuda_tae_train_bytes(const cuda_tae_train *tt) { return tt ? tt->mem_bytes : 0; }
 
@@ -716,8 +776,12 @@ static mg_status pass_body(cuda_tae_train *tt, int n, int H, int W, int want_gra
     CU_MG(prep_weights(tt));
     CU_MG(encoder_fwd(tt, n, H, W));
     CU_MG(decoder_fwd(tt, n, H, W));
+    if (tt->hf > 0.0f)
+        CU_LAUNCH(k_lap, dim3(LOSS_BLOCKS, n), dim3(256), 0, tt->st, tt->loss_part, tt->dlap, (const float *)tt->rec,
+                  (const float *)tt->img, H, W);
     CU_LAUNCH(k_loss, dim3(LOSS_BLOCKS, n), dim3(256), 0, tt->st, tt->loss_part, want_grad ? tt->drec : (float *)NULL,
-              (const float *)tt->rec, (const float *)tt->img, H * W, (const float *)tt->d_scale);
+              (const float *)tt->rec, (const float *)tt->img, (const float *)tt->dlap, H, W, tt->hf,
+              (const float *)tt->d_scale);
     CU_LAUNCH(k_loss_final, dim3(n), dim3(32), 0, tt->st, tt->loss_sum, (const double *)tt->loss_part, LOSS_BLOCKS);
     if (want_grad) CU_MG(backward(tt, n, H, W));
     return MG_OK;
@@ -760,11 +824,12 @@ static mg_status run_pass(cuda_tae_train *tt, int n, int H, int W, int want_grad
 }
 
 static mg_status read_losses(cuda_tae_train *tt, int n, int H, int W, float *losses) {
-    CU_TRY(cudaMemcpyAsync(tt->h_loss, tt->loss_sum, (size_t)n * 2 * sizeof(double), cudaMemcpyDeviceToHost, tt->st));
+    CU_TRY(cudaMemcpyAsync(tt->h_loss, tt->loss_sum, (size_t)n * 3 * sizeof(double), cudaMemcpyDeviceToHost, tt->st));
     cu_pdl_fence();
     CU_TRY(cudaStreamSynchronize(tt->st));
-    double n3 = (double)H * W * 3;
-    for (int b = 0; b < n; b++) losses[b] = (float)((tt->h_loss[2 * b] + tt->h_loss[2 * b + 1]) / n3);
+    double n3 = (double)H * W * 3, ni = (double)(H - 2) * (W - 2) * 3;
+    for (int b = 0; b < n; b++)
+        losses[b] = (float)((tt->h_loss[3 * b] + tt->h_loss[3 * b + 1]) / n3 + tt->hf * tt->h_loss[3 * b + 2] / ni);
     return MG_OK;
 }
 

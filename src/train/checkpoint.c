@@ -297,6 +297,8 @@ mg_status ckpt_load(const char *path, train_params *tp, char stage[8], long *ste
     *step = ix.step, parts = ix.parts;
     if ((s = params_for(&ix.cfg, tp)) != MG_OK) goto done;
     int first = strcmp(stg, "tae") == 0 ? 0 : tp->dit_first, last = strcmp(stg, "tae") == 0 ? tp->dit_first : tp->n_tensors;
+    const char *fz = st_meta_get(&f, "train_freeze_encoder"); /* tae, decoder only: the encoder is frozen too */
+    if (!strcmp(stg, "tae") && fz && !strcmp(fz, "1")) first = train_params_find(tp, "dec.in.weight");
     if (!(seen = calloc((size_t)tp->n_tensors * 4, 1))) {
         s = mg_fail(MG_ERR_NOMEM, "%s: out of memory", path);
         goto done;

@@ -350,6 +350,8 @@ static void fixed_meta(const run *r, ckpt_meta *cm) {
     ckpt_meta_set(cm, "train_hist_aug", "%d", f->hist_aug);
     ckpt_meta_set(cm, "train_prompt_dropout", "%.9g", f->prompt_dropout);
     ckpt_meta_set(cm, "train_fades", "%.9g", f->fades);
+    ckpt_meta_set(cm, "train_hf_loss", "%.9g", f->hf_loss);
+    ckpt_meta_set(cm, "train_freeze_encoder", "%d", f->freeze_encoder);
     ckpt_meta_set(cm, "train_val_clips", "%d", f->val_clips);
 }
 
@@ -387,6 +389,13 @@ static mg_status adopt_fixed(run *r, const ckpt_meta *cm) {
     } else if ((r->o->given & TO_FADES) && f->fades != 0.0f) {
         return mg_fail(MG_ERR_ARG, "--fades %g differs from the checkpoint's 0 (it shapes the run; drop it or start a new run)",
                        f->fades);
+    }
+    /* added in session 4: absent means neither */
+    if (ckpt_meta_get(cm, "train_hf_loss")) {
+        ADOPT(TO_HF, "train_hf_loss", "--hf-loss", "%.9g", f->hf_loss, strtof(v, NULL));
+        ADOPT(TO_FREEZE, "train_freeze_encoder", "--freeze-encoder", "%d", f->freeze_encoder, (int)strtol(v, NULL, 10));
+    } else if (((r->o->given & TO_HF) && f->hf_loss != 0.0f) || f->freeze_encoder) {
+        return mg_fail(MG_ERR_ARG, "--hf-loss / --freeze-encoder differ from the checkpoint's run (it had neither)");
     }
 #undef ADOPT
     if (f->steps < 1 || f->batch < 1 || f->size < 16 || f->size % 16 || f->frames < 1 || f->frames > 64 ||
@@ -618,6 +627,7 @@ static mg_status setup(run *r, long *start) {
     if (f->stage == STAGE_TAE) f->frames = 1;
     if (*start > f->steps) return mg_fail(MG_ERR_ARG, "%s: checkpoint at step %ld is past --steps %ld", r->ckpt, *start, f->steps);
     r->first = f->stage == STAGE_TAE ? 0 : r->tp.dit_first;
+    if (f->stage == STAGE_TAE && f->freeze_encoder) r->first = train_params_find(&r->tp, "dec.in.weight");
     r->last = f->stage == STAGE_TAE ? r->tp.dit_first : r->tp.n_tensors;
 
     /* data */
@@ -664,6 +674,7 @@ static mg_status setup(run *r, long *start) {
             MG_TRY(cuda_tae_encoder_new(&r->cenc, &r->cp, chunk, f->size, f->size));
         } else {
             MG_TRY(cuda_tae_train_new(&r->ctt, &r->cp, lb, f->size, f->size));
+            if (f->stage == STAGE_TAE) cuda_tae_train_set_hf(r->ctt, f->hf_loss);
         }
         if (f->stage == STAGE_DIT) MG_TRY(cuda_dit_train_new(&r->cdt, &r->cp, lb, f->frames, lh, lh));
         printf("device: %s\n", cuda_params_device_name(&r->cp));
@@ -684,6 +695,7 @@ static mg_status setup(run *r, long *start) {
 #endif
     } else if (f->stage == STAGE_TAE) {
         MG_TRY(tae_train_init(&r->tt, &r->tp, f->size, f->size));
+        r->tt.hf = f->hf_loss;
         r->have_tt = 1;
     } else {
         MG_TRY(dit_train_init(&r->dt, &r->tp, f->frames, lh, lh));
@@ -700,6 +712,8 @@ static mg_status setup(run *r, long *start) {
     if (f->stage == STAGE_DIT)
         printf(", hist-aug %d, prompt-dropout %.3g, fades %.3g, sigma_ctx %.3g", f->hist_aug, f->prompt_dropout, f->fades,
                r->tp.cfg.sigma_ctx);
+    else
+        printf(", hf-loss %.3g%s", f->hf_loss, f->freeze_encoder ? ", encoder frozen (decoder only)" : "");
     printf("\n  checkpoint %s (%.1f MiB), model %s (%.1f MiB %s), samples %s/\n", r->ckpt,
            ckpt_bytes(&r->tp, r->first, r->last, r->o->ckpt_moments) / 1048576.0, o->out, ckpt_model_bytes(&r->tp, o->dtype) / 1048576.0,
            st_dtype_name(o->dtype), r->samples);

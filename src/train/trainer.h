@@ -19,7 +19,7 @@ enum {
     TO_SEED = 1 << 0, TO_STEPS = 1 << 1, TO_BATCH = 1 << 2, TO_SIZE = 1 << 3, TO_FRAMES = 1 << 4,
     TO_WINDOW = 1 << 5, TO_LR = 1 << 6, TO_LR_MIN = 1 << 7, TO_WARMUP = 1 << 8, TO_CLIP = 1 << 9,
     TO_EMA = 1 << 10, TO_HIST_AUG = 1 << 11, TO_DROPOUT = 1 << 12, TO_VAL_CLIPS = 1 << 13,
-    TO_WD = 1 << 14, TO_FADES = 1 << 15, TO_SIGMA_CTX = 1 << 16,
+    TO_WD = 1 << 14, TO_FADES = 1 << 15, TO_SIGMA_CTX = 1 << 16, TO_HF = 1 << 17, TO_FREEZE = 1 << 18,
 };
 
 typedef struct train_opts {
@@ -40,6 +40,8 @@ typedef struct train_opts {
     float lr, lr_min, clip, ema, prompt_dropout, weight_decay;
     float fades;            /* dit: share of clips that fade to or from black (batch.c) */
     float sigma_ctx;        /* dit: the history's noise level written into the model; < 0 = the model's */
+    float hf_loss;          /* tae: weight of the Laplacian term (tae_train.hf), 0 = L1 + L2 alone */
+    int freeze_encoder;     /* tae: train the decoder only (the latents, and so a DiT, stay valid) */
     long warmup;
     /* free to change between runs */
     long val_every, sample_every, ckpt_every, log_every;

@@ -72,11 +72,14 @@ static int teardown(void **state) {
     return 0;
 }
 
+static float g_hf; /* the Laplacian term's weight (--hf-loss) of the case being run */
+
 /* The CPU's gradients (into out) and losses for n images, one by one, at the current tp.param. */
 static void cpu_grads(float *out, float *loss, const float *img, int n, int H, int W, float scale) {
     size_t img_n = (size_t)H * W * 3;
     tae_train ct;
     TU_OK(tae_train_init(&ct, &tp, H, W));
+    ct.hf = g_hf;
     train_zero_grad(&tp, 0, tp.n_tensors);
     for (int b = 0; b < n; b++) {
         TU_OK(tae_train_forward(&ct, img + b * img_n, H, W, &loss[b]));
@@ -107,11 +110,14 @@ static void grads_case(int n, int H, int W, float scale, uint64_t seed) {
     memcpy(tp.param, rounded, bytes);
     /* GPU */
     TU_OK(cuda_zero_grad(&cp, 0, tp.n_tensors));
+    cuda_tae_train_set_hf(tt, g_hf);
     TU_OK(cuda_tae_train_step(tt, img, n, H, W, scale, gpu_loss));
     double flops = cuda_tae_train_flops(tt);
     TU_OK(cuda_tae_train_loss(tt, img, n, H, W, gpu_loss2)); /* must leave the gradients alone */
     TU_OK(cuda_params_download(&cp, &tp));
-    printf("  %dx%d, %d images, scale %.3g (%.2f GFLOP in the step's GEMMs):\n", W, H, n, scale, flops / 1e9);
+    cuda_tae_train_set_hf(tt, 0.0f);
+    printf("  %dx%d, %d images, scale %.3g, hf %.3g (%.2f GFLOP in the step's GEMMs):\n", W, H, n, scale, g_hf,
+           flops / 1e9);
     for (int b = 0; b < n; b++) {
         double r = fabs((double)gpu_loss[b] - cpu_loss[b]) / cpu_loss[b];
         printf("    loss[%d] gpu %.6f cpu %.6f rel %.1e (loss-only pass %.6f) %s\n", b, gpu_loss[b], cpu_loss[b], r,
@@ -158,6 +164,12 @@ static void grads_case(int n, int H, int W, float scale, uint64_t seed) {
 
 static void test_grads_64(void **state) { grads_case(2, 64, 64, 1.0f, 21); }
 static void test_grads_40x56(void **state) { grads_case(3, 40, 56, 0.5f, 22); }
+/* with the Laplacian term (--hf-loss 0.5): k_lap and the extra gradient in k_loss */
+static void test_grads_hf(void **state) {
+    g_hf = 0.5f;
+    grads_case(2, 48, 40, 1.0f, 23);
+    g_hf = 0.0f;
+}
 
 /* the gradients accumulate: two steps give twice one */
 static void test_accumulate(void **state) {
@@ -300,7 +312,8 @@ int main(void) {
         return 0;
     }
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_grads_64),      cmocka_unit_test(test_grads_40x56), cmocka_unit_test(test_accumulate),
+        cmocka_unit_test(test_grads_64),      cmocka_unit_test(test_grads_40x56), cmocka_unit_test(test_grads_hf),
+        cmocka_unit_test(test_accumulate),
         cmocka_unit_test(test_encode_decode), cmocka_unit_test(test_bad_calls),   cmocka_unit_test(test_speed),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
