@@ -3,7 +3,7 @@
 # dev/cuda/logs/h100-pipe.log and docs/RESULTS.md's "Pipelined frames". Here:
 #   make BUILD=build-gpu-pipe CUDA=1 FFMPEG=0 OPENBLAS=0 SDL2=0 PNG=0 JPEG=0 LWS=0 \
 #       build-gpu-pipe/mirage build-gpu-pipe/tests/gpu/test_cuda_pipe (test_cuda, test_cuda_shared)
-#   and a build of the commit before (ad06fbf^) as build-gpu-pipe/mirage-before (the A/B);
+#   and the build-gpu/mirage from before this work (b94b81a's backend) as mirage-before (the A/B);
 #   cp dev/cuda/pipe_run.sh build-gpu-pipe/run.sh; .devlibs as dev/cuda/run.sh build makes it.
 # There: run with carry [those binaries, build-gpu-pipe/run.sh, .devlibs]: sh build-gpu-pipe/run.sh
 set -u
