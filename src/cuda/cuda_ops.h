@@ -66,23 +66,37 @@ typedef uint8_t fp8_t; /* e4m3 bits */
 typedef enum cu_fp8_scale { CU_FP8_TENSOR = 0, CU_FP8_ROWS = 1 } cu_fp8_scale;
 /* out (M, N) = (sa . A8 (M, K)) @ (sw . W8 (N, K))^T [+ bias] [then GELU-tanh], fp32
  * accumulation; fast_accum sets CUBLASLT_MATMUL_DESC_FAST_ACCUM (no periodic promotion of the
- * tensor cores' partial sums). Planned like cu_gemm_plan; MG_ERR_UNSUPPORTED when cuBLASLt has
- * no algorithm for it on this card. Where cuBLASLt wants a bf16 bias for an fp32 output,
- * cu_gemm_bias_bf16() says so and run takes a bf16 bias. K % 16 == 0, N % 16 == 0. */
+ * tensor cores' partial sums); amax_out (device float or NULL): every run stores max |out| there
+ * (CUBLASLT_MATMUL_DESC_AMAX_D_POINTER). Planned like cu_gemm_plan; MG_ERR_UNSUPPORTED when
+ * cuBLASLt has no algorithm for it on this card (CUDA 13.0 on an H100: none for CU_FP8_ROWS).
+ * Where cuBLASLt wants a bf16 bias for an fp32 output (it does on sm_90), cu_gemm_bias_bf16()
+ * says so and run takes a bf16 bias. K % 16 == 0, N % 16 == 0. */
 mg_status cu_gemm_plan_fp8(cu_ctx *c, cu_gemm **out, int M, int N, int K, int out_f32, cu_epi epi,
-                           cu_fp8_scale scale, int fast_accum);
+                           cu_fp8_scale scale, int fast_accum, float *amax_out);
 /* a_scale, w_scale: device floats (1 or M, and 1 or N), read when the GEMM runs. */
 mg_status cu_gemm_run_fp8(cu_ctx *c, const cu_gemm *g, void *out, const fp8_t *a, const float *a_scale,
                           const fp8_t *w, const float *w_scale, const void *bias, cudaStream_t st);
 int cu_gemm_bias_bf16(const cu_gemm *g);
 /* Quantise bf16 to e4m3 with scales computed on the device (scale = amax / 448, 1 for zeros):
  * per row (scale (M), one kernel; cu_quant_fp8_ok(K)) or per tensor (scale (1), two kernels,
- * scratch of cu_quant_fp8_scratch_floats()). n and K multiples of 16. */
+ * scratch of cu_quant_fp8_scratch_floats(); one kernel where max |x| is known on the device,
+ * e.g. from a GEMM's amax_out). n and K multiples of 16. */
 int cu_quant_fp8_ok(int K);
 mg_status cu_quant_fp8_rows(fp8_t *q, float *scale, const bf16_t *x, int M, int K, cudaStream_t st);
 size_t cu_quant_fp8_scratch_floats(void);
 mg_status cu_quant_fp8_tensor(fp8_t *q, float *scale, const bf16_t *x, size_t n, float *scratch,
                               cudaStream_t st);
+mg_status cu_quant_fp8_tensor_amax(fp8_t *q, float *scale, const bf16_t *x, size_t n, const float *amax,
+                                   cudaStream_t st);
+/* The per-tensor e4m3 scales of a DiT pass's modulated layernorms, from the modulation alone:
+ * out[(2l + j) * CU_FP8_SCALE_STRIDE] (j = 0: norm1, 1: norm2 of block l; each scale on its own
+ * 256 bytes: cuBLASLt refused scale pointers 4 bytes apart, "not supported", on an H100)
+ * = (sqrt(C - 1) max|1 + scale| + max|shift|)
+ * / 448, with shift, scale = mod + l*6C + 3jC, + C (the layout of cuda_stream.cu's mod rows).
+ * |LN(x)| <= sqrt(C - 1) for any row, so nothing saturates; the bound is loose by ~10x for
+ * unit-variance rows, which only moves values below ~1/3000 of it into e4m3's subnormals. */
+#define CU_FP8_SCALE_STRIDE 64
+mg_status cu_dit_ln_fp8_scales(float *out, const float *mod, int L, int C, cudaStream_t st);
 /* Host conversions (e4m3, saturating). */
 float cu_fp82f(fp8_t v);
 fp8_t cu_f2fp8(float x);
@@ -132,9 +146,9 @@ mg_status cu_layernorm_modulate(bf16_t *out, const float *x, const float *shift,
 /* x += gate * y (gated_residual_forward), then, if out != NULL, out = LN(x)*(1+scale)+shift. */
 mg_status cu_gated_residual_ln(float *x, const float *y, const float *gate, bf16_t *out,
                                const float *shift, const float *scale, int N, int C, cudaStream_t st);
-/* The same with the output quantised to e4m3 per row for the FP8 GEMMs: q (N, C), qs (N) =
- * row amax / 448 (cu_quant_fp8_rows's rule); y NULL: no residual (cu_layernorm_modulate). */
-mg_status cu_gated_residual_ln_fp8(float *x, const float *y, const float *gate, fp8_t *q, float *qs,
+/* The same with the output quantised to e4m3 for the FP8 GEMMs: q (N, C) = e4m3(out / *qscale)
+ * (qscale: one device float, cu_dit_ln_fp8_scales); y NULL: no residual (cu_layernorm_modulate). */
+mg_status cu_gated_residual_ln_fp8(float *x, const float *y, const float *gate, fp8_t *q, const float *qscale,
                                    const float *shift, const float *scale, int N, int C, cudaStream_t st);
 mg_status cu_silu(float *out, const float *in, size_t n, cudaStream_t st);
 mg_status cu_gelu_tanh(bf16_t *out, const bf16_t *in, size_t n, cudaStream_t st);

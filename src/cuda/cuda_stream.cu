@@ -61,6 +61,12 @@ typedef struct cu_layer {
     bf16_t *fc1_w, *fc1_b;  /* (4d, d), (4d) */
     bf16_t *fc2_w;          /* (d, 4d) */
     float *fc2_b;           /* (d) */
+    /* MG_CUDA_FP8=1: e4m3 copies of the four linears' weights and their scales (one per tensor:
+     * cuBLASLt has no per-channel e4m3 scaling on sm_90), bf16 copies of the fp32 biases
+     * (cuBLASLt's e4m3 kernels with fp32 output take a bf16 bias); NULL otherwise */
+    fp8_t *qkv_q, *proj_q, *fc1_q, *fc2_q;
+    float *qkv_s, *proj_s, *fc1_s, *fc2_s;
+    bf16_t *proj_b16, *fc2_b16;
 } cu_layer;
 
 /* One model's weights on one GPU (see cuda_stream.h). The registry below finds it by (m, gpu). */
@@ -68,6 +74,7 @@ struct cuda_weights {
     const mg_model *m;
     int gpu, refs;
     int d, zpp, L, c;
+    int fp8;          /* the e4m3 copies are made (MG_CUDA_FP8) */
     char *dev;        /* one device allocation, laid out by weights_layout */
     size_t bytes;
     cu_tae tae;
@@ -126,6 +133,13 @@ struct cuda_stream {
     cu_gemm *g_in, *g_qkv, *g_proj, *g_fc1, *g_fc2, *g_out;
     cu_dgemm dg_in, dg_qkv, dg_proj, dg_fc1, dg_fc2, dg_out;
     int fused, pdl; /* the fused DiT path; programmatic dependent launch in the frame step */
+    /* MG_CUDA_FP8=1 (dit_pass_fp8): the four linears' e4m3 plans, the quantised activations
+     * (N x up to 4d), their scale and the quantiser's scratch, the layernorms' scales (2L, per
+     * pass), fc1's output amax (when cuBLASLt computes it: fc1_amax) */
+    int fp8, fc1_amax;
+    cu_gemm *g8_qkv, *g8_proj, *g8_fc1, *g8_fc2;
+    fp8_t *q8;
+    float *q8s, *q8scr, *lnsc, *amax;
     /* graphs, one per dream flag */
     cudaGraphExec_t exec[2];
     int have_exec[2];
@@ -189,6 +203,18 @@ static size_t weights_layout(cuda_weights *w, char *base) {
         Ly->fc1_b = (bf16_t *)take(base, &off, 4 * d * 2);
         Ly->fc2_w = (bf16_t *)take(base, &off, 4 * d * d * 2);
         Ly->fc2_b = (float *)take(base, &off, d * 4);
+        if (w->fp8) {
+            Ly->qkv_q = (fp8_t *)take(base, &off, 3 * d * d);
+            Ly->proj_q = (fp8_t *)take(base, &off, d * d);
+            Ly->fc1_q = (fp8_t *)take(base, &off, 4 * d * d);
+            Ly->fc2_q = (fp8_t *)take(base, &off, 4 * d * d);
+            Ly->qkv_s = (float *)take(base, &off, 4);
+            Ly->proj_s = (float *)take(base, &off, 4);
+            Ly->fc1_s = (float *)take(base, &off, 4);
+            Ly->fc2_s = (float *)take(base, &off, 4);
+            Ly->proj_b16 = (bf16_t *)take(base, &off, d * 2);
+            Ly->fc2_b16 = (bf16_t *)take(base, &off, d * 2);
+        }
     }
     return off;
 }
@@ -230,6 +256,13 @@ static size_t stream_layout(cuda_stream *s, char *base) {
     s->rope_sin = (float *)take(base, &off, TN * s->dh / 2 * 4);
     s->mod = (float *)take(base, &off, (size_t)s->rows * s->lmod * 4);
     s->d_sc = (float *)take(base, &off, (size_t)s->rows * d * 4);
+    if (s->fp8) {
+        s->q8 = (fp8_t *)take(base, &off, TN * 4 * d);
+        s->q8s = (float *)take(base, &off, 4);
+        s->q8scr = (float *)take(base, &off, cu_quant_fp8_scratch_floats() * 4);
+        s->lnsc = (float *)take(base, &off, (size_t)2 * s->L * CU_FP8_SCALE_STRIDE * 4);
+        s->amax = (float *)take(base, &off, 4);
+    }
     return off;
 }
 
@@ -299,6 +332,27 @@ static mg_status upload_weights(cuda_weights *s, bf16_t *stage) {
     return MG_OK;
 }
 
+/* The e4m3 copies of the four linears, quantised on the device from the bf16 weights. */
+static mg_status weights_fp8(cuda_weights *w) {
+    size_t d = w->d;
+    float *scr = NULL;
+    CU_TRY(cudaMalloc((void **)&scr, cu_quant_fp8_scratch_floats() * 4));
+    mg_status st = MG_OK;
+    for (int l = 0; l < w->L && st == MG_OK; l++) {
+        cu_layer *Ly = &w->layers[l];
+        struct { fp8_t *q; float *s; const bf16_t *x; size_t n, k; } t[4] = {
+            {Ly->qkv_q, Ly->qkv_s, Ly->qkv_w, 3 * d, d}, {Ly->proj_q, Ly->proj_s, Ly->proj_w, d, d},
+            {Ly->fc1_q, Ly->fc1_s, Ly->fc1_w, 4 * d, d}, {Ly->fc2_q, Ly->fc2_s, Ly->fc2_w, d, 4 * d}};
+        for (int i = 0; i < 4 && st == MG_OK; i++) st = cu_quant_fp8_tensor(t[i].q, t[i].s, t[i].x, t[i].n * t[i].k, scr, 0);
+        if (st == MG_OK) st = cu_f32_to_bf16(Ly->proj_b16, Ly->proj_b, d, 0);
+        if (st == MG_OK) st = cu_f32_to_bf16(Ly->fc2_b16, Ly->fc2_b, d, 0);
+    }
+    cudaError_t e = cudaDeviceSynchronize();
+    cudaFree(scr);
+    if (st == MG_OK && e != cudaSuccess) st = cu_fail(__FILE__, __LINE__, "quantising the weights", cudaGetErrorString(e));
+    return st;
+}
+
 /* ---- shared weights: one copy per (model, GPU) ------------------------------------------- */
 
 /* Streams may be made, captured and freed by several threads at once (mirage serve's workers).
@@ -339,6 +393,7 @@ static mg_status weights_new(const mg_model *m, int gpu, cuda_weights **out) {
         weights_free(w);
         return mg_fail(MG_ERR_NOMEM, "out of memory");
     }
+    w->fp8 = cu_opt("FP8", 0) && w->d % 16 == 0;
     w->bytes = weights_layout(w, NULL);
     cudaError_t e = cudaMalloc((void **)&w->dev, w->bytes);
     if (e != cudaSuccess) {
@@ -354,6 +409,7 @@ static mg_status weights_new(const mg_model *m, int gpu, cuda_weights **out) {
     bf16_t *stage = (bf16_t *)malloc(stage_n * 2);
     mg_status st = stage ? upload_weights(w, stage) : mg_fail(MG_ERR_NOMEM, "out of memory staging weights");
     free(stage);
+    if (st == MG_OK && w->fp8) st = weights_fp8(w);
     if (st != MG_OK) {
         weights_free(w);
         return st;
@@ -399,7 +455,9 @@ extern "C" mg_status cuda_weights_acquire(const mg_model *m, int gpu, cuda_weigh
     if (st != MG_OK) return st;
     pthread_mutex_lock(&g_wts_mu);
     cuda_weights *w = g_wts;
-    while (w && !(w->m == m && w->gpu == gpu)) w = w->next;
+    /* a copy with e4m3 weights serves MG_CUDA_FP8=1 streams only, one without bf16 ones only */
+    int fp8 = cu_opt("FP8", 0) && m->cfg.d % 16 == 0;
+    while (w && !(w->m == m && w->gpu == gpu && w->fp8 == fp8)) w = w->next;
     if (w) {
         w->refs++;
     } else if ((st = weights_new(m, gpu, &w)) == MG_OK) {
@@ -533,11 +591,13 @@ static mg_status decode(const cuda_stream *s, const float *z, cudaStream_t st) {
 }
 
 static mg_status dit_pass_fused(cuda_stream *s, const float *z, int row, int refresh, float *out);
+static mg_status dit_pass_fp8(cuda_stream *s, const float *z, int row, int refresh, float *out);
 
 /* One DiT pass over the current frame (dit_forward with a ring, T = 1). row: the conditioning
  * row; refresh: stop after the last block's k,v are in the ring; out: velocity tokens. */
 static mg_status dit_pass(cuda_stream *s, const float *z, int row, int refresh, float *out) {
     if (s->fused) return dit_pass_fused(s, z, row, refresh, out);
+    if (s->fp8) return dit_pass_fp8(s, z, row, refresh, out);
     cu_ctx *c = s->ctx;
     int N = s->N, d = s->d, L = s->L;
     const float *mrow = s->mod + (size_t)row * s->lmod;
@@ -606,6 +666,55 @@ static mg_status dit_pass_fused(cuda_stream *s, const float *z, int row, int ref
     a.x = s->x, a.shift = mrow + (size_t)L * 6 * d, a.scale = mrow + (size_t)L * 6 * d + d, a.w = s->fout_w;
     a.bias = s->fout_b, a.out = out;
     return cu_dgemm_run(&s->dg_out, &a, s->st);
+}
+
+/* dit_pass with the four linears of every block on e4m3 GEMMs (MG_CUDA_FP8=1), per-tensor
+ * scales, all on the device, so the pass is captured like the bf16 one. The layernorms write
+ * e4m3 directly with scales bounded from the modulation (cu_dit_ln_fp8_scales, one small kernel
+ * per pass); the attention output is quantised by a separate pass (amax, then convert); fc1's
+ * GELU output by one pass reading the amax cuBLASLt computed in fc1's epilogue (two passes
+ * where it does not). The input and output projections, attention, RoPE and the fp32
+ * residual stream are dit_pass's. */
+static mg_status dit_pass_fp8(cuda_stream *s, const float *z, int row, int refresh, float *out) {
+    cu_ctx *c = s->ctx;
+    int N = s->N, d = s->d, L = s->L;
+    const float *mrow = s->mod + (size_t)row * s->lmod;
+    size_t slot_stride = (size_t)N * d, layer_stride = (size_t)(s->K + 1) * slot_stride;
+    const void *pb, *fb;
+    CU_MG(cu_patchify(s->tok, z, s->cond_in, s->lh, s->lw, s->Z, s->m->cfg.patch, s->st));
+    CU_MG(cu_gemm_run(c, s->g_in, s->x, s->tok, s->in_w, s->in_b, s->st));
+    CU_MG(cu_dit_ln_fp8_scales(s->lnsc, mrow, L, d, s->st));
+    CU_MG(cu_gated_residual_ln_fp8(s->x, NULL, NULL, s->q8, s->lnsc, mrow, mrow + d, N, d, s->st));
+    for (int l = 0; l < L; l++) {
+        const cu_layer *Ly = &s->layers[l];
+        const float *mo = mrow + (size_t)l * 6 * d;
+        bf16_t *kr = s->ring_k + l * layer_stride, *vr = s->ring_v + l * layer_stride;
+        /* this block's norm1 and norm2 scales, the next block's norm1 scale */
+        const float *sc1 = s->lnsc + (size_t)2 * l * CU_FP8_SCALE_STRIDE, *sc2 = sc1 + CU_FP8_SCALE_STRIDE;
+        const float *scn = sc2 + CU_FP8_SCALE_STRIDE;
+        CU_MG(cu_gemm_run_fp8(c, s->g8_qkv, s->qkv, s->q8, sc1, Ly->qkv_q, Ly->qkv_s, Ly->qkv_b, s->st));
+        CU_MG(cu_rope_kv(s->qkv, 3 * d, kr, vr, s->rope_cos, s->rope_sin, s->d_params, N, s->heads, s->dh, s->st));
+        if (refresh && l == L - 1) return MG_OK; /* only the k,v were wanted */
+        CU_MG(cu_attention(s->att, s->qkv, 3 * d, kr, vr, d, &s->d_params->vis, N, N, s->heads, s->dh, s->splits,
+                           s->att_scratch, s->st));
+        CU_MG(cu_quant_fp8_tensor(s->q8, s->q8s, s->att, (size_t)N * d, s->q8scr, s->st));
+        pb = cu_gemm_bias_bf16(s->g8_proj) ? (const void *)Ly->proj_b16 : (const void *)Ly->proj_b;
+        CU_MG(cu_gemm_run_fp8(c, s->g8_proj, s->y32, s->q8, s->q8s, Ly->proj_q, Ly->proj_s, pb, s->st));
+        /* x += gate1 * attn, then norm2 + modulation, quantised */
+        CU_MG(cu_gated_residual_ln_fp8(s->x, s->y32, mo + 2 * d, s->q8, sc2, mo + 3 * d, mo + 4 * d, N, d, s->st));
+        CU_MG(cu_gemm_run_fp8(c, s->g8_fc1, s->hbuf, s->q8, sc2, Ly->fc1_q, Ly->fc1_s, Ly->fc1_b, s->st));
+        if (s->fc1_amax) CU_MG(cu_quant_fp8_tensor_amax(s->q8, s->q8s, s->hbuf, (size_t)N * 4 * d, s->amax, s->st));
+        else CU_MG(cu_quant_fp8_tensor(s->q8, s->q8s, s->hbuf, (size_t)N * 4 * d, s->q8scr, s->st));
+        fb = cu_gemm_bias_bf16(s->g8_fc2) ? (const void *)Ly->fc2_b16 : (const void *)Ly->fc2_b;
+        CU_MG(cu_gemm_run_fp8(c, s->g8_fc2, s->y32, s->q8, s->q8s, Ly->fc2_q, Ly->fc2_s, fb, s->st));
+        /* x += gate2 * mlp, then the next block's norm1 (quantised), or the final norm (bf16:
+         * the output projection stays a bf16 GEMM) */
+        if (l + 1 < L)
+            CU_MG(cu_gated_residual_ln_fp8(s->x, s->y32, mo + 5 * d, s->q8, scn, mo + 6 * d, mo + 7 * d, N, d, s->st));
+        else CU_MG(cu_gated_residual_ln(s->x, s->y32, mo + 5 * d, s->y, mrow + (size_t)L * 6 * d,
+                                        mrow + (size_t)L * 6 * d + d, N, d, s->st));
+    }
+    return cu_gemm_run(c, s->g_out, out, s->y, s->fout_w, s->fout_b, s->st);
 }
 
 static mg_status mark(cuda_stream *s, int profile, int i) {
@@ -744,6 +853,7 @@ static mg_status stream_init(cuda_stream *s) {
         CU_TRY(cudaEventCreate(&s->ev_t1[b]));
     }
 
+    s->fp8 = cu_opt("FP8", 0) && s->d % 16 == 0; /* dropped below on the fused path */
     s->dev_bytes = stream_layout(s, NULL);
     CU_TRY(cudaMalloc((void **)&s->dev, s->dev_bytes));
     stream_layout(s, s->dev);
@@ -789,6 +899,7 @@ static mg_status stream_init(cuda_stream *s) {
         CU_MG(cu_dgemm_plan(s->ctx, &s->dg_fc1, N, 4 * d, d, CU_DG_A_LN, CU_DG_GELU, split));
         CU_MG(cu_dgemm_plan(s->ctx, &s->dg_fc2, N, d, 4 * d, CU_DG_A_BF16, CU_DG_RESID, split));
         CU_MG(cu_dgemm_plan(s->ctx, &s->dg_out, N, s->zpp, d, CU_DG_A_LN, CU_DG_F32, split));
+        s->fp8 = 0;
     } else {
         CU_MG(cu_gemm_plan(s->ctx, &s->g_in, N, d, 2 * s->zpp, 1, CU_EPI_BIAS));
         CU_MG(cu_gemm_plan(s->ctx, &s->g_qkv, N, 3 * d, d, 0, CU_EPI_BIAS));
@@ -796,6 +907,17 @@ static mg_status stream_init(cuda_stream *s) {
         CU_MG(cu_gemm_plan(s->ctx, &s->g_fc1, N, 4 * d, d, 0, CU_EPI_GELU_BIAS));
         CU_MG(cu_gemm_plan(s->ctx, &s->g_fc2, N, d, 4 * d, 1, CU_EPI_BIAS));
         CU_MG(cu_gemm_plan(s->ctx, &s->g_out, N, s->zpp, d, 1, CU_EPI_BIAS));
+        if (s->fp8 && s->wts->fp8) { /* MG_CUDA_FP8_FAST=0: no fast accumulation */
+            cu_fp8_scale sm = CU_FP8_TENSOR;
+            int fast = cu_opt("FP8_FAST", 1);
+            CU_MG(cu_gemm_plan_fp8(s->ctx, &s->g8_qkv, N, 3 * d, d, 0, CU_EPI_BIAS, sm, fast, NULL));
+            CU_MG(cu_gemm_plan_fp8(s->ctx, &s->g8_proj, N, d, d, 1, CU_EPI_BIAS, sm, fast, NULL));
+            /* fc1 computes its output's amax for the quantiser where cuBLASLt can */
+            s->fc1_amax = cu_opt("FP8_AMAX", 1) &&
+                          cu_gemm_plan_fp8(s->ctx, &s->g8_fc1, N, 4 * d, d, 0, CU_EPI_GELU_BIAS, sm, fast, s->amax) == MG_OK;
+            if (!s->fc1_amax) CU_MG(cu_gemm_plan_fp8(s->ctx, &s->g8_fc1, N, 4 * d, d, 0, CU_EPI_GELU_BIAS, sm, fast, NULL));
+            CU_MG(cu_gemm_plan_fp8(s->ctx, &s->g8_fc2, N, d, 4 * d, 1, CU_EPI_BIAS, sm, fast, NULL));
+        } else s->fp8 = 0;
     }
     CU_TRY(cudaStreamSynchronize(s->st));
     s->flops = frame_flops(s);
@@ -854,6 +976,7 @@ static void stream_destroy(cuda_stream *s) {
         if (s->have_exec[i]) cudaGraphExecDestroy(s->exec[i]);
     cu_gemm_free(s->g_in), cu_gemm_free(s->g_qkv), cu_gemm_free(s->g_proj);
     cu_gemm_free(s->g_fc1), cu_gemm_free(s->g_fc2), cu_gemm_free(s->g_out);
+    cu_gemm_free(s->g8_qkv), cu_gemm_free(s->g8_proj), cu_gemm_free(s->g8_fc1), cu_gemm_free(s->g8_fc2);
     for (int i = 0; i < MAX_EVENTS; i++)
         if (s->ev[i]) cudaEventDestroy(s->ev[i]);
     for (int b = 0; b < 2; b++) {

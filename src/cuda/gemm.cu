@@ -27,6 +27,8 @@ struct cu_gemm {
     cublasLtMatmulAlgo_t algo;
     int M, N, K, out_f32, fused;
     cu_epi epi;
+    int fp8, bias_bf16; /* e4m3 operands (cu_gemm_plan_fp8); the fp32 output's bias is bf16 */
+    cu_fp8_scale scale;
 };
 
 extern "C" mg_status cu_fail(const char *file, int line, const char *what, const char *err) {
@@ -130,6 +132,15 @@ static float gemm_time(cu_ctx *c, cu_gemm *g, const cublasLtMatmulAlgo_t *algo, 
     return ms;
 }
 
+static cublasStatus_t gemm_set_scales(const cu_gemm *g, const float *a_scale, const float *w_scale) {
+    /* cuBLASLt's A is our W, its B our A (see the top of the file) */
+    cublasStatus_t e = cublasLtMatmulDescSetAttribute(g->desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &w_scale,
+                                                      sizeof w_scale);
+    if (e == CUBLAS_STATUS_SUCCESS)
+        e = cublasLtMatmulDescSetAttribute(g->desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &a_scale, sizeof a_scale);
+    return e;
+}
+
 /* The heuristic's best few algorithms, each timed on this very shape (outside any capture);
  * the fastest wins. The heuristic's first choice is often not the fastest for the DiT's small
  * M (256 tokens at 256x256), where a split-K variant can add a reduction launch.
@@ -150,33 +161,43 @@ static mg_status gemm_heuristic(cu_ctx *c, cu_gemm *g, int *found) {
     g->algo = r[0].algo;
     const char *env = getenv("MG_GEMM_AUTOTUNE");
     if (n == 1 || (env && !strcmp(env, "0"))) return MG_OK;
-    size_t osz = g->out_f32 ? 4 : 2;
+    size_t osz = g->out_f32 ? 4 : 2, esz = g->fp8 ? 1 : 2;
+    size_t nsc = (size_t)(g->M > g->N ? g->M : g->N);
     void *a = NULL, *w = NULL, *out = NULL, *bias = NULL;
-    if (cudaMalloc(&a, (size_t)g->M * g->K * 2) == cudaSuccess && cudaMalloc(&w, (size_t)g->N * g->K * 2) == cudaSuccess &&
-        cudaMalloc(&out, (size_t)g->M * g->N * osz) == cudaSuccess && cudaMalloc(&bias, (size_t)g->N * 4) == cudaSuccess) {
-        /* 0x3c3c: bf16 ~0.0115 everywhere, not zeros (zeros can run faster than real data) */
-        cudaMemset(a, 0x3c, (size_t)g->M * g->K * 2);
-        cudaMemset(w, 0x3c, (size_t)g->N * g->K * 2);
+    float *sc = NULL;
+    if (cudaMalloc(&a, (size_t)g->M * g->K * esz) == cudaSuccess && cudaMalloc(&w, (size_t)g->N * g->K * esz) == cudaSuccess &&
+        cudaMalloc(&out, (size_t)g->M * g->N * osz) == cudaSuccess && cudaMalloc(&bias, (size_t)g->N * 4) == cudaSuccess &&
+        cudaMalloc((void **)&sc, nsc * 4) == cudaSuccess) {
+        /* 0x3c3c: bf16 ~0.0115 everywhere (e4m3 0x3c: 1.5), not zeros (zeros can run faster
+         * than real data); 0x3c3c3c3c as fp32 scales: ~0.0115 */
+        cudaMemset(a, 0x3c, (size_t)g->M * g->K * esz);
+        cudaMemset(w, 0x3c, (size_t)g->N * g->K * esz);
         cudaMemset(bias, 0x3c, (size_t)g->N * 4);
+        cudaMemset(sc, 0x3c, nsc * 4);
+        if (g->fp8) gemm_set_scales(g, sc, sc);
         float best = -1.0f;
         for (int i = 0; i < n; i++) {
             if (r[i].state != CUBLAS_STATUS_SUCCESS || r[i].workspaceSize > ws) continue;
             float ms = gemm_time(c, g, &r[i].algo, out, a, w, bias);
             if (ms > 0 && (best < 0 || ms < best)) best = ms, g->algo = r[i].algo;
         }
+        /* e4m3 variants (scale modes, bias types) the heuristic offers may still refuse to run */
+        if (g->fp8 && best < 0) *found = 0;
     }
     cudaGetLastError(); /* a failed scratch allocation only skips the tuning */
-    cudaFree(a), cudaFree(w), cudaFree(out), cudaFree(bias);
+    cudaFree(a), cudaFree(w), cudaFree(out), cudaFree(bias), cudaFree(sc);
     CU_TRY(cudaDeviceSynchronize());
     return MG_OK;
 }
 
-extern "C" mg_status cu_gemm_plan(cu_ctx *c, cu_gemm **out, int M, int N, int K, int out_f32, cu_epi epi) {
+/* fp8: e4m3 A and W with scales (sc), fast-accumulation flag fast; else bf16. */
+static mg_status gemm_plan(cu_ctx *c, cu_gemm **out, int M, int N, int K, int out_f32, cu_epi epi, int fp8,
+                           cu_fp8_scale sc, int fast, float *amax_d) {
     *out = NULL;
     cu_gemm *g = (cu_gemm *)calloc(1, sizeof *g);
     if (!g) return mg_fail(MG_ERR_NOMEM, "out of memory planning a GEMM");
-    g->M = M, g->N = N, g->K = K, g->out_f32 = out_f32, g->epi = epi;
-    cudaDataType_t ot = out_f32 ? CUDA_R_32F : CUDA_R_16BF;
+    g->M = M, g->N = N, g->K = K, g->out_f32 = out_f32, g->epi = epi, g->fp8 = fp8, g->scale = sc;
+    cudaDataType_t ot = out_f32 ? CUDA_R_32F : CUDA_R_16BF, it = fp8 ? CUDA_R_8F_E4M3 : CUDA_R_16BF;
     cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
     mg_status st = MG_OK;
 #define PLAN_TRY(call)                                                                               \
@@ -187,9 +208,17 @@ extern "C" mg_status cu_gemm_plan(cu_ctx *c, cu_gemm **out, int M, int N, int K,
     PLAN_TRY(cublasLtMatmulDescCreate(&g->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
     PLAN_TRY(cublasLtMatmulDescSetAttribute(g->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
     PLAN_TRY(cublasLtMatmulDescSetAttribute(g->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
-    PLAN_TRY(cublasLtMatrixLayoutCreate(&g->la, CUDA_R_16BF, K, N, K));
-    PLAN_TRY(cublasLtMatrixLayoutCreate(&g->lb, CUDA_R_16BF, K, M, K));
+    PLAN_TRY(cublasLtMatrixLayoutCreate(&g->la, it, K, N, K));
+    PLAN_TRY(cublasLtMatrixLayoutCreate(&g->lb, it, K, M, K));
     PLAN_TRY(cublasLtMatrixLayoutCreate(&g->lc, ot, N, M, N));
+    if (fp8) {
+        int8_t fa = fast ? 1 : 0;
+        int32_t mode = sc == CU_FP8_ROWS ? CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F : CUBLASLT_MATMUL_MATRIX_SCALE_SCALAR_32F;
+        PLAN_TRY(cublasLtMatmulDescSetAttribute(g->desc, CUBLASLT_MATMUL_DESC_FAST_ACCUM, &fa, sizeof fa));
+        PLAN_TRY(cublasLtMatmulDescSetAttribute(g->desc, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &mode, sizeof mode));
+        PLAN_TRY(cublasLtMatmulDescSetAttribute(g->desc, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &mode, sizeof mode));
+        if (amax_d) PLAN_TRY(cublasLtMatmulDescSetAttribute(g->desc, CUBLASLT_MATMUL_DESC_AMAX_D_POINTER, &amax_d, sizeof amax_d));
+    }
     {
         int found = 0;
         if (epi != CU_EPI_NONE) {
@@ -197,8 +226,19 @@ extern "C" mg_status cu_gemm_plan(cu_ctx *c, cu_gemm **out, int M, int N, int K,
             const void *bias = c->workspace; /* any 256-byte aligned address: the heuristic reads alignment only */
             PLAN_TRY(cublasLtMatmulDescSetAttribute(g->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &e, sizeof e));
             PLAN_TRY(cublasLtMatmulDescSetAttribute(g->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+            if (fp8) { /* the bias type is D's (fp32 or bf16); for fp32 out cuBLASLt may want bf16 */
+                int32_t bt = ot;
+                PLAN_TRY(cublasLtMatmulDescSetAttribute(g->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt));
+            }
             st = gemm_heuristic(c, g, &found);
             if (st != MG_OK) goto fail;
+            if (!found && fp8 && out_f32) {
+                int32_t bt = CUDA_R_16BF;
+                PLAN_TRY(cublasLtMatmulDescSetAttribute(g->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt));
+                st = gemm_heuristic(c, g, &found);
+                if (st != MG_OK) goto fail;
+                g->bias_bf16 = found;
+            }
             g->fused = found;
         }
         if (!found) {
@@ -209,8 +249,9 @@ extern "C" mg_status cu_gemm_plan(cu_ctx *c, cu_gemm **out, int M, int N, int K,
             g->fused = 0;
         }
         if (!found) {
-            st = mg_fail(MG_ERR_DEVICE, "cuBLASLt has no algorithm for bf16 GEMM %dx%dx%d (out %s)", M, N, K,
-                         out_f32 ? "f32" : "bf16");
+            st = mg_fail(fp8 ? MG_ERR_UNSUPPORTED : MG_ERR_DEVICE, "cuBLASLt has no algorithm for %s GEMM %dx%dx%d (out %s%s)",
+                         fp8 ? (sc == CU_FP8_ROWS ? "e4m3 (per-row scales)" : "e4m3") : "bf16", M, N, K,
+                         out_f32 ? "f32" : "bf16", amax_d ? ", amax of the output" : "");
             goto fail;
         }
     }
@@ -222,7 +263,27 @@ fail:
     return st;
 }
 
+extern "C" mg_status cu_gemm_plan(cu_ctx *c, cu_gemm **out, int M, int N, int K, int out_f32, cu_epi epi) {
+    return gemm_plan(c, out, M, N, K, out_f32, epi, 0, CU_FP8_TENSOR, 0, NULL);
+}
+
+extern "C" mg_status cu_gemm_plan_fp8(cu_ctx *c, cu_gemm **out, int M, int N, int K, int out_f32, cu_epi epi,
+                                      cu_fp8_scale scale, int fast_accum, float *amax_out) {
+    *out = NULL;
+    if (K % 16 || N % 16 || M <= 0)
+        return mg_fail(MG_ERR_UNSUPPORTED, "e4m3 GEMM %dx%dx%d: K and N must be multiples of 16", M, N, K);
+    return gemm_plan(c, out, M, N, K, out_f32, epi, 1, scale, fast_accum, amax_out);
+}
+
 extern "C" int cu_gemm_fused(const cu_gemm *g) { return g->epi == CU_EPI_NONE || g->fused; }
+extern "C" int cu_gemm_bias_bf16(const cu_gemm *g) { return g->bias_bf16; }
+
+extern "C" mg_status cu_gemm_run_fp8(cu_ctx *c, const cu_gemm *g, void *out, const fp8_t *a, const float *a_scale,
+                                     const fp8_t *w, const float *w_scale, const void *bias, cudaStream_t st) {
+    if (!g->fp8) return mg_fail(MG_ERR_ARG, "cu_gemm_run_fp8: the plan is not an e4m3 one");
+    CUBLAS_TRY(gemm_set_scales(g, a_scale, w_scale));
+    return cu_gemm_run(c, g, out, (const bf16_t *)a, (const bf16_t *)w, bias, st);
+}
 
 extern "C" mg_status cu_gemm_run(cu_ctx *c, const cu_gemm *g, void *out, const bf16_t *a, const bf16_t *w,
                                  const void *bias, cudaStream_t st) {

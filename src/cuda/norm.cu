@@ -2,6 +2,8 @@
  * the gated residual add of the branch that just finished: one warp per row, the row held in
  * registers, so x is read once and written once. The residual stream x stays fp32; the
  * normalised output is bf16 because it only feeds a GEMM. Two-pass statistics as on the CPU. */
+#include <cuda_fp8.h>
+
 #include "cuda/cuda_common.h"
 
 #define LN_ROWS_PER_BLOCK 8
@@ -10,10 +12,13 @@
  * unrolled loop (and no __restrict__) the compiler had to keep each iteration's loads behind
  * the previous iteration's store, a chain of ~12 dependent L2 round trips per row (11 µs per
  * call at 256 x 384 on an H200, the largest DiT kernel; ncu, dev/cuda/README.md). */
-template <int MAXV>
+/* Q8: the output goes to e4m3 q (N, C) = out / *qs (one scale for the tensor, given), for the
+ * FP8 GEMMs, instead of bf16 out. */
+template <int MAXV, bool Q8 = false>
 __global__ void ln_mod_kernel(bf16 *__restrict__ out, float *__restrict__ x, const float *__restrict__ y,
                               const float *__restrict__ gate, const float *__restrict__ shift,
-                              const float *__restrict__ scale, int N, int C) {
+                              const float *__restrict__ scale, int N, int C, uint8_t *__restrict__ q,
+                              const float *__restrict__ qs) {
     pdl_wait();
     pdl_trigger();
     int row = blockIdx.x * LN_ROWS_PER_BLOCK + (threadIdx.x >> 5), lane = threadIdx.x & 31;
@@ -54,6 +59,22 @@ __global__ void ln_mod_kernel(bf16 *__restrict__ out, float *__restrict__ x, con
         }
     }
     for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+    if (Q8) {
+        if (!q) return;
+        float rstd = rsqrtf(ss / (float)C + 1e-5f), inv = 1.0f / *qs;
+#pragma unroll
+        for (int i = 0; i < MAXV; i++) {
+            int c = lane + 32 * i;
+            v[i] = c < C ? (v[i] - mean) * rstd * (1.0f + scale[c]) + shift[c] : 0.0f;
+        }
+        uint8_t *qrow = q + (size_t)row * C;
+#pragma unroll
+        for (int i = 0; i < MAXV; i++) {
+            int c = lane + 32 * i;
+            if (c < C) qrow[c] = (uint8_t)__nv_cvt_float_to_fp8(v[i] * inv, __NV_SATFINITE, __NV_E4M3);
+        }
+        return;
+    }
     if (!out) return;
     float rstd = rsqrtf(ss / (float)C + 1e-5f);
     bf16 *orow = out + (size_t)row * C;
@@ -136,10 +157,14 @@ static mg_status ln_launch(bf16 *out, float *x, const float *y, const float *gat
         else return mg_fail(MG_ERR_UNSUPPORTED, "CUDA layernorm: width %d > 2048 is not supported", C);
         return MG_OK;
     }
-    if (C <= 256) CU_LAUNCH(ln_mod_kernel<8>, grid, block, 0, st, out, x, y, gate, shift, scale, N, C);
-    else if (C <= 512) CU_LAUNCH(ln_mod_kernel<16>, grid, block, 0, st, out, x, y, gate, shift, scale, N, C);
-    else if (C <= 1024) CU_LAUNCH(ln_mod_kernel<32>, grid, block, 0, st, out, x, y, gate, shift, scale, N, C);
-    else if (C <= 2048) CU_LAUNCH(ln_mod_kernel<64>, grid, block, 0, st, out, x, y, gate, shift, scale, N, C);
+    if (C <= 256) CU_LAUNCH(ln_mod_kernel<8>, grid, block, 0, st, out, x, y, gate, shift, scale, N, C,
+                                  (uint8_t *)nullptr, (float *)nullptr);
+    else if (C <= 512) CU_LAUNCH(ln_mod_kernel<16>, grid, block, 0, st, out, x, y, gate, shift, scale, N, C,
+                                  (uint8_t *)nullptr, (float *)nullptr);
+    else if (C <= 1024) CU_LAUNCH(ln_mod_kernel<32>, grid, block, 0, st, out, x, y, gate, shift, scale, N, C,
+                                  (uint8_t *)nullptr, (float *)nullptr);
+    else if (C <= 2048) CU_LAUNCH(ln_mod_kernel<64>, grid, block, 0, st, out, x, y, gate, shift, scale, N, C,
+                                  (uint8_t *)nullptr, (float *)nullptr);
     else return mg_fail(MG_ERR_UNSUPPORTED, "CUDA layernorm: width %d > 2048 is not supported", C);
     return MG_OK;
 }
@@ -152,4 +177,17 @@ extern "C" mg_status cu_layernorm_modulate(bf16_t *out, const float *x, const fl
 extern "C" mg_status cu_gated_residual_ln(float *x, const float *y, const float *gate, bf16_t *out,
                                           const float *shift, const float *scale, int N, int C, cudaStream_t st) {
     return ln_launch((bf16 *)out, x, y, gate, shift, scale, N, C, st);
+}
+
+extern "C" mg_status cu_gated_residual_ln_fp8(float *x, const float *y, const float *gate, fp8_t *q, const float *qs,
+                                              const float *shift, const float *scale, int N, int C, cudaStream_t st) {
+    if (N <= 0) return MG_OK;
+    dim3 grid(cu_blocks((size_t)N, LN_ROWS_PER_BLOCK)), block(32 * LN_ROWS_PER_BLOCK);
+    uint8_t *q8 = (uint8_t *)q;
+    if (C <= 256) CU_LAUNCH(ln_mod_kernel<8, true>, grid, block, 0, st, (bf16 *)nullptr, x, y, gate, shift, scale, N, C, q8, qs);
+    else if (C <= 512) CU_LAUNCH(ln_mod_kernel<16, true>, grid, block, 0, st, (bf16 *)nullptr, x, y, gate, shift, scale, N, C, q8, qs);
+    else if (C <= 1024) CU_LAUNCH(ln_mod_kernel<32, true>, grid, block, 0, st, (bf16 *)nullptr, x, y, gate, shift, scale, N, C, q8, qs);
+    else if (C <= 2048) CU_LAUNCH(ln_mod_kernel<64, true>, grid, block, 0, st, (bf16 *)nullptr, x, y, gate, shift, scale, N, C, q8, qs);
+    else return mg_fail(MG_ERR_UNSUPPORTED, "CUDA layernorm: width %d > 2048 is not supported", C);
+    return MG_OK;
 }
