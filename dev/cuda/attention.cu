@@ -11,6 +11,8 @@
  *       shared memory, P from registers, V through a transposed descriptor (library version 5)
  *   v8  v7 with the two warpgroups half a tile apart (one's softmax under the other's
  *       products), three V buffers, unmasked full tiles (library version 6)
+ *   v9  v8 with the next tile's copies issued after this tile's products, S started with
+ *       scale-d = 0 (library version 7)
  * Each is checked against the CPU (attention_forward) on the same bf16 inputs and timed with
  * events, L2 flushed, against the measured peaks (MG_PEAK_TFLOPS / MG_PEAK_GBS). */
 #include "lab.h"
@@ -51,10 +53,10 @@ int main(void) {
         LCK(cudaMalloc(&a.scr, cu_attention_scratch_floats(Nq, H, dh, 16) * 4 + 16));
         double flops = 4.0 * Nq * Nk * d, bytes = 2.0 * ((double)Nq * d * 2 + 2.0 * Nk * d);
         /* lab version -> library version, split (0: one pass, 1: the library's pick) */
-        int ver[] = {1, 1, 2, 2, 3, 4, 5, 6}, spl[] = {0, 1, 0, 1, 1, 1, 1, 1};
+        int ver[] = {1, 1, 2, 2, 3, 4, 5, 6, 7}, spl[] = {0, 1, 0, 1, 1, 1, 1, 1, 1};
         for (int vi = 0; vi < (int)(sizeof ver / sizeof ver[0]); vi++) {
             if (vi < 4 && vi % 2 && auto_splits == 1) continue;
-            if (vi >= 5 && dh != 128) continue; /* versions 4 to 6 are version 3 at dh 64 */
+            if (vi >= 5 && dh != 128) continue; /* versions 4 to 7 are version 3 at dh 64 */
             a.version = ver[vi], a.splits = spl[vi] ? auto_splits : 1;
             LCK(cudaMemset(a.out, 0xFF, (size_t)Nq * d * 2));
             run_att(&a, st);

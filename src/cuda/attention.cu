@@ -292,13 +292,13 @@ __global__ void __launch_bounds__(NW * 32) attn_kernel(bf16 *out, float *part_o,
  * m64n128k16 per tile and warpgroup), the online softmax in registers, O += P V with P from
  * registers (S's accumulator fragment is P's A fragment) and V MN-major (transposed
  * descriptor), no transpose pass. */
-__device__ __forceinline__ void wgmma_ss_m64n128k16(float (&d)[16][4], uint64_t da, uint64_t db) {
+__device__ __forceinline__ void wgmma_ss_m64n128k16(float (&d)[16][4], uint64_t da, uint64_t db, int acc = 1) {
     asm volatile(
         "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
         "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
         "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, 0, 0;\n}\n"
         : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3]), "+f"(d[8][0]), "+f"(d[8][1]), "+f"(d[8][2]), "+f"(d[8][3]), "+f"(d[9][0]), "+f"(d[9][1]), "+f"(d[9][2]), "+f"(d[9][3]), "+f"(d[10][0]), "+f"(d[10][1]), "+f"(d[10][2]), "+f"(d[10][3]), "+f"(d[11][0]), "+f"(d[11][1]), "+f"(d[11][2]), "+f"(d[11][3]), "+f"(d[12][0]), "+f"(d[12][1]), "+f"(d[12][2]), "+f"(d[12][3]), "+f"(d[13][0]), "+f"(d[13][1]), "+f"(d[13][2]), "+f"(d[13][3]), "+f"(d[14][0]), "+f"(d[14][1]), "+f"(d[14][2]), "+f"(d[14][3]), "+f"(d[15][0]), "+f"(d[15][1]), "+f"(d[15][2]), "+f"(d[15][3])
-        : "l"(da), "l"(db), "r"(1)
+        : "l"(da), "l"(db), "r"(acc)
         : "memory");
 }
 /* The same with A from registers (the mma.sync A fragment of the warp's 16 rows) and B
@@ -476,6 +476,9 @@ __global__ void __launch_bounds__(256, 1) attn_wgmma_kernel(bf16 *out, float *pa
  * tile j+1 loads), one barrier per tile (the next tile's load starts after it). Full tiles
  * skip the key mask; the scale folds into the exponent's FFMA. */
 #define WG2_SMEM (6 * WG_TILE + 1024) /* Q, K x 2, V x 3, alignment */
+/* Version 7 (LATE) = 6 with the next tile's cp.async issued after this tile's products (in 6
+ * the 16 copies per thread stand between the barrier and the first wgmma, every tile), and S
+ * started with scale-d = 0 instead of 64 register zeroings. */
 
 __device__ __forceinline__ float ex2_approx(float x) {
     float y;
@@ -496,7 +499,7 @@ __device__ __forceinline__ void wg_pv(float (&o)[16][4], const uint32_t (&pa)[WG
     wg_commit();
 }
 
-template <bool FOLD>
+template <bool FOLD, bool LATE>
 __global__ void __launch_bounds__(256, 1) attn_wgmma2_kernel(bf16 *out, float *part_o, float *part_ml, const bf16 *q,
                                                             int ldq, const bf16 *k, const bf16 *v, int ldkv,
                                                             const int *nk_slots, int Nk_arg, int Nq, int H,
@@ -528,29 +531,39 @@ __global__ void __launch_bounds__(256, 1) attn_wgmma2_kernel(bf16 *out, float *p
 #pragma unroll
     for (int kj = 0; kj < WG_BK / 16; kj++) pa[kj][0] = pa[kj][1] = pa[kj][2] = pa[kj][3] = 0u;
     float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
+    float s[WG_BK / 8][4]; /* zeroed once: 6 zeroes it every tile, 7 starts S with scale-d = 0 */
+#pragma unroll
+    for (int nt = 0; nt < WG_BK / 8; nt++) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
 
     for (int tile = tb; tile < te; tile++) {
         const int idx = tile - tb, kb = idx & 1, vb = idx % 3;
         cp_async_wait<0>();
         fence_proxy_async(); /* cp.async's writes, read next by the tensor cores (async proxy) */
         __syncthreads();     /* tile j is in; every product of tile j-1 on K and of j-2 on V is done */
-        if (tile + 1 < te) {
+        if (!LATE && tile + 1 < te) {
             wg_load(sm + (1 + (kb ^ 1)) * WG_TILE, k, ldkv, h * DH, (tile + 1) * WG_BK, Nk, tid);
             wg_load(sm + (3 + (idx + 1) % 3) * WG_TILE, v, ldkv, h * DH, (tile + 1) * WG_BK, Nk, tid);
             cp_async_commit();
         }
         if (wg == 1 && idx > 0) wg_pv(o, pa, sv + ((idx + 2) % 3) * WG_TILE); /* P_{j-1} V_{j-1} */
-        float s[WG_BK / 8][4];
+        if (!LATE) {
 #pragma unroll
-        for (int nt = 0; nt < WG_BK / 8; nt++) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
+            for (int nt = 0; nt < WG_BK / 8; nt++) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
+        }
         wg_pin(s);
         wg_fence();
 #pragma unroll
         for (int ks = 0; ks < DH / 16; ks++) {
             uint32_t off = (uint32_t)((ks >> 2) * (WG_BQ * 128) + (ks & 3) * 32);
-            wgmma_ss_m64n128k16(s, wg_desc(sq + off + wg * 64 * 128, 16, 1024), wg_desc(sk + kb * WG_TILE + off, 16, 1024));
+            wgmma_ss_m64n128k16(s, wg_desc(sq + off + wg * 64 * 128, 16, 1024), wg_desc(sk + kb * WG_TILE + off, 16, 1024),
+                                LATE && ks == 0 ? 0 : 1);
         }
         wg_commit();
+        if (LATE && tile + 1 < te) { /* the copies go out while the tensor cores work */
+            wg_load(sm + (1 + (kb ^ 1)) * WG_TILE, k, ldkv, h * DH, (tile + 1) * WG_BK, Nk, tid);
+            wg_load(sm + (3 + (idx + 1) % 3) * WG_TILE, v, ldkv, h * DH, (tile + 1) * WG_BK, Nk, tid);
+            cp_async_commit();
+        }
         wg_wait0(); /* S_j and the pending P V */
         wg_pin(s);
         wg_pin(o);
@@ -629,8 +642,8 @@ __global__ void attn_combine_kernel(bf16 *out, const float *part_o, const float 
  * fragments, both with the separate combine kernel when split; 3 = 2 with the combine folded
  * into the kernel (clusters, at most AT_MAX_FOLD splits; more fall back to the combine
  * kernel); 4 = 3 with 128-query blocks (8 warps) for dh 128; 5 = wgmma for dh 128 (4 where
- * the card is not sm_90), the fold as 3; 6 = 5 with the warpgroups half a tile apart. At
- * dh 64, 4 to 6 are 3. */
+ * the card is not sm_90), the fold as 3; 6 = 5 with the warpgroups half a tile apart; 7 = 6
+ * with the next tile's copies after this tile's products. At dh 64, 4 to 7 are 3. */
 #define AT_MAX_FOLD 8
 #define AT_VERSIONS CU_ATTN_VERSIONS
 
@@ -670,8 +683,10 @@ extern "C" mg_status cu_attention_setup(void) {
     if (wg_ok()) {
         CU_TRY(cudaFuncSetAttribute(attn_wgmma_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, WG_SMEM));
         CU_TRY(cudaFuncSetAttribute(attn_wgmma_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, WG_SMEM));
-        CU_TRY(cudaFuncSetAttribute(attn_wgmma2_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, WG2_SMEM));
-        CU_TRY(cudaFuncSetAttribute(attn_wgmma2_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, WG2_SMEM));
+        CU_TRY(cudaFuncSetAttribute(attn_wgmma2_kernel<false, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, WG2_SMEM));
+        CU_TRY(cudaFuncSetAttribute(attn_wgmma2_kernel<true, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, WG2_SMEM));
+        CU_TRY(cudaFuncSetAttribute(attn_wgmma2_kernel<false, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, WG2_SMEM));
+        CU_TRY(cudaFuncSetAttribute(attn_wgmma2_kernel<true, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, WG2_SMEM));
     }
     return MG_OK;
 }
@@ -715,12 +730,12 @@ static cudaError_t attn_dispatch(int version, int Nq, int H, int splits, cudaStr
         if (version >= 5 && wg_ok()) {
             dim3 grid((Nq + WG_BQ - 1) / WG_BQ, H, splits);
             if (version >= 6) {
-                if (fold)
-                    return cu_launch_ex(attn_wgmma2_kernel<true>, grid, dim3(256), (size_t)WG2_SMEM, st,
-                                        (unsigned)splits, out, part_o, part_ml, q, ldq, k, v, ldkv, nk_slots, Nk, Nq, H,
-                                        scale_log2);
-                return cu_launch_ex(attn_wgmma2_kernel<false>, grid, dim3(256), (size_t)WG2_SMEM, st, 1u, out, part_o,
-                                    part_ml, q, ldq, k, v, ldkv, nk_slots, Nk, Nq, H, scale_log2);
+#define AT_WG2(F, L)                                                                                                  \
+    cu_launch_ex(attn_wgmma2_kernel<F, L>, grid, dim3(256), (size_t)WG2_SMEM, st, F ? (unsigned)splits : 1u, out, part_o, \
+                 part_ml, q, ldq, k, v, ldkv, nk_slots, Nk, Nq, H, scale_log2)
+                if (version >= 7) return fold ? AT_WG2(true, true) : AT_WG2(false, true);
+                return fold ? AT_WG2(true, false) : AT_WG2(false, false);
+#undef AT_WG2
             }
             if (fold)
                 return cu_launch_ex(attn_wgmma_kernel<true>, grid, dim3(256), (size_t)WG_SMEM, st, (unsigned)splits,
@@ -735,8 +750,11 @@ static cudaError_t attn_dispatch(int version, int Nq, int H, int splits, cudaStr
 }
 
 /* The library's version: MG_CUDA_ATTN=<1..AT_VERSIONS> for A/B runs (read once), else the
- * fastest measured for the head width (dev/cuda/README.md, logs/h100-attn-*.log). */
-static int attn_default_version(int dh) {
+ * fastest measured (H100, dev/cuda/logs/h100-attn-call2.log): dh 128 unsplit (1b 512x512)
+ * version 6, 1.57x over 2; dh 128 split (1b 256x256) 2 (split + combine kernel: 25.0 us
+ * against 27.6 for 6 and 3); dh 64 version 3 (the fold: 12.9 -> 11.6 us at s 256x256,
+ * 52.5 -> 52.0 at s 512x512; frames within noise). */
+static int attn_default_version(int dh, int splits) {
     static int v = -1;
     if (v < 0) {
         const char *e = getenv("MG_CUDA_ATTN");
@@ -744,13 +762,13 @@ static int attn_default_version(int dh) {
         v = x >= 1 && x <= AT_VERSIONS ? x : 0;
     }
     if (v) return v;
-    return dh == 128 ? 5 : 2;
+    return dh == 128 ? (splits <= 1 ? 6 : 2) : 3;
 }
 
 extern "C" mg_status cu_attention(bf16_t *out, const bf16_t *q, int ldq, const bf16_t *k, const bf16_t *v, int ldkv,
                                   const int *nk_slots, int Nk, int Nq, int H, int dh, int splits, float *scratch,
                                   cudaStream_t st) {
-    return cu_attention_v(attn_default_version(dh), out, q, ldq, k, v, ldkv, nk_slots, Nk, Nq, H, dh, splits, scratch, st);
+    return cu_attention_v(attn_default_version(dh, splits), out, q, ldq, k, v, ldkv, nk_slots, Nk, Nq, H, dh, splits, scratch, st);
 }
 
 extern "C" mg_status cu_attention_v(int version, bf16_t *out, const bf16_t *q, int ldq, const bf16_t *k,

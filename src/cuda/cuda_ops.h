@@ -228,9 +228,10 @@ mg_status cu_attention(bf16_t *out, const bf16_t *q, int ldq, const bf16_t *k, c
  * second kernel (scratch). Version 3 = 2 with the combine folded into the kernel (the splits
  * of a query tile are one thread-block cluster; up to 8 splits, more use the combine kernel);
  * version 4 = 3 with 128-query blocks for dh 128; version 5 = wgmma (sm_90a) for dh 128;
- * version 6 = 5 with the two warpgroups half a tile apart. At dh 64 versions 4 to 6 are 3.
+ * version 6 = 5 with the two warpgroups half a tile apart; version 7 = 6 with the copies of
+ * the next tile issued after this tile's products. At dh 64 versions 4 to 7 are 3.
  * cu_attention runs the fastest measured, or MG_CUDA_ATTN=<version>. */
-#define CU_ATTN_VERSIONS 6
+#define CU_ATTN_VERSIONS 7
 mg_status cu_attention_v(int version, bf16_t *out, const bf16_t *q, int ldq, const bf16_t *k, const bf16_t *v,
                          int ldkv, const int *nk_slots, int Nk, int Nq, int H, int dh, int splits, float *scratch,
                          cudaStream_t st);
