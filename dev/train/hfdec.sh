@@ -1,0 +1,88 @@
+#!/bin/sh
+# Issue 6, the detail bar: does a sharper decoder lift the outputs' detail? One call of a 4-GPU
+# machine: the shipped model's decoder fine-tuned alone (--freeze-encoder: the latents, and so
+# the DiT, do not move) with the Laplacian term at four weights, one GPU each, then every model
+# evaluated the same way as dev/train/issue6.sh on the held-out clip; plus the shipped model at
+# 8 and 32 denoising steps (is the sampler the limit?). docs/RESULTS.md records a run.
+#
+#   sh dev/train/issue6.sh clip    here: .evalclip/mm420.y4m.gz (the held-out clip)
+#   sh dev/train/gpu.sh build      here: build-train/mirage and .devlibs
+#   sh dev/train/hfdec.sh run      on the GPU machine (carry build-train/mirage, .devlibs, data,
+#                                  .evalclip): the arms, the evaluations, a tar of every
+#                                  metrics.json and log in $OUT, the arms' models
+#
+# Environment: TAE_SECONDS (100: each arm's time limit), TAE_STEPS (6000: the cosine's length),
+# HF ("0 0.3 1 3": the arms' --hf-loss; 0 is the control: the same fine-tune without the term),
+# FRAMES (1000; dream twice that); DEVICE=cpu BATCH=2 TAE_SECONDS=5 FRAMES=4 for a dry run here.
+set -u
+B=${BUILD:-build-train}
+CLIP=.evalclip/mm420.y4m.gz
+O=${OUT:-hfdec-logs}
+R=${RUNS:-runs}
+E=$R/eval
+HF=${HF:-0 0.3 1 3}
+FRAMES=${FRAMES:-1000}
+DEV=${DEVICE:-cuda}
+mkdir -p "$O" "$R" "$E"
+export LD_LIBRARY_PATH="$PWD/.devlibs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+nvidia-smi -L 2>/dev/null | tee "$O/card.txt"
+"$B/mirage" --version | tee -a "$O/card.txt"
+git log -1 --format='commit %h %s' 2>/dev/null | tee -a "$O/card.txt"
+SHIPPED=models/mirage-tiny.safetensors
+t0=$(date +%s)
+g=0
+for h in $HF; do
+    CUDA_VISIBLE_DEVICES=$g OMP_NUM_THREADS=${TRAIN_THREADS:-3} "$B/mirage" train tae --init "$SHIPPED" --freeze-encoder \
+        --hf-loss "$h" --data data --dtype bf16 --device "$DEV" --batch "${BATCH:-32}" --size 128 --lr 3e-4 \
+        --steps "${TAE_STEPS:-6000}" --time-limit "${TAE_SECONDS:-100}" --log-every 200 --val-every 1000 \
+        --sample-every 0 --ckpt-every 0 --out "$R/hf$h.safetensors" >"$O/train-hf$h.log" 2>&1 &
+    g=$(((g + 1) % 4))
+done
+wait
+echo "training: $(($(date +%s) - t0)) s"
+for h in $HF; do echo "hf $h: $(grep -E '^(val|done|stopped)' "$O/train-hf$h.log" | tail -n 2 | tr '\n' ' ')"; done
+gunzip -c "$CLIP" >"$R/clip.y4m" || exit 1
+PROMPTS="colorize upscale restore style:toon style:sketch style:thermal dream"
+t0=$(date +%s)
+k=0
+ev() { # ev NAME PROMPT FLAGS...
+    n=$1 p=$2
+    shift 2
+    f=$FRAMES
+    [ "$p" = dream ] && f=$((FRAMES * 2))
+    d="$E/$n/$(echo "$p" | tr : -)"
+    mkdir -p "$d"
+    CUDA_VISIBLE_DEVICES=$((k % 4)) OMP_NUM_THREADS=2 "$B/mirage" eval --input "$R/clip.y4m" --size 256x256 \
+        --prompt "$p" --frames "$f" --device "$DEV" --report "$d" --quiet "$@" >"$d.log" 2>&1 &
+    k=$((k + 1))
+    [ $((k % 16)) -eq 0 ] && wait # 16 at a time: the CPU's 16 cores
+}
+for p in $PROMPTS; do
+    for h in $HF; do ev "hf$h" "$p" --model "$R/hf$h.safetensors" --steps 2; done
+    ev shipped "$p" --model "$SHIPPED" --steps 2
+    ev shipped-steps8 "$p" --model "$SHIPPED" --steps 8
+    ev shipped-steps32 "$p" --model "$SHIPPED" --steps 32
+done
+wait
+# the autoencoder alone (CPU: encode, decode) for each decoder, the ceiling of every prompt
+for h in $HF; do
+    OMP_NUM_THREADS=4 "$B/mirage" eval --model "$R/hf$h.safetensors" --input "$R/clip.y4m" --size 256x256 --prompt none \
+        --autoencoder --frames "$FRAMES" --report "$E/hf$h/autoencoder" --quiet >"$E/hf$h/autoencoder.log" 2>&1 &
+done
+OMP_NUM_THREADS=4 "$B/mirage" eval --model "$SHIPPED" --input "$R/clip.y4m" --size 256x256 --prompt none \
+    --autoencoder --frames "$FRAMES" --report "$E/shipped/autoencoder" --quiet >"$E/shipped/autoencoder.log" 2>&1
+wait
+echo "evaluation: $(($(date +%s) - t0)) s"
+grep -l -i -E "error|fail" "$E"/*/*.log 2>/dev/null | head
+# what comes back: the logs and every metrics.json in one tar; the frame strips of the shipped
+# model and the strongest arm; the arms' models (9 MiB each in bf16)
+(cd "$E" && find . -name metrics.json -o -name '*.log') >"$O/list"
+tar cf "$O/metrics.tar" -C "$E" $(cat "$O/list") && rm "$O/list"
+tar cf "$O/logs.tar" -C "$O" $(cd "$O" && ls card.txt train-*.log) && rm -f "$O"/train-*.log
+last=$(echo $HF | awk '{print $NF}')
+(cd "$E" && find shipped "hf$last" -name '*.png' | tar cf - -T -) >"$O/strips.tar"
+if [ "$(wc -c <"$O/strips.tar")" -gt 15000000 ]; then # the return limit is 16 MiB a file
+    (cd "$E" && find shipped/upscale shipped/restore "hf$last/upscale" "hf$last/restore" -name '*.png' | tar cf - -T -) >"$O/strips.tar"
+fi
+for h in $HF; do [ "$h" != 0 ] && cp "$R/hf$h.safetensors" "$O/"; done
+ls -la "$O"
