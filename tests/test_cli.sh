@@ -1,24 +1,7 @@
 #!/bin/sh
 # The command-line contract: exit codes (0 ok, 1 failure, 2 bad usage), "mirage: error:"
 # messages, and the subcommands working end to end on a tiny model.
-M=${MIRAGE:-build/mirage}
-T=$(mktemp -d /tmp/mirage-cli-XXXXXX)
-trap 'rm -rf "$T"' EXIT
-pass=0; fail=0
-
-# expect CODE DESCRIPTION -- command...   (stdout+stderr captured in $T/out)
-expect() {
-    code=$1; what=$2; shift 3
-    "$@" >"$T/out" 2>&1
-    got=$?
-    if [ "$got" -eq "$code" ]; then pass=$((pass + 1)); echo "  ok    $what (exit $got)"
-    else fail=$((fail + 1)); echo "  FAIL  $what: exit $got, expected $code"; sed 's/^/        /' "$T/out" | head -5; fi
-}
-# grep_out PATTERN DESCRIPTION: the last command's output contains PATTERN
-grep_out() {
-    if grep -q -- "$1" "$T/out"; then pass=$((pass + 1)); echo "  ok    $2"
-    else fail=$((fail + 1)); echo "  FAIL  $2: no '$1' in:"; sed 's/^/        /' "$T/out" | head -5; fi
-}
+. "$(dirname "$0")/lib.sh"
 
 expect 0 "--version" -- $M --version
 grep_out "mirage 0" "--version prints the version"
@@ -54,19 +37,19 @@ expect 1 "info on a truncated file" -- $M info "$T/trunc.safetensors"
 R="$M run --model $T/tiny.safetensors --quiet"
 expect 0 "run testsrc -> y4m" -- $R --input testsrc --output "$T/a.y4m" --frames 3 --size 64x48
 if [ "$(head -c 9 "$T/a.y4m")" = "YUV4MPEG2" ] && [ "$(grep -c FRAME "$T/a.y4m")" -ge 3 ]; then
-    pass=$((pass + 1)); echo "  ok    run wrote a 3-frame y4m"
-else fail=$((fail + 1)); echo "  FAIL  run output is not a 3-frame y4m"; fi
+    ok "run wrote a 3-frame y4m"
+else bad "run output is not a 3-frame y4m"; fi
 expect 0 "run y4m -> y4m" -- $R --input "$T/a.y4m" --output "$T/b.y4m" --prompt restore
 expect 0 "run --skip 2 of a 3-frame input" -- $R --input "$T/a.y4m" --output "$T/s.y4m" --skip 2
-if [ "$(grep -c FRAME "$T/s.y4m")" -eq 1 ]; then pass=$((pass + 1)); echo "  ok    --skip 2 leaves 1 frame"
-else fail=$((fail + 1)); echo "  FAIL  --skip 2 of 3 frames wrote $(grep -c FRAME "$T/s.y4m") frames"; fi
+if [ "$(grep -c FRAME "$T/s.y4m")" -eq 1 ]; then ok "--skip 2 leaves 1 frame"
+else bad "--skip 2 of 3 frames wrote $(grep -c FRAME "$T/s.y4m") frames"; fi
 expect 1 "run --skip past the end" -- $R --input "$T/a.y4m" --output "$T/s2.y4m" --skip 5
 grep_out "ends before" "--skip past the end says so"
 expect 2 "run --skip -1" -- $R --input "$T/a.y4m" --output "$T/s3.y4m" --skip -1
 expect 0 "run --degrade --side-by-side (colorize)" -- $R --input "$T/a.y4m" --output "$T/g.y4m" --prompt colorize --degrade --side-by-side
 expect 0 "run y4m on stdin -> stdout" -- sh -c "$R --input - --output - < '$T/a.y4m' > '$T/c.y4m'"
-cmp -s "$T/b.y4m" "$T/c.y4m" && { pass=$((pass + 1)); echo "  ok    pipes give the same frames as files"; } \
-    || { fail=$((fail + 1)); echo "  FAIL  pipe output differs from file output"; }
+cmp -s "$T/b.y4m" "$T/c.y4m" && ok "pipes give the same frames as files" \
+    || bad "pipe output differs from file output"
 expect 0 "run to null" -- $R --input testsrc --output null --frames 2 --size 32x32
 expect 0 "run with guidance and dream" -- $R --input testsrc --output null --frames 2 --size 32x32 --prompt dream --guidance 2
 expect 1 "run unknown prompt" -- $R --input testsrc --output null --frames 1 --size 32x32 --prompt paint
@@ -82,16 +65,15 @@ printf 'YUV4MPEG2 W64 H48 F25:1 C420jpeg\nFRAME\nshort' >"$T/trunc.y4m"
 expect 1 "run truncated y4m" -- $R --input "$T/trunc.y4m" --output "$T/d.y4m"
 expect 2 "run unsupported output" -- $R --input testsrc --output "$T/x.avi"
 expect 1 "run into a missing directory" -- $R --input testsrc --output "$T/no/dir/x.y4m" --frames 1 --size 32x32
-[ ! -e "$T/no/dir/x.y4m" ] && { pass=$((pass + 1)); echo "  ok    no partial output left"; } || { fail=$((fail + 1)); echo "  FAIL  partial output"; }
+[ ! -e "$T/no/dir/x.y4m" ] && ok "no partial output left" || bad "partial output"
 
 expect 0 "bench --json" -- $M bench --config tiny --size 32x32 --steps 1 --iters 2 --json
 last=$(tail -n 1 "$T/out")
 for k in p50_ms p99_ms fps params device; do
-    case "$last" in *"\"$k\""*) pass=$((pass + 1)); echo "  ok    bench json has $k" ;;
-    *) fail=$((fail + 1)); echo "  FAIL  bench json lacks $k: $last" ;; esac
+    case "$last" in *"\"$k\""*) ok "bench json has $k" ;;
+    *) bad "bench json lacks $k: $last" ;; esac
 done
 expect 2 "bench needs a model" -- $M bench --size 32x32
 expect 1 "bench --device cuda" -- $M bench --config tiny --size 32x32 --device cuda
 
-echo "test_cli: $pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish

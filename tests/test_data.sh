@@ -8,30 +8,17 @@
 # disk: a 400 KiB tmpfs, when root may mount one) or a killed one (kill -9 at several moments)
 # leaves the previous shards intact and no damaged shard under a final name. Needs FFmpeg and
 # libjpeg-turbo in the build and the ffmpeg program; skips (and says so) without them.
-M=${MIRAGE:-build/mirage}
+. "$(dirname "$0")/lib.sh"
 M=$(cd "$(dirname "$M")" && pwd)/$(basename "$M")
-T=$(mktemp -d /tmp/mirage-data-XXXXXX)
-trap 'umount "$T/full" 2>/dev/null; rm -rf "$T"' EXIT
-pass=0; fail=0; skip=0
+MNT=$T/full # the full-disk case's tmpfs, unmounted at exit
 t_start=$(date +%s)
 
-ok() { pass=$((pass + 1)); echo "  ok    $1"; }
-bad() { fail=$((fail + 1)); echo "  FAIL  $1"; [ -f "$T/out" ] && sed 's/^/        /' "$T/out" | tail -8; }
-check() { if eval "$1"; then ok "$2"; else bad "$2 [$1]"; fi; }
-expect() {
-    code=$1; what=$2; shift 3
-    "$@" >"$T/out" 2>&1
-    got=$?
-    if [ "$got" -eq "$code" ]; then ok "$what (exit $got)"; else bad "$what: exit $got, expected $code"; fi
-}
-grep_out() { if grep -q -- "$1" "$T/out"; then ok "$2"; else bad "$2: no '$1' in the output"; fi; }
 # info field: info_num SPLIT FIELD-REGEX  e.g. info_num train 'sources'
 info_line() { sed -n "s/^$1 *| \(.*\)/\1/p" "$T/out"; }
 
 if ! $M --version | grep -q ffmpeg || ! $M --version | grep -q jpeg || ! command -v ffmpeg >/dev/null; then
-    echo "  skip  mirage data (needs FFmpeg and libjpeg-turbo in the build, and the ffmpeg program)"
-    echo "test_data.sh: 0 passed, 0 failed, 1 skipped"
-    exit 0
+    skipped "mirage data (needs FFmpeg and libjpeg-turbo in the build, and the ffmpeg program)"
+    finish
 fi
 
 lavfi() { # lavfi SRC FRAMES OUT [extra ffmpeg args]
@@ -164,12 +151,11 @@ if [ "$(id -u)" = 0 ] && mkdir -p "$T/full" && mount -t tmpfs -o size=400k tmpfs
     check '[ -z "$(ls -A "$T/full/d" | grep -v "^train-000.mgshard$\|^val-000.mgshard$")" ]' "and no temporary is left"
     umount "$T/full"
 else
-    skip=$((skip + 1)); echo "  skip  full disk (needs root and a tmpfs mount)"
+    skipped "full disk (needs root and a tmpfs mount)"
 fi
 expect 0 "the next build completes" -- $M data build --size 240 --max-frames 300 --shard-mib 1 --quiet --out "$T/d1" "$T/big.mp4" "$T/src/videos" "$T/src/photos"
 check '[ -z "$(ls -A "$T/d1" | grep "tmp")" ]' "and removes the temporaries killed builds left"
 expect 0 "info after the kills" -- $M data info "$T/d1"
 check '[ "$(ls "$T/d1" | grep -c "^train-")" -ge 2 ]' "several train shards of 1 MiB"
 
-echo "test_data.sh: $pass passed, $fail failed, $skip skipped in $(( $(date +%s) - t_start )) s"
-[ "$fail" -eq 0 ]
+finish

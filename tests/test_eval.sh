@@ -1,31 +1,16 @@
 #!/bin/sh
 # `mirage eval` from the command line: exit codes (0 ok, 1 failure, 2 bad usage), the progress
 # lines and summary, and the report files. The metrics themselves are tested in test_eval.c.
-M=${MIRAGE:-build/mirage}
-T=$(mktemp -d /tmp/mirage-eval-XXXXXX)
-trap 'rm -rf "$T"' EXIT
-pass=0; fail=0
-
-expect() { # expect CODE DESCRIPTION -- command...   (stdout+stderr in $T/out)
-    code=$1; what=$2; shift 3
-    "$@" >"$T/out" 2>&1
-    got=$?
-    if [ "$got" -eq "$code" ]; then pass=$((pass + 1)); echo "  ok    $what (exit $got)"
-    else fail=$((fail + 1)); echo "  FAIL  $what: exit $got, expected $code"; sed 's/^/        /' "$T/out" | head -8; fi
-}
-grep_out() {
-    if grep -q -- "$1" "$T/out"; then pass=$((pass + 1)); echo "  ok    $2"
-    else fail=$((fail + 1)); echo "  FAIL  $2: no '$1' in:"; sed 's/^/        /' "$T/out" | head -8; fi
-}
-check() { # check DESCRIPTION -- test expression...
+. "$(dirname "$0")/lib.sh"
+check() { # check DESCRIPTION -- test expression...   (this file's form: a command, not shell code)
     what=$1; shift 2
-    if "$@"; then pass=$((pass + 1)); echo "  ok    $what"; else fail=$((fail + 1)); echo "  FAIL  $what"; fi
+    if "$@"; then ok "$what"; else bad "$what"; fi
 }
 
 expect 0 "eval --help" -- $M eval --help
 grep_out "usage: mirage eval" "help text"
 expect 0 "help eval" -- $M help eval
-$M init --config tiny --seed 3 --out "$T/tiny.safetensors" >/dev/null || fail=$((fail + 1))
+$M init --config tiny --seed 3 --out "$T/tiny.safetensors" >/dev/null || bad "mirage init of the test model"
 E="$M eval --model $T/tiny.safetensors --input testsrc --size 32x32 --steps 1"
 expect 2 "no --report" -- $E --frames 2
 expect 2 "no --input" -- $M eval --model "$T/tiny.safetensors" --report "$T/r"
@@ -61,5 +46,4 @@ expect 0 "one frame, dream" -- $E --frames 1 --report "$T/one-dream" --prompt dr
 grep_out "freeze no" "one frame: no window to flag"
 expect 1 "report into a file" -- $E --frames 1 --report "$T/r/index.html"
 
-echo "test_eval.sh: $pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish

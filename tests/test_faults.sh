@@ -19,31 +19,13 @@
 # (ASan's quarantine holds freed memory; LeakSanitizer checks the frees at exit instead).
 # scripts/reliability.sh runs this file at full length: FAULTS_RUN_FRAMES (2000), FAULTS_RUN_SIZE
 # (32x32), FAULTS_SERVE_SECONDS (30), FAULTS_RSS_TABLE=1 prints the RSS samples as a table.
-M=${MIRAGE:-build/mirage}
+. "$(dirname "$0")/lib.sh"
 M=$(cd "$(dirname "$M")" && pwd)/$(basename "$M")
 HERE=$(cd "$(dirname "$0")" && pwd)
 MODEL=$HERE/../models/mirage-tiny.safetensors
-T=$(mktemp -d /tmp/mirage-faults-XXXXXX)
-PIDS=""; MNT=""
-cleanup() {
-    for p in $PIDS; do kill -9 "$p" 2>/dev/null; done
-    [ -n "$MNT" ] && umount "$MNT" 2>/dev/null
-    rm -rf "$T"
-}
-trap cleanup EXIT
-pass=0; fail=0; skip=0
 t_start=$(date +%s)
-ok() { pass=$((pass + 1)); echo "  ok    $1"; }
-bad() { fail=$((fail + 1)); echo "  FAIL  $1"; [ -f "$T/out" ] && sed 's/^/        /' "$T/out" | grep -v '^        frame ' | tail -8; }
-skipped() { skip=$((skip + 1)); echo "  skip  $1"; }
-check() { if eval "$1"; then ok "$2"; else bad "$2 [$1]"; fi; }
-expect() { # expect CODE DESCRIPTION -- command...   (stdout+stderr in $T/out)
-    code=$1; what=$2; shift 3
-    "$@" >"$T/out" 2>&1
-    got=$?
-    if [ "$got" -eq "$code" ]; then ok "$what (exit $got)"; else bad "$what: exit $got, expected $code"; fi
-}
-grep_out() { if grep -q -- "$1" "$T/out"; then ok "$2"; else bad "$2: no '$1' in the output"; fi; }
+# this file's bad leaves out the runs' per-frame progress lines
+bad() { fail=$((fail + 1)); echo "  FAIL  $1"; if [ -f "$T/out" ]; then sed 's/^/        /' "$T/out" | grep -v '^        frame ' | tail -8; fi; }
 wait_for() { i=0; while [ $i -lt 300 ] && ! grep -q -- "$1" "$2" 2>/dev/null; do sleep 0.1; i=$((i + 1)); done; }
 no_temps() { ! ls "$1"/*.tmp.* >/dev/null 2>&1; }
 done_frames() { sed -n 's/^done | \([0-9]*\) frames.*/\1/p' "$T/out"; }
@@ -324,5 +306,4 @@ END
     fi
 fi
 
-echo "test_faults: $pass passed, $fail failed, $skip skipped in $(( $(date +%s) - t_start )) s"
-[ "$fail" -eq 0 ]
+finish

@@ -7,26 +7,10 @@
 # sources; the model is a tiny random one at 32x32 so the whole file runs in seconds.
 # Parts that need FFmpeg (in the build, and the ffmpeg/ffprobe programs) or Xvfb are skipped,
 # and say so, where those are missing.
-M=${MIRAGE:-build/mirage}
+. "$(dirname "$0")/lib.sh"
 M=$(cd "$(dirname "$M")" && pwd)/$(basename "$M") # absolute: some runs change directory
-T=$(mktemp -d /tmp/mirage-io-XXXXXX)
-trap 'rm -rf "$T"' EXIT
-pass=0; fail=0; skip=0
 t_start=$(date +%s)
 
-ok() { pass=$((pass + 1)); echo "  ok    $1"; }
-bad() { fail=$((fail + 1)); echo "  FAIL  $1"; [ -f "$T/out" ] && sed 's/^/        /' "$T/out" | tail -8; }
-skipped() { skip=$((skip + 1)); echo "  skip  $1"; }
-check() { if eval "$1"; then ok "$2"; else bad "$2 [$1]"; fi; }
-
-# expect CODE DESCRIPTION -- command...   (stdout+stderr in $T/out)
-expect() {
-    code=$1; what=$2; shift 3
-    "$@" >"$T/out" 2>&1
-    got=$?
-    if [ "$got" -eq "$code" ]; then ok "$what (exit $got)"; else bad "$what: exit $got, expected $code"; fi
-}
-grep_out() { if grep -q -- "$1" "$T/out"; then ok "$2"; else bad "$2: no '$1' in the output"; fi; }
 # wait_for PATTERN FILE: up to 20 s for PATTERN to show in FILE (a loaded machine is slow)
 wait_for() { i=0; while [ $i -lt 200 ] && ! grep -q -- "$1" "$2" 2>/dev/null; do sleep 0.1; i=$((i + 1)); done; }
 
@@ -212,5 +196,4 @@ else
     check '[ "$(done_frames)" = 5 ]' "5 frames shown"
 fi
 
-echo "test_io: $pass passed, $fail failed, $skip skipped in $(( $(date +%s) - t_start )) s"
-[ "$fail" -eq 0 ]
+finish

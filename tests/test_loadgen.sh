@@ -4,24 +4,9 @@
 # figures it prints and writes, and its errors (no server, bad flags). A tiny random model at
 # 32x32 keeps it to ~20 s on a 2-core machine. A build without libwebsockets or libjpeg-turbo has
 # no loadgen and no serve: the test says so and skips.
-M=${MIRAGE:-build/mirage}
+. "$(dirname "$0")/lib.sh"
 B=${BUILD:-build}
 L=$B/loadgen
-T=$(mktemp -d /tmp/mirage-loadgen-XXXXXX)
-SPID=""
-cleanup() { [ -n "$SPID" ] && kill -9 "$SPID" 2>/dev/null; rm -rf "$T"; }
-trap cleanup EXIT
-pass=0; fail=0
-ok() { pass=$((pass + 1)); echo "  ok    $1"; }
-bad() { fail=$((fail + 1)); echo "  FAIL  $1"; [ -f "$T/out" ] && sed 's/^/        /' "$T/out" | tail -8; }
-finish() { echo "test_loadgen: $pass passed, $fail failed"; [ "$fail" -eq 0 ]; exit $?; }
-expect() {
-    code=$1; what=$2; shift 3
-    "$@" >"$T/out" 2>&1
-    got=$?
-    if [ "$got" -eq "$code" ]; then ok "$what (exit $got)"; else bad "$what: exit $got, expected $code"; fi
-}
-grep_out() { if grep -q -- "$1" "$T/out"; then ok "$2"; else bad "$2: no '$1' in the output"; fi; }
 # num KEY FILE: a number from loadgen's one-line JSON (top level, or "obj.key" one level down)
 num() {
     case $1 in
@@ -67,7 +52,7 @@ grep_out "cannot connect" "the failed connection is reported"
 echo "-- loadgen against mirage serve (CPU, tiny, 32x32)"
 "$M" serve --config tiny --size 32x32 --steps 1 --port 0 --port-file "$T/port" --max-fps 1000 --max-sessions 8 \
     --workers 2 >"$T/serve.log" 2>&1 &
-SPID=$!
+SPID=$!; PIDS=$SPID
 i=0
 while [ ! -s "$T/port" ] && [ $i -lt 600 ] && kill -0 "$SPID" 2>/dev/null; do sleep 0.1; i=$((i + 1)); done
 PORT=$(cat "$T/port" 2>/dev/null)
@@ -102,7 +87,7 @@ kill -TERM "$SPID"
 i=0
 while kill -0 "$SPID" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
 wait "$SPID"; rc=$?
-SPID=""
+SPID=""; PIDS=""
 if [ $rc -eq 0 ] && ! grep -qE "AddressSanitizer|runtime error|LeakSanitizer" "$T/serve.log"; then ok "the server stopped cleanly (exit 0)"
 else cp "$T/serve.log" "$T/out"; bad "server exit $rc or a sanitizer report"; fi
 finish

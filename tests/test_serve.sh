@@ -8,30 +8,13 @@
 # before/after, crashes = 0). A tiny random model at 32x32 / 64x64 keeps it to a 2-core machine.
 # Node and Chromium come from scripts/setup.sh: without them this test FAILS (it never passes
 # without having run the browser); only a build without libwebsockets skips, and says so.
-M=${MIRAGE:-build/mirage}
+. "$(dirname "$0")/lib.sh"
 M=$(cd "$(dirname "$M")" && pwd)/$(basename "$M")
 B=${BUILD:-build}
 mkdir -p "$B/test-serve"
 KEEP=$(cd "$B/test-serve" && pwd) # the screenshot and the load figures stay here
 HERE=$(cd "$(dirname "$0")" && pwd)
-T=$(mktemp -d /tmp/mirage-serve-XXXXXX)
-PIDS=""
-cleanup() { for p in $PIDS; do kill -9 "$p" 2>/dev/null; done; rm -rf "$T"; }
-trap cleanup EXIT
-pass=0; fail=0
-ok() { pass=$((pass + 1)); echo "  ok    $1"; }
-bad() { fail=$((fail + 1)); echo "  FAIL  $1"; [ -f "$T/out" ] && sed 's/^/        /' "$T/out" | tail -8; }
 loud() { echo "  !!!!  $1"; }
-finish() { echo "test_serve: $pass passed, $fail failed"; [ "$fail" -eq 0 ]; exit $?; }
-
-# expect CODE DESCRIPTION -- command...   (stdout+stderr in $T/out)
-expect() {
-    code=$1; what=$2; shift 3
-    "$@" >"$T/out" 2>&1
-    got=$?
-    if [ "$got" -eq "$code" ]; then ok "$what (exit $got)"; else bad "$what: exit $got, expected $code"; fi
-}
-grep_out() { if grep -q -- "$1" "$T/out"; then ok "$2"; else bad "$2: no '$1' in the output"; fi; }
 
 # start_server NAME ARGS...: runs mirage serve on a free port; sets PORT and SPID
 start_server() {

@@ -8,25 +8,10 @@
 #    leaves a checkpoint that loads and resumes, and the run still ends bit-identical to the
 #    uninterrupted one;
 #  - the model file is a normal weights file (mirage info), in f32 and bf16; samples are PNG.
-M=${MIRAGE:-build/mirage}
-T=$(mktemp -d /tmp/mirage-train-XXXXXX)
-trap 'rm -rf "$T"' EXIT
-pass=0; fail=0
-ok() { pass=$((pass + 1)); echo "  ok    $1"; }
-bad() { fail=$((fail + 1)); echo "  FAIL  $1"; }
-
-# expect CODE DESCRIPTION -- command...   (stdout+stderr in $T/out)
-expect() {
-    code=$1; what=$2; shift 3
-    "$@" >"$T/out" 2>&1
-    got=$?
-    if [ "$got" -eq "$code" ]; then ok "$what (exit $got)"
-    else bad "$what: exit $got, expected $code"; sed 's/^/        /' "$T/out" | tail -5; fi
-}
-grep_out() { if grep -q -- "$1" "$T/out"; then ok "$2"; else bad "$2: no '$1' in output"; sed 's/^/        /' "$T/out" | tail -5; fi; }
+. "$(dirname "$0")/lib.sh"
 losses() { grep '^step ' "$1" | awk '{print $2, $5}'; } # "k/N loss" per step
 
-if ! command -v ffmpeg >/dev/null 2>&1; then echo "  skip  no ffmpeg program to make test clips"; echo "0 failed"; exit 0; fi
+if ! command -v ffmpeg >/dev/null 2>&1; then skipped "no ffmpeg program to make test clips"; finish; fi
 
 # ---- data: 3 videos and 4 photos from FFmpeg's generators --------------------------------
 mkdir -p "$T/src"
@@ -205,5 +190,4 @@ cmp -s "$T/k_ref.safetensors" "$T/k.safetensors" && ok "after $kills kills the m
 ls "$T"/k.ckpt.step*.part* 2>/dev/null | grep -v '\.tmp\.' | sed 's/.*\.step\([0-9]*\)\..*/\1/' | sort -u >"$T/steps"
 [ "$(wc -l <"$T/steps")" -eq 1 ] && ok "only the current checkpoint's parts are kept" || bad "stale checkpoint parts: $(cat "$T/steps" | tr '\n' ' ')"
 
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish

@@ -7,20 +7,8 @@
 #    start, fail, and the launcher returns (within a time limit) with the rank's error;
 #    in a build without CUDA or without NCCL, the build's own message.
 # The GPU side (curves, throughput, resume across GPU counts) is dev/train/dp.sh.
-M=${MIRAGE:-build/mirage}
-T=$(mktemp -d /tmp/mirage-dist-XXXXXX)
-trap 'rm -rf "$T"' EXIT
-pass=0; fail=0
-ok() { pass=$((pass + 1)); echo "  ok    $1"; }
-bad() { fail=$((fail + 1)); echo "  FAIL  $1"; }
-expect() {
-    code=$1; what=$2; shift 3
-    timeout 120 "$@" >"$T/out" 2>&1
-    got=$?
-    if [ "$got" -eq "$code" ]; then ok "$what (exit $got)"
-    else bad "$what: exit $got, expected $code"; sed 's/^/        /' "$T/out" | tail -5; fi
-}
-grep_out() { if grep -q -- "$1" "$T/out"; then ok "$2"; else bad "$2: no '$1' in output"; sed 's/^/        /' "$T/out" | tail -5; fi; }
+. "$(dirname "$0")/lib.sh"
+EXPECT_TIMEOUT=120 # every command under a time limit: a launcher that hangs fails here instead
 
 mkdir -p "$T/data"
 A="--data $T/data --out $T/m.safetensors --config tiny --steps 2"
@@ -54,5 +42,4 @@ else
 fi
 [ ! -e "$T/m.safetensors" ] && ok "no model file after failures" || bad "a failed run left $T/m.safetensors"
 ls "$T"/*.nccl-id* >/dev/null 2>&1 && bad "a rendezvous file was left" || ok "no rendezvous file left"
-echo "$fail failed, $pass passed"
-[ "$fail" -eq 0 ]
+finish
