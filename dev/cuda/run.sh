@@ -19,7 +19,8 @@
 # config 1b at 512x512, COMPILE="256 512" (the sizes torch.compile runs at, ~4.5 minutes
 # each; "" for none; past the first, only while COMPILE_NEED seconds (330) of BUDGET (570,
 # from the start of the script) are left), LAB=1 runs the kernel lab, STEP_TIMEOUT (seconds
-# per step, 90; torch.compile gets 420).
+# per step, 90; torch.compile gets 420), GPU_TESTS (more test binaries after test_cuda),
+# WITH_1B_FP8=1 adds 1b with MG_CUDA_FP8=1 and the default again; VARIANTS may name "fp8".
 set -u
 B=${BUILD:-build-gpu}
 if [ "${1:-run}" = build ]; then
@@ -97,6 +98,8 @@ bench() { # name size config settings
 # conv version 5 (halo tiles, MG_CUDA_CONVHALO, the default since slice 3): the whole suite again
 # with it off (version 3, the fallback)
 [ "${HALO:-1}" = 1 ] && step test_gpu_nohalo env $CHOSEN MG_CUDA_CONVHALO=0 "$B/tests/gpu/test_cuda"
+# GPU_TESTS: more of make test-gpu's binaries (carried beside test_cuda), e.g. "test_cuda_fp8 test_cuda_pipe"
+for t in ${GPU_TESTS-}; do step "$t" env $CHOSEN "$B/tests/gpu/$t"; done
 # VARIANTS: the A/B settings benched after the chosen ones at each size ("again" repeats the
 # chosen settings, to show the run-to-run spread next to the A/B deltas)
 for sz in ${SIZES-256 512}; do
@@ -110,6 +113,7 @@ for sz in ${SIZES-256 512}; do
         halo) bench "bench_s${sz}_halo" "${sz}x${sz}" s "$CHOSEN MG_CUDA_CONVHALO=1" ;;
         nohalo) bench "bench_s${sz}_nohalo" "${sz}x${sz}" s "$CHOSEN MG_CUDA_CONVHALO=0" ;;
         again) bench "bench_s${sz}_again" "${sz}x${sz}" s "$CHOSEN" ;;
+        fp8) bench "bench_s${sz}_fp8" "${sz}x${sz}" s "$CHOSEN MG_CUDA_FP8=1" ;;
         esac
     done
 done
@@ -120,6 +124,10 @@ if [ -z "${SKIP_EAGER:-}" ]; then
 fi
 if [ -n "${WITH_1B:-}" ]; then
     step bench_1b512 env $CHOSEN "$B/mirage" bench --config 1b --size 512x512 --steps 2 --device cuda --iters 20 --json
+    [ -n "${WITH_1B_FP8:-}" ] && step bench_1b512_fp8 env $CHOSEN MG_CUDA_FP8=1 "$B/mirage" bench --config 1b --size 512x512 \
+        --steps 2 --device cuda --iters 20 --json
+    [ -n "${WITH_1B_FP8:-}" ] && step bench_1b512_again env $CHOSEN "$B/mirage" bench --config 1b --size 512x512 --steps 2 \
+        --device cuda --iters 20 --json
     [ -n "${WITH_1B_BASE:-}" ] && step bench_1b512_base env $BASE "$B/mirage" bench --config 1b --size 512x512 --steps 2 \
         --device cuda --iters 20 --json
     [ "${HALO:-1}" = 1 ] && step bench_1b512_nohalo env $CHOSEN MG_CUDA_CONVHALO=0 "$B/mirage" bench --config 1b --size 512x512 \

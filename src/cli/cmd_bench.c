@@ -112,7 +112,9 @@ int cmd_bench(int argc, char **argv) {
     char devdesc[160];
     snprintf(devdesc, sizeof devdesc, "cpu, %d threads", threads);
 #ifdef MG_HAVE_CUDA
-    if (cu) snprintf(devdesc, sizeof devdesc, "cuda (%s), bf16, CUDA graph", cuda_stream_device_name(cu));
+    if (cu)
+        snprintf(devdesc, sizeof devdesc, "cuda (%s), %s, CUDA graph", cuda_stream_device_name(cu),
+                 cuda_stream_fp8(cu) ? "bf16 + e4m3 DiT GEMMs (MG_CUDA_FP8=1)" : "bf16");
 #endif
     printf("mirage bench | config %s (%.2f M params) | %dx%d | %d steps | ring %d | %s (%s)\n", c->name,
            mg_model_params(m) / 1e6, so.width, so.height, so.steps, K, devdesc, mg_build_features());
@@ -230,6 +232,7 @@ int cmd_bench(int argc, char **argv) {
 #ifdef MG_HAVE_CUDA
         if (cu) {
             cJSON_AddStringToObject(j, "gpu", cuda_stream_device_name(cu));
+            cJSON_AddStringToObject(j, "dit_gemm", cuda_stream_fp8(cu) ? "fp8-e4m3" : "bf16");
             cJSON_AddNumberToObject(j, "host_p50_ms", h50);
             cJSON_AddNumberToObject(j, "host_p99_ms", h99);
             cJSON_AddNumberToObject(j, "pipelined_fps", pipe_fps);

@@ -1112,6 +1112,7 @@ extern "C" size_t cuda_stream_device_bytes(const cuda_stream *s) {
 }
 extern "C" size_t cuda_stream_own_bytes(const cuda_stream *s) { return s->dev_bytes + ((size_t)32 << 20); }
 extern "C" int cuda_stream_gpu(const cuda_stream *s) { return s->gpu; }
+extern "C" int cuda_stream_fp8(const cuda_stream *s) { return s->fp8; }
 extern "C" const cuda_weights *cuda_stream_weights(const cuda_stream *s) { return s->wts; }
 extern "C" double cuda_stream_flops(const cuda_stream *s) { return s->flops; }
 

@@ -83,6 +83,7 @@ const char *cuda_stream_device_name(const cuda_stream *cs);
 size_t cuda_stream_device_bytes(const cuda_stream *cs); /* weights + buffers + workspace */
 size_t cuda_stream_own_bytes(const cuda_stream *cs);    /* buffers + workspace: what this stream adds */
 int cuda_stream_gpu(const cuda_stream *cs);             /* the device it lives on */
+int cuda_stream_fp8(const cuda_stream *cs);             /* 1: the DiT's linears run as e4m3 GEMMs (MG_CUDA_FP8=1) */
 const cuda_weights *cuda_stream_weights(const cuda_stream *cs);
 /* Device memory in use on the card as the driver reports it (all processes), MiB. */
 double cuda_stream_device_used_mib(const cuda_stream *cs);
