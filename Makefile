@@ -186,7 +186,7 @@ $(BUILD)/loadgen: dev/serve/loadgen.c $(LIB)
 	$(CC) $(CFLAGS) $< -o $@ $(LIB) $(LDFLAGS) $(LDLIBS)
 
 # The CUDA ops against their CPU twins and whole frame steps against the CPU stream; needs a GPU.
-$(BUILD)/tests/gpu/%: tests/gpu/%.c tests/testutil.h $(LIB)
+$(BUILD)/tests/gpu/%: tests/gpu/%.c tests/testutil.h tests/gpu/gpu_util.h $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests $< -o $@ $(LIB) $(LDFLAGS) $(LDLIBS) -lcmocka
 

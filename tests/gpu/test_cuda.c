@@ -15,6 +15,7 @@
 #include "model/stream.h"
 #include "ops/ops.h"
 #include "testutil.h"
+#include "gpu_util.h"
 
 #define TOL_BF16 1e-2 /* relative L2 error for bf16 storage, fp32 accumulation */
 
@@ -22,7 +23,6 @@ static cu_ctx *ctx;
 static cudaStream_t st;
 static uint64_t seed_ctr = 1000;
 
-#define CK(call) assert_int_equal((call), cudaSuccess)
 /* ---- helpers --------------------------------------------------------------------------- */
 
 static float *rnd(size_t n, float lo, float hi) {
@@ -31,38 +31,6 @@ static float *rnd(size_t n, float lo, float hi) {
     return x;
 }
 
-static void round_bf16(float *x, size_t n) {
-    for (size_t i = 0; i < n; i++) x[i] = cu_bf2f(cu_f2bf(x[i]));
-}
-
-static void *dmalloc(size_t bytes) {
-    void *p = NULL;
-    CK(cudaMalloc(&p, bytes ? bytes : 1));
-    return p;
-}
-
-/* device bf16 copy of x (x is rounded to bf16 in place, so the CPU sees the same values) */
-static bf16_t *up_bf16(float *x, size_t n) {
-    round_bf16(x, n);
-    bf16_t *h = malloc(n * 2 + 2), *d = dmalloc(n * 2);
-    for (size_t i = 0; i < n; i++) h[i] = cu_f2bf(x[i]);
-    CK(cudaMemcpy(d, h, n * 2, cudaMemcpyHostToDevice));
-    free(h);
-    return d;
-}
-
-static float *up_f32(const float *x, size_t n) {
-    float *d = dmalloc(n * 4);
-    CK(cudaMemcpy(d, x, n * 4, cudaMemcpyHostToDevice));
-    return d;
-}
-
-/* poisoned outputs: 0xFF bytes are NaN in both bf16 and fp32 */
-static void *poisoned(size_t bytes) {
-    void *d = dmalloc(bytes);
-    CK(cudaMemset(d, 0xFF, bytes));
-    return d;
-}
 
 static float *down_bf16(const bf16_t *d, size_t n) {
     bf16_t *h = malloc(n * 2 + 2);
@@ -603,16 +571,6 @@ static void test_layout(void **state) {
 
 /* ---- whole frame steps ----------------------------------------------------------------- */
 
-static mg_model *load_model(const char *config, uint64_t seed) {
-    mg_config cfg;
-    char path[512];
-    mg_model *m = NULL;
-    TU_OK(mg_config_named(config, &cfg));
-    snprintf(path, sizeof path, "%s/%s-%llu.safetensors", tu_tmpdir(), config, (unsigned long long)seed);
-    TU_OK(mg_model_init_file(path, &cfg, seed, 1));
-    TU_OK(mg_model_load(path, &m));
-    return m;
-}
 
 /* T frames through a CPU stream and a CUDA stream with the same inputs and noise; compares
  * the final latents (relative L2) and the u8 frames. */

@@ -25,6 +25,7 @@
 #include "model/stream.h"
 #include "ops/ops.h"
 #include "testutil.h"
+#include "gpu_util.h"
 
 #define TOL_GEMM 1e-2   /* e4m3 GEMM vs the CPU on the same (dequantised) operands */
 #define TOL_QUANT 4e-2  /* a dequantised e4m3 tensor vs its bf16 source (3 mantissa bits) */
@@ -39,7 +40,6 @@ static cu_ctx *ctx;
 static cudaStream_t st;
 static uint64_t seed_ctr = 4000;
 
-#define CK(call) assert_int_equal((call), cudaSuccess)
 
 static float *rnd(size_t n, float lo, float hi) {
     float *x = malloc(n * sizeof(float) + 16);
@@ -47,31 +47,6 @@ static float *rnd(size_t n, float lo, float hi) {
     return x;
 }
 
-static void *dmalloc(size_t bytes) {
-    void *p = NULL;
-    CK(cudaMalloc(&p, bytes ? bytes : 1));
-    return p;
-}
-
-static bf16_t *up_bf16(float *x, size_t n) { /* x is rounded to bf16 in place */
-    bf16_t *h = malloc(n * 2 + 2), *d = dmalloc(n * 2);
-    for (size_t i = 0; i < n; i++) h[i] = cu_f2bf(x[i]), x[i] = cu_bf2f(h[i]);
-    CK(cudaMemcpy(d, h, n * 2, cudaMemcpyHostToDevice));
-    free(h);
-    return d;
-}
-
-static float *up_f32(const float *x, size_t n) {
-    float *d = dmalloc(n * 4);
-    CK(cudaMemcpy(d, x, n * 4, cudaMemcpyHostToDevice));
-    return d;
-}
-
-static void *poisoned(size_t bytes) {
-    void *d = dmalloc(bytes);
-    CK(cudaMemset(d, 0xFF, bytes));
-    return d;
-}
 
 static float *down(const void *d, size_t n, int f32) {
     float *x = malloc(n * 4 + 4);
@@ -304,16 +279,6 @@ static void test_gemm_fp8(void **state) {
 
 /* ---- whole frame steps: FP8 against bf16 ------------------------------------------------ */
 
-static mg_model *load_model(const char *config, uint64_t seed) {
-    mg_config cfg;
-    char path[512];
-    mg_model *m = NULL;
-    TU_OK(mg_config_named(config, &cfg));
-    snprintf(path, sizeof path, "%s/%s-%llu.safetensors", tu_tmpdir(), config, (unsigned long long)seed);
-    TU_OK(mg_model_init_file(path, &cfg, seed, 1));
-    TU_OK(mg_model_load(path, &m));
-    return m;
-}
 
 static cuda_stream *new_stream(mg_model *m, const cuda_stream_cfg *cc, int fp8) {
     setenv("MG_CUDA_FP8", fp8 ? "1" : "0", 1);

@@ -12,6 +12,7 @@
 #include "model/model.h"
 #include "model/stream.h"
 #include "pipe_script.h"
+#include "gpu_util.h"
 
 static int count_diff(const uint8_t *a, const uint8_t *b, size_t n) {
     int d = 0;
@@ -19,16 +20,6 @@ static int count_diff(const uint8_t *a, const uint8_t *b, size_t n) {
     return d;
 }
 
-static mg_model *load_model(const char *config, uint64_t seed) {
-    mg_config cfg;
-    char path[512];
-    mg_model *m = NULL;
-    TU_OK(mg_config_named(config, &cfg));
-    snprintf(path, sizeof path, "%s/%s-%llu.safetensors", tu_tmpdir(), config, (unsigned long long)seed);
-    TU_OK(mg_model_init_file(path, &cfg, seed, 1));
-    TU_OK(mg_model_load(path, &m));
-    return m;
-}
 
 static mg_stream *make(const mg_model *m, int W, int H) {
     mg_stream_opts o = mg_stream_opts_default();

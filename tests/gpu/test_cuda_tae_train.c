@@ -18,6 +18,7 @@
 #include "ops/ops.h"
 #include "train/train.h"
 #include "testutil.h"
+#include "gpu_util.h"
 
 #define GRAD_TOL 3e-2 /* relative L2 per tensor: bf16 operands through ~70 convs each way */
 #define LOSS_TOL 1e-2 /* relative */
@@ -30,9 +31,6 @@ static cuda_tae_train *tt; /* B = 3 images of up to 64x64 */
 static float *orig_param;  /* tp.param before the conv kernels were rounded to bf16 */
 #define TB 3
 
-static void round_bf16(float *x, size_t n) {
-    for (size_t i = 0; i < n; i++) x[i] = cu_bf2f(cu_f2bf(x[i]));
-}
 
 static double now_s(void) {
     struct timespec t;
