@@ -159,7 +159,7 @@ $(BUILD)/mirage: $(CLI_OBJ) $(LIB)
 	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
 
 # Tests: one binary per tests/test_*.c, linked with cmocka and the library.
-$(BUILD)/tests/%: tests/%.c tests/testutil.h $(LIB)
+$(BUILD)/tests/%: tests/%.c $(wildcard tests/*.h) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests $< -o $@ $(LIB) $(LDFLAGS) $(LDLIBS) -lcmocka
 
@@ -186,7 +186,7 @@ $(BUILD)/loadgen: dev/serve/loadgen.c $(LIB)
 	$(CC) $(CFLAGS) $< -o $@ $(LIB) $(LDFLAGS) $(LDLIBS)
 
 # The CUDA ops against their CPU twins and whole frame steps against the CPU stream; needs a GPU.
-$(BUILD)/tests/gpu/%: tests/gpu/%.c tests/testutil.h tests/gpu/gpu_util.h $(LIB)
+$(BUILD)/tests/gpu/%: tests/gpu/%.c $(wildcard tests/*.h tests/gpu/*.h) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests $< -o $@ $(LIB) $(LDFLAGS) $(LDLIBS) -lcmocka
 

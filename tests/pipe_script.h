@@ -32,6 +32,13 @@ static void pipe_apply(mg_stream *s, int t) {
 }
 
 /* Frame t's input, or NULL for the dream frame (the API allows it there). */
+/* how many bytes of two outputs differ */
+static int count_diff(const uint8_t *a, const uint8_t *b, size_t n) {
+    int d = 0;
+    for (size_t i = 0; i < n; i++) d += a[i] != b[i];
+    return d;
+}
+
 static const uint8_t *pipe_input(const uint8_t *ins, size_t fb, int t) { return t == 6 ? NULL : ins + (size_t)t * fb; }
 
 /* Reference: every frame with mg_stream_step. out: PIPE_T frames of fb bytes. */

@@ -41,12 +41,6 @@ static mg_stream *make(void) {
     return s;
 }
 
-static int count_diff(const uint8_t *a, const uint8_t *b, size_t n) {
-    int d = 0;
-    for (size_t i = 0; i < n; i++) d += a[i] != b[i];
-    return d;
-}
-
 /* The script at 1 and 2 frames in flight against mg_stream_step. */
 static void test_submit_collect_equals_step(void **state) {
     size_t fb = (size_t)W * H * 3, n = (size_t)PIPE_T * fb;

@@ -14,12 +14,6 @@
 #include "pipe_script.h"
 #include "gpu_util.h"
 
-static int count_diff(const uint8_t *a, const uint8_t *b, size_t n) {
-    int d = 0;
-    for (size_t i = 0; i < n; i++) d += a[i] != b[i];
-    return d;
-}
-
 
 static mg_stream *make(const mg_model *m, int W, int H) {
     mg_stream_opts o = mg_stream_opts_default();
