@@ -139,6 +139,24 @@ mg_status cu_conv3x3_direct_v(int version, void *out, cu_dtype ot, const void *i
                               const float *bias, int H, int W, int Ci, int Co, int stride, int up, int relu,
                               cudaStream_t st);
 
+/* ---- a whole level of the autoencoder in one launch (conv_level.cu) ---------------------
+ * n Blocks in a row at one size, x = relu(c3(relu(c2(relu(c1 x)))) + x) each, in place on x
+ * (H, W, C): one thread-block cluster (up to 16 blocks) holds the feature map in its shared
+ * memory and passes each band's edge rows to its neighbours through distributed shared memory.
+ * w[3n]: the convs' weights in the igemm layout (C, 9*C), b[3n]: biases (C) (b or an entry
+ * may be NULL). Same arithmetic as three cu_conv3x3_igemm launches per Block (fp32 accumulate,
+ * bf16 between convs, the residual before the ReLU), not the same summation order.
+ * cu_tae_level_ok: whether it applies here (C 32 or 64, H*W*C <= 64*64*64, a card with
+ * clusters whose shared memory holds the level); it sets the kernel's attributes once per
+ * device, so call it outside a graph capture first. cu_tae_level_cluster: the cluster size
+ * it launches (0 if it does not apply). The frame step uses it where MG_CUDA_LEVEL allows
+ * (cuda_stream.cu, block()). */
+#define CU_LEVEL_MAXBLOCKS 3
+int cu_tae_level_ok(int H, int W, int C);
+int cu_tae_level_cluster(int H, int W, int C);
+mg_status cu_tae_level(bf16_t *x, const bf16_t *const *w, const float *const *b, int nblocks, int H, int W, int C,
+                       cudaStream_t st);
+
 /* ---- norms, activations, residuals ----------------------------------------------------- */
 /* out = LN(x)*(1+scale) + shift per row (layernorm_modulate_forward); x fp32, out bf16. */
 mg_status cu_layernorm_modulate(bf16_t *out, const float *x, const float *shift, const float *scale,

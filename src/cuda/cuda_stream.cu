@@ -550,11 +550,25 @@ static mg_status conv(cudaStream_t st, bf16_t *out, const bf16_t *in, const cu_c
     return mg_fail(MG_ERR_UNSUPPORTED, "CUDA TAE: width %d needs the implicit-GEMM conv (multiple of 32)", cv->ci);
 }
 
-/* x = relu(c3(relu(c2(relu(c1(x))))) + x) */
-static mg_status block(cudaStream_t st, const cu_conv cv[3], bf16_t *x, bf16_t *t1, bf16_t *t2, int H, int W) {
-    CU_MG(conv(st, t1, x, &cv[0], NULL, H, W, 1, 0, 1));
-    CU_MG(conv(st, t2, t1, &cv[1], NULL, H, W, 1, 0, 1));
-    CU_MG(conv(st, x, t2, &cv[2], x, H, W, 1, 0, 1));
+/* x = relu(c3(relu(c2(relu(c1(x))))) + x), for n Blocks in a row at one size: one
+ * cluster-resident launch where it applies and MG_CUDA_LEVEL=1 (conv_level.cu; off until the
+ * frame A/B is measured), else three conv launches per Block */
+static mg_status block(cudaStream_t st, const cu_conv (*cv)[3], int n, bf16_t *x, bf16_t *t1, bf16_t *t2, int H,
+                       int W) {
+    int c = cv[0][0].ci, level = n <= CU_LEVEL_MAXBLOCKS && cu_opt("LEVEL", 0) && cu_tae_level_ok(H, W, c);
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < 3; j++) level = level && cv[i][j].ci == c && cv[i][j].co == c;
+    if (level) {
+        const bf16_t *w[3 * CU_LEVEL_MAXBLOCKS];
+        const float *b[3 * CU_LEVEL_MAXBLOCKS];
+        for (int i = 0; i < 3 * n; i++) w[i] = cv[i / 3][i % 3].w, b[i] = cv[i / 3][i % 3].b;
+        return cu_tae_level(x, w, b, n, H, W, c, st);
+    }
+    for (int i = 0; i < n; i++) {
+        CU_MG(conv(st, t1, x, &cv[i][0], NULL, H, W, 1, 0, 1));
+        CU_MG(conv(st, t2, t1, &cv[i][1], NULL, H, W, 1, 0, 1));
+        CU_MG(conv(st, x, t2, &cv[i][2], x, H, W, 1, 0, 1));
+    }
     return MG_OK;
 }
 
@@ -563,13 +577,14 @@ static mg_status encode(const cuda_stream *s) {
     bf16_t *cur = s->fm[0], *oth = s->fm[1], *tmp = s->fm[2];
     int h = s->H, w = s->W;
     CU_MG(cu_conv3x3_direct(cur, CU_BF16, s->d_in, CU_U8, T->enc_in.w, T->enc_in.b, h, w, 3, s->c, 1, 0, 0, s->st));
-    for (int i = 0; i < MG_TAE_BLOCKS; i++) {
+    for (int i = 0, n; i < MG_TAE_BLOCKS; i += n) { /* the levels: b0 | b1..b3 | b4..b6 | b7..b9 */
         if (i == 1 || i == 4 || i == 7) {
             CU_MG(conv(s->st, oth, cur, &T->enc_down[i / 3], NULL, h, w, 2, 0, 0));
             h = (h + 1) / 2, w = (w + 1) / 2;
             bf16_t *t = cur; cur = oth; oth = t;
         }
-        CU_MG(block(s->st, T->enc_b[i], cur, oth, tmp, h, w));
+        n = i == 0 ? 1 : 3;
+        CU_MG(block(s->st, &T->enc_b[i], n, cur, oth, tmp, h, w));
     }
     return cu_conv3x3_direct(s->d_cond, CU_F32, cur, CU_BF16, T->enc_out.w, T->enc_out.b, h, w, s->c, s->Z, 1, 0, 0, s->st);
 }
@@ -579,13 +594,14 @@ static mg_status decode(const cuda_stream *s, const float *z, cudaStream_t st) {
     bf16_t *cur = s->fm[0], *oth = s->fm[1], *tmp = s->fm[2];
     int h = s->lh, w = s->lw;
     CU_MG(cu_conv3x3_direct(cur, CU_BF16, z, CU_F32, T->dec_in.w, T->dec_in.b, h, w, s->Z, s->c, 1, 0, 1, st));
-    for (int i = 0; i < MG_TAE_BLOCKS; i++) {
+    for (int i = 0, n; i < MG_TAE_BLOCKS; i += n) { /* the levels: b0..b2 | b3..b5 | b6..b8 | b9 */
         if (i == 3 || i == 6 || i == 9) { /* nearest 2x fused into the conv's gather */
             h *= 2, w *= 2;
             CU_MG(conv(st, oth, cur, &T->dec_up[i / 3 - 1], NULL, h, w, 1, 1, 0));
             bf16_t *t = cur; cur = oth; oth = t;
         }
-        CU_MG(block(st, T->dec_b[i], cur, oth, tmp, h, w));
+        n = i == 9 ? 1 : 3;
+        CU_MG(block(st, &T->dec_b[i], n, cur, oth, tmp, h, w));
     }
     return cu_conv3x3_direct(s->d_out, CU_U8, cur, CU_BF16, T->dec_out.w, T->dec_out.b, h, w, s->c, 3, 1, 0, 0, st);
 }
