@@ -11,7 +11,10 @@
  *   i6  i5 at every size (stride 1)
  * thin layers (enc.in: u8 frame 3 -> 64; dec.out: 64 -> 3, u8 out):
  *   d1  the generic direct kernel
- *   d2  the library's thin-layer kernels (all outputs per thread, vector loads)
+ *   d2  thin-layer kernels: all outputs per thread, vector loads
+ *   d3  the library's (MG_CUDA_THIN3=0 for d2): 8 lanes per pixel for the thin outputs (a
+ *       tap's channels split, partial sums through shuffles), a thread per 8 output channels
+ *       for the thin inputs; grid-stride loops over a few blocks per SM
  * Checked against the CPU (conv3x3_forward) on the same inputs; timed with events, L2 flushed,
  * against the measured peaks. */
 #include "lab.h"
@@ -45,8 +48,11 @@ int main(void) {
                        {128, 128, 64, 64, 1, 0, CU_BF16, CU_BF16}, {64, 64, 64, 64, 1, 0, CU_BF16, CU_BF16},
                        {32, 32, 64, 64, 1, 0, CU_BF16, CU_BF16},   {256, 256, 64, 64, 1, 1, CU_BF16, CU_BF16},
                        {512, 512, 3, 64, 1, 0, CU_U8, CU_BF16},
-                       {512, 512, 64, 3, 1, 0, CU_BF16, CU_U8},    {256, 256, 64, 3, 1, 0, CU_BF16, CU_U8}};
-    for (int si = 0; si < 11; si++) {
+                       {512, 512, 64, 3, 1, 0, CU_BF16, CU_U8},    {256, 256, 64, 3, 1, 0, CU_BF16, CU_U8},
+                       {256, 256, 3, 64, 1, 0, CU_U8, CU_BF16},
+                       /* s's enc.out and dec.in at 256x256 (the library's are fp32 out / in) */
+                       {32, 32, 64, 4, 1, 0, CU_BF16, CU_BF16},    {32, 32, 4, 64, 1, 0, CU_BF16, CU_BF16}};
+    for (int si = 0; si < (int)(sizeof shapes / sizeof shapes[0]); si++) {
         int *c = shapes[si];
         int H = c[0], W = c[1], Ci = c[2], Co = c[3], s = c[4], up = c[5], it = c[6], ot = c[7];
         int Hs = up ? H / 2 : H, Ws = up ? W / 2 : W, Ho = s == 2 ? H / 2 : H, Wo = s == 2 ? W / 2 : W;
@@ -90,10 +96,11 @@ int main(void) {
         a.H = H, a.W = W, a.Ci = Ci, a.Co = Co, a.stride = s, a.up = up, a.it = it, a.ot = ot;
         double flops = 2.0 * Ho * Wo * 9.0 * Ci * Co, bytes = (double)nin * (it == CU_U8 ? 1 : 2) + (double)nout * osz + 18.0 * Ci * Co;
         int thin = Ci < 8 || Co < 8;
-        int kinds[6] = {0, thin ? 0 : 1, thin ? -1 : 1, thin ? -1 : 1, thin ? -1 : 1, thin || s != 1 ? -1 : 1};
-        int vers[6] = {1, thin ? 2 : 1, 2, 3, 5, 6};
-        const char *names[6] = {"d1 direct", thin ? "d2 thin" : "i1 igemm", "i2 igemm", "i3 igemm", "i5 halo", "i6 halo"};
-        for (int vi = 0; vi < 6; vi++) {
+        int kinds[7] = {0, thin ? 0 : 1, thin ? -1 : 1, thin ? -1 : 1, thin ? -1 : 1, thin || s != 1 ? -1 : 1, thin ? 0 : -1};
+        int vers[7] = {1, thin ? 2 : 1, 2, 3, 5, 6, 3};
+        const char *names[7] = {"d1 direct", thin ? "d2 thin" : "i1 igemm", "i2 igemm", "i3 igemm", "i5 halo", "i6 halo",
+                                "d3 thin"};
+        for (int vi = 0; vi < 7; vi++) {
             if (kinds[vi] < 0) continue;
             if (vi == 0 && !thin && H * W > 128 * 128) continue; /* d1 at 64 channels: seconds, no news */
             a.kind = kinds[vi], a.version = vers[vi];

@@ -289,9 +289,12 @@ static void test_conv_direct(void **state) {
     int cases[][8] = {{37, 29, 3, 64, CU_U8, CU_BF16, 0, 1}, {13, 11, 4, 64, CU_F32, CU_BF16, 1, 1},
                       {13, 11, 64, 4, CU_BF16, CU_F32, 0, 1}, {37, 29, 64, 3, CU_BF16, CU_F32, 0, 1},
                       {37, 29, 64, 3, CU_BF16, CU_U8, 0, 1}, {37, 29, 32, 5, CU_BF16, CU_F32, 1, 2},
-                      {20, 18, 3, 64, CU_U8, CU_BF16, 1, 2}};
-    for (int k = 0; k < 14; k++) {
-        int *c = cases[k % 7], version = k < 7 ? 2 : 1;
+                      {20, 18, 3, 64, CU_U8, CU_BF16, 1, 2},
+                      /* frame-sized: version 3's grid-stride loops go round several times */
+                      {200, 256, 64, 3, CU_BF16, CU_U8, 0, 1}, {200, 256, 3, 64, CU_U8, CU_BF16, 1, 1}};
+    const int nc = (int)(sizeof cases / sizeof cases[0]);
+    for (int k = 0; k < 3 * nc; k++) {
+        int *c = cases[k % nc], version = 3 - k / nc;
         int H = c[0], W = c[1], Ci = c[2], Co = c[3], it = c[4], ot = c[5], relu = c[6], s = c[7];
         int Ho = s == 2 ? (H + 1) / 2 : H, Wo = s == 2 ? (W + 1) / 2 : W;
         size_t nin = (size_t)H * W * Ci, nout = (size_t)Ho * Wo * Co;
