@@ -286,19 +286,22 @@ static int lv_plan_for(lv_plan *out, int H, int W, int C) {
             pthread_mutex_unlock(&lv_mu);
             return ok;
         }
-    int ok = 0, cc = 0, smem_optin = 0, clusters = 0;
+    int ok = 0, cc = 0, smem_optin = 0, clusters = 0, api_err = 0;
     lv_plan pl;
     memset(&pl, 0, sizeof pl);
-    if (cudaDeviceGetAttribute(&cc, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess && cc >= 9 &&
-        cudaDeviceGetAttribute(&clusters, cudaDevAttrClusterLaunch, dev) == cudaSuccess && clusters &&
-        cudaDeviceGetAttribute(&smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) == cudaSuccess) {
-        for (int cs_max = 16; cs_max >= 8 && !ok; cs_max /= 2) {
+    if (cudaDeviceGetAttribute(&cc, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&clusters, cudaDevAttrClusterLaunch, dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess)
+        api_err = 1;
+    else if (cc >= 9 && clusters) {
+        for (int cs_max = 16; cs_max >= 8 && !ok && !api_err; cs_max /= 2) {
             if (!lv_choose(&pl, H, W, C, cs_max, (size_t)smem_optin)) continue;
             if (cudaFuncSetAttribute(pl.kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)pl.smem) != cudaSuccess ||
-                cudaFuncSetAttribute(pl.kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) != cudaSuccess)
+                cudaFuncSetAttribute(pl.kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) != cudaSuccess) {
+                api_err = 1;
                 break;
-            cudaLaunchConfig_t cfg;
-            memset(&cfg, 0, sizeof cfg);
+            }
+            cudaLaunchConfig_t cfg = {};
             cudaLaunchAttribute at;
             at.id = cudaLaunchAttributeClusterDimension;
             at.val.clusterDim.x = 1, at.val.clusterDim.y = 1, at.val.clusterDim.z = (unsigned)pl.cs;
@@ -307,11 +310,13 @@ static int lv_plan_for(lv_plan *out, int H, int W, int C) {
             cfg.dynamicSmemBytes = pl.smem;
             cfg.attrs = &at, cfg.numAttrs = 1;
             int n = 0;
-            if (cudaOccupancyMaxActiveClusters(&n, pl.kernel, &cfg) == cudaSuccess && n >= 1) ok = 1;
+            if (cudaOccupancyMaxActiveClusters(&n, pl.kernel, &cfg) != cudaSuccess) api_err = 1;
+            else ok = n >= 1;
         }
     }
     (void)cudaGetLastError(); /* a refused attribute or query must not linger as the next launch's error */
-    if (lv_ncache < LV_CACHE) {
+    if (api_err) ok = 0; /* not cached: asked again next time */
+    else if (lv_ncache < LV_CACHE) {
         struct lv_entry *e = &lv_cache[lv_ncache++];
         e->dev = dev, e->H = H, e->W = W, e->C = C, e->ok = ok, e->plan = pl;
     }
