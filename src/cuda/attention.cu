@@ -21,10 +21,12 @@
  * attn_default_version says which the library runs and why. */
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <cooperative_groups.h>
 
 #include "cuda/cuda_common.h"
+#include "cuda/rope_dev.h"
 
 namespace cg = cooperative_groups;
 
@@ -36,17 +38,63 @@ template <int DH> struct att_smem {
     bf16 v[2][AT_BK][DH + 8];
 };
 
-template <int DH, int NT>
+/* RoPE folded into the attention (cu_attention_rope, ROPE): the keys of the current frame
+ * (ring slot p->slot, keys [cur0, cur0 + N)) are not read from the ring but from the qkv GEMM's
+ * output (kc, vc: rows of stride ldq), rotated in shared memory after they land, and written
+ * to the ring by the blocks of query tile 0 (each key tile of a head belongs to one split, so
+ * every ring element is written once, and no block reads what another writes: the current
+ * slot is never read from the ring). q is rotated in registers as it is loaded. */
+struct att_rope {
+    const bf16 *kc, *vc; /* the current frame's k and v: qkv + d, qkv + 2d */
+    bf16 *kw, *vw;       /* the ring (the kernel's k, v) */
+    const float *cos_sp, *sin_sp;
+    const cu_frame_params *p;
+    int ldq;
+};
+
+template <int DH, int NT, bool ROPE>
 __device__ __forceinline__ void att_load(att_smem<DH> &sm, int buf, int key0, const bf16 *k, const bf16 *v,
-                                         int ldkv, int h, int Nk, int tid) {
+                                         int ldkv, int h, int Nk, int tid, const att_rope &rp, int cur0, int cur1) {
     const int chunks = DH / 8; /* 16-byte pieces per row */
 #pragma unroll
     for (int i = 0; i < AT_BK * chunks / NT; i++) {
         int idx = tid + NT * i, r = idx / chunks, c = (idx % chunks) * 8, key = key0 + r;
         bool ok = key < Nk;
+        const bf16 *ks = k, *vs = v;
         size_t off = (size_t)key * ldkv + h * DH + c;
-        cp_async16(&sm.k[buf][r][c], ok ? k + off : k, ok);
-        cp_async16(&sm.v[buf][r][c], ok ? v + off : v, ok);
+        if (ROPE && key >= cur0 && key < cur1)
+            ks = rp.kc, vs = rp.vc, off = (size_t)(key - cur0) * rp.ldq + h * DH + c;
+        cp_async16(&sm.k[buf][r][c], ok ? ks + off : k, ok);
+        cp_async16(&sm.v[buf][r][c], ok ? vs + off : v, ok);
+    }
+}
+
+/* After the thread's own copies of a tile landed (cp.async.wait, before the barrier): rotate
+ * the current frame's key chunks it loaded, in place, and from query tile 0 store them and
+ * their v chunks to the ring. */
+template <int DH, int NT>
+__device__ __forceinline__ void att_rope_tile(att_smem<DH> &sm, int buf, int key0, int ldkv, int h, int tid,
+                                              const att_rope &rp, int cur0, int cur1) {
+    const int chunks = DH / 8, npairs = DH / 2, nt = npairs / 4;
+    const bool writer = blockIdx.x == 0;
+#pragma unroll 2
+    for (int i = 0; i < AT_BK * chunks / NT; i++) {
+        int idx = tid + NT * i, r = idx / chunks, c = (idx % chunks) * 8, key = key0 + r;
+        if (key < cur0 || key >= cur1) continue;
+        int n = key - cur0;
+        float cs[4], sn[4];
+#pragma unroll
+        for (int e = 0; e < 4; e++) rope_cs(&cs[e], &sn[e], rp.cos_sp, rp.sin_sp, rp.p, n, npairs, nt, c / 2 + e);
+        uint4 raw = *reinterpret_cast<const uint4 *>(&sm.k[buf][r][c]);
+        __nv_bfloat162 *pr = reinterpret_cast<__nv_bfloat162 *>(&raw);
+#pragma unroll
+        for (int e = 0; e < 4; e++) pr[e] = rope_rot(pr[e], cs[e], sn[e]);
+        *reinterpret_cast<uint4 *>(&sm.k[buf][r][c]) = raw;
+        if (writer) {
+            size_t off = (size_t)key * ldkv + h * DH + c;
+            *reinterpret_cast<uint4 *>(rp.kw + off) = raw;
+            *reinterpret_cast<uint4 *>(rp.vw + off) = *reinterpret_cast<const uint4 *>(&sm.v[buf][r][c]);
+        }
     }
 }
 
@@ -148,10 +196,10 @@ __device__ __forceinline__ void att_finish(float (&o)[DH / 8][4], float m0, floa
  * shared loads. dev/cuda/attention.cu times both. NW warps of 16 query rows each: 4 (64
  * queries per block) or 8 (128, version 4 for dh 128: each K/V tile brought into shared
  * memory serves twice the rows). */
-template <int DH, bool LDM, int NW, bool FOLD>
+template <int DH, bool LDM, int NW, bool FOLD, bool ROPE>
 __global__ void __launch_bounds__(NW * 32) attn_kernel(bf16 *out, float *part_o, float *part_ml, const bf16 *q, int ldq,
                                                        const bf16 *k, const bf16 *v, int ldkv, const int *nk_slots,
-                                                       int Nk_arg, int Nq, int H, float scale_log2) {
+                                                       int Nk_arg, int Nq, int H, float scale_log2, att_rope rp) {
     constexpr int NT = NW * 32, BQ = NW * 16;
     extern __shared__ __align__(16) unsigned char att_raw[];
     att_smem<DH> &sm = *reinterpret_cast<att_smem<DH> *>(att_raw);
@@ -173,24 +221,44 @@ __global__ void __launch_bounds__(NW * 32) attn_kernel(bf16 *out, float *part_o,
         qf[kc][2] = r0 < Nq ? ld_u32(q + (size_t)r0 * ldq + c + 8) : 0u;
         qf[kc][3] = r1 < Nq ? ld_u32(q + (size_t)r1 * ldq + c + 8) : 0u;
     }
+    /* ROPE: the current frame is ring slot p->slot (rows of Nk_arg keys); q rotated here:
+     * each register is one pair (2j, 2j+1), j = kc*8 + t (+ 4 for the upper half) */
+    int cur0 = 0, cur1 = 0;
+    if (ROPE) {
+        cur0 = rp.p->slot * Nk_arg, cur1 = cur0 + Nk_arg;
+        const int npairs = DH / 2, nt = npairs / 4;
+#pragma unroll
+        for (int kc = 0; kc < DH / 16; kc++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                int row = e & 1 ? r1 : r0, j = kc * 8 + t + (e >> 1) * 4;
+                if (row >= Nq) continue;
+                float c, sn;
+                rope_cs(&c, &sn, rp.cos_sp, rp.sin_sp, rp.p, row, npairs, nt, j);
+                __nv_bfloat162 x = rope_rot(*reinterpret_cast<__nv_bfloat162 *>(&qf[kc][e]), c, sn);
+                qf[kc][e] = *reinterpret_cast<uint32_t *>(&x);
+            }
+    }
     float o[DH / 8][4];
 #pragma unroll
     for (int nd = 0; nd < DH / 8; nd++) o[nd][0] = o[nd][1] = o[nd][2] = o[nd][3] = 0.0f;
     float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
 
     if (tb < te) {
-        att_load<DH, NT>(sm, 0, tb * AT_BK, k, v, ldkv, h, Nk, tid);
+        att_load<DH, NT, ROPE>(sm, 0, tb * AT_BK, k, v, ldkv, h, Nk, tid, rp, cur0, cur1);
         cp_async_commit();
     }
     for (int tile = tb; tile < te; tile++) {
         int buf = (tile - tb) & 1;
         if (tile + 1 < te) {
-            att_load<DH, NT>(sm, buf ^ 1, (tile + 1) * AT_BK, k, v, ldkv, h, Nk, tid);
+            att_load<DH, NT, ROPE>(sm, buf ^ 1, (tile + 1) * AT_BK, k, v, ldkv, h, Nk, tid, rp, cur0, cur1);
             cp_async_commit();
             cp_async_wait<1>();
         } else {
             cp_async_wait<0>();
         }
+        if (ROPE && tile * AT_BK < cur1 && (tile + 1) * AT_BK > cur0)
+            att_rope_tile<DH, NT>(sm, buf, tile * AT_BK, ldkv, h, tid, rp, cur0, cur1);
         __syncthreads();
         /* S (16 x 64) = Q K^T */
         float s[AT_BK / 8][4];
@@ -677,7 +745,10 @@ __global__ void attn_combine_kernel(bf16 *out, const float *part_o, const float 
 #define AT_VERSIONS CU_ATTN_VERSIONS
 
 template <int DH, bool LDM, int NW, bool FOLD> static cudaError_t attn_attr(void) {
-    return cudaFuncSetAttribute(attn_kernel<DH, LDM, NW, FOLD>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+    cudaError_t e = cudaFuncSetAttribute(attn_kernel<DH, LDM, NW, FOLD, false>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, (int)att_smem_size<DH, NW * 16>());
+    if (e != cudaSuccess) return e;
+    return cudaFuncSetAttribute(attn_kernel<DH, LDM, NW, FOLD, true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                 (int)att_smem_size<DH, NW * 16>());
 }
 
@@ -740,23 +811,29 @@ extern "C" size_t cu_attention_scratch_floats(int Nq, int H, int dh, int splits)
 template <int DH, bool LDM, int NW, bool FOLD>
 static cudaError_t attn_launch(int Nq, int H, int splits, cudaStream_t st, bf16 *out, float *part_o, float *part_ml,
                                const bf16 *q, int ldq, const bf16 *k, const bf16 *v, int ldkv, const int *nk_slots,
-                               int Nk, float scale_log2) {
+                               int Nk, float scale_log2, const att_rope *rp) {
     dim3 grid((Nq + NW * 16 - 1) / (NW * 16), H, splits);
-    return cu_launch_ex(attn_kernel<DH, LDM, NW, FOLD>, grid, dim3(NW * 32), att_smem_size<DH, NW * 16>(), st,
+    if (rp)
+        return cu_launch_ex(attn_kernel<DH, LDM, NW, FOLD, true>, grid, dim3(NW * 32), att_smem_size<DH, NW * 16>(), st,
+                            FOLD ? (unsigned)splits : 1u, out, part_o, part_ml, q, ldq, k, v, ldkv, nk_slots, Nk, Nq,
+                            H, scale_log2, *rp);
+    att_rope none;
+    memset(&none, 0, sizeof none);
+    return cu_launch_ex(attn_kernel<DH, LDM, NW, FOLD, false>, grid, dim3(NW * 32), att_smem_size<DH, NW * 16>(), st,
                         FOLD ? (unsigned)splits : 1u, out, part_o, part_ml, q, ldq, k, v, ldkv, nk_slots, Nk, Nq, H,
-                        scale_log2);
+                        scale_log2, none);
 }
 
 template <int DH>
 static cudaError_t attn_dispatch(int version, int Nq, int H, int splits, cudaStream_t st, bf16 *out, float *part_o,
                                  float *part_ml, const bf16 *q, int ldq, const bf16 *k, const bf16 *v, int ldkv,
-                                 const int *nk_slots, int Nk, float scale_log2) {
+                                 const int *nk_slots, int Nk, float scale_log2, const att_rope *rp) {
     bool fold = version >= 3 && splits > 1 && splits <= AT_MAX_FOLD;
 #define AT_GO(LDM, NW, FOLD) \
-    attn_launch<DH, LDM, NW, FOLD>(Nq, H, splits, st, out, part_o, part_ml, q, ldq, k, v, ldkv, nk_slots, Nk, scale_log2)
+    attn_launch<DH, LDM, NW, FOLD>(Nq, H, splits, st, out, part_o, part_ml, q, ldq, k, v, ldkv, nk_slots, Nk, scale_log2, rp)
     if (version == 1) return AT_GO(false, 4, false);
     if constexpr (DH == 128) {
-        if (version >= 5 && wg_ok()) {
+        if (version >= 5 && wg_ok() && !rp) {
             dim3 grid((Nq + WG_BQ - 1) / WG_BQ, H, splits);
             if (version >= 6) {
 #define AT_WG2(F, L)                                                                                                  \
@@ -794,6 +871,42 @@ static int attn_default_version(int dh, int splits) {
     return dh == 128 ? (splits <= 1 ? 6 : 2) : 3;
 }
 
+/* Versions with a RoPE-folded form (cu_attention_rope_v): those of attn_kernel, i.e. all at
+ * dh 64, 1 to 4 at dh 128 (the wgmma kernels load Q and K/V in their swizzled layout and are
+ * not done). */
+static bool attn_rope_has(int version, int dh) { return dh == 64 || version <= 4 || !wg_ok(); }
+
+static mg_status attn_run(int version, bf16_t *out, const bf16_t *q, int ldq, const bf16_t *k, const bf16_t *v,
+                          int ldkv, const int *nk_slots, int Nk, int Nq, int H, int dh, int splits, float *scratch,
+                          const att_rope *rp, cudaStream_t st) {
+    if (!cu_attention_ok(dh) || ldq % 8 || ldkv % 8)
+        return mg_fail(MG_ERR_UNSUPPORTED, "CUDA attention: head width %d (64 or 128), strides %d/%d (multiples of 8)",
+                       dh, ldq, ldkv);
+    if (version < 1 || version > AT_VERSIONS)
+        return mg_fail(MG_ERR_ARG, "CUDA attention: version %d (1 to %d)", version, AT_VERSIONS);
+    if (rp && !attn_rope_has(version, dh))
+        return mg_fail(MG_ERR_UNSUPPORTED, "CUDA attention: version %d at head width %d has no RoPE-folded form", version,
+                       dh);
+    if (Nq <= 0 || H <= 0) return MG_OK;
+    if (splits < 1) splits = 1;
+    bool fold = version >= 3 && splits <= AT_MAX_FOLD;
+    float *part_o = scratch, *part_ml = scratch ? scratch + (size_t)splits * Nq * H * dh : nullptr;
+    if (splits > 1 && !fold && !scratch) return mg_fail(MG_ERR_ARG, "CUDA attention: %d splits need scratch", splits);
+    float scale_log2 = (float)(1.0 / sqrt((double)dh) * 1.4426950408889634);
+    if (dh == 64)
+        CU_TRY(attn_dispatch<64>(version, Nq, H, splits, st, (bf16 *)out, part_o, part_ml, (const bf16 *)q, ldq,
+                                 (const bf16 *)k, (const bf16 *)v, ldkv, nk_slots, Nk, scale_log2, rp));
+    else
+        CU_TRY(attn_dispatch<128>(version, Nq, H, splits, st, (bf16 *)out, part_o, part_ml, (const bf16 *)q, ldq,
+                                  (const bf16 *)k, (const bf16 *)v, ldkv, nk_slots, Nk, scale_log2, rp));
+    if (splits > 1 && !fold) {
+        size_t n = (size_t)Nq * H * dh;
+        CU_LAUNCH(attn_combine_kernel, cu_blocks(n, 256), 256, 0, st, (bf16 *)out, (const float *)part_o,
+                  (const float *)part_ml, Nq, H, dh, splits);
+    }
+    return MG_OK;
+}
+
 extern "C" mg_status cu_attention(bf16_t *out, const bf16_t *q, int ldq, const bf16_t *k, const bf16_t *v, int ldkv,
                                   const int *nk_slots, int Nk, int Nq, int H, int dh, int splits, float *scratch,
                                   cudaStream_t st) {
@@ -804,27 +917,30 @@ extern "C" mg_status cu_attention(bf16_t *out, const bf16_t *q, int ldq, const b
 extern "C" mg_status cu_attention_v(int version, bf16_t *out, const bf16_t *q, int ldq, const bf16_t *k,
                                     const bf16_t *v, int ldkv, const int *nk_slots, int Nk, int Nq, int H, int dh,
                                     int splits, float *scratch, cudaStream_t st) {
-    if (!cu_attention_ok(dh) || ldq % 8 || ldkv % 8)
-        return mg_fail(MG_ERR_UNSUPPORTED, "CUDA attention: head width %d (64 or 128), strides %d/%d (multiples of 8)",
-                       dh, ldq, ldkv);
-    if (version < 1 || version > AT_VERSIONS)
-        return mg_fail(MG_ERR_ARG, "CUDA attention: version %d (1 to %d)", version, AT_VERSIONS);
-    if (Nq <= 0 || H <= 0) return MG_OK;
-    if (splits < 1) splits = 1;
-    bool fold = version >= 3 && splits <= AT_MAX_FOLD;
-    float *part_o = scratch, *part_ml = scratch ? scratch + (size_t)splits * Nq * H * dh : nullptr;
-    if (splits > 1 && !fold && !scratch) return mg_fail(MG_ERR_ARG, "CUDA attention: %d splits need scratch", splits);
-    float scale_log2 = (float)(1.0 / sqrt((double)dh) * 1.4426950408889634);
-    if (dh == 64)
-        CU_TRY(attn_dispatch<64>(version, Nq, H, splits, st, (bf16 *)out, part_o, part_ml, (const bf16 *)q, ldq,
-                                 (const bf16 *)k, (const bf16 *)v, ldkv, nk_slots, Nk, scale_log2));
-    else
-        CU_TRY(attn_dispatch<128>(version, Nq, H, splits, st, (bf16 *)out, part_o, part_ml, (const bf16 *)q, ldq,
-                                  (const bf16 *)k, (const bf16 *)v, ldkv, nk_slots, Nk, scale_log2));
-    if (splits > 1 && !fold) {
-        size_t n = (size_t)Nq * H * dh;
-        CU_LAUNCH(attn_combine_kernel, cu_blocks(n, 256), 256, 0, st, (bf16 *)out, (const float *)part_o,
-                  (const float *)part_ml, Nq, H, dh, splits);
-    }
-    return MG_OK;
+    return attn_run(version, out, q, ldq, k, v, ldkv, nk_slots, Nk, Nq, H, dh, splits, scratch, nullptr, st);
+}
+
+extern "C" int cu_attention_rope_ok(int dh, int splits) {
+    return cu_attention_ok(dh) && dh / 2 / 4 <= CU_MAX_TPAIRS && attn_rope_has(attn_default_version(dh, splits), dh);
+}
+
+extern "C" mg_status cu_attention_rope_v(int version, bf16_t *out, bf16_t *qkv, int ldq, bf16_t *k_ring,
+                                         bf16_t *v_ring, const float *cos_sp, const float *sin_sp,
+                                         const cu_frame_params *p, int N, int H, int dh, int splits, float *scratch,
+                                         cudaStream_t st) {
+    if (ldq < 3 * H * dh)
+        return mg_fail(MG_ERR_ARG, "CUDA attention+rope: qkv row stride %d < 3 x %d x %d", ldq, H, dh);
+    att_rope rp;
+    const int d = H * dh;
+    rp.kc = (const bf16 *)qkv + d, rp.vc = (const bf16 *)qkv + 2 * d;
+    rp.kw = (bf16 *)k_ring, rp.vw = (bf16 *)v_ring;
+    rp.cos_sp = cos_sp, rp.sin_sp = sin_sp, rp.p = p, rp.ldq = ldq;
+    return attn_run(version, out, qkv, ldq, k_ring, v_ring, d, &p->vis, N, N, H, dh, splits, scratch, &rp, st);
+}
+
+extern "C" mg_status cu_attention_rope(bf16_t *out, bf16_t *qkv, int ldq, bf16_t *k_ring, bf16_t *v_ring,
+                                       const float *cos_sp, const float *sin_sp, const cu_frame_params *p, int N, int H,
+                                       int dh, int splits, float *scratch, cudaStream_t st) {
+    return cu_attention_rope_v(attn_default_version(dh, splits), out, qkv, ldq, k_ring, v_ring, cos_sp, sin_sp, p, N, H,
+                               dh, splits, scratch, st);
 }

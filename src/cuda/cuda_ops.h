@@ -44,7 +44,8 @@ void cu_pdl_fence(void);
 /* An optimisation switch from the environment: MG_CUDA_<name>=0 or =1 overrides the default
  * (dflt), for A/B runs and as a fallback. The defaults are what measured fastest
  * (dev/cuda/README.md): FUSED 0, PDL 0, SPLITK 1 (with FUSED), CONVSPLIT 0, CONVHALO 1, LN2 1,
- * FP8 0 (the DiT's four linears on e4m3 GEMMs, cuda_stream.cu). */
+ * FP8 0 (the DiT's four linears on e4m3 GEMMs, cuda_stream.cu), ROPEATT 1 (RoPE and the ring
+ * write folded into attention, cu_attention_rope). MG_CUDA_LN and MG_CUDA_ATTN take a version. */
 int cu_opt(const char *name, int dflt);
 
 /* ---- GEMM (cuBLASLt): out (M, N) = A (M, K) @ W (N, K)^T [+ bias] [then GELU-tanh] ------- */
@@ -168,6 +169,14 @@ mg_status cu_gated_residual_ln(float *x, const float *y, const float *gate, bf16
  * (qscale: one device float, cu_dit_ln_fp8_scales); y NULL: no residual (cu_layernorm_modulate). */
 mg_status cu_gated_residual_ln_fp8(float *x, const float *y, const float *gate, fp8_t *q, const float *qscale,
                                    const float *shift, const float *scale, int N, int C, cudaStream_t st);
+/* The versions, for the lab and the tests (y NULL: no residual, as cu_layernorm_modulate):
+ * 1 a warp per row, loads and stores interleaved; 2 every load of a row before its stores;
+ * 3 a warp per row, 2 rows per block, 16-byte loads, the modulation loaded with the row (C % 4
+ * == 0, C <= 1024, 16-byte aligned rows; elsewhere 2). The library runs MG_CUDA_LN=<version>,
+ * else 1 if MG_CUDA_LN2=0, else the default (dev/cuda/README.md says which and why). The FP8
+ * form runs 3 where 3 applies and is chosen, else 2. */
+mg_status cu_gated_residual_ln_v(int version, float *x, const float *y, const float *gate, bf16_t *out,
+                                 const float *shift, const float *scale, int N, int C, cudaStream_t st);
 mg_status cu_silu(float *out, const float *in, size_t n, cudaStream_t st);
 mg_status cu_gelu_tanh(bf16_t *out, const bf16_t *in, size_t n, cudaStream_t st);
 mg_status cu_relu(bf16_t *out, const bf16_t *in, size_t n, cudaStream_t st);
@@ -240,6 +249,22 @@ size_t cu_attention_scratch_floats(int Nq, int H, int dh, int splits);
 mg_status cu_attention(bf16_t *out, const bf16_t *q, int ldq, const bf16_t *k, const bf16_t *v,
                        int ldkv, const int *nk_slots, int Nk, int Nq, int H, int dh, int splits,
                        float *scratch, cudaStream_t st);
+
+/* Attention with RoPE and the ring write folded in (cu_rope_kv + cu_attention in one launch):
+ * q = columns [0, d) of qkv (N rows, stride ldq), rotated as loaded; the keys are the visible
+ * ring slots, p->vis * N rows of k_ring / v_ring (rows of d; vis read on the device), where
+ * slot p->slot (which must be < p->vis, as the frame step's is) is read from qkv instead
+ * (k = [d, 2d) rotated, v = [2d, 3d)), and written to the ring: k rotated, v copied, each
+ * element once. qkv itself is not changed. Same cos/sin as cu_rope_kv. Only where
+ * cu_attention_rope_ok(dh, splits) (the library's version for that shape has the folded form:
+ * dh 64, or dh 128 on versions 1 to 4); MG_ERR_UNSUPPORTED otherwise. */
+int cu_attention_rope_ok(int dh, int splits);
+mg_status cu_attention_rope(bf16_t *out, bf16_t *qkv, int ldq, bf16_t *k_ring, bf16_t *v_ring, const float *cos_sp,
+                            const float *sin_sp, const cu_frame_params *p, int N, int H, int dh, int splits,
+                            float *scratch, cudaStream_t st);
+mg_status cu_attention_rope_v(int version, bf16_t *out, bf16_t *qkv, int ldq, bf16_t *k_ring, bf16_t *v_ring,
+                              const float *cos_sp, const float *sin_sp, const cu_frame_params *p, int N, int H, int dh,
+                              int splits, float *scratch, cudaStream_t st);
 
 /* The lab's handle on the kernel versions (dev/cuda/attention.cu): version 1 builds K and V
  * fragments with plain shared loads, version 2 with ldmatrix; both combine the splits in a

@@ -609,6 +609,21 @@ static mg_status decode(const cuda_stream *s, const float *z, cudaStream_t st) {
 static mg_status dit_pass_fused(cuda_stream *s, const float *z, int row, int refresh, float *out);
 static mg_status dit_pass_fp8(cuda_stream *s, const float *z, int row, int refresh, float *out);
 
+/* RoPE on q and k, the current frame's k,v into the ring slot, attention: one launch
+ * (cu_attention_rope) where the attention version has the folded form and MG_CUDA_ROPEATT is
+ * not 0, else cu_rope_kv then cu_attention; kv_only (the refresh pass's last block): the ring
+ * write alone. */
+static mg_status rope_attention(cuda_stream *s, bf16_t *kr, bf16_t *vr, int kv_only) {
+    int N = s->N, d = s->d;
+    if (!kv_only && cu_opt("ROPEATT", 1) && cu_attention_rope_ok(s->dh, s->splits))
+        return cu_attention_rope(s->att, s->qkv, 3 * d, kr, vr, s->rope_cos, s->rope_sin, s->d_params, N, s->heads,
+                                 s->dh, s->splits, s->att_scratch, s->st);
+    CU_MG(cu_rope_kv(s->qkv, 3 * d, kr, vr, s->rope_cos, s->rope_sin, s->d_params, N, s->heads, s->dh, s->st));
+    if (kv_only) return MG_OK;
+    return cu_attention(s->att, s->qkv, 3 * d, kr, vr, d, &s->d_params->vis, N, N, s->heads, s->dh, s->splits,
+                        s->att_scratch, s->st);
+}
+
 /* One DiT pass over the current frame (dit_forward with a ring, T = 1). row: the conditioning
  * row; refresh: stop after the last block's k,v are in the ring; out: velocity tokens. */
 static mg_status dit_pass(cuda_stream *s, const float *z, int row, int refresh, float *out) {
@@ -626,10 +641,8 @@ static mg_status dit_pass(cuda_stream *s, const float *z, int row, int refresh, 
         const float *mo = mrow + (size_t)l * 6 * d;
         bf16_t *kr = s->ring_k + l * layer_stride, *vr = s->ring_v + l * layer_stride;
         CU_MG(cu_gemm_run(c, s->g_qkv, s->qkv, s->y, Ly->qkv_w, Ly->qkv_b, s->st));
-        CU_MG(cu_rope_kv(s->qkv, 3 * d, kr, vr, s->rope_cos, s->rope_sin, s->d_params, N, s->heads, s->dh, s->st));
+        CU_MG(rope_attention(s, kr, vr, refresh && l == L - 1));
         if (refresh && l == L - 1) return MG_OK; /* only the k,v were wanted */
-        CU_MG(cu_attention(s->att, s->qkv, 3 * d, kr, vr, d, &s->d_params->vis, N, N, s->heads, s->dh, s->splits,
-                           s->att_scratch, s->st));
         CU_MG(cu_gemm_run(c, s->g_proj, s->y32, s->att, Ly->proj_w, Ly->proj_b, s->st));
         CU_MG(cu_gated_residual_ln(s->x, s->y32, mo + 2 * d, s->y, mo + 3 * d, mo + 4 * d, N, d, s->st));
         CU_MG(cu_gemm_run(c, s->g_fc1, s->hbuf, s->y, Ly->fc1_w, Ly->fc1_b, s->st));
@@ -709,10 +722,8 @@ static mg_status dit_pass_fp8(cuda_stream *s, const float *z, int row, int refre
         const float *sc1 = s->lnsc + (size_t)2 * l * CU_FP8_SCALE_STRIDE, *sc2 = sc1 + CU_FP8_SCALE_STRIDE;
         const float *scn = sc2 + CU_FP8_SCALE_STRIDE;
         CU_MG(cu_gemm_run_fp8(c, s->g8_qkv, s->qkv, s->q8, sc1, Ly->qkv_q, Ly->qkv_s, Ly->qkv_b, s->st));
-        CU_MG(cu_rope_kv(s->qkv, 3 * d, kr, vr, s->rope_cos, s->rope_sin, s->d_params, N, s->heads, s->dh, s->st));
+        CU_MG(rope_attention(s, kr, vr, refresh && l == L - 1));
         if (refresh && l == L - 1) return MG_OK; /* only the k,v were wanted */
-        CU_MG(cu_attention(s->att, s->qkv, 3 * d, kr, vr, d, &s->d_params->vis, N, N, s->heads, s->dh, s->splits,
-                           s->att_scratch, s->st));
         CU_MG(cu_quant_fp8_tensor(s->q8, s->q8s, s->att, (size_t)N * d, s->q8scr, s->st));
         pb = cu_gemm_bias_bf16(s->g8_proj) ? (const void *)Ly->proj_b16 : (const void *)Ly->proj_b;
         CU_MG(cu_gemm_run_fp8(c, s->g8_proj, s->y32, s->q8, s->q8s, Ly->proj_q, Ly->proj_s, pb, s->st));

@@ -3,6 +3,7 @@
  * registers, so x is read once and written once. The residual stream x stays fp32; the
  * normalised output is bf16 because it only feeds a GEMM. Two-pass statistics as on the CPU. */
 #include <cuda_fp8.h>
+#include <stdlib.h>
 
 #include "cuda/cuda_common.h"
 
@@ -143,13 +144,130 @@ __global__ void ln_mod_kernel_v1(bf16 *out, float *x, const float *y, const floa
     }
 }
 
-static mg_status ln_launch(bf16 *out, float *x, const float *y, const float *gate, const float *shift,
+/* Version 3 (MG_CUDA_LN=3): a warp per row, 2 rows per block (4x the blocks of v2: 128 at 256
+ * rows instead of 32, so the row loads spread over more SMs' load units), 16-byte loads (lane
+ * holds columns 4(lane + 32i) .. +3: NV loads per tensor instead of 4 NV), and the modulation
+ * loaded with the row, before the reductions, so a row is one round trip of loads, the two
+ * shuffle reductions, and the stores. C % 4 == 0, C <= 1024 (five row-slices of registers: at
+ * 2048 they spill) and 16-byte aligned rows (ln_v3_ok); elsewhere version 2 runs. */
+#define LN3_ROWS 2
+template <int NV, bool Q8>
+__global__ void __launch_bounds__(32 * LN3_ROWS) ln_mod_kernel_v3(bf16 *__restrict__ out, float *__restrict__ x,
+                                                                 const float *__restrict__ y,
+                                                                 const float *__restrict__ gate,
+                                                                 const float *__restrict__ shift,
+                                                                 const float *__restrict__ scale, int N, int C,
+                                                                 uint8_t *__restrict__ q, const float *__restrict__ qs) {
+    pdl_wait();
+    pdl_trigger();
+    int row = blockIdx.x * LN3_ROWS + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (row >= N) return;
+    float4 *xr = reinterpret_cast<float4 *>(x + (size_t)row * C);
+    const float4 *yr = y ? reinterpret_cast<const float4 *>(y + (size_t)row * C) : nullptr;
+    const float4 *g4 = reinterpret_cast<const float4 *>(gate), *sh4 = reinterpret_cast<const float4 *>(shift);
+    const float4 *sc4 = reinterpret_cast<const float4 *>(scale);
+    const int C4 = C >> 2;
+    const float4 z4 = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    float4 v[NV], yv[NV], gv[NV], sh[NV], sc[NV];
+#pragma unroll
+    for (int i = 0; i < NV; i++) {
+        int c = lane + 32 * i;
+        bool ok = c < C4;
+        v[i] = ok ? xr[c] : z4;
+        yv[i] = ok && yr ? yr[c] : z4;
+        gv[i] = ok && yr ? g4[c] : z4;
+        sh[i] = ok ? sh4[c] : z4;
+        sc[i] = ok ? sc4[c] : z4;
+    }
+    float sum = 0.0f;
+#pragma unroll
+    for (int i = 0; i < NV; i++) {
+        if (yr) {
+            v[i].x += gv[i].x * yv[i].x, v[i].y += gv[i].y * yv[i].y;
+            v[i].z += gv[i].z * yv[i].z, v[i].w += gv[i].w * yv[i].w;
+            if (lane + 32 * i < C4) xr[lane + 32 * i] = v[i];
+        }
+        sum += (v[i].x + v[i].y) + (v[i].z + v[i].w); /* zeros past the row's end */
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+    float mean = sum / (float)C, ss = 0.0f;
+#pragma unroll
+    for (int i = 0; i < NV; i++) {
+        if (lane + 32 * i < C4) {
+            float a = v[i].x - mean, b = v[i].y - mean, c = v[i].z - mean, d = v[i].w - mean;
+            ss += (a * a + b * b) + (c * c + d * d);
+        }
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+    float rstd = rsqrtf(ss / (float)C + 1e-5f);
+    if (Q8 ? !q : !out) return;
+    float inv = Q8 ? 1.0f / *qs : 1.0f;
+#pragma unroll
+    for (int i = 0; i < NV; i++) {
+        int c = lane + 32 * i;
+        if (c >= C4) continue;
+        float o0 = (v[i].x - mean) * rstd * (1.0f + sc[i].x) + sh[i].x;
+        float o1 = (v[i].y - mean) * rstd * (1.0f + sc[i].y) + sh[i].y;
+        float o2 = (v[i].z - mean) * rstd * (1.0f + sc[i].z) + sh[i].z;
+        float o3 = (v[i].w - mean) * rstd * (1.0f + sc[i].w) + sh[i].w;
+        if (Q8) {
+            uint32_t b0 = __nv_cvt_float_to_fp8(o0 * inv, __NV_SATFINITE, __NV_E4M3);
+            uint32_t b1 = __nv_cvt_float_to_fp8(o1 * inv, __NV_SATFINITE, __NV_E4M3);
+            uint32_t b2 = __nv_cvt_float_to_fp8(o2 * inv, __NV_SATFINITE, __NV_E4M3);
+            uint32_t b3 = __nv_cvt_float_to_fp8(o3 * inv, __NV_SATFINITE, __NV_E4M3);
+            reinterpret_cast<uint32_t *>(q + (size_t)row * C)[c] = b0 | b1 << 8 | b2 << 16 | b3 << 24;
+        } else {
+            uint2 pk = make_uint2(pack_bf16x2(o0, o1), pack_bf16x2(o2, o3));
+            reinterpret_cast<uint2 *>(out + (size_t)row * C)[c] = pk;
+        }
+    }
+}
+
+static bool al16(const void *p) { return ((uintptr_t)p & 15) == 0; }
+static bool ln_v3_ok(const void *out, const float *x, const float *y, const float *gate, const float *shift,
+                     const float *scale, int C) {
+    return C % 4 == 0 && C <= 1024 && ((uintptr_t)out & 7) == 0 && al16(x) && al16(y) && al16(gate) && al16(shift) &&
+           al16(scale);
+}
+
+template <bool Q8>
+static cudaError_t ln_v3_launch(bf16 *out, float *x, const float *y, const float *gate, const float *shift,
+                                const float *scale, int N, int C, uint8_t *q, const float *qs, cudaStream_t st) {
+    dim3 grid(cu_blocks((size_t)N, LN3_ROWS)), block(32 * LN3_ROWS);
+#define LN3_GO(NV) cu_launch(ln_mod_kernel_v3<NV, Q8>, grid, block, 0, st, out, x, y, gate, shift, scale, N, C, q, qs)
+    if (C <= 128) return LN3_GO(1);
+    if (C <= 256) return LN3_GO(2);
+    if (C <= 384) return LN3_GO(3);
+    if (C <= 512) return LN3_GO(4);
+    if (C <= 768) return LN3_GO(6);
+    return LN3_GO(8);
+#undef LN3_GO
+}
+
+/* The version: MG_CUDA_LN=<1..3> if set, else MG_CUDA_LN2=0 for version 1 (the older switch),
+ * else the default (read once). Version 3 falls back to 2 where ln_v3_ok does not hold. */
+static int ln_version(void) {
+    static int v = 0;
+    if (!v) {
+        const char *e = getenv("MG_CUDA_LN");
+        int x = e && *e ? atoi(e) : 0;
+        v = x >= 1 && x <= 3 ? x : cu_opt("LN2", 1) ? 3 : 1;
+    }
+    return v;
+}
+
+static mg_status ln_launch(int ver, bf16 *out, float *x, const float *y, const float *gate, const float *shift,
                            const float *scale, int N, int C, cudaStream_t st) {
+    if (ver < 1 || ver > 3) return mg_fail(MG_ERR_ARG, "CUDA layernorm: version %d (1 to 3)", ver);
     if (N <= 0) return MG_OK;
     dim3 grid(cu_blocks((size_t)N, LN_ROWS_PER_BLOCK)), block(32 * LN_ROWS_PER_BLOCK);
-    static int v2 = -1;
-    if (v2 < 0) v2 = cu_opt("LN2", 1);
-    if (!v2) {
+    if (ver == 3 && ln_v3_ok(out, x, y, gate, shift, scale, C)) {
+        CU_TRY(ln_v3_launch<false>(out, x, y, gate, shift, scale, N, C, nullptr, nullptr, st));
+        return MG_OK;
+    }
+    if (ver == 1) {
         if (C <= 256) CU_LAUNCH(ln_mod_kernel_v1<8>, grid, block, 0, st, out, x, y, gate, shift, scale, N, C);
         else if (C <= 512) CU_LAUNCH(ln_mod_kernel_v1<16>, grid, block, 0, st, out, x, y, gate, shift, scale, N, C);
         else if (C <= 1024) CU_LAUNCH(ln_mod_kernel_v1<32>, grid, block, 0, st, out, x, y, gate, shift, scale, N, C);
@@ -171,12 +289,17 @@ static mg_status ln_launch(bf16 *out, float *x, const float *y, const float *gat
 
 extern "C" mg_status cu_layernorm_modulate(bf16_t *out, const float *x, const float *shift, const float *scale,
                                            int N, int C, cudaStream_t st) {
-    return ln_launch((bf16 *)out, (float *)x, nullptr, nullptr, shift, scale, N, C, st);
+    return ln_launch(ln_version(), (bf16 *)out, (float *)x, nullptr, nullptr, shift, scale, N, C, st);
 }
 
 extern "C" mg_status cu_gated_residual_ln(float *x, const float *y, const float *gate, bf16_t *out,
                                           const float *shift, const float *scale, int N, int C, cudaStream_t st) {
-    return ln_launch((bf16 *)out, x, y, gate, shift, scale, N, C, st);
+    return ln_launch(ln_version(), (bf16 *)out, x, y, gate, shift, scale, N, C, st);
+}
+
+extern "C" mg_status cu_gated_residual_ln_v(int version, float *x, const float *y, const float *gate, bf16_t *out,
+                                            const float *shift, const float *scale, int N, int C, cudaStream_t st) {
+    return ln_launch(version, (bf16 *)out, x, y, gate, shift, scale, N, C, st);
 }
 
 extern "C" mg_status cu_gated_residual_ln_fp8(float *x, const float *y, const float *gate, fp8_t *q, const float *qs,
@@ -184,6 +307,10 @@ extern "C" mg_status cu_gated_residual_ln_fp8(float *x, const float *y, const fl
     if (N <= 0) return MG_OK;
     dim3 grid(cu_blocks((size_t)N, LN_ROWS_PER_BLOCK)), block(32 * LN_ROWS_PER_BLOCK);
     uint8_t *q8 = (uint8_t *)q;
+    if (ln_version() == 3 && ln_v3_ok(nullptr, x, y, gate, shift, scale, C) && ((uintptr_t)q8 & 3) == 0) {
+        CU_TRY(ln_v3_launch<true>(nullptr, x, y, gate, shift, scale, N, C, q8, qs, st));
+        return MG_OK;
+    }
     if (C <= 256) CU_LAUNCH(ln_mod_kernel<8, true>, grid, block, 0, st, (bf16 *)nullptr, x, y, gate, shift, scale, N, C, q8, qs);
     else if (C <= 512) CU_LAUNCH(ln_mod_kernel<16, true>, grid, block, 0, st, (bf16 *)nullptr, x, y, gate, shift, scale, N, C, q8, qs);
     else if (C <= 1024) CU_LAUNCH(ln_mod_kernel<32, true>, grid, block, 0, st, (bf16 *)nullptr, x, y, gate, shift, scale, N, C, q8, qs);

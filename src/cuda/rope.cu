@@ -4,6 +4,7 @@
  * rope_tables), the spatial pairs from tables uploaded once, so the captured graph is the
  * same for every frame. */
 #include "cuda/cuda_common.h"
+#include "cuda/rope_dev.h"
 
 __global__ void rope_kv_kernel(bf16 *qkv, int ldq, bf16 *k_ring, bf16 *v_ring, const float *cos_sp,
                                const float *sin_sp, const cu_frame_params *p, int N, int H, int dh) {
@@ -14,18 +15,12 @@ __global__ void rope_kv_kernel(bf16 *qkv, int ldq, bf16 *k_ring, bf16 *v_ring, c
     if (i >= (size_t)N * H * npairs) return;
     int j = (int)(i % npairs), h = (int)(i / npairs % H), n = (int)(i / ((size_t)npairs * H));
     float c, s;
-    if (j < nt) {
-        c = p->tcos[j], s = p->tsin[j];
-    } else {
-        c = cos_sp[(size_t)n * npairs + j], s = sin_sp[(size_t)n * npairs + j];
-    }
+    rope_cs(&c, &s, cos_sp, sin_sp, p, n, npairs, nt, j);
     int d = H * dh, col = h * dh + 2 * j;
     __nv_bfloat162 *q = reinterpret_cast<__nv_bfloat162 *>(qkv + (size_t)n * ldq + col);
     __nv_bfloat162 *k = reinterpret_cast<__nv_bfloat162 *>(qkv + (size_t)n * ldq + d + col);
     const __nv_bfloat162 *v = reinterpret_cast<const __nv_bfloat162 *>(qkv + (size_t)n * ldq + 2 * d + col);
-    float2 a = __bfloat1622float2(*q), b = __bfloat1622float2(*k);
-    __nv_bfloat162 qr = __floats2bfloat162_rn(a.x * c - a.y * s, a.x * s + a.y * c);
-    __nv_bfloat162 kr = __floats2bfloat162_rn(b.x * c - b.y * s, b.x * s + b.y * c);
+    __nv_bfloat162 qr = rope_rot(*q, c, s), kr = rope_rot(*k, c, s);
     *q = qr;
     size_t dst = ((size_t)p->slot * N + n) * d + col;
     if (k_ring) {

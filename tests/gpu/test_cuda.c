@@ -349,35 +349,46 @@ static void test_conv_direct(void **state) {
     }
 }
 
+/* Every layernorm version (cu_gated_residual_ln_v) and the library's pick; widths that take
+ * version 3's 16-byte path at each register count (128 .. 1024), and ones that fall back to 2
+ * (202: not a multiple of 4; 2048: too wide). */
 static void test_norms(void **state) {
-    int cases[][2] = {{37, 384}, {37, 200}, {11, 2048}};
-    for (int k = 0; k < 3; k++) {
+    int cases[][2] = {{37, 384}, {37, 200}, {11, 2048}, {5, 196}, {9, 202}, {13, 1024}, {3, 768}, {41, 128}, {2, 452}};
+    const int nc = (int)(sizeof cases / sizeof cases[0]);
+    for (int kv = 0; kv < 4 * nc; kv++) {
+        int k = kv % nc, version = kv / nc; /* 0: the library's cu_layernorm_modulate / cu_gated_residual_ln */
         int N = cases[k][0], C = cases[k][1];
         size_t n = (size_t)N * C;
         float *x = rnd(n, -2, 3), *y = rnd(n, -1, 1), *g = rnd(C, -1, 1), *sh = rnd(C, -0.5f, 0.5f), *sc = rnd(C, -0.5f, 0.5f);
         float *dx = up_f32(x, n), *dy = up_f32(y, n), *dg = up_f32(g, C), *dsh = up_f32(sh, C), *dsc = up_f32(sc, C);
         bf16_t *out = poisoned(n * 2);
         float *ref = malloc(n * 4);
-        TU_OK(cu_layernorm_modulate(out, dx, dsh, dsc, N, C, st));
+        if (version) TU_OK(cu_gated_residual_ln_v(version, dx, NULL, NULL, out, dsh, dsc, N, C, st));
+        else TU_OK(cu_layernorm_modulate(out, dx, dsh, dsc, N, C, st));
         float *got = down_bf16(out, n);
         layernorm_modulate_forward(ref, x, sh, sc, N, C);
         char name[96];
-        snprintf(name, sizeof name, "layernorm+modulate %dx%d", N, C);
+        snprintf(name, sizeof name, "layernorm+modulate v%d %dx%d", version, N, C);
         assert_rel(name, got, ref, n, TOL_BF16);
         free(got);
         CK(cudaMemset(out, 0xFF, n * 2));
-        TU_OK(cu_gated_residual_ln(dx, dy, dg, out, dsh, dsc, N, C, st));
+        if (version) TU_OK(cu_gated_residual_ln_v(version, dx, dy, dg, out, dsh, dsc, N, C, st));
+        else TU_OK(cu_gated_residual_ln(dx, dy, dg, out, dsh, dsc, N, C, st));
         float *gx = down_f32(dx, n);
         got = down_bf16(out, n);
         gated_residual_forward(x, y, g, N, C);
         layernorm_modulate_forward(ref, x, sh, sc, N, C);
-        snprintf(name, sizeof name, "gated residual %dx%d (x, fp32)", N, C);
+        snprintf(name, sizeof name, "gated residual v%d %dx%d (x, fp32)", version, N, C);
         assert_rel(name, gx, x, n, 1e-6);
-        snprintf(name, sizeof name, "gated residual + layernorm %dx%d", N, C);
+        snprintf(name, sizeof name, "gated residual + layernorm v%d %dx%d", version, N, C);
         assert_rel(name, got, ref, n, TOL_BF16);
         free(x), free(y), free(g), free(sh), free(sc), free(ref), free(got), free(gx);
         cudaFree(dx), cudaFree(dy), cudaFree(dg), cudaFree(dsh), cudaFree(dsc), cudaFree(out);
     }
+    bf16_t *o = poisoned(64);
+    float *dz = dmalloc(64 * 4);
+    assert_int_equal(cu_gated_residual_ln_v(4, dz, NULL, NULL, o, dz, dz, 1, 32, st), MG_ERR_ARG);
+    cudaFree(o), cudaFree(dz);
 }
 
 static void test_activations(void **state) {
@@ -499,6 +510,107 @@ static void test_attention(void **state) {
         free(q), free(kk), free(v), free(got), free(ref), free(scratch);
         cudaFree(dq), cudaFree(dk), cudaFree(dv), cudaFree(out), cudaFree(scr), cudaFree(slots);
     }
+}
+
+/* RoPE and the ring write folded into attention (cu_attention_rope_v) against the CPU (rope
+ * then attention over the visible slots, the current one replaced by this frame's k, v), and
+ * against the separate path (cu_rope_kv then cu_attention_v of the same version): the ring's
+ * new slot must be bit-identical, the other slots untouched, qkv unchanged; every version
+ * with the folded form, odd sizes, empty splits, the current slot first, middle and last. */
+static void test_attention_rope(void **state) {
+    /* N, heads, dh, visible slots, current slot, splits (0: the library's pick) */
+    int cases[][6] = {{37, 3, 64, 3, 1, 2}, {37, 3, 64, 4, 3, 0}, {256, 6, 64, 4, 2, 0}, {101, 2, 64, 2, 0, 5},
+                      {130, 2, 128, 2, 0, 3}, {24, 2, 128, 1, 0, 1}, {77, 1, 64, 3, 2, 12}, {65, 2, 128, 4, 1, 0}};
+    const int ncases = (int)(sizeof cases / sizeof cases[0]);
+    int tested = 0, identical_out = 0;
+    for (int kv = 0; kv < ncases * CU_ATTN_VERSIONS; kv++) {
+        int k = kv % ncases, version = CU_ATTN_VERSIONS - kv / ncases;
+        int N = cases[k][0], H = cases[k][1], dh = cases[k][2], vis = cases[k][3], slot = cases[k][4];
+        int splits = cases[k][5], d = H * dh, ldq = 3 * d, np = dh / 2, nt = np / 4, R = 4; /* ring slots */
+        if (splits == 0) splits = cu_attention_splits(ctx, N, vis * N, H);
+        size_t nq = (size_t)N * ldq, ring = (size_t)R * N * d, tab = (size_t)N * np;
+        float *qkv = rnd(nq, -2, 2), *kr0 = rnd(ring, -2, 2), *vr0 = rnd(ring, -1, 1);
+        float *c0 = malloc(tab * 4), *s0 = malloc(tab * 4), *cf = malloc(tab * 4), *sf = malloc(tab * 4);
+        long long frame = 1000003 + kv;
+        rope_tables(c0, s0, 0, N, 1, dh, 10000.0);
+        rope_tables(cf, sf, frame, N, 1, dh, 10000.0);
+        cu_frame_params p;
+        memset(&p, 0, sizeof p);
+        p.slot = slot, p.vis = vis;
+        for (int j = 0; j < nt; j++) p.tcos[j] = cf[j], p.tsin[j] = sf[j];
+        cu_frame_params *dp = dmalloc(sizeof p);
+        CK(cudaMemcpy(dp, &p, sizeof p, cudaMemcpyHostToDevice));
+        float *dc = up_f32(c0, tab), *ds = up_f32(s0, tab);
+        bf16_t *dq = up_bf16(qkv, nq), *dkr = up_bf16(kr0, ring), *dvr = up_bf16(vr0, ring);
+        bf16_t *out = poisoned((size_t)N * d * 2);
+        float *scr = dmalloc(cu_attention_scratch_floats(N, H, dh, splits) * 4 + 16);
+        mg_status stt = cu_attention_rope_v(version, out, dq, ldq, dkr, dvr, dc, ds, dp, N, H, dh, splits, scr, st);
+        if (stt != MG_OK) { /* the wgmma versions at dh 128: no folded form, a clean refusal */
+            assert_int_equal(stt, MG_ERR_UNSUPPORTED);
+            assert_true(dh == 128 && version >= 5);
+            free(qkv), free(kr0), free(vr0), free(c0), free(s0), free(cf), free(sf);
+            cudaFree(dp), cudaFree(dc), cudaFree(ds), cudaFree(dq), cudaFree(dkr), cudaFree(dvr), cudaFree(out), cudaFree(scr);
+            continue;
+        }
+        float *got = down_bf16(out, (size_t)N * d), *gk = down_bf16(dkr, ring), *gv = down_bf16(dvr, ring);
+        float *gq = down_bf16(dq, nq);
+        /* the CPU: rope q and k, the ring with slot `slot` replaced, attention over vis slots */
+        float *rq = malloc(nq * 4);
+        memcpy(rq, qkv, nq * 4);
+        rope_forward(rq, ldq, cf, sf, N, H, dh);
+        rope_forward(rq + d, ldq, cf, sf, N, H, dh);
+        float *kr = malloc(ring * 4), *vr = malloc(ring * 4);
+        memcpy(kr, kr0, ring * 4), memcpy(vr, vr0, ring * 4);
+        for (int i = 0; i < N; i++) {
+            memcpy(kr + ((size_t)slot * N + i) * d, rq + (size_t)i * ldq + d, d * 4);
+            memcpy(vr + ((size_t)slot * N + i) * d, qkv + (size_t)i * ldq + 2 * d, d * 4);
+        }
+        round_bf16(kr, ring); /* the ring holds bf16 */
+        float *ref = malloc((size_t)N * d * 4), *scratch = malloc(attention_scratch_floats(N, vis * N) * 4);
+        float *qr = malloc((size_t)N * ldq * 4);
+        memcpy(qr, rq, nq * 4);
+        round_bf16(qr, nq); /* q is rotated into bf16 registers */
+        attention_forward(ref, qr, ldq, kr, vr, d, scratch, N, vis * N, H, dh);
+        char name[128];
+        snprintf(name, sizeof name, "attention+rope v%d N %d, %dx%d, slot %d of %d, %d splits", version, N, H, dh, slot,
+                 vis, splits);
+        assert_rel(name, got, ref, (size_t)N * d, TOL_BF16);
+        snprintf(name, sizeof name, "  ring k, slot %d (roped)", slot);
+        assert_rel(name, gk + (size_t)slot * N * d, kr + (size_t)slot * N * d, (size_t)N * d, TOL_BF16);
+        /* v copied exactly, the other slots untouched, qkv unchanged */
+        round_bf16(kr0, ring);
+        size_t bad = 0;
+        for (size_t i = 0; i < ring; i++) {
+            size_t sl = i / ((size_t)N * d);
+            if (sl == (size_t)slot) bad += gv[i] != vr[i];
+            else bad += gk[i] != kr0[i] || gv[i] != vr0[i];
+        }
+        for (size_t i = 0; i < nq; i++) bad += gq[i] != qkv[i];
+        printf("  %-44s %zu elements wrong (v slot, other slots, qkv)\n", "  ring and qkv", bad);
+        assert_true(bad == 0);
+        /* the separate path on the same inputs: ring bit-identical, output compared */
+        bf16_t *dq2 = up_bf16(qkv, nq), *dkr2 = up_bf16(kr0, ring), *dvr2 = up_bf16(vr0, ring);
+        bf16_t *out2 = poisoned((size_t)N * d * 2);
+        TU_OK(cu_rope_kv(dq2, ldq, dkr2, dvr2, dc, ds, dp, N, H, dh, st));
+        TU_OK(cu_attention_v(version, out2, dq2, ldq, dkr2, dvr2, d, &dp->vis, N, N, H, dh, splits, scr, st));
+        float *got2 = down_bf16(out2, (size_t)N * d), *gk2 = down_bf16(dkr2, ring), *gv2 = down_bf16(dvr2, ring);
+        size_t rdiff = 0, odiff = 0;
+        for (size_t i = 0; i < ring; i++) rdiff += gk[i] != gk2[i] || gv[i] != gv2[i];
+        for (size_t i = 0; i < (size_t)N * d; i++) odiff += got[i] != got2[i];
+        printf("  %-44s ring: %zu differ; output: %zu of %zu differ\n", "  vs cu_rope_kv + cu_attention_v", rdiff, odiff,
+               (size_t)N * d);
+        assert_true(rdiff == 0);
+        snprintf(name, sizeof name, "  output vs the separate path");
+        assert_rel(name, got, got2, (size_t)N * d, 1e-3);
+        tested++, identical_out += odiff == 0;
+        free(got2), free(gk2), free(gv2);
+        cudaFree(dq2), cudaFree(dkr2), cudaFree(dvr2), cudaFree(out2);
+        free(qkv), free(kr0), free(vr0), free(c0), free(s0), free(cf), free(sf), free(got), free(gk), free(gv), free(gq);
+        free(rq), free(kr), free(vr), free(ref), free(scratch), free(qr);
+        cudaFree(dp), cudaFree(dc), cudaFree(ds), cudaFree(dq), cudaFree(dkr), cudaFree(dvr), cudaFree(out), cudaFree(scr);
+    }
+    printf("  attention+rope: %d cases, output bit-identical to the separate path in %d\n", tested, identical_out);
+    assert_true(tested >= ncases * 4);
 }
 
 static void test_layout(void **state) {
@@ -705,6 +817,51 @@ static void graph_equals_eager(int nconfigs) {
 
 static void test_graph_equals_eager(void **state) { graph_equals_eager(2); }
 
+/* The frame with RoPE folded into attention (the default) against MG_CUDA_ROPEATT=0 (cu_rope_kv
+ * + cu_attention): same latents and u8 frames over 6 frames (the ring fills and wraps). The
+ * folded stream is a replayed graph, the other eager launches reading the switch per pass. */
+static void test_ropeatt_frames(void **state) {
+    if (!cu_opt("ROPEATT", 1)) {
+        printf("  attention+rope frames: skipped (MG_CUDA_ROPEATT=0)\n");
+        return;
+    }
+    mg_model *m = load_model("s", 13);
+    int W = 128, H = 64, K = mg_model_config(m)->ring;
+    cuda_stream_cfg cc = {W, H, 2, K, 1.0f};
+    cuda_stream *a, *b;
+    TU_OK(cuda_stream_new(m, &cc, &a));
+    TU_OK(cuda_stream_new(m, &cc, &b));
+    cuda_stream_set_mode(b, CUDA_MODE_EAGER);
+    size_t img = (size_t)W * H * 3, lat = (size_t)(H / 8) * (W / 8) * 4;
+    uint8_t *in = malloc(img), *oa = malloc(img), *ob = malloc(img);
+    float *n1 = malloc(lat * 4), *n2 = malloc(lat * 4), *za = malloc(lat * 4), *zb = malloc(lat * 4);
+    mg_rng r;
+    mg_rng_seed(&r, 17);
+    int same = 1;
+    double worst = 0;
+    for (int t = 0; t < 6; t++) {
+        for (size_t i = 0; i < img; i++) in[i] = (uint8_t)(mg_rng_next(&r) >> 56);
+        mg_rng_normal_fill(&r, n1, lat);
+        mg_rng_normal_fill(&r, n2, lat);
+        TU_OK(cuda_stream_step(a, in, oa, n1, n2, 1, 0));
+        setenv("MG_CUDA_ROPEATT", "0", 1);
+        mg_status sb = cuda_stream_step(b, in, ob, n1, n2, 1, 0);
+        unsetenv("MG_CUDA_ROPEATT");
+        TU_OK(sb);
+        TU_OK(cuda_stream_latent(a, za));
+        TU_OK(cuda_stream_latent(b, zb));
+        same &= !memcmp(oa, ob, img) && !memcmp(za, zb, lat * 4);
+        double e = rel_l2("  s frame latent, folded vs separate rope", za, zb, lat, 1e-3);
+        worst = e > worst ? e : worst;
+    }
+    printf("  s %dx%d: attention+rope vs cu_rope_kv + attention, 6 frames: %s (worst latent rel L2 %.2e)\n", W, H,
+           same ? "bit-identical" : "differ", worst);
+    assert_true(worst <= 1e-3);
+    free(in), free(oa), free(ob), free(n1), free(n2), free(za), free(zb);
+    cuda_stream_free(a), cuda_stream_free(b);
+    mg_model_free(m);
+}
+
 /* The paths that are off by default (MG_CUDA_FUSED=1: dit.cu's fused DiT kernels with the K
  * split; MG_CUDA_PDL=1: programmatic dependent launch): frame steps against the CPU, and graph
  * against eager. Skipped where the environment turns them off explicitly. */
@@ -743,6 +900,7 @@ int main(void) {
         cmocka_unit_test(test_conv_igemm),    cmocka_unit_test(test_conv_direct),
         cmocka_unit_test(test_norms),         cmocka_unit_test(test_activations),
         cmocka_unit_test(test_rope_kv),       cmocka_unit_test(test_attention),
+        cmocka_unit_test(test_attention_rope), cmocka_unit_test(test_ropeatt_frames),
         cmocka_unit_test(test_layout),        cmocka_unit_test(test_frame_tiny),
         cmocka_unit_test(test_frame_tiny_guided_dream), cmocka_unit_test(test_frame_s),
         cmocka_unit_test(test_public_api),    cmocka_unit_test(test_graph_equals_eager),
