@@ -84,6 +84,21 @@ struct cuda_weights {
     cuda_weights *next;
 };
 
+/* One DiT pass's working set. The frame's passes use pe[0] on st; the deferred KV refresh (see
+ * step_body_inner) runs on st3 beside the next frame's encode and first step, so it has its own
+ * activations, its own cuBLASLt workspace (ctx3) and the previous frame's ring parameters. */
+typedef struct pass_env {
+    cudaStream_t st;
+    cu_ctx *c;
+    const cu_frame_params *p; /* ring slot, visible slots, RoPE time angles of the pass's frame */
+    const float *cond;        /* what patchify reads as the condition (NULL: zeros, dream) */
+    bf16_t *tok, *y, *qkv, *att, *hbuf;
+    float *x, *y32, *att_scratch;
+    /* per layer l: rec[l] recorded once the pass has read the ring (its attention) and written
+     * its k,v; the pass waits on wait[l] before it writes the ring. NULL: none. */
+    cudaEvent_t *rec, *wait;
+} pass_env;
+
 struct cuda_stream {
     const mg_model *m;
     cuda_weights *wts; /* shared, one reference held */
@@ -94,6 +109,17 @@ struct cuda_stream {
     cu_ctx *ctx;
     cudaStream_t st, st2;  /* st2: the decode, concurrent with the KV refresh */
     cudaEvent_t ev_fork, ev_join;
+    /* the deferred refresh (MG_CUDA_DEFER, default on where it applies): frame t's KV refresh
+     * runs at the start of frame t+1 on st3, beside t+1's encode; t+1's first DiT pass waits
+     * for it layer by layer (ev_lay). pending: frame t's refresh is still to run. */
+    int defer, pending;
+    cudaStream_t st3;
+    cu_ctx *ctx3;
+    cudaEvent_t ev_fork3, ev_join3, *ev_lay;
+    float *d_cond_prev;             /* frame t's condition (zeros for a dream frame) */
+    cu_frame_params *d_params_prev; /* frame t's ring parameters, in the frame block */
+    cu_frame_params last_params;    /* host copy of the last submitted frame's */
+    pass_env pe[2];
     int mode;
     /* the shared weights' device pointers, copied from wts (not owned) */
     cu_tae tae;
@@ -140,9 +166,9 @@ struct cuda_stream {
     cu_gemm *g8_qkv, *g8_proj, *g8_fc1, *g8_fc2;
     fp8_t *q8;
     float *q8s, *q8scr, *lnsc, *amax;
-    /* graphs, one per dream flag */
-    cudaGraphExec_t exec[2];
-    int have_exec[2];
+    /* graphs, one per (dream flag, deferred refresh at the start) */
+    cudaGraphExec_t exec[2][2];
+    int have_exec[2][2];
     /* state */
     long long frame;
     int cur_prompt;   /* prompt the modulation was computed for (-1: none yet) */
@@ -223,12 +249,14 @@ static size_t weights_layout(cuda_weights *w, char *base) {
 static size_t stream_layout(cuda_stream *s, char *base) {
     size_t off = 0, TN = (size_t)s->N, d = s->d;
     size_t px = (size_t)s->H * s->W;
-    /* the per-frame block d_params | d_noise (z, then the ctx noise) | d_in, and its staging */
-    s->off_noise = (sizeof(cu_frame_params) + 255) & ~(size_t)255;
+    /* the per-frame block d_params (this frame's, then the previous frame's for the deferred
+     * refresh) | d_noise (z, then the ctx noise) | d_in, and its staging */
+    s->off_noise = (2 * sizeof(cu_frame_params) + 255) & ~(size_t)255;
     s->off_in = s->off_noise + ((2 * s->lat * 4 + 255) & ~(size_t)255);
     s->frame_bytes = s->off_in + px * 3;
     s->d_frame = (char *)take(base, &off, s->frame_bytes);
     s->d_params = (cu_frame_params *)s->d_frame;
+    s->d_params_prev = base ? s->d_params + 1 : NULL;
     s->d_noise = base ? (float *)(s->d_frame + s->off_noise) : NULL;
     s->d_in = base ? (uint8_t *)(s->d_frame + s->off_in) : NULL;
     for (int b = 0; b < 2; b++) {
@@ -249,6 +277,23 @@ static size_t stream_layout(cuda_stream *s, char *base) {
     s->out_c = (float *)take(base, &off, TN * s->zpp * 4);
     s->out_u = (float *)take(base, &off, TN * s->zpp * 4);
     s->att_scratch = (float *)take(base, &off, cu_attention_scratch_floats(s->N, s->heads, s->dh, s->splits) * 4 + 16);
+    for (int i = 0; i < (s->defer ? 2 : 1); i++) { /* pe[0] aliases the buffers above */
+        pass_env *e = &s->pe[i];
+        if (i == 0) {
+            e->tok = s->tok, e->x = s->x, e->y = s->y, e->y32 = s->y32, e->qkv = s->qkv, e->att = s->att;
+            e->hbuf = s->hbuf, e->att_scratch = s->att_scratch;
+            continue;
+        }
+        e->tok = (bf16_t *)take(base, &off, TN * 2 * s->zpp * 2);
+        e->x = (float *)take(base, &off, TN * d * 4);
+        e->y = (bf16_t *)take(base, &off, TN * d * 2);
+        e->y32 = (float *)take(base, &off, TN * d * 4);
+        e->qkv = (bf16_t *)take(base, &off, TN * 3 * d * 2);
+        e->att = (bf16_t *)take(base, &off, TN * d * 2);
+        e->hbuf = (bf16_t *)take(base, &off, TN * 4 * d * 2);
+        e->att_scratch = (float *)take(base, &off, cu_attention_scratch_floats(s->N, s->heads, s->dh, s->splits) * 4 + 16);
+    }
+    s->d_cond_prev = s->defer ? (float *)take(base, &off, s->lat * 4) : NULL;
     size_t ring = (size_t)s->L * (s->K + 1) * TN * d * 2;
     s->ring_k = (bf16_t *)take(base, &off, ring);
     s->ring_v = (bf16_t *)take(base, &off, ring);
@@ -612,46 +657,57 @@ static mg_status dit_pass_fp8(cuda_stream *s, const float *z, int row, int refre
 /* RoPE on q and k, the current frame's k,v into the ring slot, attention: one launch
  * (cu_attention_rope) where the attention version has the folded form and MG_CUDA_ROPEATT is
  * not 0, else cu_rope_kv then cu_attention; kv_only (the refresh pass's last block): the ring
- * write alone. */
-static mg_status rope_attention(cuda_stream *s, bf16_t *kr, bf16_t *vr, int kv_only) {
+ * write alone. With the working set e's hooks (pass_env): wait before the ring is written,
+ * record once it is written and read. */
+static mg_status rope_attention(cuda_stream *s, const pass_env *e, int l, bf16_t *kr, bf16_t *vr, int kv_only) {
     int N = s->N, d = s->d;
-    if (!kv_only && cu_opt("ROPEATT", 1) && cu_attention_rope_ok(s->dh, s->splits))
-        return cu_attention_rope(s->att, s->qkv, 3 * d, kr, vr, s->rope_cos, s->rope_sin, s->d_params, N, s->heads,
-                                 s->dh, s->splits, s->att_scratch, s->st);
-    CU_MG(cu_rope_kv(s->qkv, 3 * d, kr, vr, s->rope_cos, s->rope_sin, s->d_params, N, s->heads, s->dh, s->st));
-    if (kv_only) return MG_OK;
-    return cu_attention(s->att, s->qkv, 3 * d, kr, vr, d, &s->d_params->vis, N, N, s->heads, s->dh, s->splits,
-                        s->att_scratch, s->st);
+    if (e->wait) { /* the deferred refresh has read the slot this pass overwrites */
+        CU_TRY(cudaStreamWaitEvent(e->st, e->wait[l], 0));
+        cu_pdl_fence();
+    }
+    if (!kv_only && cu_opt("ROPEATT", 1) && cu_attention_rope_ok(s->dh, s->splits)) {
+        CU_MG(cu_attention_rope(e->att, e->qkv, 3 * d, kr, vr, s->rope_cos, s->rope_sin, e->p, N, s->heads, s->dh,
+                                s->splits, e->att_scratch, e->st));
+    } else {
+        CU_MG(cu_rope_kv(e->qkv, 3 * d, kr, vr, s->rope_cos, s->rope_sin, e->p, N, s->heads, s->dh, e->st));
+        if (!kv_only)
+            CU_MG(cu_attention(e->att, e->qkv, 3 * d, kr, vr, d, &e->p->vis, N, N, s->heads, s->dh, s->splits,
+                               e->att_scratch, e->st));
+    }
+    if (e->rec) CU_TRY(cudaEventRecord(e->rec[l], e->st));
+    return MG_OK;
 }
 
-/* One DiT pass over the current frame (dit_forward with a ring, T = 1). row: the conditioning
- * row; refresh: stop after the last block's k,v are in the ring; out: velocity tokens. */
-static mg_status dit_pass(cuda_stream *s, const float *z, int row, int refresh, float *out) {
+/* One DiT pass over a frame (dit_forward with a ring, T = 1) with the working set e. row: the
+ * conditioning row; refresh: stop after the last block's k,v are in the ring; out: velocity
+ * tokens. The fused and FP8 paths run with pe[0] only (no deferred refresh). */
+static mg_status dit_pass(cuda_stream *s, const pass_env *e, const float *z, int row, int refresh, float *out) {
     if (s->fused) return dit_pass_fused(s, z, row, refresh, out);
     if (s->fp8) return dit_pass_fp8(s, z, row, refresh, out);
-    cu_ctx *c = s->ctx;
+    cu_ctx *c = e->c;
+    cudaStream_t st = e->st;
     int N = s->N, d = s->d, L = s->L;
     const float *mrow = s->mod + (size_t)row * s->lmod;
     size_t slot_stride = (size_t)N * d, layer_stride = (size_t)(s->K + 1) * slot_stride;
-    CU_MG(cu_patchify(s->tok, z, s->cond_in, s->lh, s->lw, s->Z, s->m->cfg.patch, s->st));
-    CU_MG(cu_gemm_run(c, s->g_in, s->x, s->tok, s->in_w, s->in_b, s->st));
-    CU_MG(cu_layernorm_modulate(s->y, s->x, mrow, mrow + d, N, d, s->st));
+    CU_MG(cu_patchify(e->tok, z, e->cond, s->lh, s->lw, s->Z, s->m->cfg.patch, st));
+    CU_MG(cu_gemm_run(c, s->g_in, e->x, e->tok, s->in_w, s->in_b, st));
+    CU_MG(cu_layernorm_modulate(e->y, e->x, mrow, mrow + d, N, d, st));
     for (int l = 0; l < L; l++) {
         const cu_layer *Ly = &s->layers[l];
         const float *mo = mrow + (size_t)l * 6 * d;
         bf16_t *kr = s->ring_k + l * layer_stride, *vr = s->ring_v + l * layer_stride;
-        CU_MG(cu_gemm_run(c, s->g_qkv, s->qkv, s->y, Ly->qkv_w, Ly->qkv_b, s->st));
-        CU_MG(rope_attention(s, kr, vr, refresh && l == L - 1));
+        CU_MG(cu_gemm_run(c, s->g_qkv, e->qkv, e->y, Ly->qkv_w, Ly->qkv_b, st));
+        CU_MG(rope_attention(s, e, l, kr, vr, refresh && l == L - 1));
         if (refresh && l == L - 1) return MG_OK; /* only the k,v were wanted */
-        CU_MG(cu_gemm_run(c, s->g_proj, s->y32, s->att, Ly->proj_w, Ly->proj_b, s->st));
-        CU_MG(cu_gated_residual_ln(s->x, s->y32, mo + 2 * d, s->y, mo + 3 * d, mo + 4 * d, N, d, s->st));
-        CU_MG(cu_gemm_run(c, s->g_fc1, s->hbuf, s->y, Ly->fc1_w, Ly->fc1_b, s->st));
-        CU_MG(cu_gemm_run(c, s->g_fc2, s->y32, s->hbuf, Ly->fc2_w, Ly->fc2_b, s->st));
+        CU_MG(cu_gemm_run(c, s->g_proj, e->y32, e->att, Ly->proj_w, Ly->proj_b, st));
+        CU_MG(cu_gated_residual_ln(e->x, e->y32, mo + 2 * d, e->y, mo + 3 * d, mo + 4 * d, N, d, st));
+        CU_MG(cu_gemm_run(c, s->g_fc1, e->hbuf, e->y, Ly->fc1_w, Ly->fc1_b, st));
+        CU_MG(cu_gemm_run(c, s->g_fc2, e->y32, e->hbuf, Ly->fc2_w, Ly->fc2_b, st));
         /* x += gate2 * mlp, then the next layer's (or the final) modulated norm */
         const float *nsh = l + 1 < L ? mo + 6 * d : mrow + (size_t)L * 6 * d;
-        CU_MG(cu_gated_residual_ln(s->x, s->y32, mo + 5 * d, s->y, nsh, nsh + d, N, d, s->st));
+        CU_MG(cu_gated_residual_ln(e->x, e->y32, mo + 5 * d, e->y, nsh, nsh + d, N, d, st));
     }
-    return cu_gemm_run(c, s->g_out, out, s->y, s->fout_w, s->fout_b, s->st);
+    return cu_gemm_run(c, s->g_out, out, e->y, s->fout_w, s->fout_b, st);
 }
 
 /* The same pass on the fused kernels (dit.cu): five launches per layer (six with the
@@ -722,7 +778,7 @@ static mg_status dit_pass_fp8(cuda_stream *s, const float *z, int row, int refre
         const float *sc1 = s->lnsc + (size_t)2 * l * CU_FP8_SCALE_STRIDE, *sc2 = sc1 + CU_FP8_SCALE_STRIDE;
         const float *scn = sc2 + CU_FP8_SCALE_STRIDE;
         CU_MG(cu_gemm_run_fp8(c, s->g8_qkv, s->qkv, s->q8, sc1, Ly->qkv_q, Ly->qkv_s, Ly->qkv_b, s->st));
-        CU_MG(rope_attention(s, kr, vr, refresh && l == L - 1));
+        CU_MG(rope_attention(s, &s->pe[0], l, kr, vr, refresh && l == L - 1));
         if (refresh && l == L - 1) return MG_OK; /* only the k,v were wanted */
         CU_MG(cu_quant_fp8_tensor(s->q8, s->q8s, s->att, (size_t)N * d, s->q8scr, s->st));
         pb = cu_gemm_bias_bf16(s->g8_proj) ? (const void *)Ly->proj_b16 : (const void *)Ly->proj_b;
@@ -749,22 +805,50 @@ static mg_status mark(cuda_stream *s, int profile, int i) {
     return MG_OK;
 }
 
-/* Everything one frame enqueues: captured into the graph, or launched directly. */
-static mg_status step_body_inner(cuda_stream *s, int dream, int profile) {
+/* The refresh of the frame before, on pe[1] / st3, recording ev_lay[l] per layer (deferred),
+ * or on pe[0] / st when it is flushed on its own (pe[0]'s params point at this frame block's
+ * current slot, which is still that frame's when a flush runs: see cuda_stream_submit). */
+static mg_status refresh_pass(cuda_stream *s, pass_env *e) {
+    CU_MG(dit_pass(s, e, s->d_zc, s->rows - 1, 1, NULL));
+    return MG_OK;
+}
+
+/* Everything one frame enqueues: captured into the graph, or launched directly.
+ *
+ * pend (deferred refresh, s->defer): the KV refresh of the frame before runs first, on st3,
+ * beside this frame's encode; this frame's first DiT pass waits for it layer by layer (before
+ * writing its own k,v to the ring slot the refresh may still be reading), so the refresh
+ * leaves the frame's critical path, which is encode + steps + decode. It reads d_zc and
+ * d_cond_prev, written at the end of the frame before, and this frame overwrites them only
+ * after its first pass, which is after the refresh's first layer, long after its patchify. */
+static mg_status step_body_inner(cuda_stream *s, int dream, int pend, int profile) {
     cudaStream_t st = s->st;
-    int per = s->guided ? 2 : 1, e = 0;
+    int per = s->guided ? 2 : 1, e = 0, defer = s->defer && !profile;
     float *z = s->d_noise, *ctx = s->d_noise + s->lat;
     /* the frame's inputs (d_frame) were copied in before, outside the body (cuda_stream_submit) */
     cu_pdl_fence(); /* the first kernel: a plain edge */
+    if (pend) {
+        pass_env *r = &s->pe[1];
+        r->p = s->d_params_prev, r->cond = s->d_cond_prev, r->rec = s->ev_lay, r->wait = NULL;
+        CU_TRY(cudaEventRecord(s->ev_fork3, st));
+        CU_TRY(cudaStreamWaitEvent(s->st3, s->ev_fork3, 0));
+        CU_MG(refresh_pass(s, r));
+        CU_TRY(cudaEventRecord(s->ev_join3, s->st3));
+        cu_pdl_fence();
+    }
     CU_MG(mark(s, profile, e++));
     /* 1. encode the input frame (dream drops it: cond reads as zeros) */
     s->cond_in = dream ? NULL : s->d_cond;
+    pass_env *m = &s->pe[0];
+    m->p = s->d_params, m->cond = s->cond_in, m->rec = NULL, m->wait = NULL;
     if (!dream) CU_MG(encode(s));
     CU_MG(mark(s, profile, e++));
     /* 2. denoise from the noise with Euler steps, each attending to the ring */
     for (int i = 0; i < s->cfg.steps; i++) {
-        CU_MG(dit_pass(s, z, i * per, 0, s->out_c));
-        if (s->guided) CU_MG(dit_pass(s, z, i * per + 1, 0, s->out_u));
+        m->wait = pend && i == 0 ? s->ev_lay : NULL;
+        CU_MG(dit_pass(s, m, z, i * per, 0, s->out_c));
+        m->wait = NULL; /* the guided pass writes the same slot after the conditional one */
+        if (s->guided) CU_MG(dit_pass(s, m, z, i * per + 1, 0, s->out_u));
         CU_MG(cu_unpatchify_euler(z, s->out_c, s->guided ? s->out_u : NULL, s->cfg.guidance, s->dt[i], s->lh, s->lw,
                                   s->Z, s->m->cfg.patch, st));
         CU_MG(mark(s, profile, e++));
@@ -780,10 +864,17 @@ static mg_status step_body_inner(cuda_stream *s, int dream, int profile) {
         CU_TRY(cudaEventRecord(s->ev_join, dst));
         cu_pdl_fence(); /* the refresh's first kernel: a plain edge after the fork */
     }
-    /* 3. refresh the ring: the clean latent re-noised to sigma_ctx, seen once */
+    /* 3. refresh the ring: the clean latent re-noised to sigma_ctx, seen once — now, or
+     * (deferred) at the start of the next frame, from d_zc and this frame's condition */
     if (s->K > 0) {
         CU_MG(cu_renoise(s->d_zc, z, ctx, s->m->cfg.sigma_ctx, s->lat, st));
-        CU_MG(dit_pass(s, s->d_zc, s->rows - 1, 1, NULL));
+        if (defer) {
+            if (dream) CU_TRY(cudaMemsetAsync(s->d_cond_prev, 0, s->lat * 4, st));
+            else CU_TRY(cudaMemcpyAsync(s->d_cond_prev, s->d_cond, s->lat * 4, cudaMemcpyDeviceToDevice, st));
+            cu_pdl_fence();
+        } else {
+            CU_MG(refresh_pass(s, m));
+        }
     }
     CU_MG(mark(s, profile, e++));
     /* 4. decode, straight to u8 */
@@ -792,6 +883,7 @@ static mg_status step_body_inner(cuda_stream *s, int dream, int profile) {
     } else {
         CU_TRY(cudaStreamWaitEvent(st, s->ev_join, 0));
     }
+    if (pend) CU_TRY(cudaStreamWaitEvent(st, s->ev_join3, 0)); /* long done: the first pass waited on it */
     CU_MG(mark(s, profile, e++));
     return MG_OK;
 }
@@ -799,27 +891,27 @@ static mg_status step_body_inner(cuda_stream *s, int dream, int profile) {
 /* With PDL on (outside profiling), consecutive kernels of one stream are launched with the
  * programmatic-serialization attribute: each waits on its predecessor inside the kernel
  * (cuda_common.h), so the arithmetic is unchanged and graph and eager runs stay identical. */
-static mg_status step_body(cuda_stream *s, int dream, int profile) {
+static mg_status step_body(cuda_stream *s, int dream, int pend, int profile) {
     cu_pdl_enable(s->pdl && !profile);
-    mg_status st = step_body_inner(s, dream, profile);
+    mg_status st = step_body_inner(s, dream, pend, profile);
     cu_pdl_enable(0);
     return st;
 }
 
-static mg_status capture(cuda_stream *s, int dream) {
+static mg_status capture(cuda_stream *s, int dream, int pend) {
     cudaGraph_t g;
     CU_TRY(cudaStreamBeginCapture(s->st, cudaStreamCaptureModeThreadLocal));
-    mg_status st = step_body(s, dream, 0);
+    mg_status st = step_body(s, dream, pend, 0);
     cudaError_t e = cudaStreamEndCapture(s->st, &g);
     if (st != MG_OK) {
         if (e == cudaSuccess) cudaGraphDestroy(g);
         return st;
     }
     if (e != cudaSuccess) return cu_fail(__FILE__, __LINE__, "cudaStreamEndCapture", cudaGetErrorString(e));
-    e = cudaGraphInstantiate(&s->exec[dream], g, 0);
+    e = cudaGraphInstantiate(&s->exec[dream][pend], g, 0);
     cudaGraphDestroy(g);
     if (e != cudaSuccess) return cu_fail(__FILE__, __LINE__, "cudaGraphInstantiate", cudaGetErrorString(e));
-    s->have_exec[dream] = 1;
+    s->have_exec[dream][pend] = 1;
     return MG_OK;
 }
 
@@ -881,6 +973,19 @@ static mg_status stream_init(cuda_stream *s) {
     }
 
     s->fp8 = cu_opt("FP8", 0) && s->d % 16 == 0; /* dropped below on the fused path */
+    /* the deferred refresh: the base DiT path only (the fused and FP8 passes keep one working set) */
+    s->defer = cu_opt("DEFER", 1) && !cu_opt("FUSED", 0) && !s->fp8 && s->K > 0;
+    if (s->defer) {
+        CU_MG(cu_ctx_new(&s->ctx3));
+        CU_TRY(cudaStreamCreateWithFlags(&s->st3, cudaStreamNonBlocking));
+        CU_TRY(cudaEventCreateWithFlags(&s->ev_fork3, cudaEventDisableTiming));
+        CU_TRY(cudaEventCreateWithFlags(&s->ev_join3, cudaEventDisableTiming));
+        s->ev_lay = (cudaEvent_t *)calloc((size_t)s->L, sizeof(cudaEvent_t));
+        if (!s->ev_lay) return mg_fail(MG_ERR_NOMEM, "out of memory");
+        for (int l = 0; l < s->L; l++) CU_TRY(cudaEventCreateWithFlags(&s->ev_lay[l], cudaEventDisableTiming));
+    }
+    s->pe[0].st = s->st, s->pe[0].c = s->ctx;
+    s->pe[1].st = s->st3, s->pe[1].c = s->ctx3;
     s->dev_bytes = stream_layout(s, NULL);
     CU_TRY(cudaMalloc((void **)&s->dev, s->dev_bytes));
     stream_layout(s, s->dev);
@@ -999,8 +1104,10 @@ static void stream_destroy(cuda_stream *s) {
     if (s->st) cudaStreamSynchronize(s->st);
     if (s->st2) cudaStreamSynchronize(s->st2);
     if (s->st_down) cudaStreamSynchronize(s->st_down);
+    if (s->st3) cudaStreamSynchronize(s->st3);
     for (int i = 0; i < 2; i++)
-        if (s->have_exec[i]) cudaGraphExecDestroy(s->exec[i]);
+        for (int j = 0; j < 2; j++)
+            if (s->have_exec[i][j]) cudaGraphExecDestroy(s->exec[i][j]);
     cu_gemm_free(s->g_in), cu_gemm_free(s->g_qkv), cu_gemm_free(s->g_proj);
     cu_gemm_free(s->g_fc1), cu_gemm_free(s->g_fc2), cu_gemm_free(s->g_out);
     cu_gemm_free(s->g8_qkv), cu_gemm_free(s->g8_proj), cu_gemm_free(s->g8_fc1), cu_gemm_free(s->g8_fc2);
@@ -1022,6 +1129,15 @@ static void stream_destroy(cuda_stream *s) {
     if (s->st_down) cudaStreamDestroy(s->st_down);
     if (s->ev_fork) cudaEventDestroy(s->ev_fork);
     if (s->ev_join) cudaEventDestroy(s->ev_join);
+    if (s->st3) cudaStreamDestroy(s->st3);
+    if (s->ev_fork3) cudaEventDestroy(s->ev_fork3);
+    if (s->ev_join3) cudaEventDestroy(s->ev_join3);
+    if (s->ev_lay) {
+        for (int l = 0; l < s->L; l++)
+            if (s->ev_lay[l]) cudaEventDestroy(s->ev_lay[l]);
+        free(s->ev_lay);
+    }
+    cu_ctx_free(s->ctx3);
     cu_ctx_free(s->ctx);
     cuda_weights_release(s->wts);
     if (prev >= 0 && prev != s->gpu) cudaSetDevice(prev);
@@ -1060,12 +1176,25 @@ extern "C" mg_status cuda_stream_submit(cuda_stream *s, const uint8_t *in_rgb, c
     float tc[512], ts[512];
     rope_tables(tc, ts, f, 1, 1, s->dh, mc->rope_theta);
     for (int j = 0; j < nt; j++) hp->tcos[j] = tc[j], hp->tsin[j] = ts[j];
+    hp[1] = s->last_params; /* the deferred refresh's: the frame before's */
     memcpy(hf + s->off_noise, noise, s->lat * 4);
     memcpy(hf + s->off_noise + s->lat * 4, ctx_noise, s->lat * 4);
     if (!dream) memcpy(hf + s->off_in, in_rgb, px3);
     /* 1. upload into the set's staging block while the frame before computes */
     CU_TRY(cudaMemcpyAsync(s->d_stage[b], hf, up, cudaMemcpyHostToDevice, s->st_up));
     CU_TRY(cudaEventRecord(s->ev_up[b], s->st_up));
+    /* a refresh still owed to the frame before runs now, on st, when this frame cannot take it:
+     * a new prompt (the refresh uses the old one's modulation) or a profiled frame (its stages
+     * run one after the other). It reads d_frame's current parameters, which are still that
+     * frame's: this frame's block is copied in after it, below. */
+    if (s->pending && (prompt != s->cur_prompt || s->mode == CUDA_MODE_PROFILE)) {
+        pass_env *e = &s->pe[0];
+        e->p = s->d_params, e->cond = s->d_cond_prev, e->rec = NULL, e->wait = NULL;
+        cu_pdl_fence();
+        CU_MG(refresh_pass(s, e));
+        s->pending = 0;
+    }
+    int pend = s->pending, defer = s->defer && s->mode != CUDA_MODE_PROFILE;
     /* a new prompt's modulation, on st after the frame before (which reads the old one). h_sc is
      * one pinned buffer: the previous change's copy from it may still wait behind a frame */
     if (prompt != s->cur_prompt) {
@@ -1073,9 +1202,9 @@ extern "C" mg_status cuda_stream_submit(cuda_stream *s, const uint8_t *in_rgb, c
         CU_MG(set_prompt(s, prompt));
         CU_TRY(cudaEventRecord(s->ev_sc, s->st));
     }
-    if (s->mode == CUDA_MODE_GRAPH && !s->have_exec[dream]) {
+    if (s->mode == CUDA_MODE_GRAPH && !s->have_exec[dream][pend]) {
         pthread_mutex_lock(&g_setup_mu);
-        mg_status st = capture(s, dream);
+        mg_status st = capture(s, dream, pend);
         pthread_mutex_unlock(&g_setup_mu);
         CU_MG(st);
     }
@@ -1083,8 +1212,10 @@ extern "C" mg_status cuda_stream_submit(cuda_stream *s, const uint8_t *in_rgb, c
     CU_TRY(cudaStreamWaitEvent(s->st, s->ev_up[b], 0));
     CU_TRY(cudaMemcpyAsync(s->d_frame, s->d_stage[b], up, cudaMemcpyDeviceToDevice, s->st));
     CU_TRY(cudaEventRecord(s->ev_t0[b], s->st));
-    if (s->mode == CUDA_MODE_GRAPH) CU_TRY(cudaGraphLaunch(s->exec[dream], s->st));
-    else CU_MG(step_body(s, dream, s->mode == CUDA_MODE_PROFILE));
+    if (s->mode == CUDA_MODE_GRAPH) CU_TRY(cudaGraphLaunch(s->exec[dream][pend], s->st));
+    else CU_MG(step_body(s, dream, pend, s->mode == CUDA_MODE_PROFILE));
+    s->pending = defer;
+    s->last_params = *hp;
     CU_TRY(cudaEventRecord(s->ev_t1[b], s->st));
     CU_TRY(cudaMemcpyAsync(s->d_ostage[b], s->d_out, px3, cudaMemcpyDeviceToDevice, s->st));
     CU_TRY(cudaEventRecord(s->ev_done[b], s->st));
@@ -1128,7 +1259,8 @@ extern "C" mg_status cuda_stream_step(cuda_stream *s, const uint8_t *in_rgb, uin
 
 extern "C" int cuda_stream_in_flight(const cuda_stream *s) { return s->q_n; }
 
-extern "C" void cuda_stream_reset(cuda_stream *s) { s->frame = 0; }
+/* The ring starts over: a refresh still owed to the last frame is dropped with it. */
+extern "C" void cuda_stream_reset(cuda_stream *s) { s->frame = 0, s->pending = 0; }
 extern "C" int64_t cuda_stream_frame_index(const cuda_stream *s) { return s->frame; }
 extern "C" void cuda_stream_set_mode(cuda_stream *s, int mode) { s->mode = mode; }
 extern "C" void cuda_stream_last_timing(const cuda_stream *s, mg_step_timing *t) { *t = s->timing; }

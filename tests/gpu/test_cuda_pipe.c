@@ -63,6 +63,46 @@ static void pipe_equals_step(const char *config, int W, int H) {
 static void test_pipe_tiny(void **state) { pipe_equals_step("tiny", 64, 48); }
 static void test_pipe_s(void **state) { pipe_equals_step("s", 128, 96); }
 
+/* The deferred KV refresh (the default: frame t's refresh runs at the start of frame t+1, beside
+ * its encode) against the refresh at the end of each frame (MG_CUDA_DEFER=0): the script with
+ * step, with 2 frames in flight, in eager launches, and with profiled frames (which flush a
+ * refresh still owed, then run theirs inline) mixed into graph replays — byte-identical. */
+static void defer_equals_inline(const char *config, int W, int H) {
+    mg_model *m = load_model(config, 13);
+    size_t fb = (size_t)W * H * 3, n = PIPE_T * fb;
+    uint8_t *in = inputs(fb, 9), *ref = malloc(n), *got = malloc(n);
+    setenv("MG_CUDA_DEFER", "0", 1);
+    mg_stream *a = make(m, W, H);
+    unsetenv("MG_CUDA_DEFER");
+    pipe_run_step(a, in, ref, fb);
+    mg_stream_free(a);
+    const char *runs[4] = {"step", "2 in flight", "eager launches", "graph with profiled frames 2 and 7"};
+    for (int run = 0; run < 4; run++) {
+        mg_stream *b = make(m, W, H);
+        if (run == 2) cuda_stream_set_mode(stream_cuda(b), CUDA_MODE_EAGER);
+        if (run == 1) {
+            pipe_run_submit(b, in, got, fb, 2);
+        } else {
+            for (int t = 0; t < PIPE_T; t++) {
+                pipe_apply(b, t);
+                if (run == 3) cuda_stream_set_mode(stream_cuda(b), t == 2 || t == 7 ? CUDA_MODE_PROFILE : CUDA_MODE_GRAPH);
+                memset(got + (size_t)t * fb, 0xAB, fb);
+                TU_OK(mg_stream_step(b, pipe_input(in, fb, t), got + (size_t)t * fb));
+            }
+        }
+        int d = count_diff(got, ref, n);
+        printf("  %s %dx%d, %d frames, deferred refresh, %s: %d bytes differ from the inline refresh\n", config, W, H,
+               PIPE_T, runs[run], d);
+        assert_int_equal(d, 0);
+        mg_stream_free(b);
+    }
+    free(in), free(ref), free(got);
+    mg_model_free(m);
+}
+
+static void test_defer_tiny(void **state) { defer_equals_inline("tiny", 64, 48); }
+static void test_defer_s(void **state) { defer_equals_inline("s", 128, 96); }
+
 /* Two in flight on the device, the misuse cases, then the stream goes on as if they had not
  * happened. */
 static void test_pipe_errors(void **state) {
@@ -139,6 +179,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_pipe_tiny),
         cmocka_unit_test(test_pipe_s),
+        cmocka_unit_test(test_defer_tiny),
+        cmocka_unit_test(test_defer_s),
         cmocka_unit_test(test_pipe_errors),
         cmocka_unit_test(test_pipe_rate),
     };
