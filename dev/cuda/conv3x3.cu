@@ -15,6 +15,8 @@
  *   d3  the library's (MG_CUDA_THIN3=0 for d2): 8 lanes per pixel for the thin outputs (a
  *       tap's channels split, partial sums through shuffles), a thread per 8 output channels
  *       for the thin inputs; grid-stride loops over a few blocks per SM
+ *   d4  the library's (MG_CUDA_THIN4=0 for d3): d3, but the thin outputs at >= 16384 pixels
+ *       from 64 channels on the tensor cores (i5's halo tiles with one n-tile of 8 outputs)
  * Checked against the CPU (conv3x3_forward) on the same inputs; timed with events, L2 flushed,
  * against the measured peaks. */
 #include "lab.h"
@@ -96,11 +98,12 @@ int main(void) {
         a.H = H, a.W = W, a.Ci = Ci, a.Co = Co, a.stride = s, a.up = up, a.it = it, a.ot = ot;
         double flops = 2.0 * Ho * Wo * 9.0 * Ci * Co, bytes = (double)nin * (it == CU_U8 ? 1 : 2) + (double)nout * osz + 18.0 * Ci * Co;
         int thin = Ci < 8 || Co < 8;
-        int kinds[7] = {0, thin ? 0 : 1, thin ? -1 : 1, thin ? -1 : 1, thin ? -1 : 1, thin || s != 1 ? -1 : 1, thin ? 0 : -1};
-        int vers[7] = {1, thin ? 2 : 1, 2, 3, 5, 6, 3};
-        const char *names[7] = {"d1 direct", thin ? "d2 thin" : "i1 igemm", "i2 igemm", "i3 igemm", "i5 halo", "i6 halo",
-                                "d3 thin"};
-        for (int vi = 0; vi < 7; vi++) {
+        int kinds[8] = {0, thin ? 0 : 1, thin ? -1 : 1, thin ? -1 : 1, thin ? -1 : 1, thin || s != 1 ? -1 : 1,
+                        thin ? 0 : -1, thin && Co < 8 ? 0 : -1};
+        int vers[8] = {1, thin ? 2 : 1, 2, 3, 5, 6, 3, 4};
+        const char *names[8] = {"d1 direct", thin ? "d2 thin" : "i1 igemm", "i2 igemm", "i3 igemm", "i5 halo", "i6 halo",
+                                "d3 thin", "d4 thin"};
+        for (int vi = 0; vi < 8; vi++) {
             if (kinds[vi] < 0) continue;
             if (vi == 0 && !thin && H * W > 128 * 128) continue; /* d1 at 64 channels: seconds, no news */
             a.kind = kinds[vi], a.version = vers[vi];

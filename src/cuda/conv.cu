@@ -21,6 +21,7 @@
  * and 8 output channels, weights in shared memory, reading u8 / fp32 / bf16 and writing any
  * of them (u8 in = x/255, u8 out = clamp and round: the frame conversions fused). */
 #include <cooperative_groups.h>
+#include <type_traits>
 
 #include "cuda/cuda_common.h"
 
@@ -28,6 +29,14 @@ namespace cg = cooperative_groups;
 
 #define CV_BK 32
 #define CV_LD (CV_BK + 8) /* shared row stride (bf16): 80 bytes, conflict-free fragment reads */
+
+/* one element of a frame or feature map: u8 (x/255, and clamp-round back), fp32 or bf16 */
+__device__ __forceinline__ float ld_px(const uint8_t *p, size_t i) { return (float)p[i] / 255.0f; }
+__device__ __forceinline__ float ld_px(const float *p, size_t i) { return p[i]; }
+__device__ __forceinline__ float ld_px(const bf16 *p, size_t i) { return bf2f(p[i]); }
+__device__ __forceinline__ void st_px(uint8_t *p, size_t i, float v) { p[i] = to_u8(v); }
+__device__ __forceinline__ void st_px(float *p, size_t i, float v) { p[i] = v; }
+__device__ __forceinline__ void st_px(bf16 *p, size_t i, float v) { p[i] = f2bf(v); }
 
 /* A block tile of BM pixels x BN channels; 4 warps as WM x WN, each MT m-tiles x NT n-tiles;
  * NS k-blocks in flight (cp.async multistage pipeline). */
@@ -269,8 +278,10 @@ template <int CI, int TR, int BN> struct halo_cfg {
     static const size_t SMEM = (size_t)(BN * WLD + HR * HC * HLD) * 2;
 };
 
-template <int CI, int TR, int BN>
-__global__ void __launch_bounds__(128) conv_halo_kernel(bf16 *out, const bf16 *in, const bf16 *wt, const float *bias,
+/* TO: bf16 (the Blocks), or u8 / fp32 with BN = 8 for the thin outputs (thin version 4: dec.out
+ * 64 -> 3 straight to the u8 frame; no residual there) */
+template <int CI, int TR, int BN, typename TO = bf16>
+__global__ void __launch_bounds__(128) conv_halo_kernel(TO *out, const bf16 *in, const bf16 *wt, const float *bias,
                                                         const bf16 *res, int H, int W, int Co, int up, int relu) {
     typedef halo_cfg<CI, TR, BN> C;
     const int NT = BN / 8, K = 9 * CI;
@@ -316,11 +327,17 @@ __global__ void __launch_bounds__(128) conv_halo_kernel(bf16 *out, const bf16 *i
                 for (int mt = 0; mt < TR; mt++) /* matrices: pixels +0/+8 (mi&1), channels +0/+8 (mi>>1) */
                     ldmatrix_x4(a[mt], hs + ((warp * TR + mt + ky) * C::HC + (mi & 1) * 8 + lr + kx) * C::HLD + ks +
                                            (mi >> 1) * 8);
+                if constexpr (NT == 1) { /* one n-tile: two 32-bit loads per lane */
+                    const bf16 *wr = ws + g * C::WLD + tap * CI + ks + 2 * t;
+                    b[0][0] = *reinterpret_cast<const uint32_t *>(wr);
+                    b[0][1] = *reinterpret_cast<const uint32_t *>(wr + 8);
+                } else {
 #pragma unroll
-                for (int nt = 0; nt < NT; nt += 2) { /* matrices: k +0/+8 (mi&1), n-tile +0/+1 (mi>>1) */
-                    uint32_t r[4];
-                    ldmatrix_x4(r, ws + (nt * 8 + (mi >> 1) * 8 + lr) * C::WLD + tap * CI + ks + (mi & 1) * 8);
-                    b[nt][0] = r[0], b[nt][1] = r[1], b[nt + 1][0] = r[2], b[nt + 1][1] = r[3];
+                    for (int nt = 0; nt < NT; nt += 2) { /* matrices: k +0/+8 (mi&1), n-tile +0/+1 (mi>>1) */
+                        uint32_t r[4];
+                        ldmatrix_x4(r, ws + (nt * 8 + (mi >> 1) * 8 + lr) * C::WLD + tap * CI + ks + (mi & 1) * 8);
+                        b[nt][0] = r[0], b[nt][1] = r[1], b[nt + 1][0] = r[2], b[nt + 1][1] = r[3];
+                    }
                 }
 #pragma unroll
                 for (int mt = 0; mt < TR; mt++)
@@ -340,9 +357,18 @@ __global__ void __launch_bounds__(128) conv_halo_kernel(bf16 *out, const bf16 *i
 #pragma unroll
                 for (int half = 0; half < 2; half++) {
                     int ox = tx0 + g + 8 * half;
-                    if (ox < W)
+                    if (ox >= W) continue;
+                    if constexpr (std::is_same<TO, bf16>::value) {
                         conv_store(out, bias, res, relu, oy * W + ox, col, Co, acc[mt][nt][2 * half],
                                    acc[mt][nt][2 * half + 1]);
+                    } else {
+#pragma unroll
+                        for (int j = 0; j < 2; j++) {
+                            if (col + j >= Co) continue;
+                            float v = acc[mt][nt][2 * half + j] + (bias ? bias[col + j] : 0.0f);
+                            st_px(out, (size_t)(oy * W + ox) * Co + col + j, relu ? fmaxf(v, 0.0f) : v);
+                        }
+                    }
                 }
             }
         }
@@ -351,8 +377,8 @@ __global__ void __launch_bounds__(128) conv_halo_kernel(bf16 *out, const bf16 *i
 
 /* Persistent grid: as many blocks as fit on the card at once (weights loaded once per block),
  * at most one per tile. */
-template <int CI, int TR, int BN>
-static cudaError_t halo_launch(cudaStream_t st, bf16_t *out, const bf16_t *in, const bf16_t *wt, const float *bias,
+template <int CI, int TR, int BN, typename TO = bf16>
+static cudaError_t halo_launch(cudaStream_t st, void *out, const bf16_t *in, const bf16_t *wt, const float *bias,
                                const bf16_t *res, int H, int W, int Co, int up, int relu) {
     typedef halo_cfg<CI, TR, BN> C;
     /* the shared-memory opt-in is per device (streams on several GPUs, issue 8); setting it
@@ -363,16 +389,17 @@ static cudaError_t halo_launch(cudaStream_t st, bf16_t *out, const bf16_t *in, c
     if (e != cudaSuccess) return e;
     int per_sm = dev >= 0 && dev < 64 ? per_sm_dev[dev] : 0;
     if (!per_sm) {
-        e = cudaFuncSetAttribute(conv_halo_kernel<CI, TR, BN>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)C::SMEM);
+        e = cudaFuncSetAttribute(conv_halo_kernel<CI, TR, BN, TO>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 (int)C::SMEM);
         if (e != cudaSuccess) return e;
-        e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, conv_halo_kernel<CI, TR, BN>, 128, C::SMEM);
+        e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, conv_halo_kernel<CI, TR, BN, TO>, 128, C::SMEM);
         if (e != cudaSuccess) return e;
         if (per_sm < 1) per_sm = 1;
         if (dev >= 0 && dev < 64) per_sm_dev[dev] = per_sm;
     }
     size_t tiles = (size_t)cu_blocks(W, 16) * cu_blocks(H, 4 * TR), cap = (size_t)per_sm * conv_sm_count();
     dim3 grid((unsigned)(tiles < cap ? tiles : cap), cu_blocks(Co, BN));
-    return cu_launch(conv_halo_kernel<CI, TR, BN>, grid, 128, C::SMEM, st, (bf16 *)out, (const bf16 *)in,
+    return cu_launch(conv_halo_kernel<CI, TR, BN, TO>, grid, 128, C::SMEM, st, (TO *)out, (const bf16 *)in,
                      (const bf16 *)wt, bias, (const bf16 *)res, H, W, Co, up, relu);
 }
 
@@ -453,12 +480,6 @@ extern "C" mg_status cu_conv3x3_igemm(bf16_t *out, const bf16_t *in, const bf16_
 
 /* ---- direct convolution for the thin layers ------------------------------------------- */
 
-__device__ __forceinline__ float ld_px(const uint8_t *p, size_t i) { return (float)p[i] / 255.0f; }
-__device__ __forceinline__ float ld_px(const float *p, size_t i) { return p[i]; }
-__device__ __forceinline__ float ld_px(const bf16 *p, size_t i) { return bf2f(p[i]); }
-__device__ __forceinline__ void st_px(uint8_t *p, size_t i, float v) { p[i] = to_u8(v); }
-__device__ __forceinline__ void st_px(float *p, size_t i, float v) { p[i] = v; }
-__device__ __forceinline__ void st_px(bf16 *p, size_t i, float v) { p[i] = f2bf(v); }
 
 #define DC_CO 8
 #define DC_THREADS 128
@@ -628,6 +649,10 @@ __global__ void conv_thin_in_kernel(bf16 *out, const TI *in, const bf16 *wt, con
  *   channels), so neighbouring threads share the gathered inputs (broadcast loads) and write one
  *   pixel's row as contiguous 16-byte pieces. Same multiply-add order per output as version 2:
  *   bit-identical.
+ *
+ * Version 4 (the default): version 3, but a thin output from 64 channels at >= CV_HALO_PIX pixels
+ * (dec.out at 128x128 and up) runs on the halo tiles of conv version 5 with one n-tile of 8
+ * outputs: each input pixel is fetched once per tile instead of once per tap and pixel.
  *
  * Both stage the weights in shared memory once per block and walk the work with a grid stride
  * (a grid of a few blocks per SM), so the staging is not repeated per 256 threads. The weight
@@ -799,6 +824,13 @@ template <typename TO>
 static mg_status thin_out_launch(int version, void *out, const void *in, const bf16_t *wt, const float *bias, int H,
                                  int W, int Ci, int Co, int stride, int up, int relu, cudaStream_t st) {
     int Ho = stride == 2 ? (H + 1) / 2 : H, Wo = stride == 2 ? (W + 1) / 2 : W;
+    if (version >= 4 && stride == 1 && Ci == 64 && (size_t)Ho * Wo >= CV_HALO_PIX) {
+        /* version 4, large images: the halo tiles on the tensor cores, one n-tile of 8 outputs
+         * (the Co <= 4 real ones and zero weights), so each input pixel is read once per tile
+         * instead of once per tap */
+        CU_TRY((halo_launch<64, 2, 8, TO>(st, out, (const bf16_t *)in, wt, bias, NULL, H, W, Co, up, relu)));
+        return MG_OK;
+    }
     if (version >= 3) {
         CU_LAUNCH(conv_thin_out_v3<TO>, thin_grid((size_t)Ho * Wo * TH_G), TH_THREADS, (size_t)9 * Ci * sizeof(float4),
                   st, (TO *)out, (const bf16 *)in, (const bf16 *)wt, bias, H, W, Ci, Co, stride, up, relu);
@@ -813,8 +845,8 @@ static mg_status thin_out_launch(int version, void *out, const void *in, const b
 extern "C" mg_status cu_conv3x3_direct(void *out, cu_dtype ot, const void *in, cu_dtype it, const bf16_t *wt,
                                        const float *bias, int H, int W, int Ci, int Co, int stride, int up, int relu,
                                        cudaStream_t st) {
-    static int version = 0;
-    if (!version) version = cu_opt("THIN3", 1) ? 3 : 2; /* MG_CUDA_THIN3=0: the thin layers' version 2 */
+    static int version = 0; /* MG_CUDA_THIN4=0: the thin layers' version 3; MG_CUDA_THIN3=0: version 2 */
+    if (!version) version = !cu_opt("THIN3", 1) ? 2 : cu_opt("THIN4", 1) ? 4 : 3;
     return cu_conv3x3_direct_v(version, out, ot, in, it, wt, bias, H, W, Ci, Co, stride, up, relu, st);
 }
 

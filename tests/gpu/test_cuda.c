@@ -291,10 +291,11 @@ static void test_conv_direct(void **state) {
                       {37, 29, 64, 3, CU_BF16, CU_U8, 0, 1}, {37, 29, 32, 5, CU_BF16, CU_F32, 1, 2},
                       {20, 18, 3, 64, CU_U8, CU_BF16, 1, 2},
                       /* frame-sized: version 3's grid-stride loops go round several times */
-                      {200, 256, 64, 3, CU_BF16, CU_U8, 0, 1}, {200, 256, 3, 64, CU_U8, CU_BF16, 1, 1}};
+                      {200, 256, 64, 3, CU_BF16, CU_U8, 0, 1}, {200, 256, 3, 64, CU_U8, CU_BF16, 1, 1},
+                      {130, 144, 64, 4, CU_BF16, CU_F32, 1, 1}};
     const int nc = (int)(sizeof cases / sizeof cases[0]);
-    for (int k = 0; k < 3 * nc; k++) {
-        int *c = cases[k % nc], version = 3 - k / nc;
+    for (int k = 0; k < 4 * nc; k++) {
+        int *c = cases[k % nc], version = 4 - k / nc;
         int H = c[0], W = c[1], Ci = c[2], Co = c[3], it = c[4], ot = c[5], relu = c[6], s = c[7];
         int Ho = s == 2 ? (H + 1) / 2 : H, Wo = s == 2 ? (W + 1) / 2 : W;
         size_t nin = (size_t)H * W * Ci, nout = (size_t)Ho * Wo * Co;
