@@ -16,7 +16,7 @@
  *   r1  the frame's separate path: cu_rope_kv (RoPE on q and k, k and v into the ring slot),
  *       then the library's attention version reading the ring (vis = 4 slots, the current last)
  *   r2  the same in one launch: RoPE and the ring write folded into the attention
- *       (cu_attention_rope, library versions 1-4; not at dh 128 where the library runs wgmma)
+ *       (cu_attention_rope_v, same version; none for the wgmma versions at dh 128)
  * Each is checked against the CPU (attention_forward) on the same bf16 inputs and timed with
  * events, L2 flushed, against the measured peaks (MG_PEAK_TFLOPS / MG_PEAK_GBS). */
 #include "lab.h"
@@ -38,29 +38,28 @@ typedef struct rope_arg {
     bf16_t *out, *qkv, *kr, *vr;
     float *cs, *sn, *scr;
     cu_frame_params *p;
-    int N, H, dh, splits, fused;
+    int N, H, dh, splits, fused, version;
 } rope_arg;
 
 static void run_rope(void *p, cudaStream_t st) {
     rope_arg *a = (rope_arg *)p;
     int d = a->H * a->dh;
     if (a->fused) {
-        LOK(cu_attention_rope(a->out, a->qkv, 3 * d, a->kr, a->vr, a->cs, a->sn, a->p, a->N, a->H, a->dh, a->splits,
-                              a->scr, st));
+        LOK(cu_attention_rope_v(a->version, a->out, a->qkv, 3 * d, a->kr, a->vr, a->cs, a->sn, a->p, a->N, a->H, a->dh,
+                                a->splits, a->scr, st));
     } else {
         LOK(cu_rope_kv(a->qkv, 3 * d, a->kr, a->vr, a->cs, a->sn, a->p, a->N, a->H, a->dh, st));
-        LOK(cu_attention(a->out, a->qkv, 3 * d, a->kr, a->vr, d, &a->p->vis, a->N, a->N, a->H, a->dh, a->splits, a->scr,
-                         st));
+        LOK(cu_attention_v(a->version, a->out, a->qkv, 3 * d, a->kr, a->vr, d, &a->p->vis, a->N, a->N, a->H, a->dh,
+                           a->splits, a->scr, st));
     }
 }
 
 /* r1 / r2: the current frame (N queries) against 4 slots of N keys, the current one last */
 static void rope_case(cu_ctx *ctx, cudaStream_t st, const char *shape, int N, int H, int dh, bf16_t *out, float *scr,
-                      int si) {
+                      int si, int version) {
     int d = H * dh, np = dh / 2, nt = np / 4, vis = 4, splits = cu_attention_splits(ctx, N, vis * N, H);
-    if (!cu_attention_rope_ok(dh, splits)) {
-        printf("r2 %s: no folded form for the library's version at dh %d (%d splits)\n", shape, dh, splits);
-    }
+    if (version >= 5 && dh == 128)
+        printf("r2 %s: no folded form for version %d (wgmma) at dh %d\n", shape, version, dh);
     size_t nq = (size_t)N * 3 * d, ring = (size_t)vis * N * d, tab = (size_t)N * np;
     float *qkv = lab_rand(nq, -2, 2, 51 + si), *kr = lab_rand(ring, -2, 2, 61 + si), *vr = lab_rand(ring, -1, 1, 71 + si);
     float *c0 = (float *)malloc(tab * 4), *s0 = (float *)malloc(tab * 4), *cf = (float *)malloc(tab * 4);
@@ -84,7 +83,8 @@ static void rope_case(cu_ctx *ctx, cudaStream_t st, const char *shape, int N, in
     }
     float *scratch = (float *)malloc(attention_scratch_floats(N, vis * N) * 4);
     attention_forward(ref, rq, 3 * d, kc, vc, d, scratch, N, vis * N, H, dh);
-    rope_arg a = {out, NULL, lab_up_bf16(kr, ring), lab_up_bf16(vr, ring), NULL, NULL, scr, NULL, N, H, dh, splits, 0};
+    rope_arg a = {out, NULL, lab_up_bf16(kr, ring), lab_up_bf16(vr, ring), NULL, NULL, scr, NULL, N, H, dh, splits, 0,
+                  version};
     LCK(cudaMalloc(&a.cs, tab * 4));
     LCK(cudaMalloc(&a.sn, tab * 4));
     LCK(cudaMalloc(&a.p, sizeof hp));
@@ -93,7 +93,7 @@ static void rope_case(cu_ctx *ctx, cudaStream_t st, const char *shape, int N, in
     LCK(cudaMemcpy(a.p, &hp, sizeof hp, cudaMemcpyHostToDevice));
     double flops = 4.0 * N * vis * N * d, bytes = 2.0 * ((double)N * 3 * d + 2.0 * vis * N * d + (double)N * d);
     for (int f = 0; f < 2; f++) {
-        if (f && !cu_attention_rope_ok(dh, splits)) break;
+        if (f && version >= 5 && dh == 128) break;
         a.fused = f;
         a.qkv = lab_up_bf16(qkv, nq); /* fresh: the separate path rotates it in place */
         LCK(cudaMemset(out, 0xFF, (size_t)N * d * 2));
@@ -102,8 +102,8 @@ static void rope_case(cu_ctx *ctx, cudaStream_t st, const char *shape, int N, in
         double err = lab_rel_l2(got, ref, (size_t)N * d);
         float ms = lab_time(run_rope, &a, st, 50);
         char name[96];
-        snprintf(name, sizeof name, "r%d %s (%s, %d splits)", f + 1, shape, f ? "rope in attention" : "rope_kv + attention",
-                 splits);
+        snprintf(name, sizeof name, "r%d %s (%s v%d, %d splits)", f + 1, shape, f ? "rope in attn" : "rope_kv + attn",
+                 version, splits);
         lab_report(name, ms, flops, bytes, err);
         free(got);
         cudaFree(a.qkv);
@@ -152,7 +152,8 @@ int main(void) {
             lab_report(name, ms, flops, bytes, err);
             free(got);
         }
-        rope_case(ctx, st, shapes[si].name, Nq, H, dh, a.out, a.scr, si);
+        /* the library's version: 3 at dh 64; at dh 128, 2 when split, 6 when not */
+        rope_case(ctx, st, shapes[si].name, Nq, H, dh, a.out, a.scr, si, dh == 64 ? 3 : auto_splits > 1 ? 2 : 6);
         free(q), free(k), free(v), free(ref), free(scratch);
         cudaFree(a.out), cudaFree(a.q), cudaFree(a.k), cudaFree(a.v), cudaFree(a.scr);
     }

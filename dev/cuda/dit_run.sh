@@ -4,11 +4,13 @@
 #   nice make BUILD=build-gpu-dit CUDA=1 FFMPEG=0 OPENBLAS=0 SDL2=0 PNG=0 JPEG=0 LWS=0 -j2 \
 #     build-gpu-dit/mirage build-gpu-dit/tests/gpu/test_cuda build-gpu-dit/dev/attention \
 #     build-gpu-dit/dev/layernorm build-gpu-dit/dev/peaks [build-gpu-dit/tests/gpu/test_cuda_{pipe,fp8}]
-# then strip each binary to NAME.s and carry them with .devlibs. Environment: TESTS (the test
-# binaries, "test_cuda"), LAB (1), SIZES ("256 512"), ROUNDS (2: the A/B settings alternate),
-# WITH_1B (0). One log on stdout.
+# then strip each binary to NAME.s and carry them with .devlibs, or pack the stripped ones into
+# $B/bins.tgz (the carry limit is 64 MiB with the tree) and carry that. Environment: TESTS
+# (the test binaries, "test_cuda"), LAB (1), SIZES ("256 512"), ROUNDS (2: the A/B settings
+# alternate), LNV (0; 1 adds MG_CUDA_LN=4 and 5 to the A/B), WITH_1B (0). One log on stdout.
 set -u
 B=build-gpu-dit
+[ -f $B/bins.tgz ] && tar xzf $B/bins.tgz -C $B
 export LD_LIBRARY_PATH="$PWD/.devlibs" MIRAGE_TESTDATA=tests/data
 nvidia-smi -L
 git log -1 --format='commit %h' 2>/dev/null
@@ -40,20 +42,25 @@ print("p50 %.3f ms p99 %.3f | steps %s | refresh %.3f | encode %.3f decode %.3f"
 print(json.dumps(j), file=sys.stderr)' 2>>/tmp/bench.json || echo "FAILED"
 }
 for z in ${SIZES:-256 512}; do
-    echo "==== frame s ${z}x${z} (old = MG_CUDA_ROPEATT=0 MG_CUDA_LN=2)"
+    echo "==== frame s ${z}x${z} (old = MG_CUDA_ROPEATT=0 MG_CUDA_LN=2, the session's start)"
     r=0
     while [ $r -lt "${ROUNDS:-2}" ]; do
         bench "s $z old" s "${z}x${z}" 30 MG_CUDA_ROPEATT=0 MG_CUDA_LN=2
-        bench "s $z ropeatt" s "${z}x${z}" 30 MG_CUDA_LN=2
+        bench "s $z ropeatt" s "${z}x${z}" 30 MG_CUDA_ROPEATT=1 MG_CUDA_LN=2
         bench "s $z ln3" s "${z}x${z}" 30 MG_CUDA_ROPEATT=0 MG_CUDA_LN=3
-        bench "s $z new (defaults)" s "${z}x${z}" 30
+        bench "s $z ropeatt + ln3" s "${z}x${z}" 30 MG_CUDA_ROPEATT=1 MG_CUDA_LN=3
+        bench "s $z defaults" s "${z}x${z}" 30
+        if [ "${LNV:-0}" = 1 ]; then
+            bench "s $z ln4 (1 row/block)" s "${z}x${z}" 30 MG_CUDA_ROPEATT=0 MG_CUDA_LN=4
+            bench "s $z ln5 (4 rows/block)" s "${z}x${z}" 30 MG_CUDA_ROPEATT=0 MG_CUDA_LN=5
+        fi
         r=$((r + 1))
     done
 done
 if [ "${WITH_1B:-0}" = 1 ]; then
     echo "==== frame 1b 512x512"
     bench "1b 512 old" 1b 512x512 20 MG_CUDA_ROPEATT=0 MG_CUDA_LN=2
-    bench "1b 512 new (defaults)" 1b 512x512 20
+    bench "1b 512 defaults" 1b 512x512 20
 fi
 echo "==== bench JSON"
 cat /tmp/bench.json

@@ -4,6 +4,8 @@
  *       16 columns per lane at a time
  *   v3  a warp per row, 2 rows per block (4x the blocks), 16-byte loads, the modulation loaded
  *       with the row before the reductions (C % 4 == 0, C <= 1024; else v2)
+ *   v4  v3 with 1 row (one warp) per block
+ *   v5  v3 with 4 rows per block
  * Each is checked against the CPU (gated_residual_forward + layernorm_modulate_forward) and
  * timed twice: cold (L2 flushed, lab_time: one launch) and warm (the inputs in L2, as in the
  * frame: 20 launches back to back, per launch, so the launch gaps count). */
@@ -73,7 +75,7 @@ int main(void) {
         LCK(cudaMalloc(&a.out, n * 2));
         /* bytes: x read + written, y read, out written (gate and modulation are per column) */
         double bytes = (double)n * (4 + 4 + 4 + 2);
-        for (int v = 1; v <= 3; v++) {
+        for (int v = 1; v <= 5; v++) {
             a.version = v;
             LCK(cudaMemcpy(a.x, x, n * 4, cudaMemcpyHostToDevice));
             LCK(cudaMemset(a.out, 0xFF, n * 2));

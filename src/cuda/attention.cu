@@ -51,19 +51,36 @@ struct att_rope {
     const cu_frame_params *p;
     int ldq;
 };
+/* The angles of the key chunks a thread rotates are loaded with the tile (plain loads into
+ * registers, one tile ahead, so their latency hides under the tile before): a K chunk of 8
+ * columns is 4 pairs, so its cos and sin are one float4 each, from the per-frame time table
+ * (pairs < nt: all 4 or none, nt being a multiple of 4) or the spatial tables. Only the thread
+ * that loads a chunk rotates it, so the rotation needs no barrier of its own. (Measured worse,
+ * dev/cuda/README.md: the angles read at rotation time, two L2 round trips per tile, all on
+ * the split that holds the current slot; and the angles in shared memory beside the tiles,
+ * 69.6 KB a block at dh 64.) */
+template <int DH, int NT> struct att_rope_regs {
+    float4 c[AT_BK * DH / 8 / NT], s[AT_BK * DH / 8 / NT];
+};
 
 template <int DH, int NT, bool ROPE>
 __device__ __forceinline__ void att_load(att_smem<DH> &sm, int buf, int key0, const bf16 *k, const bf16 *v,
-                                         int ldkv, int h, int Nk, int tid, const att_rope &rp, int cur0, int cur1) {
+                                         int ldkv, int h, int Nk, int tid, const att_rope &rp, int cur0, int cur1,
+                                         att_rope_regs<DH, NT> &ra) {
     const int chunks = DH / 8; /* 16-byte pieces per row */
+    const int npairs = DH / 2, nt = npairs / 4;
 #pragma unroll
     for (int i = 0; i < AT_BK * chunks / NT; i++) {
         int idx = tid + NT * i, r = idx / chunks, c = (idx % chunks) * 8, key = key0 + r;
         bool ok = key < Nk;
         const bf16 *ks = k, *vs = v;
         size_t off = (size_t)key * ldkv + h * DH + c;
-        if (ROPE && key >= cur0 && key < cur1)
-            ks = rp.kc, vs = rp.vc, off = (size_t)(key - cur0) * rp.ldq + h * DH + c;
+        if (ROPE && key >= cur0 && key < cur1) {
+            int n = key - cur0, j0 = c / 2;
+            ks = rp.kc, vs = rp.vc, off = (size_t)n * rp.ldq + h * DH + c;
+            ra.c[i] = *reinterpret_cast<const float4 *>(j0 < nt ? rp.p->tcos + j0 : rp.cos_sp + (size_t)n * npairs + j0);
+            ra.s[i] = *reinterpret_cast<const float4 *>(j0 < nt ? rp.p->tsin + j0 : rp.sin_sp + (size_t)n * npairs + j0);
+        }
         cp_async16(&sm.k[buf][r][c], ok ? ks + off : k, ok);
         cp_async16(&sm.v[buf][r][c], ok ? vs + off : v, ok);
     }
@@ -74,21 +91,18 @@ __device__ __forceinline__ void att_load(att_smem<DH> &sm, int buf, int key0, co
  * their v chunks to the ring. */
 template <int DH, int NT>
 __device__ __forceinline__ void att_rope_tile(att_smem<DH> &sm, int buf, int key0, int ldkv, int h, int tid,
-                                              const att_rope &rp, int cur0, int cur1) {
-    const int chunks = DH / 8, npairs = DH / 2, nt = npairs / 4;
+                                              const att_rope &rp, int cur0, int cur1, const att_rope_regs<DH, NT> &ra) {
+    const int chunks = DH / 8;
     const bool writer = blockIdx.x == 0;
-#pragma unroll 2
+#pragma unroll
     for (int i = 0; i < AT_BK * chunks / NT; i++) {
         int idx = tid + NT * i, r = idx / chunks, c = (idx % chunks) * 8, key = key0 + r;
         if (key < cur0 || key >= cur1) continue;
-        int n = key - cur0;
-        float cs[4], sn[4];
-#pragma unroll
-        for (int e = 0; e < 4; e++) rope_cs(&cs[e], &sn[e], rp.cos_sp, rp.sin_sp, rp.p, n, npairs, nt, c / 2 + e);
+        float4 cs = ra.c[i], sn = ra.s[i];
         uint4 raw = *reinterpret_cast<const uint4 *>(&sm.k[buf][r][c]);
         __nv_bfloat162 *pr = reinterpret_cast<__nv_bfloat162 *>(&raw);
-#pragma unroll
-        for (int e = 0; e < 4; e++) pr[e] = rope_rot(pr[e], cs[e], sn[e]);
+        pr[0] = rope_rot(pr[0], cs.x, sn.x), pr[1] = rope_rot(pr[1], cs.y, sn.y);
+        pr[2] = rope_rot(pr[2], cs.z, sn.z), pr[3] = rope_rot(pr[3], cs.w, sn.w);
         *reinterpret_cast<uint4 *>(&sm.k[buf][r][c]) = raw;
         if (writer) {
             size_t off = (size_t)key * ldkv + h * DH + c;
@@ -197,7 +211,7 @@ __device__ __forceinline__ void att_finish(float (&o)[DH / 8][4], float m0, floa
  * queries per block) or 8 (128, version 4 for dh 128: each K/V tile brought into shared
  * memory serves twice the rows). */
 template <int DH, bool LDM, int NW, bool FOLD, bool ROPE>
-__global__ void __launch_bounds__(NW * 32) attn_kernel(bf16 *out, float *part_o, float *part_ml, const bf16 *q, int ldq,
+__global__ void __launch_bounds__(NW * 32, ROPE && DH == 64 ? 3 : 0) attn_kernel(bf16 *out, float *part_o, float *part_ml, const bf16 *q, int ldq,
                                                        const bf16 *k, const bf16 *v, int ldkv, const int *nk_slots,
                                                        int Nk_arg, int Nq, int H, float scale_log2, att_rope rp) {
     constexpr int NT = NW * 32, BQ = NW * 16;
@@ -244,21 +258,30 @@ __global__ void __launch_bounds__(NW * 32) attn_kernel(bf16 *out, float *part_o,
     for (int nd = 0; nd < DH / 8; nd++) o[nd][0] = o[nd][1] = o[nd][2] = o[nd][3] = 0.0f;
     float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
 
+    att_rope_regs<DH, NT> ra; /* ROPE: the angles of the next tile's current-frame chunks */
     if (tb < te) {
-        att_load<DH, NT, ROPE>(sm, 0, tb * AT_BK, k, v, ldkv, h, Nk, tid, rp, cur0, cur1);
+        att_load<DH, NT, ROPE>(sm, 0, tb * AT_BK, k, v, ldkv, h, Nk, tid, rp, cur0, cur1, ra);
         cp_async_commit();
     }
     for (int tile = tb; tile < te; tile++) {
         int buf = (tile - tb) & 1;
-        if (tile + 1 < te) {
-            att_load<DH, NT, ROPE>(sm, buf ^ 1, (tile + 1) * AT_BK, k, v, ldkv, h, Nk, tid, rp, cur0, cur1);
+        if constexpr (ROPE) {
+            /* the tile's copies and angles are in: rotate, then the next tile's load (it
+             * overwrites the angles) goes out under this tile's products */
+            cp_async_wait<0>();
+            if (tile * AT_BK < cur1 && (tile + 1) * AT_BK > cur0)
+                att_rope_tile<DH, NT>(sm, buf, tile * AT_BK, ldkv, h, tid, rp, cur0, cur1, ra);
+            if (tile + 1 < te) {
+                att_load<DH, NT, ROPE>(sm, buf ^ 1, (tile + 1) * AT_BK, k, v, ldkv, h, Nk, tid, rp, cur0, cur1, ra);
+                cp_async_commit();
+            }
+        } else if (tile + 1 < te) {
+            att_load<DH, NT, ROPE>(sm, buf ^ 1, (tile + 1) * AT_BK, k, v, ldkv, h, Nk, tid, rp, cur0, cur1, ra);
             cp_async_commit();
             cp_async_wait<1>();
         } else {
             cp_async_wait<0>();
         }
-        if (ROPE && tile * AT_BK < cur1 && (tile + 1) * AT_BK > cur0)
-            att_rope_tile<DH, NT>(sm, buf, tile * AT_BK, ldkv, h, tid, rp, cur0, cur1);
         __syncthreads();
         /* S (16 x 64) = Q K^T */
         float s[AT_BK / 8][4];
@@ -920,8 +943,12 @@ extern "C" mg_status cu_attention_v(int version, bf16_t *out, const bf16_t *q, i
     return attn_run(version, out, q, ldq, k, v, ldkv, nk_slots, Nk, Nq, H, dh, splits, scratch, nullptr, st);
 }
 
+/* Where the frame may fold RoPE into attention (MG_CUDA_ROPEATT=1): dh 64 (s and tiny). At
+ * dh 128 the folded form exists for versions 1 to 4 only: the library runs wgmma (6, no folded
+ * form) unsplit, and at 1b 256x256 (version 2, 4 splits) the folded kernel measured slower
+ * (dev/cuda/README.md). */
 extern "C" int cu_attention_rope_ok(int dh, int splits) {
-    return cu_attention_ok(dh) && dh / 2 / 4 <= CU_MAX_TPAIRS && attn_rope_has(attn_default_version(dh, splits), dh);
+    return dh == 64 && attn_rope_has(attn_default_version(dh, splits), dh);
 }
 
 extern "C" mg_status cu_attention_rope_v(int version, bf16_t *out, bf16_t *qkv, int ldq, bf16_t *k_ring,

@@ -44,7 +44,7 @@ void cu_pdl_fence(void);
 /* An optimisation switch from the environment: MG_CUDA_<name>=0 or =1 overrides the default
  * (dflt), for A/B runs and as a fallback. The defaults are what measured fastest
  * (dev/cuda/README.md): FUSED 0, PDL 0, SPLITK 1 (with FUSED), CONVSPLIT 0, CONVHALO 1, LN2 1,
- * FP8 0 (the DiT's four linears on e4m3 GEMMs, cuda_stream.cu), ROPEATT 1 (RoPE and the ring
+ * FP8 0 (the DiT's four linears on e4m3 GEMMs, cuda_stream.cu), ROPEATT 0 (RoPE and the ring
  * write folded into attention, cu_attention_rope). MG_CUDA_LN and MG_CUDA_ATTN take a version. */
 int cu_opt(const char *name, int dflt);
 
@@ -172,9 +172,10 @@ mg_status cu_gated_residual_ln_fp8(float *x, const float *y, const float *gate, 
 /* The versions, for the lab and the tests (y NULL: no residual, as cu_layernorm_modulate):
  * 1 a warp per row, loads and stores interleaved; 2 every load of a row before its stores;
  * 3 a warp per row, 2 rows per block, 16-byte loads, the modulation loaded with the row (C % 4
- * == 0, C <= 1024, 16-byte aligned rows; elsewhere 2). The library runs MG_CUDA_LN=<version>,
- * else 1 if MG_CUDA_LN2=0, else the default (dev/cuda/README.md says which and why). The FP8
- * form runs 3 where 3 applies and is chosen, else 2. */
+ * == 0, C <= 1024, 16-byte aligned rows; elsewhere 2); 4 and 5: 3 with 1 and 4 rows per block.
+ * The library runs MG_CUDA_LN=<version>, else 1 if MG_CUDA_LN2=0, else the default (3;
+ * dev/cuda/README.md says why). The FP8
+ * form runs 3 to 5 where they apply and are chosen, else 2. */
 mg_status cu_gated_residual_ln_v(int version, float *x, const float *y, const float *gate, bf16_t *out,
                                  const float *shift, const float *scale, int N, int C, cudaStream_t st);
 mg_status cu_silu(float *out, const float *in, size_t n, cudaStream_t st);
@@ -255,9 +256,10 @@ mg_status cu_attention(bf16_t *out, const bf16_t *q, int ldq, const bf16_t *k, c
  * ring slots, p->vis * N rows of k_ring / v_ring (rows of d; vis read on the device), where
  * slot p->slot (which must be < p->vis, as the frame step's is) is read from qkv instead
  * (k = [d, 2d) rotated, v = [2d, 3d)), and written to the ring: k rotated, v copied, each
- * element once. qkv itself is not changed. Same cos/sin as cu_rope_kv. Only where
- * cu_attention_rope_ok(dh, splits) (the library's version for that shape has the folded form:
- * dh 64, or dh 128 on versions 1 to 4); MG_ERR_UNSUPPORTED otherwise. */
+ * element once. qkv itself is not changed. Same cos/sin as cu_rope_kv. The folded form
+ * exists for every version at dh 64 and versions 1 to 4 at dh 128 (cu_attention_rope_v;
+ * MG_ERR_UNSUPPORTED for the others); cu_attention_rope_ok(dh, splits) says where the frame
+ * may use it (MG_CUDA_ROPEATT=1): dh 64 (dev/cuda/README.md has the measurements). */
 int cu_attention_rope_ok(int dh, int splits);
 mg_status cu_attention_rope(bf16_t *out, bf16_t *qkv, int ldq, bf16_t *k_ring, bf16_t *v_ring, const float *cos_sp,
                             const float *sin_sp, const cu_frame_params *p, int N, int H, int dh, int splits,

@@ -655,8 +655,9 @@ static mg_status dit_pass_fused(cuda_stream *s, const float *z, int row, int ref
 static mg_status dit_pass_fp8(cuda_stream *s, const float *z, int row, int refresh, float *out);
 
 /* RoPE on q and k, the current frame's k,v into the ring slot, attention: one launch
- * (cu_attention_rope) where the attention version has the folded form and MG_CUDA_ROPEATT is
- * not 0, else cu_rope_kv then cu_attention; kv_only (the refresh pass's last block): the ring
+ * (cu_attention_rope) with MG_CUDA_ROPEATT=1 where the attention version has the folded form
+ * (off by default: not faster in the frame, dev/cuda/README.md), else cu_rope_kv then
+ * cu_attention; kv_only (the refresh pass's last block): the ring
  * write alone. With the working set e's hooks (pass_env): wait before the ring is written,
  * record once it is written and read. */
 static mg_status rope_attention(cuda_stream *s, const pass_env *e, int l, bf16_t *kr, bf16_t *vr, int kv_only) {
@@ -665,7 +666,7 @@ static mg_status rope_attention(cuda_stream *s, const pass_env *e, int l, bf16_t
         CU_TRY(cudaStreamWaitEvent(e->st, e->wait[l], 0));
         cu_pdl_fence();
     }
-    if (!kv_only && cu_opt("ROPEATT", 1) && cu_attention_rope_ok(s->dh, s->splits)) {
+    if (!kv_only && cu_opt("ROPEATT", 0) && cu_attention_rope_ok(s->dh, s->splits)) {
         CU_MG(cu_attention_rope(e->att, e->qkv, 3 * d, kr, vr, s->rope_cos, s->rope_sin, e->p, N, s->heads, s->dh,
                                 s->splits, e->att_scratch, e->st));
     } else {

@@ -148,11 +148,11 @@ __global__ void ln_mod_kernel_v1(bf16 *out, float *x, const float *y, const floa
  * rows instead of 32, so the row loads spread over more SMs' load units), 16-byte loads (lane
  * holds columns 4(lane + 32i) .. +3: NV loads per tensor instead of 4 NV), and the modulation
  * loaded with the row, before the reductions, so a row is one round trip of loads, the two
- * shuffle reductions, and the stores. C % 4 == 0, C <= 1024 (five row-slices of registers: at
+ * shuffle reductions, and the stores. Versions 4 and 5: the same with 1 and 4 rows per block
+ * (the lab and the frame A/B pick). C % 4 == 0, C <= 1024 (five row-slices of registers: at
  * 2048 they spill) and 16-byte aligned rows (ln_v3_ok); elsewhere version 2 runs. */
-#define LN3_ROWS 2
-template <int NV, bool Q8>
-__global__ void __launch_bounds__(32 * LN3_ROWS) ln_mod_kernel_v3(bf16 *__restrict__ out, float *__restrict__ x,
+template <int NV, bool Q8, int ROWS>
+__global__ void __launch_bounds__(32 * ROWS) ln_mod_kernel_v3(bf16 *__restrict__ out, float *__restrict__ x,
                                                                  const float *__restrict__ y,
                                                                  const float *__restrict__ gate,
                                                                  const float *__restrict__ shift,
@@ -160,7 +160,7 @@ __global__ void __launch_bounds__(32 * LN3_ROWS) ln_mod_kernel_v3(bf16 *__restri
                                                                  uint8_t *__restrict__ q, const float *__restrict__ qs) {
     pdl_wait();
     pdl_trigger();
-    int row = blockIdx.x * LN3_ROWS + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    int row = blockIdx.x * ROWS + (threadIdx.x >> 5), lane = threadIdx.x & 31;
     if (row >= N) return;
     float4 *xr = reinterpret_cast<float4 *>(x + (size_t)row * C);
     const float4 *yr = y ? reinterpret_cast<const float4 *>(y + (size_t)row * C) : nullptr;
@@ -232,11 +232,11 @@ static bool ln_v3_ok(const void *out, const float *x, const float *y, const floa
            al16(scale);
 }
 
-template <bool Q8>
+template <bool Q8, int ROWS>
 static cudaError_t ln_v3_launch(bf16 *out, float *x, const float *y, const float *gate, const float *shift,
                                 const float *scale, int N, int C, uint8_t *q, const float *qs, cudaStream_t st) {
-    dim3 grid(cu_blocks((size_t)N, LN3_ROWS)), block(32 * LN3_ROWS);
-#define LN3_GO(NV) cu_launch(ln_mod_kernel_v3<NV, Q8>, grid, block, 0, st, out, x, y, gate, shift, scale, N, C, q, qs)
+    dim3 grid(cu_blocks((size_t)N, ROWS)), block(32 * ROWS);
+#define LN3_GO(NV) cu_launch(ln_mod_kernel_v3<NV, Q8, ROWS>, grid, block, 0, st, out, x, y, gate, shift, scale, N, C, q, qs)
     if (C <= 128) return LN3_GO(1);
     if (C <= 256) return LN3_GO(2);
     if (C <= 384) return LN3_GO(3);
@@ -245,26 +245,34 @@ static cudaError_t ln_v3_launch(bf16 *out, float *x, const float *y, const float
     return LN3_GO(8);
 #undef LN3_GO
 }
+/* versions 3, 4, 5: 2, 1, 4 rows per block */
+template <bool Q8>
+static cudaError_t ln_v3_go(int ver, bf16 *out, float *x, const float *y, const float *gate, const float *shift,
+                            const float *scale, int N, int C, uint8_t *q, const float *qs, cudaStream_t st) {
+    if (ver == 4) return ln_v3_launch<Q8, 1>(out, x, y, gate, shift, scale, N, C, q, qs, st);
+    if (ver == 5) return ln_v3_launch<Q8, 4>(out, x, y, gate, shift, scale, N, C, q, qs, st);
+    return ln_v3_launch<Q8, 2>(out, x, y, gate, shift, scale, N, C, q, qs, st);
+}
 
-/* The version: MG_CUDA_LN=<1..3> if set, else MG_CUDA_LN2=0 for version 1 (the older switch),
+/* The version: MG_CUDA_LN=<1..5> if set, else MG_CUDA_LN2=0 for version 1 (the older switch),
  * else the default (read once). Version 3 falls back to 2 where ln_v3_ok does not hold. */
 static int ln_version(void) {
     static int v = 0;
     if (!v) {
         const char *e = getenv("MG_CUDA_LN");
         int x = e && *e ? atoi(e) : 0;
-        v = x >= 1 && x <= 3 ? x : cu_opt("LN2", 1) ? 3 : 1;
+        v = x >= 1 && x <= 5 ? x : cu_opt("LN2", 1) ? 3 : 1;
     }
     return v;
 }
 
 static mg_status ln_launch(int ver, bf16 *out, float *x, const float *y, const float *gate, const float *shift,
                            const float *scale, int N, int C, cudaStream_t st) {
-    if (ver < 1 || ver > 3) return mg_fail(MG_ERR_ARG, "CUDA layernorm: version %d (1 to 3)", ver);
+    if (ver < 1 || ver > 5) return mg_fail(MG_ERR_ARG, "CUDA layernorm: version %d (1 to 5)", ver);
     if (N <= 0) return MG_OK;
     dim3 grid(cu_blocks((size_t)N, LN_ROWS_PER_BLOCK)), block(32 * LN_ROWS_PER_BLOCK);
-    if (ver == 3 && ln_v3_ok(out, x, y, gate, shift, scale, C)) {
-        CU_TRY(ln_v3_launch<false>(out, x, y, gate, shift, scale, N, C, nullptr, nullptr, st));
+    if (ver >= 3 && ln_v3_ok(out, x, y, gate, shift, scale, C)) {
+        CU_TRY(ln_v3_go<false>(ver, out, x, y, gate, shift, scale, N, C, nullptr, nullptr, st));
         return MG_OK;
     }
     if (ver == 1) {
@@ -307,8 +315,8 @@ extern "C" mg_status cu_gated_residual_ln_fp8(float *x, const float *y, const fl
     if (N <= 0) return MG_OK;
     dim3 grid(cu_blocks((size_t)N, LN_ROWS_PER_BLOCK)), block(32 * LN_ROWS_PER_BLOCK);
     uint8_t *q8 = (uint8_t *)q;
-    if (ln_version() == 3 && ln_v3_ok(nullptr, x, y, gate, shift, scale, C) && ((uintptr_t)q8 & 3) == 0) {
-        CU_TRY(ln_v3_launch<true>(nullptr, x, y, gate, shift, scale, N, C, q8, qs, st));
+    if (ln_version() >= 3 && ln_v3_ok(nullptr, x, y, gate, shift, scale, C) && ((uintptr_t)q8 & 3) == 0) {
+        CU_TRY(ln_v3_go<true>(ln_version(), nullptr, x, y, gate, shift, scale, N, C, q8, qs, st));
         return MG_OK;
     }
     if (C <= 256) CU_LAUNCH(ln_mod_kernel<8, true>, grid, block, 0, st, (bf16 *)nullptr, x, y, gate, shift, scale, N, C, q8, qs);

@@ -356,7 +356,7 @@ static void test_conv_direct(void **state) {
 static void test_norms(void **state) {
     int cases[][2] = {{37, 384}, {37, 200}, {11, 2048}, {5, 196}, {9, 202}, {13, 1024}, {3, 768}, {41, 128}, {2, 452}};
     const int nc = (int)(sizeof cases / sizeof cases[0]);
-    for (int kv = 0; kv < 4 * nc; kv++) {
+    for (int kv = 0; kv < 6 * nc; kv++) {
         int k = kv % nc, version = kv / nc; /* 0: the library's cu_layernorm_modulate / cu_gated_residual_ln */
         int N = cases[k][0], C = cases[k][1];
         size_t n = (size_t)N * C;
@@ -388,7 +388,7 @@ static void test_norms(void **state) {
     }
     bf16_t *o = poisoned(64);
     float *dz = dmalloc(64 * 4);
-    assert_int_equal(cu_gated_residual_ln_v(4, dz, NULL, NULL, o, dz, dz, 1, 32, st), MG_ERR_ARG);
+    assert_int_equal(cu_gated_residual_ln_v(6, dz, NULL, NULL, o, dz, dz, 1, 32, st), MG_ERR_ARG);
     cudaFree(o), cudaFree(dz);
 }
 
@@ -818,14 +818,15 @@ static void graph_equals_eager(int nconfigs) {
 
 static void test_graph_equals_eager(void **state) { graph_equals_eager(2); }
 
-/* The frame with RoPE folded into attention (the default) against MG_CUDA_ROPEATT=0 (cu_rope_kv
- * + cu_attention): same latents and u8 frames over 6 frames (the ring fills and wraps). The
- * folded stream is a replayed graph, the other eager launches reading the switch per pass. */
+/* The frame with RoPE folded into attention (MG_CUDA_ROPEATT=1) against MG_CUDA_ROPEATT=0
+ * (cu_rope_kv + cu_attention): same latents and u8 frames over 6 frames (the ring fills and
+ * wraps). The folded stream is a replayed graph (captured with the switch on), the other eager
+ * launches reading the switch per pass. The caller's MG_CUDA_ROPEATT is restored after. */
 static void test_ropeatt_frames(void **state) {
-    if (!cu_opt("ROPEATT", 1)) {
-        printf("  attention+rope frames: skipped (MG_CUDA_ROPEATT=0)\n");
-        return;
-    }
+    const char *env = getenv("MG_CUDA_ROPEATT");
+    char saved[16] = "";
+    int had = env != NULL;
+    if (had) snprintf(saved, sizeof saved, "%s", env);
     mg_model *m = load_model("s", 13);
     int W = 128, H = 64, K = mg_model_config(m)->ring;
     cuda_stream_cfg cc = {W, H, 2, K, 1.0f};
@@ -844,10 +845,13 @@ static void test_ropeatt_frames(void **state) {
         for (size_t i = 0; i < img; i++) in[i] = (uint8_t)(mg_rng_next(&r) >> 56);
         mg_rng_normal_fill(&r, n1, lat);
         mg_rng_normal_fill(&r, n2, lat);
-        TU_OK(cuda_stream_step(a, in, oa, n1, n2, 1, 0));
+        setenv("MG_CUDA_ROPEATT", "1", 1);
+        mg_status sa = cuda_stream_step(a, in, oa, n1, n2, 1, 0);
         setenv("MG_CUDA_ROPEATT", "0", 1);
         mg_status sb = cuda_stream_step(b, in, ob, n1, n2, 1, 0);
-        unsetenv("MG_CUDA_ROPEATT");
+        if (had) setenv("MG_CUDA_ROPEATT", saved, 1);
+        else unsetenv("MG_CUDA_ROPEATT");
+        TU_OK(sa);
         TU_OK(sb);
         TU_OK(cuda_stream_latent(a, za));
         TU_OK(cuda_stream_latent(b, zb));
@@ -857,6 +861,7 @@ static void test_ropeatt_frames(void **state) {
     }
     printf("  s %dx%d: attention+rope vs cu_rope_kv + attention, 6 frames: %s (worst latent rel L2 %.2e)\n", W, H,
            same ? "bit-identical" : "differ", worst);
+    assert_true(same);
     assert_true(worst <= 1e-3);
     free(in), free(oa), free(ob), free(n1), free(n2), free(za), free(zb);
     cuda_stream_free(a), cuda_stream_free(b);
