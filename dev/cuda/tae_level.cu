@@ -2,9 +2,10 @@
  * + x) each), two ways:
  *   p  the per-conv path: three cu_conv3x3_igemm launches per Block (the library's conv
  *      version: halo tiles at >= 16384 pixels, else the 32-pixel implicit GEMM)
- *   l  the level kernel (conv_level.cu, cu_tae_level): one launch of one thread-block cluster
- *      holding the feature map in shared memory, the band edges through distributed shared
- *      memory
+ *   lN the level kernel (conv_level.cu, cu_tae_level_v version N): one launch of one
+ *      thread-block cluster holding the feature map in shared memory, the band edges through
+ *      distributed shared memory; l1 a block barrier per weight tap, l2 per row of three taps,
+ *      l3 = l2 with 16 warps
  * at the sizes of config s (64 channels; 32x32 and 64x64 at 256x256, 64x64 at 512x512) and of
  * tiny (32 channels). Each is checked against the CPU (conv3x3_forward, the maps between
  * convs rounded to bf16 as the GPU stores them) and timed with events (L2 flushed, median of
@@ -15,7 +16,7 @@ typedef struct level_arg {
     bf16_t *x, *x0, *t1, *t2;
     const bf16_t *w[9];
     const float *b[9];
-    int n, H, W, C, kind; /* kind 0: per conv, 1: level */
+    int n, H, W, C, kind; /* kind 0: per conv, else the level kernel's version */
     size_t bytes;
 } level_arg;
 
@@ -23,8 +24,8 @@ static void run_level(void *p, cudaStream_t st) {
     level_arg *a = (level_arg *)p;
     /* every run starts from the same input (the level works in place) */
     LCK(cudaMemcpyAsync(a->x, a->x0, a->bytes, cudaMemcpyDeviceToDevice, st));
-    if (a->kind == 1) {
-        LOK(cu_tae_level(a->x, a->w, a->b, a->n, a->H, a->W, a->C, st));
+    if (a->kind) {
+        LOK(cu_tae_level_v(a->kind, a->x, a->w, a->b, a->n, a->H, a->W, a->C, st));
         return;
     }
     for (int k = 0; k < a->n; k++) {
@@ -99,22 +100,29 @@ int main(void) {
         a.n = nb, a.H = H, a.W = W, a.C = C, a.bytes = n * 2;
         float copy_ms = lab_time(run_copy, &a, st, 30);
         double flops = 3.0 * nb * 2.0 * H * W * 9.0 * C * C;
-        float ms[2];
-        static const char *names[2] = {"p per-conv", "l level kernel"};
-        for (int kind = 0; kind < 2; kind++) {
+        float ms[1 + CU_LEVEL_VERSIONS];
+        for (int kind = 0; kind <= CU_LEVEL_VERSIONS; kind++) {
+            char name[96];
+            if (kind && !cu_tae_level_cluster(kind, H, W, C)) {
+                printf("l%d %dx%dx%d: does not apply\n", kind, W, H, C);
+                ms[kind] = 0;
+                continue;
+            }
             a.kind = kind;
             run_level(&a, st);
             float *got = lab_down_bf16(a.x, n);
             double err = lab_rel_l2(got, ref, n);
             free(got);
             ms[kind] = lab_time(run_level, &a, st, 30) - copy_ms;
-            char name[96];
-            snprintf(name, sizeof name, "%s %dx%dx%d %d Block%s", names[kind], W, H, C, nb, nb > 1 ? "s" : "");
+            if (kind) snprintf(name, sizeof name, "l%d level kernel %dx%dx%d %d Block%s", kind, W, H, C, nb, nb > 1 ? "s" : "");
+            else snprintf(name, sizeof name, "p per-conv %dx%dx%d %d Block%s", W, H, C, nb, nb > 1 ? "s" : "");
             lab_report(name, ms[kind], flops, 0, err);
         }
-        printf("  %dx%dx%d, %d Block%s: per conv %.2f us -> level %.2f us per conv, %.2fx (cluster of %d)\n", W, H, C, nb,
-               nb > 1 ? "s" : "", 1e3 * ms[0] / (3 * nb), 1e3 * ms[1] / (3 * nb), ms[0] / ms[1],
-               cu_tae_level_cluster(H, W, C));
+        for (int v = 1; v <= CU_LEVEL_VERSIONS; v++)
+            if (ms[v] > 0)
+                printf("  %dx%dx%d, %d Block%s: per conv %.2f us -> l%d %.2f us per conv, %.2fx (cluster of %d)\n", W, H, C,
+                       nb, nb > 1 ? "s" : "", 1e3 * ms[0] / (3 * nb), v, 1e3 * ms[v] / (3 * nb), ms[0] / ms[v],
+                       cu_tae_level_cluster(v, H, W, C));
         for (int i = 0; i < 3 * nb; i++) free(w[i]), free(b[i]), cudaFree((void *)a.w[i]), cudaFree((void *)a.b[i]);
         free(x), free(ref), free(t1), free(t2);
         cudaFree(a.x), cudaFree(a.x0), cudaFree(a.t1), cudaFree(a.t2);

@@ -37,6 +37,7 @@
  * the per-conv path. */
 #include <cooperative_groups.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cuda/cuda_common.h"
@@ -53,58 +54,67 @@ typedef struct lv_params {
 __device__ __forceinline__ void cluster_arrive() { asm volatile("barrier.cluster.arrive.release.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void cluster_wait() { asm volatile("barrier.cluster.wait.acquire.aligned;\n" ::: "memory"); }
 
-/* One tap of one conv (C output rows x C input channels) into ring slot j % NS. */
-template <int C, int NS>
+/* Slice j of the weight stream into ring slot j % NS: TPG consecutive taps (one tap, or one
+ * row of three) of conv j / (9 / TPG), all C output channels: (C, TPG*C) bf16, rows of
+ * TPG*C + 8 (conflict-free ldmatrix phases, as the activations' rows of C + 8). */
+template <int C, int NS, int TPG>
 __device__ __forceinline__ void lv_load_w(bf16 *ring, const lv_params &p, int j, int tid, int nthr) {
-    const int LD = C + 8;
-    const bf16 *w = p.w[j / 9] + (j % 9) * C;
-    bf16 *dst = ring + (j % NS) * C * LD;
-    for (int idx = tid; idx < C * C / 8; idx += nthr) {
-        int co = idx / (C / 8), c8 = (idx % (C / 8)) * 8;
-        cp_async16(dst + co * LD + c8, w + (size_t)co * 9 * C + c8, true);
+    const int WLD = TPG * C + 8, V = TPG * C / 8;
+    const bf16 *w = p.w[j / (9 / TPG)] + (j % (9 / TPG)) * TPG * C;
+    bf16 *dst = ring + (j % NS) * C * WLD;
+    for (int idx = tid; idx < C * V; idx += nthr) {
+        int co = idx / V, c8 = (idx % V) * 8;
+        cp_async16(dst + co * WLD + c8, w + (size_t)co * 9 * C + c8, true);
     }
 }
 
-/* C channels; each warp MT m-tiles (16 pixels each) x C/8/NG n-tiles; NS weight slices in
- * flight. Block rank r of the cluster owns image rows [r*R, min(H, r*R + R)). */
-/* Threads per block at most: 64 accumulators a thread (C 64, two m-tiles) want more than the
- * 128 registers 512 threads leave, so that form runs at most 8 warps. */
-#define LV_MAXT(C, MT) ((C) == 64 && (MT) == 2 ? 256 : 512)
+/* C channels; each warp MT m-tiles (16 pixels each) x C/8/NG n-tiles; NS weight slices of
+ * TPG taps in flight (one barrier per slice). Block rank r of the cluster owns image rows
+ * [r*R, min(H, r*R + R)). Threads per block at most: 64 accumulators a thread want more than
+ * the 128 registers 512 threads leave, so those forms run at most 8 warps. */
+#define LV_MAXT(C, MT, NG) ((MT) * ((C) / 8 / (NG)) * 4 >= 64 ? 256 : 512)
 
-template <int C, int MT, int NG, int NS>
-__global__ void __launch_bounds__(LV_MAXT(C, MT)) tae_level_kernel(bf16 *x, const __grid_constant__ lv_params p, int nconv,
+template <int C, int MT, int NG, int NS, int TPG>
+__global__ void __launch_bounds__(LV_MAXT(C, MT, NG)) tae_level_kernel(bf16 *x, const __grid_constant__ lv_params p, int nconv,
                                                         int H, int W, int R) {
-    const int LD = C + 8, NTW = C / 8 / NG;
+    const int LD = C + 8, NTW = C / 8 / NG, WLD = TPG * C + 8, G = 9 / TPG; /* G slices per conv */
+    static_assert(NTW % 2 == 0, "n-tiles are loaded in pairs");
     extern __shared__ __align__(16) bf16 lsm[];
-    bf16 *ring = lsm, *X = ring + NS * C * LD, *T = X + (size_t)(R + 2) * W * LD, *zero = T + (size_t)(R + 2) * W * LD;
+    bf16 *ring = lsm, *X = ring + NS * C * WLD, *T = X + (size_t)(R + 2) * W * LD, *zero = T + (size_t)(R + 2) * W * LD;
+    float *bsm = reinterpret_cast<float *>(zero + LD); /* (nconv, C): every conv's bias, 0 where none */
     cg::cluster_group cluster = cg::this_cluster();
     const int rank = (int)cluster.block_rank(), cs = (int)cluster.num_blocks();
     const int tid = threadIdx.x, nthr = blockDim.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
     const int mi = lane >> 3, lr = lane & 7, mg = warp / NG, ng = warp % NG;
     const int r0 = rank * R, nr = max(0, min(R, H - r0)), npx = nr * W;
     const bool up_nb = rank > 0 && nr > 0, dn_nb = rank + 1 < cs && r0 + R < H;
-    const int total = nconv * 9;
+    const int total = nconv * G;
 
     /* the weights are constant: their first slices are fetched before waiting on the
      * previous kernel */
 #pragma unroll
     for (int s = 0; s < NS - 1; s++) {
-        if (s < total) lv_load_w<C, NS>(ring, p, s, tid, nthr);
+        if (s < total) lv_load_w<C, NS, TPG>(ring, p, s, tid, nthr);
         cp_async_commit();
     }
     for (int i = tid; i < LD; i += nthr) zero[i] = f2bf(0.0f);
+    for (int i = tid; i < nconv * C; i += nthr) {
+        const float *b = p.b[i / C];
+        bsm[i] = b ? b[i % C] : 0.0f;
+    }
     pdl_wait();
     pdl_trigger();
-    /* x's band with its halo rows (zeros outside the image); t's halo rows zero until a
-     * neighbour pushes into them (those at the image's top and bottom stay zero) */
+    /* x's band with its halo rows (zeros outside the image: cp.async's zero fill), one
+     * group after the weights' first slices; t's halo rows zero until a neighbour pushes
+     * into them (those at the image's top and bottom stay zero) */
     {
         const int vec = W * C / 8; /* 16-byte pieces per row */
         for (int idx = tid; idx < (nr + 2) * vec; idx += nthr) {
             int j = idx / vec, e = idx % vec, px = e / (C / 8), c8 = (e % (C / 8)) * 8, iy = r0 - 1 + j;
-            uint4 v = make_uint4(0, 0, 0, 0);
-            if (iy >= 0 && iy < H) v = *reinterpret_cast<const uint4 *>(x + ((size_t)iy * W + px) * C + c8);
-            *reinterpret_cast<uint4 *>(X + ((size_t)j * W + px) * LD + c8) = v;
+            bool ok = iy >= 0 && iy < H;
+            cp_async16(X + ((size_t)j * W + px) * LD + c8, ok ? x + ((size_t)iy * W + px) * C + c8 : x, ok);
         }
+        cp_async_commit();
         for (int idx = tid; idx < 2 * vec; idx += nthr) {
             int j = idx / vec ? nr + 1 : 0, e = idx % vec, px = e / (C / 8), c8 = (e % (C / 8)) * 8;
             *reinterpret_cast<uint4 *>(T + ((size_t)j * W + px) * LD + c8) = make_uint4(0, 0, 0, 0);
@@ -119,6 +129,7 @@ __global__ void __launch_bounds__(LV_MAXT(C, MT)) tae_level_kernel(bf16 *x, cons
         pq[mt] = px < npx ? px : -1;
         pl[mt] = px % W == 0, pr[mt] = px % W == W - 1;
     }
+    cp_async_wait<0>(); /* the band (and the first weight slices) landed */
     cluster.sync(); /* every block has started and zeroed its halo rows before anyone pushes */
 
     for (int k = 0; k < nconv; k++) {
@@ -131,45 +142,49 @@ __global__ void __launch_bounds__(LV_MAXT(C, MT)) tae_level_kernel(bf16 *x, cons
 #pragma unroll
             for (int nt = 0; nt < NTW; nt++) acc[mt][nt][0] = acc[mt][nt][1] = acc[mt][nt][2] = acc[mt][nt][3] = 0.0f;
 #pragma unroll 1
-        for (int tap = 0; tap < 9; tap++) {
-            const int j = k * 9 + tap, ky = tap / 3, kx = tap % 3;
+        for (int gi = 0; gi < G; gi++) {
+            const int j = k * G + gi;
             cp_async_wait<NS - 2>();
             __syncthreads(); /* slice j landed for all; everyone is done with slice j - 1's slot */
-            if (j + NS - 1 < total) lv_load_w<C, NS>(ring, p, j + NS - 1, tid, nthr);
+            if (j + NS - 1 < total) lv_load_w<C, NS, TPG>(ring, p, j + NS - 1, tid, nthr);
             cp_async_commit();
-            const bf16 *ws = ring + (j % NS) * C * LD;
-            const bf16 *arow[MT];
+            const bf16 *ws = ring + (j % NS) * C * WLD;
 #pragma unroll
-            for (int mt = 0; mt < MT; mt++) {
-                bool ok = pq[mt] >= 0 && !(kx == 0 && pl[mt]) && !(kx == 2 && pr[mt]);
-                arow[mt] = (ok ? in + (size_t)(pq[mt] + ky * W + kx - 1) * LD : zero) + (mi >> 1) * 8;
-            }
+            for (int tt = 0; tt < TPG; tt++) {
+                const int tap = gi * TPG + tt, ky = tap / 3, kx = tap % 3;
+                const bf16 *arow[MT];
 #pragma unroll
-            for (int ks = 0; ks < C; ks += 16) {
-                uint32_t a[MT][4], b[NTW][2];
-#pragma unroll
-                for (int mt = 0; mt < MT; mt++) ldmatrix_x4(a[mt], arow[mt] + ks);
-#pragma unroll
-                for (int nt = 0; nt < NTW; nt += 2) { /* matrices: k +0/+8 (mi&1), n-tile +0/+1 (mi>>1) */
-                    uint32_t r[4];
-                    ldmatrix_x4(r, ws + ((ng * NTW + nt) * 8 + (mi >> 1) * 8 + lr) * LD + ks + (mi & 1) * 8);
-                    b[nt][0] = r[0], b[nt][1] = r[1], b[nt + 1][0] = r[2], b[nt + 1][1] = r[3];
+                for (int mt = 0; mt < MT; mt++) {
+                    bool ok = pq[mt] >= 0 && !(kx == 0 && pl[mt]) && !(kx == 2 && pr[mt]);
+                    arow[mt] = (ok ? in + (size_t)(pq[mt] + ky * W + kx - 1) * LD : zero) + (mi >> 1) * 8;
                 }
 #pragma unroll
-                for (int mt = 0; mt < MT; mt++)
+                for (int ks = 0; ks < C; ks += 16) {
+                    uint32_t a[MT][4], b[NTW][2];
 #pragma unroll
-                    for (int nt = 0; nt < NTW; nt++) mma_bf16_16816(acc[mt][nt], a[mt], b[nt]);
+                    for (int mt = 0; mt < MT; mt++) ldmatrix_x4(a[mt], arow[mt] + ks);
+#pragma unroll
+                    for (int nt = 0; nt < NTW; nt += 2) { /* matrices: k +0/+8 (mi&1), n-tile +0/+1 (mi>>1) */
+                        uint32_t r[4];
+                        ldmatrix_x4(r, ws + ((ng * NTW + nt) * 8 + (mi >> 1) * 8 + lr) * WLD + tt * C + ks + (mi & 1) * 8);
+                        b[nt][0] = r[0], b[nt][1] = r[1], b[nt + 1][0] = r[2], b[nt + 1][1] = r[3];
+                    }
+#pragma unroll
+                    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+                        for (int nt = 0; nt < NTW; nt++) mma_bf16_16816(acc[mt][nt], a[mt], b[nt]);
+                }
             }
         }
         if (kind == 1) { /* in place: every block of the cluster has finished reading t */
             cluster_arrive();
             cluster_wait();
         }
-        const float *bias = p.b[k];
+        const float *bias = bsm + k * C;
 #pragma unroll
         for (int nt = 0; nt < NTW; nt++) {
             const int col = (ng * NTW + nt) * 8 + 2 * t;
-            const float b0 = bias ? __ldg(bias + col) : 0.0f, b1 = bias ? __ldg(bias + col + 1) : 0.0f;
+            const float b0 = bias[col], b1 = bias[col + 1];
 #pragma unroll
             for (int mt = 0; mt < MT; mt++)
 #pragma unroll
@@ -221,41 +236,48 @@ typedef struct lv_plan {
     size_t smem;
 } lv_plan;
 
-template <int C, int NS> static size_t lv_smem(int R, int W) {
-    return ((size_t)NS * C * (C + 8) + 2 * (size_t)(R + 2) * W * (C + 8) + (C + 8)) * 2;
+template <int C, int NS, int TPG> static size_t lv_smem(int R, int W) {
+    return ((size_t)NS * C * (TPG * C + 8) + 2 * (size_t)(R + 2) * W * (C + 8) + (C + 8)) * 2 + LV_MAXCONV * C * 4;
 }
 
-template <int C, int NS> static lv_kernel_t lv_pick(int MT, int NG) {
-    if (MT == 1 && NG == 2) return tae_level_kernel<C, 1, 2, NS>;
-    if (MT == 2 && NG == 1) return tae_level_kernel<C, 2, 1, NS>;
-    if (C == 32 && MT == 4 && NG == 1) return tae_level_kernel<32, 4, 1, NS>;
+template <int C, int NS, int TPG> static lv_kernel_t lv_pick(int MT, int NG) {
+    if (MT == 1 && NG == 1) return tae_level_kernel<C, 1, 1, NS, TPG>;
+    if (MT == 1 && NG == 2) return tae_level_kernel<C, 1, 2, NS, TPG>;
+    if (MT == 2 && NG == 1) return tae_level_kernel<C, 2, 1, NS, TPG>;
+    if (MT == 2 && NG == 2) return tae_level_kernel<C, 2, 2, NS, TPG>;
+    if (C == 32 && MT == 4 && NG == 1) return tae_level_kernel<32, 4, 1, NS, TPG>;
+    if (C == 64 && MT == 1 && NG == 4) return tae_level_kernel<64, 1, 4, NS, TPG>;
     return nullptr;
 }
 
-/* The band height, warp layout and ring depth for one level on this card (cs_max: the largest
- * cluster the card takes, smem_max: shared memory per block); 0 if it does not fit. */
-static int lv_choose(lv_plan *pl, int H, int W, int C, int cs_max, size_t smem_max) {
+/* The versions (cu_tae_level_v): 1 one tap per weight slice (a block barrier per tap), 12
+ * slices in flight, 8 warps or fewer where the band allows (two m-tiles a warp); 2 = 1 with a
+ * row of three taps per slice (3 barriers a conv), 4 slices in flight; 3 = 2 with 16 warps
+ * (one m-tile a warp, the n-tiles split where the band has fewer than 16 m-tiles); 4 = 3 with
+ * two m-tiles and half the n-tiles a warp where the band has more than 8 m-tiles (16 warps at
+ * 64x64: twice version 2's warps to hide latency, half version 3's B-fragment loads). */
+static int lv_choose(lv_plan *pl, int version, int H, int W, int C, int cs_max, size_t smem_max) {
     static const int sizes[] = {16, 8};
     for (int si = 0; si < 2; si++) {
         int cs = sizes[si] < cs_max ? sizes[si] : cs_max;
         if (cs > H) cs = H;
         int R = (H + cs - 1) / cs;
         cs = (H + R - 1) / R; /* no block without rows */
-        int mtiles = (R * W + 15) / 16, MT, NG, warps;
-        if (2 * mtiles <= 16) MT = 1, NG = 2, warps = 2 * mtiles;
+        int mtiles = (R * W + 15) / 16, MT = 0, NG = 0, warps = 0;
+        if (version >= 4 && mtiles > 8 && (mtiles + 1) / 2 * 2 <= 16) MT = 2, NG = 2, warps = (mtiles + 1) / 2 * 2;
+        else if (version >= 3 && C == 64 && mtiles <= 4) MT = 1, NG = 4, warps = 4 * mtiles;
+        else if (version >= 3 && mtiles <= 16) MT = 1, NG = 1, warps = mtiles;
+        else if (2 * mtiles <= 16) MT = 1, NG = 2, warps = 2 * mtiles;
         else if ((mtiles + 1) / 2 <= 16) MT = 2, NG = 1, warps = (mtiles + 1) / 2;
         else if (C == 32 && (mtiles + 3) / 4 <= 16) MT = 4, NG = 1, warps = (mtiles + 3) / 4;
         else continue;
-        if (warps * 32 > LV_MAXT(C, MT)) continue;
+        if (warps * 32 > LV_MAXT(C, MT, NG)) continue;
         lv_kernel_t k = nullptr;
         size_t smem = 0;
-        if (C == 64) {
-            if ((smem = lv_smem<64, 12>(R, W)) <= smem_max) k = lv_pick<64, 12>(MT, NG);
-            else if ((smem = lv_smem<64, 4>(R, W)) <= smem_max) k = lv_pick<64, 4>(MT, NG);
-        } else {
-            if ((smem = lv_smem<32, 12>(R, W)) <= smem_max) k = lv_pick<32, 12>(MT, NG);
-            else if ((smem = lv_smem<32, 4>(R, W)) <= smem_max) k = lv_pick<32, 4>(MT, NG);
-        }
+        if (version == 1 && C == 64 && (smem = lv_smem<64, 12, 1>(R, W)) <= smem_max) k = lv_pick<64, 12, 1>(MT, NG);
+        if (version == 1 && C == 32 && (smem = lv_smem<32, 12, 1>(R, W)) <= smem_max) k = lv_pick<32, 12, 1>(MT, NG);
+        if (version >= 2 && C == 64 && (smem = lv_smem<64, 4, 3>(R, W)) <= smem_max) k = lv_pick<64, 4, 3>(MT, NG);
+        if (version >= 2 && C == 32 && (smem = lv_smem<32, 4, 3>(R, W)) <= smem_max) k = lv_pick<32, 4, 3>(MT, NG);
         if (!k) continue;
         pl->kernel = k, pl->cs = cs, pl->R = R, pl->warps = warps, pl->smem = smem;
         return 1;
@@ -263,24 +285,28 @@ static int lv_choose(lv_plan *pl, int H, int W, int C, int cs_max, size_t smem_m
     return 0;
 }
 
-/* Plans are cached per (device, H, W, C): the attributes are set and the cluster's
- * residency checked once, outside the frame's graph capture in practice (the first eager
- * frame) and harmless inside it. */
-#define LV_CACHE 32
+/* Plans are cached per (device, version, H, W, C): the attributes are set and the cluster's
+ * residency checked once (a plan made while an API call failed, e.g. inside a graph capture
+ * that forbids it, is not cached). */
+#define LV_CACHE 64
 static struct lv_entry {
-    int dev, H, W, C, ok;
+    int dev, version, H, W, C, ok;
     lv_plan plan;
 } lv_cache[LV_CACHE];
 static int lv_ncache;
+static long lv_launches;
 static pthread_mutex_t lv_mu = PTHREAD_MUTEX_INITIALIZER;
 
-static int lv_plan_for(lv_plan *out, int H, int W, int C) {
-    if (H < 1 || W < 1 || (C != 32 && C != 64) || (size_t)H * W * C > (size_t)64 * 64 * 64) return 0;
+static int lv_plan_for(lv_plan *out, int version, int H, int W, int C) {
+    if (version < 1 || version > CU_LEVEL_VERSIONS || H < 1 || W < 1 || (C != 32 && C != 64) ||
+        (size_t)H * W * C > (size_t)64 * 64 * 64)
+        return 0;
     int dev = 0;
     if (cudaGetDevice(&dev) != cudaSuccess) return 0;
     pthread_mutex_lock(&lv_mu);
     for (int i = 0; i < lv_ncache; i++)
-        if (lv_cache[i].dev == dev && lv_cache[i].H == H && lv_cache[i].W == W && lv_cache[i].C == C) {
+        if (lv_cache[i].dev == dev && lv_cache[i].version == version && lv_cache[i].H == H && lv_cache[i].W == W &&
+            lv_cache[i].C == C) {
             int ok = lv_cache[i].ok;
             if (ok) *out = lv_cache[i].plan;
             pthread_mutex_unlock(&lv_mu);
@@ -295,7 +321,7 @@ static int lv_plan_for(lv_plan *out, int H, int W, int C) {
         api_err = 1;
     else if (cc >= 9 && clusters) {
         for (int cs_max = 16; cs_max >= 8 && !ok && !api_err; cs_max /= 2) {
-            if (!lv_choose(&pl, H, W, C, cs_max, (size_t)smem_optin)) continue;
+            if (!lv_choose(&pl, version, H, W, C, cs_max, (size_t)smem_optin)) continue;
             if (cudaFuncSetAttribute(pl.kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)pl.smem) != cudaSuccess ||
                 cudaFuncSetAttribute(pl.kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) != cudaSuccess) {
                 api_err = 1;
@@ -318,29 +344,49 @@ static int lv_plan_for(lv_plan *out, int H, int W, int C) {
     if (api_err) ok = 0; /* not cached: asked again next time */
     else if (lv_ncache < LV_CACHE) {
         struct lv_entry *e = &lv_cache[lv_ncache++];
-        e->dev = dev, e->H = H, e->W = W, e->C = C, e->ok = ok, e->plan = pl;
+        e->dev = dev, e->version = version, e->H = H, e->W = W, e->C = C, e->ok = ok, e->plan = pl;
     }
     pthread_mutex_unlock(&lv_mu);
     if (ok) *out = pl;
     return ok;
 }
 
+/* the library's version: MG_CUDA_LEVELV=<n>, else the fastest measured */
+static int lv_version(void) {
+    const char *e = getenv("MG_CUDA_LEVELV");
+    int v = e && *e ? atoi(e) : 0;
+    return v >= 1 && v <= CU_LEVEL_VERSIONS ? v : CU_LEVEL_DEFAULT;
+}
+
+/* Where the frame step runs it (MG_CUDA_LEVEL=1, the default): where the lab measured it
+ * faster than the per-conv path on an H100 (dev/cuda/README.md): 32x32 and below, 1.3-1.5x
+ * per conv; at 64x64 the cluster's 16 SMs lose to the per-conv path's 128 blocks. */
+#define LV_FAST_PIX 1024
+#define LV_MODE_DEFAULT 1
+
+extern "C" int cu_tae_level_use(int H, int W, int C) {
+    const char *e = getenv("MG_CUDA_LEVEL");
+    int mode = e && *e ? atoi(e) : LV_MODE_DEFAULT;
+    if (mode <= 0 || (mode == 1 && (size_t)H * W > LV_FAST_PIX)) return 0;
+    return cu_tae_level_ok(H, W, C);
+}
+
 extern "C" int cu_tae_level_ok(int H, int W, int C) {
     lv_plan pl;
-    return lv_plan_for(&pl, H, W, C);
+    return lv_plan_for(&pl, lv_version(), H, W, C);
 }
 
-extern "C" int cu_tae_level_cluster(int H, int W, int C) {
+extern "C" int cu_tae_level_cluster(int version, int H, int W, int C) {
     lv_plan pl;
-    return lv_plan_for(&pl, H, W, C) ? pl.cs : 0;
+    return lv_plan_for(&pl, version ? version : lv_version(), H, W, C) ? pl.cs : 0;
 }
 
-extern "C" mg_status cu_tae_level(bf16_t *x, const bf16_t *const *w, const float *const *b, int nblocks, int H, int W,
-                                  int C, cudaStream_t st) {
+extern "C" mg_status cu_tae_level_v(int version, bf16_t *x, const bf16_t *const *w, const float *const *b, int nblocks,
+                                    int H, int W, int C, cudaStream_t st) {
     lv_plan pl;
-    if (nblocks < 1 || nblocks > CU_LEVEL_MAXBLOCKS || !lv_plan_for(&pl, H, W, C))
-        return mg_fail(MG_ERR_UNSUPPORTED, "CUDA TAE level: %d Blocks at %dx%d, %d channels (cu_tae_level_ok says no)",
-                       nblocks, W, H, C);
+    if (nblocks < 1 || nblocks > CU_LEVEL_MAXBLOCKS || !lv_plan_for(&pl, version, H, W, C))
+        return mg_fail(MG_ERR_UNSUPPORTED, "CUDA TAE level (version %d): %d Blocks at %dx%d, %d channels (does not apply)",
+                       version, nblocks, W, H, C);
     lv_params p;
     memset(&p, 0, sizeof p);
     for (int i = 0; i < 3 * nblocks; i++) {
@@ -349,5 +395,13 @@ extern "C" mg_status cu_tae_level(bf16_t *x, const bf16_t *const *w, const float
     }
     CU_TRY(cu_launch_ex(pl.kernel, dim3(1, 1, (unsigned)pl.cs), dim3((unsigned)pl.warps * 32), pl.smem, st,
                         (unsigned)pl.cs, (bf16 *)x, p, 3 * nblocks, H, W, pl.R));
+    __atomic_add_fetch(&lv_launches, 1, __ATOMIC_RELAXED);
     return MG_OK;
+}
+
+extern "C" long cu_tae_level_launches(void) { return __atomic_load_n(&lv_launches, __ATOMIC_RELAXED); }
+
+extern "C" mg_status cu_tae_level(bf16_t *x, const bf16_t *const *w, const float *const *b, int nblocks, int H, int W,
+                                  int C, cudaStream_t st) {
+    return cu_tae_level_v(lv_version(), x, w, b, nblocks, H, W, C, st);
 }

@@ -146,17 +146,29 @@ mg_status cu_conv3x3_direct_v(int version, void *out, cu_dtype ot, const void *i
  * memory and passes each band's edge rows to its neighbours through distributed shared memory.
  * w[3n]: the convs' weights in the igemm layout (C, 9*C), b[3n]: biases (C) (b or an entry
  * may be NULL). Same arithmetic as three cu_conv3x3_igemm launches per Block (fp32 accumulate,
- * bf16 between convs, the residual before the ReLU), not the same summation order.
+ * bf16 between convs, the residual before the ReLU), even the same order of the products (k
+ * tap-major, 16 per mma): on an H100 it equals the implicit GEMM bit for bit.
  * cu_tae_level_ok: whether it applies here (C 32 or 64, H*W*C <= 64*64*64, a card with
  * clusters whose shared memory holds the level); it sets the kernel's attributes once per
- * device, so call it outside a graph capture first. cu_tae_level_cluster: the cluster size
- * it launches (0 if it does not apply). The frame step uses it where MG_CUDA_LEVEL allows
- * (cuda_stream.cu, block()). */
+ * device (the frame step's first call is inside its graph capture, where that works). */
 #define CU_LEVEL_MAXBLOCKS 3
 int cu_tae_level_ok(int H, int W, int C);
-int cu_tae_level_cluster(int H, int W, int C);
+/* What the frame step runs: MG_CUDA_LEVEL=0 never, =2 wherever cu_tae_level_ok, =1 (the
+ * default) only where it measured faster than the per-conv path (conv_level.cu says where). */
+int cu_tae_level_use(int H, int W, int C);
 mg_status cu_tae_level(bf16_t *x, const bf16_t *const *w, const float *const *b, int nblocks, int H, int W, int C,
                        cudaStream_t st);
+/* The lab's and the tests' handles: version 1 one weight tap per block barrier; 2 a row of
+ * three taps per barrier; 3 = 2 with 16 warps; 4 = 3 with two m-tiles a warp (conv_level.cu).
+ * cu_tae_level runs
+ * MG_CUDA_LEVELV=<version>, else CU_LEVEL_DEFAULT. cu_tae_level_cluster: the cluster size a
+ * version (0: the library's) launches at that size, 0 if it does not apply. */
+#define CU_LEVEL_VERSIONS 4
+#define CU_LEVEL_DEFAULT 1
+int cu_tae_level_cluster(int version, int H, int W, int C);
+long cu_tae_level_launches(void); /* level kernels launched (or captured) by this process */
+mg_status cu_tae_level_v(int version, bf16_t *x, const bf16_t *const *w, const float *const *b, int nblocks, int H,
+                         int W, int C, cudaStream_t st);
 
 /* ---- norms, activations, residuals ----------------------------------------------------- */
 /* out = LN(x)*(1+scale) + shift per row (layernorm_modulate_forward); x fp32, out bf16. */

@@ -596,11 +596,11 @@ static mg_status conv(cudaStream_t st, bf16_t *out, const bf16_t *in, const cu_c
 }
 
 /* x = relu(c3(relu(c2(relu(c1(x))))) + x), for n Blocks in a row at one size: one
- * cluster-resident launch where it applies and MG_CUDA_LEVEL=1 (conv_level.cu; off until the
- * frame A/B is measured), else three conv launches per Block */
+ * cluster-resident launch where cu_tae_level_use says so (conv_level.cu, MG_CUDA_LEVEL), else
+ * three conv launches per Block */
 static mg_status block(cudaStream_t st, const cu_conv (*cv)[3], int n, bf16_t *x, bf16_t *t1, bf16_t *t2, int H,
                        int W) {
-    int c = cv[0][0].ci, level = n <= CU_LEVEL_MAXBLOCKS && cu_opt("LEVEL", 0) && cu_tae_level_ok(H, W, c);
+    int c = cv[0][0].ci, level = n <= CU_LEVEL_MAXBLOCKS && cu_tae_level_use(H, W, c);
     for (int i = 0; i < n; i++)
         for (int j = 0; j < 3; j++) level = level && cv[i][j].ci == c && cv[i][j].co == c;
     if (level) {
