@@ -209,7 +209,10 @@ __device__ __forceinline__ void att_finish(float (&o)[DH / 8][4], float m0, floa
  * instruction; .trans gives V's key-pairs without a transpose) instead of 32- and 16-bit
  * shared loads. dev/cuda/attention.cu times both. NW warps of 16 query rows each: 4 (64
  * queries per block) or 8 (128, version 4 for dh 128: each K/V tile brought into shared
- * memory serves twice the rows). */
+ * memory serves twice the rows). ROPE (cu_attention_rope): q, k and v of the current frame
+ * from the qkv rows, RoPE applied, the ring slot written (above); at dh 64 held to 168
+ * registers (3 blocks an SM, as the plain kernel: at 169 it fit 2, and s 512x512's 288 blocks
+ * would take two waves), at the price of 44 bytes of spill. */
 template <int DH, bool LDM, int NW, bool FOLD, bool ROPE>
 __global__ void __launch_bounds__(NW * 32, ROPE && DH == 64 ? 3 : 0) attn_kernel(bf16 *out, float *part_o, float *part_ml, const bf16 *q, int ldq,
                                                        const bf16 *k, const bf16 *v, int ldkv, const int *nk_slots,
