@@ -322,7 +322,10 @@ static int lv_plan_for(lv_plan *out, int version, int H, int W, int C) {
     else if (cc >= 9 && clusters) {
         for (int cs_max = 16; cs_max >= 8 && !ok && !api_err; cs_max /= 2) {
             if (!lv_choose(&pl, version, H, W, C, cs_max, (size_t)smem_optin)) continue;
-            if (cudaFuncSetAttribute(pl.kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)pl.smem) != cudaSuccess ||
+            /* the limit is the kernel's, shared by every plan that launches it: the card's
+             * maximum, not this plan's size (a smaller plan made later would make the launch
+             * of a larger one fail with "invalid argument") */
+            if (cudaFuncSetAttribute(pl.kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_optin) != cudaSuccess ||
                 cudaFuncSetAttribute(pl.kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) != cudaSuccess) {
                 api_err = 1;
                 break;
@@ -359,9 +362,10 @@ static int lv_version(void) {
 }
 
 /* Where the frame step runs it (MG_CUDA_LEVEL=1, the default): where the lab measured it
- * faster than the per-conv path on an H100 (dev/cuda/README.md): 32x32 and below, 1.3-1.5x
- * per conv; at 64x64 the cluster's 16 SMs lose to the per-conv path's 128 blocks. */
-#define LV_FAST_PIX 1024
+ * faster than the per-conv path on an H100 (dev/cuda/README.md, logs/h100-level-call3.log):
+ * version 2 at 32x32 1.6-1.7x per conv, at 64x64 1.04x (64 channels) and 1.2x (32): up to
+ * 64x64 pixels. */
+#define LV_FAST_PIX 4096
 #define LV_MODE_DEFAULT 1
 
 extern "C" int cu_tae_level_use(int H, int W, int C) {

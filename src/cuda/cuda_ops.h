@@ -164,7 +164,7 @@ mg_status cu_tae_level(bf16_t *x, const bf16_t *const *w, const float *const *b,
  * MG_CUDA_LEVELV=<version>, else CU_LEVEL_DEFAULT. cu_tae_level_cluster: the cluster size a
  * version (0: the library's) launches at that size, 0 if it does not apply. */
 #define CU_LEVEL_VERSIONS 4
-#define CU_LEVEL_DEFAULT 1
+#define CU_LEVEL_DEFAULT 2
 int cu_tae_level_cluster(int version, int H, int W, int C);
 long cu_tae_level_launches(void); /* level kernels launched (or captured) by this process */
 mg_status cu_tae_level_v(int version, bf16_t *x, const bf16_t *const *w, const float *const *b, int nblocks, int H,
