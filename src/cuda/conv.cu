@@ -652,7 +652,9 @@ __global__ void conv_thin_in_kernel(bf16 *out, const TI *in, const bf16 *wt, con
  *
  * Version 4 (the default): version 3, but a thin output from 64 channels at >= CV_HALO_PIX pixels
  * (dec.out at 128x128 and up) runs on the halo tiles of conv version 5 with one n-tile of 8
- * outputs: each input pixel is fetched once per tile instead of once per tap and pixel.
+ * outputs: each input pixel is fetched once per tile instead of once per tap and pixel; and the
+ * u8 frame in (enc.in, 3 -> 64) at >= THIN_IN_V3_PIX pixels on the tensor cores as well
+ * (conv_thin_in_tc below).
  *
  * Both stage the weights in shared memory once per block and walk the work with a grid stride
  * (a grid of a few blocks per SM), so the staging is not repeated per 256 threads. The weight
@@ -776,6 +778,89 @@ __global__ void __launch_bounds__(TH_THREADS) conv_thin_in_v3(bf16 *out, const T
     }
 }
 
+/* Thin version 4 for the u8 frame in (enc.in 3 -> 64 at >= THIN_IN_V3_PIX pixels): the 27 taps
+ * of a pixel are one row of a (pixels x 32) bf16 matrix in shared memory (the u8 codes exactly,
+ * zero past 27), the weights a (Co x 32) one, and the product runs on the tensor cores
+ * (mma.sync m16n8k16, two k-steps); the epilogue scales by 1/255 (the u8 -> [0, 1] of the
+ * other versions, applied once to the sum), adds the bias, and writes bf16. A block of 4 warps
+ * takes 128 pixels per round (32 per warp: 2 m-tiles x Co/8 n-tiles), grid-stride. */
+#define TI_LD 40 /* shared row stride (bf16): 80 bytes, conflict-free ldmatrix */
+template <int CI, int CO>
+__global__ void __launch_bounds__(128) conv_thin_in_tc(bf16 *out, const uint8_t *in, const bf16 *wt, const float *bias,
+                                                       int H, int W, int stride, int up, int relu) {
+    const int K = 9 * CI, NT = CO / 8;
+    static_assert(9 * CI <= 32 && CO % 16 == 0, "thin in on the tensor cores: 9*CI <= 32, CO a multiple of 16");
+    __shared__ __align__(16) bf16 ws[CO][TI_LD], as[128][TI_LD];
+    int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
+    for (int i = tid; i < CO * 32; i += 128) {
+        int co = i / 32, k = i % 32;
+        ws[co][k] = k < K ? wt[(size_t)co * K + k] : f2bf(0.0f);
+    }
+    pdl_wait();
+    pdl_trigger();
+    int Ho = stride == 2 ? (H + 1) / 2 : H, Wo = stride == 2 ? (W + 1) / 2 : W, Ws = up ? W >> 1 : W;
+    size_t npix = (size_t)Ho * Wo;
+    const int mi = lane >> 3, lr = lane & 7;
+    for (size_t p0 = (size_t)blockIdx.x * 128; p0 < npix; p0 += (size_t)gridDim.x * 128) {
+        __syncthreads(); /* the weights are in; everyone is done with the previous round's rows */
+        size_t p = p0 + tid;
+        if (p < npix) {
+            int oy = (int)(p / Wo), ox = (int)(p % Wo);
+#pragma unroll
+            for (int tap = 0; tap < 9; tap++) {
+                int iy = oy * stride - 1 + tap / 3, ix = ox * stride - 1 + tap % 3;
+                bool ok = iy >= 0 && iy < H && ix >= 0 && ix < W;
+                const uint8_t *src = in + (ok ? (size_t)(up ? (iy >> 1) * Ws + (ix >> 1) : iy * W + ix) * CI : 0);
+#pragma unroll
+                for (int c = 0; c < CI; c++) as[tid][tap * CI + c] = f2bf(ok ? (float)src[c] : 0.0f);
+            }
+#pragma unroll
+            for (int k = K; k < 32; k++) as[tid][k] = f2bf(0.0f);
+        } else {
+#pragma unroll
+            for (int k = 0; k < 32; k++) as[tid][k] = f2bf(0.0f);
+        }
+        __syncthreads();
+        float acc[2][NT][4];
+#pragma unroll
+        for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++) acc[mt][nt][0] = acc[mt][nt][1] = acc[mt][nt][2] = acc[mt][nt][3] = 0.0f;
+#pragma unroll
+        for (int ks = 0; ks < 32; ks += 16) {
+            uint32_t a[2][4], b[NT][2];
+#pragma unroll
+            for (int mt = 0; mt < 2; mt++) /* matrices: rows +0/+8 (mi&1), k +0/+8 (mi>>1) */
+                ldmatrix_x4(a[mt], &as[warp * 32 + mt * 16 + (mi & 1) * 8 + lr][ks + (mi >> 1) * 8]);
+#pragma unroll
+            for (int nt = 0; nt < NT; nt += 2) { /* matrices: k +0/+8 (mi&1), n-tile +0/+1 (mi>>1) */
+                uint32_t r[4];
+                ldmatrix_x4(r, &ws[nt * 8 + (mi >> 1) * 8 + lr][ks + (mi & 1) * 8]);
+                b[nt][0] = r[0], b[nt][1] = r[1], b[nt + 1][0] = r[2], b[nt + 1][1] = r[3];
+            }
+#pragma unroll
+            for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+                for (int nt = 0; nt < NT; nt++) mma_bf16_16816(acc[mt][nt], a[mt], b[nt]);
+        }
+#pragma unroll
+        for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+            for (int half = 0; half < 2; half++) {
+                size_t q = p0 + warp * 32 + mt * 16 + g + 8 * half;
+                if (q >= npix) continue;
+#pragma unroll
+                for (int nt = 0; nt < NT; nt++) {
+                    int col = nt * 8 + 2 * t;
+                    float v0 = acc[mt][nt][2 * half] * (1.0f / 255.0f), v1 = acc[mt][nt][2 * half + 1] * (1.0f / 255.0f);
+                    if (bias) v0 += bias[col], v1 += bias[col + 1];
+                    if (relu) v0 = fmaxf(v0, 0.0f), v1 = fmaxf(v1, 0.0f);
+                    *reinterpret_cast<__nv_bfloat162 *>(out + q * CO + col) = __floats2bfloat162_rn(v0, v1);
+                }
+            }
+    }
+}
+
 /* Grid of the grid-stride loops: enough blocks for the work, at most 4 per SM. */
 static unsigned thin_grid(size_t threads) {
     size_t need = (threads + TH_THREADS - 1) / TH_THREADS, cap = (size_t)4 * conv_sm_count();
@@ -801,6 +886,12 @@ static mg_status thin_in_launch(int version, void *out, const void *in, const bf
     /* version 3 where a thread per pixel leaves the card idle; above, version 2's one thread per
      * pixel gathers each input once instead of once per 8 outputs, and measured faster (lab:
      * 256x256 3->64 from u8, 22.2 against 29.4 µs on an H100) */
+    if (version >= 4 && std::is_same<TI, uint8_t>::value && Ci == 3 && Co == 64 && (size_t)Ho * Wo >= THIN_IN_V3_PIX) {
+        unsigned g4 = thin_grid((size_t)Ho * Wo * 2); /* rounds of 128 pixels per block */
+        CU_LAUNCH(conv_thin_in_tc<3, 64>, g4, 128, 0, st, (bf16 *)out, (const uint8_t *)in, (const bf16 *)wt, bias, H, W,
+                  stride, up, relu);
+        return MG_OK;
+    }
     if (version >= 3 && (size_t)Ho * Wo < THIN_IN_V3_PIX) {
         unsigned g3 = thin_grid((size_t)Ho * Wo * (Co / 8));
         if (Ci == 3)

@@ -292,7 +292,7 @@ static void test_conv_direct(void **state) {
                       {20, 18, 3, 64, CU_U8, CU_BF16, 1, 2},
                       /* frame-sized: version 3's grid-stride loops go round several times */
                       {200, 256, 64, 3, CU_BF16, CU_U8, 0, 1}, {200, 256, 3, 64, CU_U8, CU_BF16, 1, 1},
-                      {130, 144, 64, 4, CU_BF16, CU_F32, 1, 1}};
+                      {130, 144, 64, 4, CU_BF16, CU_F32, 1, 1}, {400, 200, 3, 64, CU_U8, CU_BF16, 0, 2}};
     const int nc = (int)(sizeof cases / sizeof cases[0]);
     for (int k = 0; k < 4 * nc; k++) {
         int *c = cases[k % nc], version = 4 - k / nc;
