@@ -20,7 +20,9 @@
 # each; "" for none; past the first, only while COMPILE_NEED seconds (330) of BUDGET (570,
 # from the start of the script) are left), LAB=1 runs the kernel lab, STEP_TIMEOUT (seconds
 # per step, 90; torch.compile gets 420), GPU_TESTS (more test binaries after test_cuda),
-# WITH_1B_FP8=1 adds 1b with MG_CUDA_FP8=1 and the default again; VARIANTS may name "fp8".
+# WITH_1B_FP8=1 adds 1b with MG_CUDA_FP8=1 and the default again; VARIANTS may name "fp8" and
+# "nodefer" (the KV refresh at the end of its own frame, MG_CUDA_DEFER=0); WITH_1B_NODEFER=1
+# adds 1b with MG_CUDA_DEFER=0.
 set -u
 B=${BUILD:-build-gpu}
 if [ "${1:-run}" = build ]; then
@@ -114,6 +116,7 @@ for sz in ${SIZES-256 512}; do
         nohalo) bench "bench_s${sz}_nohalo" "${sz}x${sz}" s "$CHOSEN MG_CUDA_CONVHALO=0" ;;
         again) bench "bench_s${sz}_again" "${sz}x${sz}" s "$CHOSEN" ;;
         fp8) bench "bench_s${sz}_fp8" "${sz}x${sz}" s "$CHOSEN MG_CUDA_FP8=1" ;;
+        nodefer) bench "bench_s${sz}_nodefer" "${sz}x${sz}" s "$CHOSEN MG_CUDA_DEFER=0" ;;
         esac
     done
 done
@@ -128,6 +131,8 @@ if [ -n "${WITH_1B:-}" ]; then
         --steps 2 --device cuda --iters 20 --json
     [ -n "${WITH_1B_FP8:-}" ] && step bench_1b512_again env $CHOSEN "$B/mirage" bench --config 1b --size 512x512 --steps 2 \
         --device cuda --iters 20 --json
+    [ -n "${WITH_1B_NODEFER:-}" ] && step bench_1b512_nodefer env $CHOSEN MG_CUDA_DEFER=0 "$B/mirage" bench --config 1b \
+        --size 512x512 --steps 2 --device cuda --iters 20 --json
     [ -n "${WITH_1B_BASE:-}" ] && step bench_1b512_base env $BASE "$B/mirage" bench --config 1b --size 512x512 --steps 2 \
         --device cuda --iters 20 --json
     [ "${HALO:-1}" = 1 ] && step bench_1b512_nohalo env $CHOSEN MG_CUDA_CONVHALO=0 "$B/mirage" bench --config 1b --size 512x512 \
