@@ -1270,7 +1270,11 @@ extern "C" const char *cuda_stream_device_name(const cuda_stream *s) { return cu
 extern "C" size_t cuda_stream_device_bytes(const cuda_stream *s) {
     return cuda_weights_bytes(s->wts) + cuda_stream_own_bytes(s);
 }
-extern "C" size_t cuda_stream_own_bytes(const cuda_stream *s) { return s->dev_bytes + ((size_t)32 << 20); }
+/* The arena and each cuBLASLt workspace (32 MiB per cu_ctx: the frame's, and with the deferred
+ * refresh its own) */
+extern "C" size_t cuda_stream_own_bytes(const cuda_stream *s) {
+    return s->dev_bytes + (size_t)(s->ctx3 ? 2 : 1) * ((size_t)32 << 20);
+}
 extern "C" int cuda_stream_gpu(const cuda_stream *s) { return s->gpu; }
 extern "C" int cuda_stream_fp8(const cuda_stream *s) { return s->fp8; }
 extern "C" const cuda_weights *cuda_stream_weights(const cuda_stream *s) { return s->wts; }
