@@ -135,10 +135,16 @@ int cmd_bench(int argc, char **argv) {
      * cuda a frame's graph also runs the KV refresh of the frame before (the deferred refresh,
      * cuda_stream.cu), so a profiled frame between two of them would take that refresh out of
      * the timed graph (it runs its refresh inline). The profiled frames come after, below. */
+#ifdef MG_HAVE_CUDA
+    long long deferred0 = 0, deferred = 0; /* timed frames that carried the frame before's refresh */
+#endif
     for (long i = 0; i < warmup + iters; i++) {
         testsrc_render(in, so.width, so.height, i);
         mg_step_timing tm;
         long k = i - warmup;
+#ifdef MG_HAVE_CUDA
+        if (cu && i == warmup) deferred0 = cuda_stream_deferred(cu);
+#endif
         if ((s = mg_stream_step(st, in, out)) != MG_OK) {
             rc = cli_status(s);
             goto done;
@@ -157,6 +163,7 @@ int cmd_bench(int argc, char **argv) {
         lat_add(host, tm.total_ms);
     }
 #ifdef MG_HAVE_CUDA
+    if (cu) deferred = cuda_stream_deferred(cu) - deferred0;
     /* the per-component times: profiled frames of eager launches, one stage after the other */
     for (long k = 0; cu && k < iters; k++) {
         testsrc_render(in, so.width, so.height, warmup + iters + k);
@@ -223,6 +230,9 @@ int cmd_bench(int argc, char **argv) {
     if (cu) {
         gpu_mib = cuda_stream_device_bytes(cu) / 1048576.0, gpu_used = cuda_stream_device_used_mib(cu);
         flops = cuda_stream_flops(cu);
+        if (cuda_stream_defers(cu)) /* the check that the timed frames are steady-state ones */
+            printf("refresh   deferred: %lld of the %ld timed frames ran the frame before's KV refresh in their graph%s\n",
+                   deferred, iters, deferred == iters ? "" : " (NOT steady state)");
         printf("host      %8.2f ms p50 | %.2f ms p99 (u8 frame in host memory -> u8 frame back) | %.2f fps\n", h50, h99,
                1000.0 / h50);
         printf("pipelined %8.2f fps | host %.2f ms p50 | %.2f ms p99 (2 frames in flight: mg_stream_submit/collect)\n",
@@ -241,6 +251,8 @@ int cmd_bench(int argc, char **argv) {
         if (cu) {
             cJSON_AddStringToObject(j, "gpu", cuda_stream_device_name(cu));
             cJSON_AddStringToObject(j, "dit_gemm", cuda_stream_fp8(cu) ? "fp8-e4m3" : "bf16");
+            cJSON_AddBoolToObject(j, "refresh_deferred", cuda_stream_defers(cu));
+            cJSON_AddNumberToObject(j, "refresh_deferred_frames", (double)deferred);
             cJSON_AddNumberToObject(j, "host_p50_ms", h50);
             cJSON_AddNumberToObject(j, "host_p99_ms", h99);
             cJSON_AddNumberToObject(j, "pipelined_fps", pipe_fps);

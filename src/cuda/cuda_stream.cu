@@ -113,6 +113,7 @@ struct cuda_stream {
      * runs at the start of frame t+1 on st3, beside t+1's encode; t+1's first DiT pass waits
      * for it layer by layer (ev_lay). pending: frame t's refresh is still to run. */
     int defer, pending;
+    long long deferred_run; /* frames whose step ran the frame before's refresh (cuda_stream_deferred) */
     cudaStream_t st3;
     cu_ctx *ctx3;
     cudaEvent_t ev_fork3, ev_join3, *ev_lay;
@@ -1215,6 +1216,7 @@ extern "C" mg_status cuda_stream_submit(cuda_stream *s, const uint8_t *in_rgb, c
     CU_TRY(cudaEventRecord(s->ev_t0[b], s->st));
     if (s->mode == CUDA_MODE_GRAPH) CU_TRY(cudaGraphLaunch(s->exec[dream][pend], s->st));
     else CU_MG(step_body(s, dream, pend, s->mode == CUDA_MODE_PROFILE));
+    s->deferred_run += pend;
     s->pending = defer;
     s->last_params = *hp;
     CU_TRY(cudaEventRecord(s->ev_t1[b], s->st));
@@ -1277,6 +1279,8 @@ extern "C" size_t cuda_stream_own_bytes(const cuda_stream *s) {
 }
 extern "C" int cuda_stream_gpu(const cuda_stream *s) { return s->gpu; }
 extern "C" int cuda_stream_fp8(const cuda_stream *s) { return s->fp8; }
+extern "C" int cuda_stream_defers(const cuda_stream *s) { return s->defer; }
+extern "C" long long cuda_stream_deferred(const cuda_stream *s) { return s->deferred_run; }
 extern "C" const cuda_weights *cuda_stream_weights(const cuda_stream *s) { return s->wts; }
 extern "C" double cuda_stream_flops(const cuda_stream *s) { return s->flops; }
 

@@ -84,6 +84,11 @@ size_t cuda_stream_device_bytes(const cuda_stream *cs); /* weights + buffers + w
 size_t cuda_stream_own_bytes(const cuda_stream *cs);    /* buffers + workspace: what this stream adds */
 int cuda_stream_gpu(const cuda_stream *cs);             /* the device it lives on */
 int cuda_stream_fp8(const cuda_stream *cs);             /* 1: the DiT's linears run as e4m3 GEMMs (MG_CUDA_FP8=1) */
+/* the deferred KV refresh (MG_CUDA_DEFER, DECISIONS 20): 1 when on; how many frames so far ran
+ * the frame before's refresh inside their own step (the others had none pending: the first
+ * frame, after a reset, or after a frame that ran its refresh inline) */
+int cuda_stream_defers(const cuda_stream *cs);
+long long cuda_stream_deferred(const cuda_stream *cs);
 const cuda_weights *cuda_stream_weights(const cuda_stream *cs);
 /* Device memory in use on the card as the driver reports it (all processes), MiB. */
 double cuda_stream_device_used_mib(const cuda_stream *cs);

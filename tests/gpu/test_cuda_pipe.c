@@ -91,9 +91,14 @@ static void defer_equals_inline(const char *config, int W, int H) {
             }
         }
         int d = count_diff(got, ref, n);
-        printf("  %s %dx%d, %d frames, deferred refresh, %s: %d bytes differ from the inline refresh\n", config, W, H,
-               PIPE_T, runs[run], d);
+        /* which frames carried the frame before's refresh: not frame 0, nor the frames after the
+         * prompt changes (3, 7: flushed first), the reset (5) or a profiled frame (run 3: 2, 7) */
+        long long dn = cuda_stream_deferred(stream_cuda(b)), want = run == 3 ? 3 : 5;
+        printf("  %s %dx%d, %d frames, deferred refresh, %s: %d bytes differ from the inline refresh; %lld frames "
+               "carried the refresh before them (%lld expected)\n", config, W, H, PIPE_T, runs[run], d, dn, want);
         assert_int_equal(d, 0);
+        assert_true(cuda_stream_defers(stream_cuda(b)));
+        assert_int_equal(dn, want);
         mg_stream_free(b);
     }
     free(in), free(ref), free(got);
