@@ -6,6 +6,7 @@
 #ifndef MG_TESTS_PIPE_SCRIPT_H
 #define MG_TESTS_PIPE_SCRIPT_H
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "mirage.h"
@@ -91,6 +92,26 @@ static void pipe_errors(mg_stream *s, const uint8_t *in, uint8_t *out) {
     TU_OK(mg_stream_collect(s, out));
     TU_OK(mg_stream_collect(s, out));
     assert_int_equal(mg_stream_collect(s, out), MG_ERR_ARG);
+}
+
+/* The misuse cases on a (pipe_errors), then a against b, which stepped only the two good frames
+ * the misuse cases submit: the same last frame and frame index, then the whole script pipelined
+ * on a against it stepped on b. Returns how many bytes of the script's frames differ. */
+static int pipe_errors_then_script(mg_stream *a, mg_stream *b, const uint8_t *ins, size_t fb) {
+    size_t n = (size_t)PIPE_T * fb;
+    uint8_t *o1 = malloc(fb), *o2 = malloc(fb), *ref = malloc(n), *got = malloc(n);
+    assert_true(o1 && o2 && ref && got);
+    int64_t f0 = mg_stream_frame_index(a);
+    pipe_errors(a, ins, o1);
+    TU_OK(mg_stream_step(b, ins, o2));
+    TU_OK(mg_stream_step(b, ins, o2));
+    assert_int_equal(count_diff(o1, o2, fb), 0);
+    assert_int_equal(mg_stream_frame_index(a), f0 + 2);
+    pipe_run_submit(a, ins, got, fb, 2);
+    pipe_run_step(b, ins, ref, fb);
+    int d = count_diff(got, ref, n);
+    free(o1), free(o2), free(ref), free(got);
+    return d;
 }
 
 #endif
