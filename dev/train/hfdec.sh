@@ -44,19 +44,8 @@ for h in $HF; do echo "hf $h: $(grep -E '^(val|done|stopped)' "$O/train-hf$h.log
 gunzip -c "$CLIP" >"$R/clip.y4m" || exit 1
 PROMPTS="colorize upscale restore style:toon style:sketch style:thermal dream"
 t0=$(date +%s)
-k=0
-ev() { # ev NAME PROMPT FLAGS...
-    n=$1 p=$2
-    shift 2
-    f=$FRAMES
-    [ "$p" = dream ] && f=$((FRAMES * 2))
-    d="$E/$n/$(echo "$p" | tr : -)"
-    mkdir -p "$d"
-    CUDA_VISIBLE_DEVICES=$((k % 4)) OMP_NUM_THREADS=2 "$B/mirage" eval --input "$R/clip.y4m" --size 256x256 \
-        --prompt "$p" --frames "$f" --device "$DEV" --report "$d" --quiet "$@" >"$d.log" 2>&1 &
-    k=$((k + 1))
-    [ $((k % 16)) -eq 0 ] && wait # 16 at a time: the CPU's 16 cores
-}
+EVAL_BATCH=16 # 16 at a time: the CPU's 16 cores
+. "$(dirname "$0")/eval_lib.sh"
 for p in $PROMPTS; do
     for h in $HF; do ev "hf$h" "$p" --model "$R/hf$h.safetensors" --steps 2; done
     ev shipped "$p" --model "$SHIPPED" --steps 2

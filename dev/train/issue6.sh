@@ -66,23 +66,12 @@ for n in histaug nohist histaug2 warm; do grep -E '^(val|stopped|done)' "$O/trai
 gunzip -c "$CLIP" >"$R/clip.y4m" || exit 1
 PROMPTS="colorize upscale restore style:toon style:sketch style:thermal dream"
 t0=$(date +%s)
-k=0
-ev() { # ev NAME PROMPT FLAGS...
-    n=$1 p=$2
-    shift 2
-    f=$FRAMES
-    [ "$p" = dream ] && f=$((FRAMES * 2))
-    d="$E/$n/$(echo "$p" | tr : -)"
-    mkdir -p "$d"
-    CUDA_VISIBLE_DEVICES=$((k % 4)) OMP_NUM_THREADS=${EVAL_THREADS:-2} "$B/mirage" eval --input "$R/clip.y4m" --size 256x256 \
-        --prompt "$p" --steps 2 --frames "$f" --device ${DEVICE:-cuda} --report "$d" --quiet "$@" >"$d.log" 2>&1 &
-    k=$((k + 1))
-}
+. "$(dirname "$0")/eval_lib.sh"
 for p in $PROMPTS; do
-    ev ablation "$p" --model "$R/histaug.safetensors" --compare "$R/nohist.safetensors"
-    ev histaug2 "$p" --model "$R/histaug2.safetensors"
-    ev warm "$p" --model "$R/warm.safetensors"
-    ev shipped "$p" --model "$SHIPPED"
+    ev ablation "$p" --steps 2 --model "$R/histaug.safetensors" --compare "$R/nohist.safetensors"
+    ev histaug2 "$p" --steps 2 --model "$R/histaug2.safetensors"
+    ev warm "$p" --steps 2 --model "$R/warm.safetensors"
+    ev shipped "$p" --steps 2 --model "$SHIPPED"
     ev warm-steps4 "$p" --model "$R/warm.safetensors" --steps 4
 done
 OMP_NUM_THREADS=8 "$B/mirage" eval --model "$SHIPPED" --input "$R/clip.y4m" --size 256x256 --prompt none \
