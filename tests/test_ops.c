@@ -269,6 +269,14 @@ static void test_elementwise(void **state) {
     relu_forward(out, out, n);
     assert_close("relu in place", out, ref, n, TOL);
 
+    for (size_t i = 0; i < n; i++) ref[i] = (float)(a[i] > 0 ? a[i] : 0.2 * a[i]);
+    tu_poison(out, n);
+    leaky_relu_forward(out, a, 0.2f, n);
+    assert_close("leaky_relu", out, ref, n, TOL);
+    memcpy(out, a, n * sizeof(float));
+    leaky_relu_forward(out, out, 0.2f, n);
+    assert_close("leaky_relu in place", out, ref, n, TOL);
+
     for (size_t i = 0; i < n; i++) ref[i] = fmax((double)a[i] + b[i], 0.0);
     tu_poison(out, n);
     add_relu_forward(out, a, b, n);

@@ -279,6 +279,9 @@ static void test_conv3x3_backward(void **state) {
 static void relu_ref(const fd_op *op, double *out) {
     for (size_t i = 0; i < op->n_out; i++) out[i] = op->x[0][i] > 0 ? op->x[0][i] : 0;
 }
+static void leaky_relu_ref(const fd_op *op, double *out) {
+    for (size_t i = 0; i < op->n_out; i++) out[i] = op->x[0][i] > 0 ? op->x[0][i] : 0.2 * op->x[0][i];
+}
 static void add_relu_ref(const fd_op *op, double *out) {
     for (size_t i = 0; i < op->n_out; i++) {
         double s = op->x[0][i] + op->x[1][i];
@@ -308,6 +311,14 @@ static void test_elementwise_backward(void **state) {
     relu_backward(da, g, out, n);
     check_grad("relu dinp", &op, 0, g, da, d0);
     fd_free(&op);
+    /* leaky_relu (slope 0.2): the backward reads the forward's output too */
+    fd_op opl = {.fwd = leaky_relu_ref, .x = {dcopy(a, n)}, .nx = {n}, .n_out = n};
+    leaky_relu_forward(out, a, 0.2f, n);
+    check_forward("leaky_relu", &opl, out);
+    memcpy(da, d0, n * sizeof(float));
+    leaky_relu_backward(da, g, out, 0.2f, n);
+    check_grad("leaky_relu dinp", &opl, 0, g, da, d0);
+    fd_free(&opl);
     /* add_relu */
     fd_op op2 = {.fwd = add_relu_ref, .x = {dcopy(a, n), dcopy(b, n)}, .nx = {n, n}, .n_out = n};
     add_relu_forward(out, a, b, n);

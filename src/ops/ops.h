@@ -39,6 +39,8 @@ void conv3x3_forward_ex(float *out, const float *inp, const float *wp, const flo
 
 void relu_forward(float *out, const float *inp, size_t n);              /* out may be inp */
 void add_relu_forward(float *out, const float *a, const float *b, size_t n); /* relu(a+b) */
+/* out = x > 0 ? x : slope * x (the discriminator's LeakyReLU, slope 0.2); out may be inp */
+void leaky_relu_forward(float *out, const float *inp, float slope, size_t n);
 /* Nearest-neighbour 2x upsample: out (2H, 2W, C) from inp (H, W, C). */
 void upsample2x_forward(float *out, const float *inp, int H, int W, int C);
 

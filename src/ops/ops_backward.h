@@ -40,6 +40,9 @@ void conv3x3_backward(float *dinp, float *dw, float *db, const float *dout, cons
 /* out = relu(inp): dinp += dout * (out > 0). Takes the forward's output, which is all the
  * autoencoder keeps (relu(x) > 0 exactly where x > 0). */
 void relu_backward(float *dinp, const float *dout, const float *out, size_t n);
+/* out = leaky_relu(inp, slope), slope > 0: dinp += dout * (out > 0 ? 1 : slope). Takes the
+ * forward's output (with a positive slope its sign is the input's), so the map is kept once. */
+void leaky_relu_backward(float *dinp, const float *dout, const float *out, float slope, size_t n);
 /* out = relu(a + b): da += dout * (out > 0), db += the same. db may be NULL. */
 void add_relu_backward(float *da, float *db, const float *dout, const float *out, size_t n);
 /* upsample2x_forward's reverse: dinp (H, W, C) += the sum of each 2x2 block of dout (2H, 2W, C). */

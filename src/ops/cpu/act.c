@@ -19,6 +19,11 @@ void add_relu_forward(float *out, const float *a, const float *b, size_t n) {
     }
 }
 
+void leaky_relu_forward(float *out, const float *inp, float slope, size_t n) {
+    MG_OMP(omp parallel for schedule(static) if (n > MG_OMP_MIN_ELEMS))
+    for (size_t i = 0; i < n; i++) out[i] = inp[i] > 0.0f ? inp[i] : slope * inp[i];
+}
+
 void silu_forward(float *out, const float *inp, size_t n) {
     /* For x -> -inf, expf(-x) overflows to inf and x/inf = -0: the right limit, no NaN. */
     MG_OMP(omp parallel for schedule(static) if (n > MG_OMP_MIN_ELEMS))

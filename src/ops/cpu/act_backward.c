@@ -20,6 +20,11 @@ void add_relu_backward(float *da, float *db, const float *dout, const float *out
     }
 }
 
+void leaky_relu_backward(float *dinp, const float *dout, const float *out, float slope, size_t n) {
+    MG_OMP(omp parallel for schedule(static) if (n > MG_OMP_MIN_ELEMS))
+    for (size_t i = 0; i < n; i++) dinp[i] += out[i] > 0.0f ? dout[i] : slope * dout[i];
+}
+
 void silu_backward(float *dinp, const float *dout, const float *inp, size_t n) {
     /* silu = x*s, s = sigmoid(x): silu' = s + x*s*(1-s) = s*(1 + x*(1-s)). For x -> -inf,
      * expf overflows to inf, s = 0 and the product is 0 (x finite). */
