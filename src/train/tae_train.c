@@ -313,6 +313,8 @@ mg_status tae_train_backward(tae_train *tt, float scale) {
         tt->drec[i] = (float)((double)scale * (sg + 2.0f * r) / (double)n);
     }
     if (tt->hf > 0.0f) tae_lap_grad(tt->drec, tt->dlap, H, W, (float)(2.0 * scale * tt->hf / tae_lap_count(H, W)));
+    if (tt->drec_add)
+        for (size_t i = 0; i < n; i++) tt->drec[i] += tt->drec_add[i];
 
     /* decoder, last layer first; g holds the gradient of the current map */
     int h = H, w = W;

@@ -190,6 +190,9 @@ typedef struct tae_train {
     double loss;
     float hf;                        /* weight of the Laplacian term (--hf-loss; 0: L1 + L2 alone) */
     float *dlap;                     /* (H, W, 3) lap(rec) - lap(img) of the last forward */
+    const float *drec_add;           /* (H, W, 3) or NULL: added as is (the caller scaled it) to the
+                                      * gradient of rec by the next backward: the adversarial
+                                      * term's (train/adv.h, --adv) */
     float *mem;                      /* the one allocation */
     size_t mem_bytes;
 } tae_train;

@@ -1,0 +1,263 @@
+/* The adversarial term of stage tae (src/train/adv.h) against the PyTorch oracle
+ * (tests/data/adv_tiny.safetensors, ref/export_adv.py, float64): D's logits, the hinge loss
+ * L_D, the generator term, D's weight gradients, the generator's gradient of the
+ * reconstruction (through the D of before its step) and one AdamW step of D. Plus what the
+ * oracle cannot see: the initialisation is a pure function of the seed, the passes are
+ * deterministic and accumulate, the generator pass leaves D's gradients alone, bad sizes are
+ * refused, and the autoencoder's backward with no adversarial gradient (--adv 0) is bit for
+ * bit what it was. */
+#include <stdio.h>
+#include <string.h>
+
+#include "core/safetensors.h"
+#include "core/status.h"
+#include "model/model.h"
+#include "train/adv.h"
+#include "train/train.h"
+#include "testutil.h"
+
+#ifdef MG_HAVE_OPENMP
+#include <omp.h>
+#endif
+
+#define TOL 1e-5 /* relative L2, fp32 against float64 */
+
+static st_file gold;
+
+static const char *data_dir(void) {
+    const char *d = getenv("MIRAGE_TESTDATA");
+    return d ? d : "tests/data";
+}
+
+static const st_tensor *gt(const char *name, size_t numel) {
+    const st_tensor *t = st_find(&gold, name);
+    if (!t) fail_msg("oracle tensor %s missing", name);
+    if (t->numel != numel) fail_msg("oracle tensor %s: %zu elements, expected %zu", name, t->numel, numel);
+    return t;
+}
+
+static void check_l2(const char *what, const float *got, const float *ref, size_t n, double tol) {
+    double e = tu_rel_l2(got, ref, n);
+    printf("  %-32s n=%-7zu rel L2 %.3e %s\n", what, n, e, e <= tol ? "ok" : "FAIL");
+    if (!(e <= tol)) fail_msg("%s: relative L2 error %.3e over %.1e", what, e, tol);
+}
+
+static int setup(void **state) {
+    char path[600];
+    snprintf(path, sizeof path, "%s/adv_tiny.safetensors", data_dir());
+    if (st_open(&gold, path) != MG_OK) {
+        fprintf(stderr, "cannot open oracle file: %s\n", mg_last_error());
+        return -1;
+    }
+    return 0;
+}
+
+static int teardown(void **state) {
+    st_close(&gold);
+    return 0;
+}
+
+static void load_oracle_weights(adv_disc *ad) {
+    for (int i = 0; i < ad->dp.n_tensors; i++) {
+        char n[96];
+        snprintf(n, sizeof n, "adv/param/%s", ad->dp.table[i].name);
+        const st_tensor *t = gt(n, train_params_numel(&ad->dp, i));
+        memcpy(ad->dp.param + ad->dp.offset[i], t->data, t->numel * sizeof(float));
+    }
+}
+
+static void test_matches_oracle(void **state) {
+    const st_tensor *img = st_find(&gold, "adv/img"), *rec = st_find(&gold, "adv/rec");
+    assert_non_null(img);
+    assert_non_null(rec);
+    assert_int_equal(img->rank, 4);
+    int B = (int)img->shape[0], H = (int)img->shape[1], W = (int)img->shape[2];
+    size_t px = (size_t)H * W * 3, np = (size_t)(H / 8) * (W / 8);
+    float wgen = strtof(st_meta_get(&gold, "w_gen"), NULL), scale = 1.0f / (float)B;
+    adv_disc ad;
+    TU_OK(adv_init(&ad, 0, H, W));
+    load_oracle_weights(&ad);
+    const float *lr = gt("adv/logits_real", B * np)->data, *lf = gt("adv/logits_fake", B * np)->data;
+    const float *drec = gt("adv/drec", B * px)->data;
+    train_zero_grad(&ad.dp, 0, ad.dp.n_tensors);
+    adv_stats st = {0};
+    for (int b = 0; b < B; b++) {
+        const float *x = (const float *)img->data + b * px, *r = (const float *)rec->data + b * px;
+        char what[64];
+        TU_OK(adv_forward(&ad, x, H, W));
+        snprintf(what, sizeof what, "logits real [%d]", b);
+        check_l2(what, ad.act[ADV_LAYERS - 1], lr + b * np, np, TOL);
+        TU_OK(adv_forward(&ad, r, H, W));
+        snprintf(what, sizeof what, "logits fake [%d]", b);
+        check_l2(what, ad.act[ADV_LAYERS - 1], lf + b * np, np, TOL);
+        double ld;
+        TU_OK(adv_image(&ad, x, r, H, W, scale, wgen, &ld, &st));
+        snprintf(what, sizeof what, "dWG/drec [%d]", b);
+        check_l2(what, ad.drec, drec + b * px, px, TOL);
+    }
+    float ld = (float)(st.ld / B), g = (float)(st.g / B), acc = (float)st.correct / (float)st.total;
+    check_l2("L_D", &ld, gt("adv/ld", 1)->data, 1, TOL);
+    check_l2("G = -mean D(rec)", &g, gt("adv/g", 1)->data, 1, TOL);
+    assert_float_equal(acc, *(const float *)gt("adv/acc", 1)->data, 1e-6);
+    for (int i = 0; i < ad.dp.n_tensors; i++) {
+        char n[96];
+        snprintf(n, sizeof n, "adv/grad/%s", ad.dp.table[i].name);
+        check_l2(n, ad.dp.grad + ad.dp.offset[i], gt(n, train_params_numel(&ad.dp, i))->data,
+                 train_params_numel(&ad.dp, i), TOL);
+    }
+    /* D's step: AdamW as the trainer runs it (the model's betas, weight decay of stage tae 0).
+     * The first step moves an element by lr g / (|g| + eps): where the oracle's gradient is 0
+     * (channels whose real and fake contributions cancel exactly in float64, as rec ~ img makes
+     * the LeakyReLU patterns agree) fp32's rounding residue of ~1e-9 moves it by up to ~0.1 lr.
+     * Those are held to |step| <= lr; the rest to the update's relative L2. */
+    float alr = strtof(st_meta_get(&gold, "adamw_lr"), NULL);
+    float *p0 = malloc(ad.dp.count * sizeof(float)), *g0 = malloc(ad.dp.count * sizeof(float));
+    memcpy(p0, ad.dp.param, ad.dp.count * sizeof(float));
+    memcpy(g0, ad.dp.grad, ad.dp.count * sizeof(float));
+    adamw_opts o = adamw_defaults();
+    o.weight_decay = 0.0f;
+    adamw_step(&ad.dp, 0, ad.dp.n_tensors, 1, alr, &o);
+    for (int i = 0; i < ad.dp.n_tensors; i++) {
+        char n[96];
+        snprintf(n, sizeof n, "adv/step1/%s", ad.dp.table[i].name);
+        size_t ne = train_params_numel(&ad.dp, i), off = ad.dp.offset[i], kept = 0, flat = 0;
+        const float *ref = gt(n, ne)->data;
+        snprintf(n, sizeof n, "adv/grad/%s", ad.dp.table[i].name);
+        const float *gref = gt(n, ne)->data;
+        float *du = malloc(ne * sizeof(float)), *ru = malloc(ne * sizeof(float));
+        for (size_t k = 0; k < ne; k++) {
+            float d = ad.dp.param[off + k] - p0[off + k];
+            if (fabsf(gref[k]) > 1e-6f) {
+                du[kept] = d, ru[kept] = ref[k] - p0[off + k], kept++;
+            } else {
+                flat++;
+                assert_true(fabsf(d) <= alr * 1.0001f);
+            }
+        }
+        snprintf(n, sizeof n, "AdamW step %s", ad.dp.table[i].name);
+        check_l2(n, du, ru, kept, 1e-4);
+        if (flat) printf("    (%zu elements with an oracle gradient under 1e-6: |step| <= lr)\n", flat);
+        free(du), free(ru);
+    }
+    free(p0), free(g0);
+    adv_free(&ad);
+}
+
+static void test_init_is_seeded(void **state) {
+    adv_disc a, b, c;
+    TU_OK(adv_init(&a, 7, 16, 16));
+    TU_OK(adv_init(&b, 7, 32, 24));
+    TU_OK(adv_init(&c, 8, 16, 16));
+    assert_int_equal(a.dp.count, b.dp.count);
+    assert_memory_equal(a.dp.param, b.dp.param, a.dp.count * sizeof(float));
+    assert_true(memcmp(a.dp.param, c.dp.param, a.dp.count * sizeof(float)) != 0);
+    int n = a.dp.n_tensors;
+    assert_int_equal(n, 8);
+    size_t total = 0;
+    for (int i = 0; i < n; i++) {
+        float bound = 1.0f / sqrtf((float)a.dp.table[i].fan_in), mx = 0.0f;
+        for (size_t k = 0; k < train_params_numel(&a.dp, i); k++) {
+            float v = fabsf(a.dp.param[a.dp.offset[i] + k]);
+            mx = v > mx ? v : mx;
+        }
+        assert_true(mx <= bound);
+        if (train_params_numel(&a.dp, i) >= 64) assert_true(mx > 0.5f * bound); /* the draws span the range */
+        total += train_params_numel(&a.dp, i);
+    }
+    /* 3*64*9+64 + 2*(64*64*9+64) + 64*9+1 */
+    assert_int_equal(total, 1792 + 2 * 36928 + 577);
+    assert_int_equal(train_params_find(&a.dp, "disc.c3.weight"), 6);
+    adv_free(&a), adv_free(&b), adv_free(&c);
+}
+
+static void test_deterministic_accumulates_and_refuses(void **state) {
+    int H = 16, W = 24;
+    size_t px = (size_t)H * W * 3;
+    float *img = tu_frand(px, 0, 1, 11), *rec = tu_frand(px, -0.1f, 1.1f, 12);
+    adv_disc ad;
+    TU_OK(adv_init(&ad, 3, H, W));
+    size_t n = ad.dp.count;
+    float *g1 = malloc(n * sizeof(float)), *d1 = malloc(px * sizeof(float));
+    double l1, l2;
+    train_zero_grad(&ad.dp, 0, ad.dp.n_tensors);
+    TU_OK(adv_image(&ad, img, rec, H, W, 0.5f, 0.25f, &l1, NULL));
+    memcpy(g1, ad.dp.grad, n * sizeof(float));
+    memcpy(d1, ad.drec, px * sizeof(float));
+    /* the generator's weight: D's gradients do not depend on it, drec is linear in it */
+    train_zero_grad(&ad.dp, 0, ad.dp.n_tensors);
+    TU_OK(adv_image(&ad, img, rec, H, W, 0.5f, 0.5f, &l2, NULL));
+    assert_memory_equal(ad.dp.grad, g1, n * sizeof(float));
+    assert_true(l1 == l2);
+    for (size_t i = 0; i < px; i++) assert_float_equal(ad.drec[i], 2.0f * d1[i], 1e-9 + 1e-6 * fabsf(d1[i]));
+    /* w_gen 0 (before --adv-start): drec untouched, D still learns */
+    for (size_t i = 0; i < px; i++) ad.drec[i] = 123.0f;
+    train_zero_grad(&ad.dp, 0, ad.dp.n_tensors);
+    TU_OK(adv_image(&ad, img, rec, H, W, 0.5f, 0.0f, &l2, NULL));
+    assert_memory_equal(ad.dp.grad, g1, n * sizeof(float));
+    for (size_t i = 0; i < px; i++) assert_true(ad.drec[i] == 123.0f);
+    /* accumulation: a second call adds the same again (scale 0.5 twice = the sum) */
+    TU_OK(adv_image(&ad, img, rec, H, W, 0.5f, 0.0f, &l2, NULL));
+    for (size_t i = 0; i < n; i++) assert_float_equal(ad.dp.grad[i], 2.0f * g1[i], 1e-6 * (1 + fabsf(g1[i])));
+    /* the gradient of rec is not zero and not NaN */
+    assert_true(tu_rel_l2(d1, d1, px) == 0.0);
+    double s = 0;
+    for (size_t i = 0; i < px; i++) s += fabs(d1[i]);
+    assert_true(s > 0);
+    /* sizes it cannot take */
+    assert_int_equal(adv_image(&ad, img, rec, 12, 16, 0.5f, 0.0f, &l2, NULL), MG_ERR_SHAPE);
+    assert_int_equal(adv_forward(&ad, img, 32, 32), MG_ERR_SHAPE);
+    assert_non_null(strstr(mg_last_error(), "multiples of 8"));
+    adv_disc bad;
+    assert_int_equal(adv_init(&bad, 0, 20, 16), MG_ERR_SHAPE);
+    adv_free(&ad);
+    free(img), free(rec), free(g1), free(d1);
+}
+
+/* --adv 0 leaves training as it was: the trainer then sets no drec_add, and a drec_add of
+ * zeros (what the hook adds) gives the same bits as none; a non-zero one changes them. */
+static void test_tae_hook_neutral(void **state) {
+    char path[600];
+    snprintf(path, sizeof path, "%s/adv_model.safetensors", tu_tmpdir());
+    mg_config cfg;
+    mg_config_named("tiny", &cfg);
+    TU_OK(mg_model_init_file(path, &cfg, 1, 1));
+    train_params tp;
+    TU_OK(train_params_load(&tp, path));
+    tae_train tt;
+    int H = 16, W = 16;
+    size_t px = (size_t)H * W * 3, n = tp.offset[tp.dit_first];
+    TU_OK(tae_train_init(&tt, &tp, H, W));
+    float *img = tu_frand(px, 0, 1, 5), *zeros = calloc(px, sizeof(float)), *g0 = malloc(n * sizeof(float));
+    float loss0, loss1;
+    train_zero_grad(&tp, 0, tp.dit_first);
+    TU_OK(tae_train_forward(&tt, img, H, W, &loss0));
+    TU_OK(tae_train_backward(&tt, 0.5f));
+    memcpy(g0, tp.grad, n * sizeof(float));
+    train_zero_grad(&tp, 0, tp.dit_first);
+    tt.drec_add = zeros;
+    TU_OK(tae_train_forward(&tt, img, H, W, &loss1));
+    TU_OK(tae_train_backward(&tt, 0.5f));
+    assert_true(loss0 == loss1);
+    assert_memory_equal(tp.grad, g0, n * sizeof(float));
+    zeros[7] = 0.01f;
+    train_zero_grad(&tp, 0, tp.dit_first);
+    TU_OK(tae_train_forward(&tt, img, H, W, &loss1));
+    TU_OK(tae_train_backward(&tt, 0.5f));
+    assert_true(memcmp(tp.grad, g0, n * sizeof(float)) != 0);
+    tae_train_free(&tt);
+    train_params_free(&tp);
+    free(img), free(zeros), free(g0);
+}
+
+int main(void) {
+#ifdef MG_HAVE_OPENMP
+    omp_set_num_threads(1); /* tiny maps: threads only wait (see tests/test_train.c) */
+#endif
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_matches_oracle),
+        cmocka_unit_test(test_init_is_seeded),
+        cmocka_unit_test(test_deterministic_accumulates_and_refuses),
+        cmocka_unit_test(test_tae_hook_neutral),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
