@@ -44,6 +44,10 @@ static const char *help =
     "                        (the eval's detail stencil): edges cost by curvature (default 0)\n"
     "  --freeze-encoder      tae with --init: train the decoder only; the latents do not move, so\n"
     "                        the file's DiT stays valid and is written unchanged\n"
+    "  --adv W               tae: add W x (-mean D(rec)), D a PatchGAN discriminator trained beside\n"
+    "                        the autoencoder with the hinge loss (its own AdamW, same lr); the step\n"
+    "                        line adds D's loss, the term and D's accuracy; CPU only (default 0: off)\n"
+    "  --adv-start N         tae: the term is off for the first N steps while D learns (default 0)\n"
     "  --val-every N         validation loss every N steps, 0 = off (default 200)\n"
     "  --val-clips N         validation clips (fixed seeds) (default 8)\n"
     "  --sample-every N      sample PNG every N steps, 0 = off (default 500)\n"
@@ -79,7 +83,7 @@ int train_parse(int argc, char **argv, train_opts *a) {
         O_DATA = 256, O_OUT, O_INIT, O_CONFIG, O_RESUME, O_CKPT, O_SAMPLES, O_STEPS, O_BATCH, O_SIZE, O_FRAMES,
         O_WINDOW, O_LR, O_LR_MIN, O_WARMUP, O_WD, O_CLIP, O_EMA, O_HIST, O_DROP, O_VAL_EVERY, O_VAL_CLIPS,
         O_SAMPLE_EVERY, O_SAMPLE_STEPS, O_CKPT_EVERY, O_PART, O_LOG, O_DEVICE, O_DTYPE, O_SEED, O_TIME, O_THREADS,
-        O_PEAK, O_MOMENTS, O_STOP, O_FADES, O_SIGMA_CTX, O_FRESH_DIT, O_GPUS, O_HF, O_FREEZE, O_HELP
+        O_PEAK, O_MOMENTS, O_STOP, O_FADES, O_SIGMA_CTX, O_FRESH_DIT, O_GPUS, O_HF, O_FREEZE, O_ADV, O_ADV_START, O_HELP
     };
     static const struct option opts[] = {
         {"data", 1, 0, O_DATA}, {"out", 1, 0, O_OUT}, {"init", 1, 0, O_INIT}, {"config", 1, 0, O_CONFIG},
@@ -93,7 +97,7 @@ int train_parse(int argc, char **argv, train_opts *a) {
         {"time-limit", 1, 0, O_TIME}, {"threads", 1, 0, O_THREADS}, {"peak-tflops", 1, 0, O_PEAK},
         {"ckpt-moments", 1, 0, O_MOMENTS}, {"stop-after", 1, 0, O_STOP}, {"fades", 1, 0, O_FADES}, {"gpus", 1, 0, O_GPUS},
         {"sigma-ctx", 1, 0, O_SIGMA_CTX}, {"fresh-dit", 0, 0, O_FRESH_DIT}, {"hf-loss", 1, 0, O_HF},
-        {"freeze-encoder", 0, 0, O_FREEZE},
+        {"freeze-encoder", 0, 0, O_FREEZE}, {"adv", 1, 0, O_ADV}, {"adv-start", 1, 0, O_ADV_START},
         {"help", 0, 0, O_HELP}, {0, 0, 0, 0}};
     long v;
     double x;
@@ -178,6 +182,8 @@ int train_parse(int argc, char **argv, train_opts *a) {
         case O_GPUS:
             if (dist_parse_gpus(optarg, o.gpus, &o.n_gpus) != MG_OK) return cli_usage("train", "%s", mg_last_error());
             break;
+        case O_ADV: FLOAT("--adv", 0.0, 1000.0, o.adv, TO_ADV); break;
+        case O_ADV_START: LONG("--adv-start", 0, 100000000, o.adv_start, TO_ADV_START); break;
         case O_HELP: fputs(help, stdout); return EXIT_OK;
         default: return cli_usage("train", "unknown or incomplete option '%s'", argv[optind - 1]);
         }
@@ -193,6 +199,10 @@ int train_parse(int argc, char **argv, train_opts *a) {
     if ((o.given & TO_HF) && o.stage != STAGE_TAE) return cli_usage("train", "--hf-loss is an option of stage tae");
     if (o.freeze_encoder && (o.stage != STAGE_TAE || (!o.init && !o.resume)))
         return cli_usage("train", "--freeze-encoder needs stage tae and --init (the encoder to keep)");
+    if ((o.given & (TO_ADV | TO_ADV_START)) && o.stage != STAGE_TAE)
+        return cli_usage("train", "--adv and --adv-start are options of stage tae (D judges the autoencoder's output)");
+    if (o.adv > 0.0f && (o.device == MG_DEVICE_CUDA || o.n_gpus > 0))
+        return cli_usage("train", "--adv: the adversarial term runs on the CPU trainer only so far");
     if (o.stage == STAGE_DIT && !o.init && !o.resume)
         fprintf(stderr, "mirage: warning: train dit without --init: the autoencoder is a fresh random one (tests only)\n");
     if (!lr_min_given) o.lr_min = 0.1f * o.lr;

@@ -103,6 +103,11 @@ static const float *kind_array(const train_params *tp, int k) {
     return k == 0 ? tp->param : k == 1 ? tp->ema : k == 2 ? tp->m : tp->v;
 }
 
+/* The auxiliary network's kinds (ckpt_save_aux): no EMA, it is never shipped. */
+static const char *const aux_kinds[3] = {"aux.param", "aux.m", "aux.v"};
+
+static float *aux_array(const train_params *tp, int k) { return k == 0 ? tp->param : k == 1 ? tp->m : tp->v; }
+
 static void part_path(char *buf, size_t n, const char *path, long step, int part) {
     snprintf(buf, n, "%s.step%ld.part%d", path, step, part);
 }
@@ -146,8 +151,48 @@ mg_status ckpt_save(const char *path, const train_params *tp, int first, int las
     return ckpt_save_ex(path, tp, first, last, stage, step, extra, part_bytes, ST_F32);
 }
 
+/* The parts being written: a writer that rolls over to the next part when one is full. */
+typedef struct part_writer {
+    const char *path;
+    long step;
+    size_t part_bytes, in_part;
+    int part;
+    st_writer *w;
+} part_writer;
+
+static mg_status part_add(part_writer *pw, const char *name, st_dtype dt, int rank, const int64_t *shape,
+                          const void *data, size_t bytes) {
+    char pp[512], v[64];
+    mg_status s = MG_OK;
+    if (pw->w && pw->in_part + bytes + 256 > pw->part_bytes - 65536) { /* room for the header */
+        part_path(pp, sizeof pp, pw->path, pw->step, pw->part);
+        s = st_writer_save(pw->w, pp);
+        st_writer_free(pw->w);
+        pw->w = NULL;
+        pw->part++;
+        MG_TRY(s);
+    }
+    if (!pw->w) {
+        if (!(pw->w = st_writer_new())) return mg_fail(MG_ERR_NOMEM, "%s: out of memory", pw->path);
+        pw->in_part = 0;
+        snprintf(v, sizeof v, "%ld", pw->step);
+        s = st_writer_meta(pw->w, "format", "mirage-train-part");
+        if (s == MG_OK) s = st_writer_meta(pw->w, "step", v);
+        snprintf(v, sizeof v, "%d", pw->part);
+        if (s == MG_OK) s = st_writer_meta(pw->w, "part", v);
+        MG_TRY(s);
+    }
+    pw->in_part += bytes + 256;
+    return st_writer_add(pw->w, name, dt, rank, shape, data);
+}
+
 mg_status ckpt_save_ex(const char *path, const train_params *tp, int first, int last, const char *stage, long step,
                        const ckpt_meta *extra, size_t part_bytes, st_dtype moments) {
+    return ckpt_save_aux(path, tp, first, last, stage, step, extra, part_bytes, moments, NULL);
+}
+
+mg_status ckpt_save_aux(const char *path, const train_params *tp, int first, int last, const char *stage, long step,
+                        const ckpt_meta *extra, size_t part_bytes, st_dtype moments, const train_params *aux) {
     if (strlen(path) > 400) return mg_fail(MG_ERR_ARG, "checkpoint path too long: %s", path);
     if (moments != ST_F32 && moments != ST_BF16) return mg_fail(MG_ERR_ARG, "%s: moments must be F32 or BF16", path);
     size_t maxn = 0;
@@ -157,56 +202,43 @@ mg_status ckpt_save_ex(const char *path, const train_params *tp, int first, int 
     if (moments == ST_BF16 && !half) return mg_fail(MG_ERR_NOMEM, "%s: out of memory", path);
     if (part_bytes < 1024 * 1024) part_bytes = 1024 * 1024;
     mg_status s = MG_OK;
-    int part = 0;
-    size_t in_part = 0;
-    st_writer *w = NULL;
+    part_writer pw = {.path = path, .step = step, .part_bytes = part_bytes};
     char pp[512], v[64];
+    st_writer *w = NULL;
     /* tensors in order: param/<name> for all, then ema/m/v for the trained range */
     for (int k = 0; k < 4 && s == MG_OK; k++) {
         int a = k == 0 ? 0 : first, b = k == 0 ? tp->n_tensors : last;
         for (int i = a; i < b && s == MG_OK; i++) {
             int lossy = k >= 2 && moments == ST_BF16;
             size_t bytes = train_params_numel(tp, i) * (lossy ? 2 : sizeof(float));
-            if (w && in_part + bytes + 256 > part_bytes - 65536) { /* room for the header */
-                part_path(pp, sizeof pp, path, step, part);
-                s = st_writer_save(w, pp);
-                st_writer_free(w);
-                w = NULL;
-                part++;
-                if (s != MG_OK) break;
-            }
-            if (!w) {
-                if (!(w = st_writer_new())) {
-                    s = mg_fail(MG_ERR_NOMEM, "%s: out of memory", path);
-                    break;
-                }
-                in_part = 0;
-                snprintf(v, sizeof v, "%ld", step);
-                s = st_writer_meta(w, "format", "mirage-train-part");
-                if (s == MG_OK) s = st_writer_meta(w, "step", v);
-                snprintf(v, sizeof v, "%d", part);
-                if (s == MG_OK) s = st_writer_meta(w, "part", v);
-            }
             char name[ST_MAX_NAME];
             snprintf(name, sizeof name, "%s/%s", kinds[k], tp->table[i].name);
-            if (s == MG_OK && lossy) {
+            if (lossy) {
                 const float *src = kind_array(tp, k) + tp->offset[i];
                 for (size_t q = 0; q < train_params_numel(tp, i); q++) half[q] = to_bf16(src[q]);
-                s = st_writer_add(w, name, ST_BF16, tp->table[i].rank, tp->table[i].shape, half);
-            } else if (s == MG_OK) {
-                s = st_writer_add(w, name, ST_F32, tp->table[i].rank, tp->table[i].shape,
-                                  kind_array(tp, k) + tp->offset[i]);
+                s = part_add(&pw, name, ST_BF16, tp->table[i].rank, tp->table[i].shape, half, bytes);
+            } else {
+                s = part_add(&pw, name, ST_F32, tp->table[i].rank, tp->table[i].shape, kind_array(tp, k) + tp->offset[i],
+                             bytes);
             }
-            in_part += bytes + 256;
         }
     }
-    if (w) {
+    /* the auxiliary network (the discriminator of --adv): small, always F32 */
+    for (int k = 0; aux && k < 3 && s == MG_OK; k++)
+        for (int i = 0; i < aux->n_tensors && s == MG_OK; i++) {
+            char name[ST_MAX_NAME];
+            snprintf(name, sizeof name, "%s/%s", aux_kinds[k], aux->table[i].name);
+            s = part_add(&pw, name, ST_F32, aux->table[i].rank, aux->table[i].shape, aux_array(aux, k) + aux->offset[i],
+                         train_params_numel(aux, i) * sizeof(float));
+        }
+    int part = pw.part;
+    if (pw.w) {
         if (s == MG_OK) {
             part_path(pp, sizeof pp, path, step, part);
-            s = st_writer_save(w, pp);
+            s = st_writer_save(pw.w, pp);
             part++;
         }
-        st_writer_free(w);
+        st_writer_free(pw.w);
     }
     free(half);
     if (s != MG_OK) return s;
@@ -321,6 +353,7 @@ mg_status ckpt_load(const char *path, train_params *tp, char stage[8], long *ste
             s = mg_fail(MG_ERR_FORMAT, "%s: not part %ld of step %ld", pp, p, *step);
         for (int t = 0; t < pf.n_tensors && s == MG_OK; t++) {
             const st_tensor *st = &pf.tensors[t];
+            if (!strncmp(st->name, "aux.", 4)) continue; /* the auxiliary network's: ckpt_load_aux */
             const char *slash = strchr(st->name, '/');
             int k = -1;
             for (int q = 0; q < 4 && slash; q++)
@@ -381,5 +414,62 @@ done:
     free(seen);
     st_close(&f);
     if (s != MG_OK && tp->mem) train_params_free(tp);
+    return s;
+}
+
+mg_status ckpt_load_aux(const char *path, train_params *aux) {
+    st_file f;
+    MG_TRY(st_open(&f, path));
+    ckpt_index ix;
+    mg_status s = ckpt_index_parse(&f, &ix);
+    st_close(&f);
+    MG_TRY(s);
+    unsigned char *seen = calloc((size_t)aux->n_tensors * 3, 1);
+    if (!seen) return mg_fail(MG_ERR_NOMEM, "%s: out of memory", path);
+    for (long p = 0; p < ix.parts && s == MG_OK; p++) {
+        char pp[512];
+        part_path(pp, sizeof pp, path, ix.step, (int)p);
+        st_file pf;
+        if ((s = st_open(&pf, pp)) != MG_OK) break; /* ckpt_load checked the parts just before */
+        for (int t = 0; t < pf.n_tensors && s == MG_OK; t++) {
+            const st_tensor *st = &pf.tensors[t];
+            if (strncmp(st->name, "aux.", 4) != 0) continue;
+            const char *slash = strchr(st->name, '/');
+            int k = -1;
+            for (int q = 0; q < 3 && slash; q++)
+                if ((size_t)(slash - st->name) == strlen(aux_kinds[q]) && !strncmp(st->name, aux_kinds[q], strlen(aux_kinds[q])))
+                    k = q;
+            int i = k >= 0 ? train_params_find(aux, slash + 1) : -1;
+            if (i < 0) {
+                s = mg_fail(MG_ERR_FORMAT, "%s: unexpected tensor %s", pp, st->name);
+                break;
+            }
+            const wdesc *w = &aux->table[i];
+            int ok = st->dtype == ST_F32 && st->rank == w->rank;
+            for (int r = 0; ok && r < w->rank; r++) ok = st->shape[r] == w->shape[r];
+            if (!ok) {
+                s = mg_fail(MG_ERR_SHAPE, "%s: tensor %s: expected F32 of the shape of %s, found %s rank %d", pp,
+                            st->name, w->name, st_dtype_name(st->dtype), st->rank);
+                break;
+            }
+            if (seen[(size_t)i * 3 + k]) {
+                s = mg_fail(MG_ERR_FORMAT, "%s: tensor %s appears twice", pp, st->name);
+                break;
+            }
+            seen[(size_t)i * 3 + k] = 1;
+            memcpy(aux_array(aux, k) + aux->offset[i], st->data, st->numel * sizeof(float));
+        }
+        st_close(&pf);
+    }
+    for (int i = 0; i < aux->n_tensors && s == MG_OK; i++)
+        for (int k = 0; k < 3 && s == MG_OK; k++)
+            if (!seen[(size_t)i * 3 + k])
+                s = mg_fail(MG_ERR_FORMAT, "%s: tensor %s/%s missing (a checkpoint of a run without it?)", path,
+                            aux_kinds[k], aux->table[i].name);
+    free(seen);
+    if (s == MG_OK) {
+        memcpy(aux->ema, aux->param, aux->count * sizeof(float));
+        memset(aux->grad, 0, aux->count * sizeof(float));
+    }
     return s;
 }

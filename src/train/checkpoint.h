@@ -52,6 +52,16 @@ void ckpt_remove_stale(const char *path);
 mg_status ckpt_save_ex(const char *path, const train_params *tp, int first, int last, const char *stage, long step,
                        const ckpt_meta *extra, size_t part_bytes, st_dtype moments);
 
+/* As ckpt_save_ex, plus an auxiliary network aux (the discriminator of `train tae --adv`,
+ * train/adv.h; NULL: none) that is trained but never shipped: its param, m and v, always F32,
+ * as aux.param/<name>, aux.m/<name>, aux.v/<name> in the same parts (so the same atomic
+ * switch of the index covers them). ckpt_load skips these; ckpt_load_aux reads them. */
+mg_status ckpt_save_aux(const char *path, const train_params *tp, int first, int last, const char *stage, long step,
+                        const ckpt_meta *extra, size_t part_bytes, st_dtype moments, const train_params *aux);
+/* Fills aux (laid out by its owner, e.g. adv_init) from the checkpoint at path: every tensor's
+ * param, m and v must be there, F32 and of aux's shapes; its grad is zeroed. */
+mg_status ckpt_load_aux(const char *path, train_params *aux);
+
 /* What an index says about its checkpoint, checked (ckpt_index_parse): the stage ("tae" or
  * "dit"), the step, the number of parts, the model's config (model_config_from_meta). */
 typedef struct ckpt_index {

@@ -18,6 +18,7 @@
 #include "eval/files.h"
 #include "model/forward.h"
 #include "ops/cpu/parallel.h"
+#include "train/adv.h"
 #include "train/checkpoint.h"
 #include "train/trainer.h"
 #include "core/tmpfile.h"
@@ -30,6 +31,7 @@
 #endif
 
 #define VAL_SEED 0x76616c69646174ull /* "validat": validation batches do not depend on --seed */
+#define ADV_SEED 0x646973637269ull  /* "discri": D's draw, from --seed ^ this */
 
 train_opts train_opts_default(train_stage stage) {
     train_opts o;
@@ -291,6 +293,10 @@ typedef struct run {
     dit_train dt;
     dit_clip *clips;
     int have_tt, have_dt;
+    adv_disc ad;            /* --adv: the discriminator (CPU, stage tae) */
+    int have_ad;
+    float adv_w;            /* this step's generator weight: fx.adv, 0 before --adv-start */
+    adv_stats ast;          /* this step's D figures */
     char ckpt[4096], samples[4096];
 #ifdef MG_HAVE_CUDA
     cuda_params cp;
@@ -353,6 +359,8 @@ static void fixed_meta(const run *r, ckpt_meta *cm) {
     ckpt_meta_set(cm, "train_hf_loss", "%.9g", f->hf_loss);
     ckpt_meta_set(cm, "train_freeze_encoder", "%d", f->freeze_encoder);
     ckpt_meta_set(cm, "train_val_clips", "%d", f->val_clips);
+    ckpt_meta_set(cm, "train_adv", "%.9g", f->adv);
+    ckpt_meta_set(cm, "train_adv_start", "%ld", f->adv_start);
 }
 
 /* Takes the run-shaping options from the checkpoint; an explicit different value is an error. */
@@ -397,6 +405,14 @@ static mg_status adopt_fixed(run *r, const ckpt_meta *cm) {
     } else if (((r->o->given & TO_HF) && f->hf_loss != 0.0f) || f->freeze_encoder) {
         return mg_fail(MG_ERR_ARG, "--hf-loss / --freeze-encoder differ from the checkpoint's run (it had neither)");
     }
+    /* added in session 5: absent means no adversarial term */
+    if (ckpt_meta_get(cm, "train_adv")) {
+        ADOPT(TO_ADV, "train_adv", "--adv", "%.9g", f->adv, strtof(v, NULL));
+        ADOPT(TO_ADV_START, "train_adv_start", "--adv-start", "%ld", f->adv_start, strtol(v, NULL, 10));
+    } else if (f->adv != 0.0f) {
+        return mg_fail(MG_ERR_ARG, "--adv %g differs from the checkpoint's 0 (it shapes the run; drop it or start a new run)",
+                       f->adv);
+    }
 #undef ADOPT
     if (f->steps < 1 || f->batch < 1 || f->size < 16 || f->size % 16 || f->frames < 1 || f->frames > 64 ||
         f->window < 1 || f->val_clips < 0)
@@ -411,8 +427,8 @@ static mg_status save_all(run *r, long step, double *ms) {
 #endif
     ckpt_meta cm;
     fixed_meta(r, &cm);
-    MG_TRY(ckpt_save_ex(r->ckpt, &r->tp, r->first, r->last, stage_name(r->fx.stage), step, &cm, r->o->part_bytes,
-                        r->o->ckpt_moments));
+    MG_TRY(ckpt_save_aux(r->ckpt, &r->tp, r->first, r->last, stage_name(r->fx.stage), step, &cm, r->o->part_bytes,
+                         r->o->ckpt_moments, r->have_ad ? &r->ad.dp : NULL));
     MG_TRY(ckpt_write_model(r->o->out, &r->tp, r->tp.ema, r->o->dtype));
     *ms = mg_now_ms() - t0;
     printf("ckpt step %ld -> %s (%.1f MiB in parts of <= %.0f MiB) + %s (%.1f MiB %s) in %.0f ms\n", step, r->ckpt,
@@ -491,7 +507,13 @@ static mg_status batch_loss(run *r, train_batch *b, int train, double *loss) {
         for (int i = 0; i < B; i++) {
             float l;
             MG_TRY(tae_train_forward(&r->tt, b->img + i * px, b->S, b->S, &l));
+            if (train && r->have_ad) { /* D learns from (img, rec); the generator's gradient joins drec */
+                double ld;
+                MG_TRY(adv_image(&r->ad, b->img + i * px, r->tt.a.rec, b->S, b->S, inv, r->adv_w, &ld, &r->ast));
+                r->tt.drec_add = r->adv_w != 0.0f ? r->ad.drec : NULL;
+            }
             if (train) MG_TRY(tae_train_backward(&r->tt, inv));
+            r->tt.drec_add = NULL;
             sum += l;
         }
     } else {
@@ -548,6 +570,7 @@ static void run_free(run *r) {
 #endif
     if (r->have_tt) tae_train_free(&r->tt);
     if (r->have_dt) dit_train_free(&r->dt);
+    if (r->have_ad) adv_free(&r->ad);
     batch_free(&r->bufs[0]);
     batch_free(&r->bufs[1]);
     batch_free(&r->vbuf);
@@ -625,6 +648,13 @@ static mg_status setup(run *r, long *start) {
     }
     train_opts *f = &r->fx;
     if (f->stage == STAGE_TAE) f->frames = 1;
+    if (f->adv > 0.0f) { /* the discriminator: fresh from the seed, or the checkpoint's */
+        if (f->device == MG_DEVICE_CUDA)
+            return mg_fail(MG_ERR_UNSUPPORTED, "--adv: the adversarial term runs on the CPU trainer only so far");
+        MG_TRY(adv_init(&r->ad, f->seed ^ ADV_SEED, f->size, f->size));
+        r->have_ad = 1;
+        if (resumed) MG_TRY(ckpt_load_aux(r->ckpt, &r->ad.dp));
+    }
     if (*start > f->steps) return mg_fail(MG_ERR_ARG, "%s: checkpoint at step %ld is past --steps %ld", r->ckpt, *start, f->steps);
     r->first = f->stage == STAGE_TAE ? 0 : r->tp.dit_first;
     if (f->stage == STAGE_TAE && f->freeze_encoder) r->first = train_params_find(&r->tp, "dec.in.weight");
@@ -714,6 +744,9 @@ static mg_status setup(run *r, long *start) {
                r->tp.cfg.sigma_ctx);
     else
         printf(", hf-loss %.3g%s", f->hf_loss, f->freeze_encoder ? ", encoder frozen (decoder only)" : "");
+    if (r->have_ad)
+        printf("\n  adv %.3g from step %ld: PatchGAN D (%zu floats, hinge loss, AdamW at the model's lr)", f->adv,
+               f->adv_start, r->ad.dp.count);
     printf("\n  checkpoint %s (%.1f MiB), model %s (%.1f MiB %s), samples %s/\n", r->ckpt,
            ckpt_bytes(&r->tp, r->first, r->last, r->o->ckpt_moments) / 1048576.0, o->out, ckpt_model_bytes(&r->tp, o->dtype) / 1048576.0,
            st_dtype_name(o->dtype), r->samples);
@@ -819,10 +852,17 @@ mg_status trainer_run(const train_opts *o) {
 #endif
         } else {
             train_zero_grad(&r.tp, r.first, r.last);
+            if (r.have_ad) {
+                train_zero_grad(&r.ad.dp, 0, r.ad.dp.n_tensors);
+                memset(&r.ast, 0, sizeof r.ast);
+                r.adv_w = step >= f->adv_start ? f->adv : 0.0f;
+            }
             if ((s = batch_loss(&r, b, 1, &loss)) != MG_OK) goto out;
             gnorm = f->clip > 0 ? grad_clip(&r.tp, r.first, r.last, f->clip) : grad_global_norm(&r.tp, r.first, r.last);
             adamw_step(&r.tp, r.first, r.last, step + 1, lr, &ao);
             ema_update(&r.tp, r.first, r.last, decay);
+            /* D's step, after the model's: both gradients were taken at the same D (adv.h) */
+            if (r.have_ad) adamw_step(&r.ad.dp, 0, r.ad.dp.n_tensors, step + 1, lr, &ao);
         }
         if (!isfinite(loss)) {
             s = mg_fail(MG_ERR_ARG, "step %ld: the loss is %g: stopping without a checkpoint (the last good one is "
@@ -844,8 +884,13 @@ mg_status trainer_run(const train_opts *o) {
                          t_aug, t_step, t_opt);
             else
                 snprintf(phases, sizeof phases, "data %.1f, step %.1f, opt %.1f", t_data, t_step, t_opt);
-            printf("step %ld/%ld | loss %.9g | gnorm %.4g | lr %.3e | %.1f ms (%s) | MFU %.2f%% | ETA %s\n", step,
-                   f->steps, loss, gnorm, lr, ms, phases, 100.0 * flops / (ms * 1e-3) / (peak * 1e12), eta);
+            char advs[128] = ""; /* --adv: D's hinge loss, the generator term W x (-mean D(rec)), D's accuracy */
+            if (r.have_ad)
+                snprintf(advs, sizeof advs, " | adv D %.4f G %.4f%s acc %.1f%%", r.ast.ld / f->batch,
+                         f->adv * r.ast.g / f->batch, r.adv_w != 0.0f ? "" : " (off)",
+                         r.ast.total ? 100.0 * r.ast.correct / r.ast.total : 0.0);
+            printf("step %ld/%ld | loss %.9g | gnorm %.4g | lr %.3e%s | %.1f ms (%s) | MFU %.2f%% | ETA %s\n", step,
+                   f->steps, loss, gnorm, lr, advs, ms, phases, 100.0 * flops / (ms * 1e-3) / (peak * 1e12), eta);
             fflush(stdout);
         }
         if (o->val_every > 0 && step % o->val_every == 0 && (s = validate(&r, step)) != MG_OK) goto out;
