@@ -13,6 +13,7 @@
 #include "core/status.h"
 #include "model/model.h"
 #include "train/adv.h"
+#include "train/checkpoint.h"
 #include "train/train.h"
 #include "testutil.h"
 
@@ -249,6 +250,52 @@ static void test_tae_hook_neutral(void **state) {
     free(img), free(zeros), free(g0);
 }
 
+/* D's state in the checkpoint (ckpt_save_aux / ckpt_load_aux): back exactly, beside an
+ * unchanged model state; absent from a checkpoint saved without it (an error that says so);
+ * shapes of another D refused. */
+static void test_checkpoint_aux(void **state) {
+    char model[600], path[600], plain[600];
+    snprintf(model, sizeof model, "%s/ck_model.safetensors", tu_tmpdir());
+    snprintf(path, sizeof path, "%s/adv.ckpt", tu_tmpdir());
+    snprintf(plain, sizeof plain, "%s/plain.ckpt", tu_tmpdir());
+    mg_config cfg;
+    mg_config_named("tiny", &cfg);
+    TU_OK(mg_model_init_file(model, &cfg, 2, 1));
+    train_params tp, got;
+    TU_OK(train_params_load(&tp, model));
+    for (size_t i = 0; i < tp.count; i++) tp.m[i] = 0.25f * tp.param[i], tp.v[i] = 0.5f + tp.param[i] * tp.param[i];
+    adv_disc a, b;
+    TU_OK(adv_init(&a, 5, 16, 16));
+    TU_OK(adv_init(&b, 6, 16, 16));
+    for (int t = 0; t < a.dp.n_tensors; t++) /* the tensors, not the padding between them */
+        for (size_t k = a.dp.offset[t]; k < a.dp.offset[t] + train_params_numel(&a.dp, t); k++)
+            a.dp.m[k] = (float)k * 1e-6f, a.dp.v[k] = (float)k * 1e-7f;
+    /* small parts: D's tensors share the roll-over with the model's */
+    TU_OK(ckpt_save_aux(path, &tp, 0, tp.dit_first, "tae", 9, NULL, (size_t)1 << 20, ST_F32, &a.dp));
+    char stage[8];
+    long step;
+    TU_OK(ckpt_load(path, &got, stage, &step, NULL));
+    assert_int_equal(step, 9);
+    assert_memory_equal(got.param, tp.param, tp.count * sizeof(float));
+    size_t tae = tp.offset[tp.dit_first];
+    assert_memory_equal(got.m, tp.m, tae * sizeof(float));
+    train_params_free(&got);
+    TU_OK(ckpt_load_aux(path, &b.dp));
+    assert_memory_equal(b.dp.param, a.dp.param, a.dp.count * sizeof(float));
+    assert_memory_equal(b.dp.m, a.dp.m, a.dp.count * sizeof(float));
+    assert_memory_equal(b.dp.v, a.dp.v, a.dp.count * sizeof(float));
+    /* a checkpoint without D */
+    TU_OK(ckpt_save_ex(plain, &tp, 0, tp.dit_first, "tae", 9, NULL, (size_t)15 << 20, ST_F32));
+    assert_int_equal(ckpt_load_aux(plain, &b.dp), MG_ERR_FORMAT);
+    assert_non_null(strstr(mg_last_error(), "aux.param/disc.c0.weight missing"));
+    /* another D's shapes: a renamed table entry is an unexpected tensor */
+    snprintf(b.dp.table[0].name, sizeof b.dp.table[0].name, "disc.other.weight");
+    assert_int_equal(ckpt_load_aux(path, &b.dp), MG_ERR_FORMAT);
+    assert_non_null(strstr(mg_last_error(), "unexpected tensor aux.param/disc.c0.weight"));
+    adv_free(&a), adv_free(&b);
+    train_params_free(&tp);
+}
+
 int main(void) {
 #ifdef MG_HAVE_OPENMP
     omp_set_num_threads(1); /* tiny maps: threads only wait (see tests/test_train.c) */
@@ -258,6 +305,7 @@ int main(void) {
         cmocka_unit_test(test_init_is_seeded),
         cmocka_unit_test(test_deterministic_accumulates_and_refuses),
         cmocka_unit_test(test_tae_hook_neutral),
+        cmocka_unit_test(test_checkpoint_aux),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
