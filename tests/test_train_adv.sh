@@ -1,14 +1,17 @@
 #!/bin/sh
 # mirage train tae --adv W / --adv-start N (the adversarial decoder term, src/train/adv.h) end to
 # end on the tiny config, on shards built from generated clips:
-#  - usage errors exit 2 (bad values, stage dit, --device cuda), with "mirage: error:";
+#  - usage errors exit 2 (bad values, stage dit, more than one GPU), with "mirage: error:";
 #  - --adv 0 trains exactly as no flag (model files byte for byte);
 #  - with --adv the step line shows D's loss, the generator term and D's accuracy; the term is
 #    marked off before --adv-start; the run differs from the plain one; D's tensors go into
 #    the checkpoint and not into the model file;
 #  - 4 steps = 2 + --resume + 2 bit for bit (D's weights and AdamW state come back), the resume
 #    adopts --adv / --adv-start from the checkpoint and refuses other values, and a checkpoint
-#    without the term refuses --adv on resume.
+#    without the term refuses --adv on resume;
+#  - --device cuda: without a GPU a plain runtime error (no longer a refusal of --adv); with a
+#    GPU and a CUDA build, the GPU step's first figures against the CPU's, and a checkpoint
+#    moving both ways between the GPU and the CPU trainer (D's aux.* state).
 . "$(dirname "$0")/lib.sh"
 losses() { grep '^step ' "$1" | awk '{print $2, $5}'; } # "k/N loss" per step
 advs() { grep '^step ' "$1" | sed 's/.*| adv /adv /; s/ | [0-9.]* ms.*//'; } # "adv D .. G .. acc .." per step
@@ -33,8 +36,15 @@ expect 2 "--adv not a number" -- $M train tae $TAE --out "$T/x.safetensors" --ad
 expect 2 "--adv-start negative" -- $M train tae $TAE --out "$T/x.safetensors" --adv 0.1 --adv-start -2
 expect 2 "--adv with stage dit" -- $M train dit --data "$D" --out "$T/x.safetensors" --adv 0.1
 grep_out "options of stage tae" "stage dit refusal says why"
-expect 2 "--adv with --device cuda" -- $M train tae $TAE --out "$T/x.safetensors" --adv 0.1 --device cuda
-grep_out "runs on the CPU trainer only so far" "cuda refusal says why"
+expect 2 "--adv with --gpus 2" -- $M train tae $TAE --out "$T/x.safetensors" --adv 0.1 --gpus 2
+grep_out "not all-reduced" "data-parallel refusal says why"
+have_gpu=0
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && $M --version | grep -q cuda; then have_gpu=1; fi
+if [ $have_gpu = 0 ]; then
+    expect 1 "--adv --device cuda without a GPU (or without CUDA in the build)" -- $M train tae $TAE --out "$T/x.safetensors" --adv 0.1 --device cuda
+    grep_out "mirage: error:" "no-GPU message"
+    grep -q "CPU trainer only" "$T/out" && bad "--device cuda --adv still refused" || ok "--device cuda --adv is not refused as such"
+fi
 [ ! -e "$T/x.safetensors" ] && ok "no model file after the refusals" || bad "a refused run left a model file"
 
 # ---- --adv 0 is the plain recipe --------------------------------------------------------------
@@ -78,4 +88,30 @@ cmp -s "$T/adv_a.safetensors" "$T/adv_b.safetensors" && ok "model files identica
 expect 0 "a plain run, 2 steps" -- $M train tae $TAE --out "$T/p2.safetensors" --stop-after 2
 expect 2 "resume it with --adv" -- $M train tae $TAE --out "$T/p2.safetensors" --resume --adv 0.5
 grep_out "differs from the checkpoint's 0" "a checkpoint without the term refuses --adv"
+
+# ---- the GPU trainer (a GPU and a CUDA build only) ------------------------------------------
+if [ $have_gpu = 1 ]; then
+    expect 0 "GPU: --adv run, 2 steps" -- $M train tae $TAE --out "$T/adv_g.safetensors" --adv 0.5 --adv-start 2 --device cuda --stop-after 2
+    cp "$T/out" "$T/adv_g.log"
+    grep_out "adv 0.5 from step 2: PatchGAN D" "GPU: the configuration names the term"
+    grep_out "^step 1/4 | loss .* | adv D [0-9.]* G -*[0-9.]* (off) acc [0-9.]*%" "GPU: step 1's D figures"
+    # step 1 is taken at the same weights on both: the loss and L_D agree to bf16 precision
+    c=$(grep '^step 1/4' "$T/adv_a.log" | sed 's/.*| loss \([0-9.]*\) .*adv D \([0-9.]*\) .*/\1 \2/')
+    g=$(grep '^step 1/4' "$T/adv_g.log" | sed 's/.*| loss \([0-9.]*\) .*adv D \([0-9.]*\) .*/\1 \2/')
+    echo "$c $g" | awk '{ el = ($1 - $3) / $1; ed = ($2 - $4) / $2; if (el < 0) el = -el; if (ed < 0) ed = -ed;
+        exit !(el < 0.01 && ed < 0.003) }' && ok "GPU step 1 = CPU step 1 (loss, L_D: cpu $c gpu $g)" || bad "GPU step 1 (loss, L_D) $g vs CPU $c"
+    grep -a -q "aux.m/disc.c0.weight" "$T"/adv_g.ckpt.step2.part* && ok "GPU: D's state in the checkpoint" || bad "GPU: no D in the checkpoint"
+    expect 0 "GPU checkpoint resumed on the CPU" -- $M train tae $TAE --out "$T/adv_g.safetensors" --resume --device cpu
+    grep_out "^step 4/4 | loss .* | adv D [0-9.]* G -*[0-9.]* acc" "GPU -> CPU: the term on at step 4"
+    expect 0 "CPU checkpoint resumed on the GPU" -- $M train tae $TAE --out "$T/adv_b2.safetensors" --adv 0.5 --adv-start 2 --stop-after 2
+    expect 0 "... resumed on the GPU" -- $M train tae $TAE --out "$T/adv_b2.safetensors" --resume --device cuda
+    grep_out "^step 4/4 | loss .* | adv D [0-9.]* G -*[0-9.]* acc" "CPU -> GPU: the term on at step 4"
+    # the GPU's step 3 from the CPU's checkpoint against the CPU's own step 3 (adv_a)
+    c=$(grep '^step 3/4' "$T/adv_a.log" | sed 's/.*| loss \([0-9.]*\) .*adv D \([0-9.]*\) .*/\1 \2/')
+    g=$(grep '^step 3/4' "$T/out" | sed 's/.*| loss \([0-9.]*\) .*adv D \([0-9.]*\) .*/\1 \2/')
+    echo "$c $g" | awk '{ el = ($1 - $3) / $1; ed = ($2 - $4) / $2; if (el < 0) el = -el; if (ed < 0) ed = -ed;
+        exit !(el < 0.01 && ed < 0.003) }' && ok "CPU state resumed on the GPU: step 3 = the CPU's (cpu $c gpu $g)" || bad "GPU step 3 from the CPU's checkpoint $g vs CPU $c"
+else
+    skipped "the GPU trainer with --adv: no GPU (tests/gpu/test_cuda_adv.c and this file's GPU part run on one)"
+fi
 finish

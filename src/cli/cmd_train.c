@@ -46,7 +46,8 @@ static const char *help =
     "                        the file's DiT stays valid and is written unchanged\n"
     "  --adv W               tae: add W x (-mean D(rec)), D a PatchGAN discriminator trained beside\n"
     "                        the autoencoder with the hinge loss (its own AdamW, same lr); the step\n"
-    "                        line adds D's loss, the term and D's accuracy; CPU only (default 0: off)\n"
+    "                        line adds D's loss, the term and D's accuracy; CPU or one GPU\n"
+    "                        (default 0: off)\n"
     "  --adv-start N         tae: the term is off for the first N steps while D learns (default 0)\n"
     "  --val-every N         validation loss every N steps, 0 = off (default 200)\n"
     "  --val-clips N         validation clips (fixed seeds) (default 8)\n"
@@ -201,8 +202,9 @@ int train_parse(int argc, char **argv, train_opts *a) {
         return cli_usage("train", "--freeze-encoder needs stage tae and --init (the encoder to keep)");
     if ((o.given & (TO_ADV | TO_ADV_START)) && o.stage != STAGE_TAE)
         return cli_usage("train", "--adv and --adv-start are options of stage tae (D judges the autoencoder's output)");
-    if (o.adv > 0.0f && (o.device == MG_DEVICE_CUDA || o.n_gpus > 0))
-        return cli_usage("train", "--adv: the adversarial term runs on the CPU trainer only so far");
+    if (o.adv > 0.0f && o.n_gpus > 1)
+        return cli_usage("train", "--adv with --gpus %d: D's gradients are not all-reduced across the ranks yet; train "
+                         "with one GPU (--device cuda or --gpus 1)", o.n_gpus);
     if (o.stage == STAGE_DIT && !o.init && !o.resume)
         fprintf(stderr, "mirage: warning: train dit without --init: the autoencoder is a fresh random one (tests only)\n");
     if (!lr_min_given) o.lr_min = 0.1f * o.lr;

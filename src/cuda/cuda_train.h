@@ -19,6 +19,7 @@
 extern "C" {
 #endif
 #include "train/train.h" /* C declarations: C linkage from the .cu files too */
+#include "train/adv.h"
 #ifdef __cplusplus
 }
 #endif
@@ -111,6 +112,26 @@ mg_status cuda_tae_decode(cuda_tae_train *tt, const float *lat, int n, int H, in
  * bytes of device memory the state holds. */
 /* The Laplacian term's weight (--hf-loss, tae_train.hf; 0 by default). */
 void cuda_tae_train_set_hf(cuda_tae_train *tt, float hf);
+/* The adversarial term (--adv, train/adv.h) on the device. dcp: D's own device state, a
+ * cuda_params over an adv_disc's dp (not owned; must outlive tt, or be detached with NULL);
+ * w_gen: the generator weight of the next steps (0 before --adv-start: D still trains). With D
+ * attached, cuda_tae_train_step also does what adv_image does for each image, batched: D's
+ * gradients (dcp->grad, accumulated like the model's) += scale x dL_D/dθ, and with w_gen != 0
+ * the reconstruction's gradient += scale x w_gen x d(-mean D(rec))/drec before the
+ * autoencoder's backward; both at D's present weights (step D with cuda_adamw_step on dcp
+ * after the batch, and sync dcp's stream before the next step: D's kernels run on tt's).
+ * Attaching or detaching D makes a new device arena (the convs' scratch grows to D's needs),
+ * so it is part of the setup; changing w_gen is free. On an error tt may only be freed. */
+mg_status cuda_tae_train_set_adv(cuda_tae_train *tt, cuda_params *dcp, float w_gen);
+/* D's figures of the last step (or adv_pass) as adv_image's: ld[i] (may be NULL) image i's
+ * L_D; st (may be NULL) accumulates the sums (images of a step with D; none after a loss
+ * pass). */
+mg_status cuda_tae_train_adv_stats(const cuda_tae_train *tt, double *ld, adv_stats *st);
+/* Test hook (tests/gpu/test_cuda_adv.c): D's part of a step alone, on host img and rec (n, H,
+ * W, 3) with the scale and the attached w_gen: D's gradients += as a step; drec (n, H, W, 3),
+ * host, gets the generator gradient alone (zeros when w_gen is 0); the stats as a step's. */
+mg_status cuda_tae_train_adv_pass(cuda_tae_train *tt, const float *img, const float *rec, int n, int H, int W,
+                                  float scale, float *drec);
 double cuda_tae_train_flops(const cuda_tae_train *tt);
 size_t cuda_tae_train_bytes(const cuda_tae_train *tt);
 

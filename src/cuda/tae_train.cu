@@ -19,6 +19,12 @@
  * gradient is rounded to bf16 once, as the GEMM operand. A step (forward, loss, backward) is
  * captured once per shape as a CUDA graph and replayed.
  *
+ * With --adv (cuda_tae_train_set_adv) a step also runs the PatchGAN discriminator D of
+ * train/adv.h between the loss and the backward (adv_pass), on the same machinery: its three
+ * stride-2 convs are the encoder's downsample convs with a LeakyReLU in the epilogue and in the
+ * gradient's mask (tconv.slope), its tensors in a cuda_params of their own, its generator
+ * gradient added into drec by the last data-gradient GEMM (beta 1). It is in the graph too.
+ *
  * Measured on an H200, B=16 at 128x128, forward+backward+AdamW: tiny 9.5 ms/step (1686
  * images/s, 21 TFLOP/s of conv GEMMs), s 15.9 ms/step (1008 images/s, 50 TFLOP/s). The
  * im2col matrices are 9x the maps they come from, so the step is bound by memory traffic;
@@ -50,8 +56,10 @@ enum { MODE_PLAIN = 0, MODE_UP = 1, MODE_DIL = 2 };
 static int round8(int x) { return (x + 7) / 8 * 8; }
 
 typedef struct tconv {
-    int w_idx, b_idx;     /* tensor indices in the train_params (b_idx -1: no bias) */
+    cuda_params *cp;      /* whose tensors: the model's, or D's (--adv) */
+    int w_idx, b_idx;     /* tensor indices in cp's train_params (b_idx -1: no bias) */
     int ci, co, kp, kpf;  /* kp = round8(9 ci), kpf = round8(9 co) */
+    float slope;          /* the activation after it, where it has one: 0 ReLU, ADV_SLOPE LeakyReLU */
     bf16 *wg;             /* (co, kp) the GEMM weights, k = (ky*3 + kx)*ci + c */
     bf16 *wf;             /* (ci, kpf) flipped for the data gradient, k = (ky*3 + kx)*co + c */
 } tconv;
@@ -64,7 +72,7 @@ typedef struct prep_desc { /* one conv of the weight re-layout kernel */
 
 typedef struct tae_graph { /* a captured pass and the shape it was captured for */
     cudaGraphExec_t exec;
-    int n, H, W;
+    int n, H, W, gen;      /* gen: with the generator pass of --adv (see adv_pass) */
     double flops;
 } tae_graph;
 
@@ -75,7 +83,8 @@ struct cuda_tae_train {
     int B, cap_pix, c, Z; /* batch, H*W of the largest image, channels */
     tconv enc_in, enc_down[3], enc_out, enc_b[MG_TAE_BLOCKS][3];
     tconv dec_in, dec_up[3], dec_out, dec_b[MG_TAE_BLOCKS][3];
-    prep_desc *d_prep; /* (TAE_NCONV) */
+    int nconv;         /* convs re-laid out by k_prep: TAE_NCONV, + ADV_LAYERS with D */
+    prep_desc *d_prep; /* (nconv) */
     /* saved maps (bf16 unless said), batch-major (b, y, x, channel) */
     float *img;        /* (P, 3) the batch, in [0, 1] */
     uint8_t *u8;       /* (P, 3) frames in and out */
@@ -104,6 +113,18 @@ struct cuda_tae_train {
     double flops;      /* GEMM FLOPs of the last call (9 ci co per output pixel and pass) */
     int use_graph;     /* MG_CUDA_TAEGRAPH (default 1) */
     tae_graph graph[2]; /* [0] the loss pass, [1] the step */
+    /* --adv (cuda_tae_train_set_adv): the discriminator of train/adv.h, its state in dcp */
+    cuda_params *dcp;  /* NULL: no D */
+    tconv disc[ADV_LAYERS];
+    bf16 *d_act[3];    /* (P/4, 64), (P/16, 64), (P/64, 64) after LeakyReLU, the pass's input's */
+    float *d_logit;    /* (P/64) D's logits, one per 8x8 patch, batch-major */
+    float *d_dlog;     /* (P/64) their gradient */
+    double *adv_sum;   /* (B, 5) per image: sums of relu(1 - D(img)), relu(1 + D(rec)), D(rec);
+                        * patches with D(img) > 0, with D(rec) < 0 */
+    double *h_adv;     /* (B, 5) pinned */
+    float *d_advw;     /* (1) the generator weight (a graph replays with any) */
+    float adv_w;       /* the generator weight of the next steps (0: D alone trains) */
+    int adv_n, adv_np; /* images and patches per image of the last pass that ran D (0: none) */
 };
 
 /* ---- kernels ----------------------------------------------------------------------------- */
@@ -182,9 +203,10 @@ __global__ void k_im2col_1(bf16 *__restrict__ col, int Kp, const void *__restric
     }
 }
 
-/* out (M, ld) = act(tmp (M, Co) + bias + res), channels Co..ld zero; bf16 or fp32 out */
+/* out (M, ld) = act(tmp (M, Co) + bias + res), channels Co..ld zero; bf16 or fp32 out; act:
+ * none, or (relu) x > 0 ? x : slope x (ReLU at slope 0) */
 __global__ void k_fwd_epi(void *out, int out_f32, int ld, const float *__restrict__ tmp, const float *__restrict__ bias,
-                          const bf16 *__restrict__ res, int relu, int Co, long long M) {
+                          const bf16 *__restrict__ res, int relu, float slope, int Co, long long M) {
     pdl_wait();
     pdl_trigger();
     long long total = M * ld;
@@ -197,18 +219,20 @@ __global__ void k_fwd_epi(void *out, int out_f32, int ld, const float *__restric
             v = tmp[m * Co + c];
             if (bias) v += bias[c];
             if (res) v += bf2f(res[m * Co + c]);
-            if (relu) v = v > 0.0f ? v : 0.0f;
+            if (relu) v = v > 0.0f ? v : slope == 0.0f ? 0.0f : slope * v;
         }
         if (out_f32) ((float *)out)[e] = v;
         else ((bf16 *)out)[e] = f2bf(v);
     }
 }
 
-/* A conv's output gradient: t = dy masked by act > 0 (act NULL: no ReLU), into tb (M, ldb)
- * bf16 with zero padding, tf (M, C) fp32 when given, copy (M, C) fp32 (the residual's skip
- * path) when given. */
+/* A conv's output gradient: t = dy through the activation whose output is act (dy where
+ * act > 0, else slope dy: ReLU at slope 0, LeakyReLU; act NULL: none), into tb (M, ldb) bf16
+ * with zero padding, tf (M, C) fp32 when given, copy (M, C) fp32 (the residual's skip path)
+ * when given. */
 __global__ void k_grad_prep(bf16 *__restrict__ tb, int ldb, float *__restrict__ tf, float *__restrict__ copy,
-                            const float *__restrict__ dy, int ldy, const bf16 *__restrict__ act, int C, long long M) {
+                            const float *__restrict__ dy, int ldy, const bf16 *__restrict__ act, float slope, int C,
+                            long long M) {
     pdl_wait();
     pdl_trigger();
     long long total = M * ldb;
@@ -219,7 +243,7 @@ __global__ void k_grad_prep(bf16 *__restrict__ tb, int ldb, float *__restrict__ 
         float v = 0.0f;
         if (c < C) {
             v = dy[m * ldy + c];
-            if (act && !(bf2f(act[m * C + c]) > 0.0f)) v = 0.0f;
+            if (act && !(bf2f(act[m * C + c]) > 0.0f)) v = slope == 0.0f ? 0.0f : slope * v;
             if (tf) tf[m * C + c] = v;
             if (copy) copy[m * C + c] = v;
         }
@@ -378,6 +402,52 @@ __global__ void k_loss_final(double *out, const double *part, int nparts) {
     out[b * 3] = a, out[b * 3 + 1] = q, out[b * 3 + 2] = l;
 }
 
+/* D's hinge loss (adv_image) per image b (blockIdx.x) over its np patch logits l (the image's
+ * rows of logit). mode 0, the real image: sums of relu(1 - l) and of l > 0 into sum[b][0],
+ * [3]; dlog = -scale/np where l < 1, else 0 (0 at the kink, as torch's relu). mode 1, the
+ * reconstruction: relu(1 + l), l and l < 0 into [1], [2], [4]; dlog = scale/np where l > -1.
+ * mode 2, the generator: dlog = -scale w/np everywhere. Sums in float64. */
+__global__ void k_adv_hinge(double *sum, float *dlog, const float *__restrict__ logit, int np, int mode,
+                            const float *scale_p, const float *w_p) {
+    pdl_wait();
+    pdl_trigger();
+    __shared__ double sa[256], sm[256], sc[256];
+    int b = blockIdx.x;
+    double scale = *scale_p;
+    float k = (float)(mode == 0 ? -scale / np : mode == 1 ? scale / np : -scale * (double)*w_p / np);
+    const float *lg = logit + (size_t)b * np;
+    float *dl = dlog + (size_t)b * np;
+    double a = 0.0, m = 0.0, c = 0.0;
+    for (int p = threadIdx.x; p < np; p += blockDim.x) {
+        float l = lg[p];
+        if (mode == 0) {
+            a += l < 1.0f ? 1.0 - l : 0.0;
+            c += l > 0.0f;
+            dl[p] = l < 1.0f ? k : 0.0f;
+        } else if (mode == 1) {
+            a += l > -1.0f ? 1.0 + l : 0.0;
+            m += l;
+            c += l < 0.0f;
+            dl[p] = l > -1.0f ? k : 0.0f;
+        } else {
+            dl[p] = k;
+        }
+    }
+    if (mode == 2) return; /* the same for every thread of the block */
+    sa[threadIdx.x] = a, sm[threadIdx.x] = m, sc[threadIdx.x] = c;
+    __syncthreads();
+    for (int w = blockDim.x / 2; w > 0; w >>= 1) {
+        if ((int)threadIdx.x < w)
+            sa[threadIdx.x] += sa[threadIdx.x + w], sm[threadIdx.x] += sm[threadIdx.x + w], sc[threadIdx.x] += sc[threadIdx.x + w];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) {
+        double *o = sum + (size_t)b * 5;
+        if (mode == 0) o[0] = sa[0], o[3] = sc[0];
+        else o[1] = sa[0], o[2] = sm[0], o[4] = sc[0];
+    }
+}
+
 /* frames (n*HW, 3) u8 = rec (n*HW, 8) clamped and rounded as rgb_float_to_u8 */
 __global__ void k_rec_u8(uint8_t *out, const float *__restrict__ rec, long long n3) {
     pdl_wait();
@@ -393,8 +463,9 @@ static unsigned grid_of(long long n) {
 
 /* ---- the conv passes -------------------------------------------------------------------- */
 
-static float *param_of(const cuda_tae_train *tt, int idx) { return tt->cp->param + tt->cp->tp->offset[idx]; }
-static float *grad_of(const cuda_tae_train *tt, int idx) { return tt->cp->grad + tt->cp->tp->offset[idx]; }
+/* a conv's tensor idx in the state it belongs to (the model's or D's) */
+static float *param_of(const tconv *cv, int idx) { return cv->cp->param + cv->cp->tp->offset[idx]; }
+static float *grad_of(const tconv *cv, int idx) { return cv->cp->grad + cv->cp->tp->offset[idx]; }
 
 static mg_status im2col(cuda_tae_train *tt, int Kp, const void *in, int in_f32, int ld, int Ci, int n, int Hg, int Wg,
                         int Ho, int Wo, int stride, int mode) {
@@ -423,33 +494,27 @@ static mg_status conv_fwd(cuda_tae_train *tt, const tconv *cv, void *out, int ou
                           int in_f32, int ld_in, int n, int Hg, int Wg, int stride, int mode, const bf16 *res, int relu) {
     int Ho = stride == 2 ? Hg / 2 : Hg, Wo = stride == 2 ? Wg / 2 : Wg;
     long long M = (long long)n * Ho * Wo;
-    const float *bias = cv->b_idx >= 0 ? param_of(tt, cv->b_idx) : NULL;
+    const float *bias = cv->b_idx >= 0 ? param_of(cv, cv->b_idx) : NULL;
     tt->flops += 2.0 * (double)M * cv->co * 9.0 * cv->ci;
     CU_MG(im2col(tt, cv->kp, in, in_f32, ld_in, cv->ci, n, Hg, Wg, Ho, Wo, stride, mode));
     CU_MG(gemm_nt(tt, tt->tmp, cv->co, tt->col, cv->wg, M, cv->co, cv->kp, 0.0f));
     cu_pdl_fence();
     CU_LAUNCH(k_fwd_epi, dim3(grid_of(M * ld_out)), dim3(256), 0, tt->st, out, out_f32, ld_out, (const float *)tt->tmp,
-              bias, res, relu, cv->co, M);
+              bias, res, relu, cv->slope, cv->co, M);
     return MG_OK;
 }
 
-/* The backward of conv_fwd given dy (the gradient of its output, (M, ldy) fp32), act (its
- * ReLU output, or NULL) and its input x: the weight and bias gradients are added into the
- * parameters' gradients; dx (the input's gradient on the logical grid, (n Hg Wg, ld_dx)) gets
- * beta dx + the data gradient, unless NULL; copy (when given) gets the masked dy. */
-static mg_status conv_bwd(cuda_tae_train *tt, const tconv *cv, const float *dy, int ldy, const bf16 *act, float *copy,
-                          const void *x, int x_f32, int ld_x, int n, int Hg, int Wg, int stride, int mode, float *dx,
-                          int ld_dx, float beta) {
+/* conv_bwd's weight and bias gradients (k_grad_prep has put the masked output gradient in
+ * tb, and in tf when need_tf) */
+static mg_status conv_bwd_w(cuda_tae_train *tt, const tconv *cv, const float *dy, int ldy, int need_tf, const void *x,
+                            int x_f32, int ld_x, int n, int Hg, int Wg, int stride, int mode) {
     int Ho = stride == 2 ? Hg / 2 : Hg, Wo = stride == 2 ? Wg / 2 : Wg, ldb = round8(cv->co);
-    long long M = (long long)n * Ho * Wo, Mi = (long long)n * Hg * Wg;
-    int need_tf = act && cv->b_idx >= 0;
-    CU_LAUNCH(k_grad_prep, dim3(grid_of(M * ldb)), dim3(256), 0, tt->st, tt->tb, ldb, need_tf ? tt->tf : (float *)NULL,
-              copy, dy, ldy, act, cv->co, M);
+    long long M = (long long)n * Ho * Wo;
     if (cv->b_idx >= 0) {
         const float *g = need_tf ? tt->tf : dy;
         int ld = need_tf ? cv->co : ldy;
         CU_LAUNCH(k_bias_part, dim3(BIAS_BLOCKS), dim3(256), 0, tt->st, tt->bias_part, g, ld, cv->co, M);
-        CU_LAUNCH(k_bias_final, dim3(cu_blocks((size_t)cv->co, 64)), dim3(64), 0, tt->st, grad_of(tt, cv->b_idx),
+        CU_LAUNCH(k_bias_final, dim3(cu_blocks((size_t)cv->co, 64)), dim3(64), 0, tt->st, grad_of(cv, cv->b_idx),
                   (const float *)tt->bias_part, BIAS_BLOCKS, cv->co);
     }
     /* weights: dW (co, kp) = tb^T @ col(x) */
@@ -459,9 +524,26 @@ static mg_status conv_bwd(cuda_tae_train *tt, const tconv *cv, const float *dy, 
                              cv->kp, tt->tb, CUDA_R_16BF, ldb, &zero, tt->dwtmp, CUDA_R_32F, cv->kp, CUBLAS_COMPUTE_32F,
                              CUBLAS_GEMM_DEFAULT));
     cu_pdl_fence();
-    CU_LAUNCH(k_dw_add, dim3(cu_blocks((size_t)cv->co * cv->ci * 9, 256)), dim3(256), 0, tt->st, grad_of(tt, cv->w_idx),
+    CU_LAUNCH(k_dw_add, dim3(cu_blocks((size_t)cv->co * cv->ci * 9, 256)), dim3(256), 0, tt->st, grad_of(cv, cv->w_idx),
               (const float *)tt->dwtmp, cv->ci, cv->co, cv->kp);
     tt->flops += 2.0 * (double)M * cv->co * 9.0 * cv->ci;
+    return MG_OK;
+}
+
+/* The backward of conv_fwd given dy (the gradient of its output, (M, ldy) fp32), act (its
+ * activation's output, or NULL) and its input x: with want_w the weight and bias gradients are
+ * added into the parameters' gradients (want_w 0: the generator pass of --adv, which must not
+ * train D); dx (the input's gradient on the logical grid, (n Hg Wg, ld_dx)) gets beta dx + the
+ * data gradient, unless NULL; copy (when given) gets the masked dy. */
+static mg_status conv_bwd_ex(cuda_tae_train *tt, const tconv *cv, const float *dy, int ldy, const bf16 *act,
+                             float *copy, const void *x, int x_f32, int ld_x, int n, int Hg, int Wg, int stride, int mode,
+                             float *dx, int ld_dx, float beta, int want_w) {
+    int Ho = stride == 2 ? Hg / 2 : Hg, Wo = stride == 2 ? Wg / 2 : Wg, ldb = round8(cv->co);
+    long long M = (long long)n * Ho * Wo, Mi = (long long)n * Hg * Wg;
+    int need_tf = want_w && act && cv->b_idx >= 0;
+    CU_LAUNCH(k_grad_prep, dim3(grid_of(M * ldb)), dim3(256), 0, tt->st, tt->tb, ldb, need_tf ? tt->tf : (float *)NULL,
+              copy, dy, ldy, act, cv->slope, cv->co, M);
+    if (want_w) CU_MG(conv_bwd_w(tt, cv, dy, ldy, need_tf, x, x_f32, ld_x, n, Hg, Wg, stride, mode));
     if (!dx) return MG_OK;
     /* data: the flipped conv over the output gradient, on the input's grid */
     tt->flops += 2.0 * (double)M * cv->co * 9.0 * cv->ci;
@@ -470,6 +552,12 @@ static mg_status conv_bwd(cuda_tae_train *tt, const tconv *cv, const float *dy, 
     CU_MG(gemm_nt(tt, dx, ld_dx, tt->col, cv->wf, Mi, cv->ci, cv->kpf, beta));
     cu_pdl_fence();
     return MG_OK;
+}
+
+static mg_status conv_bwd(cuda_tae_train *tt, const tconv *cv, const float *dy, int ldy, const bf16 *act, float *copy,
+                          const void *x, int x_f32, int ld_x, int n, int Hg, int Wg, int stride, int mode, float *dx,
+                          int ld_dx, float beta) {
+    return conv_bwd_ex(tt, cv, dy, ldy, act, copy, x, x_f32, ld_x, n, Hg, Wg, stride, mode, dx, ld_dx, beta, 1);
 }
 
 /* ---- the network ------------------------------------------------------------------------- */
@@ -489,7 +577,7 @@ static mg_status block_fwd(cuda_tae_train *tt, const tconv cv[3], bf16 *const ac
 }
 
 static mg_status prep_weights(cuda_tae_train *tt) {
-    CU_LAUNCH(k_prep, dim3(64, TAE_NCONV), dim3(256), 0, tt->st, (const prep_desc *)tt->d_prep);
+    CU_LAUNCH(k_prep, dim3(64, tt->nconv), dim3(256), 0, tt->st, (const prep_desc *)tt->d_prep);
     return MG_OK;
 }
 
@@ -569,11 +657,64 @@ static mg_status backward(cuda_tae_train *tt, int n, int H, int W) {
     return conv_bwd(tt, &tt->enc_in, g, c, NULL, NULL, tt->img, 1, 3, n, h, w, 1, MODE_PLAIN, NULL, 0, 0.0f);
 }
 
+/* ---- the discriminator of --adv (train/adv.h) ------------------------------------------- */
+
+/* D's logits (d_logit, one per 8x8 patch) of n images x (fp32, ld floats per pixel: 3 for the
+ * batch, 8 for rec): three stride-2 convs with LeakyReLU, then the 64 -> 1 conv */
+static mg_status disc_fwd(cuda_tae_train *tt, const float *x, int ld, int n, int H, int W) {
+    const int C = ADV_CH;
+    CU_MG(conv_fwd(tt, &tt->disc[0], tt->d_act[0], 0, C, x, 1, ld, n, H, W, 2, MODE_PLAIN, NULL, 1));
+    CU_MG(conv_fwd(tt, &tt->disc[1], tt->d_act[1], 0, C, tt->d_act[0], 0, C, n, H / 2, W / 2, 2, MODE_PLAIN, NULL, 1));
+    CU_MG(conv_fwd(tt, &tt->disc[2], tt->d_act[2], 0, C, tt->d_act[1], 0, C, n, H / 4, W / 4, 2, MODE_PLAIN, NULL, 1));
+    return conv_fwd(tt, &tt->disc[3], tt->d_logit, 1, 1, tt->d_act[2], 0, C, n, H / 8, W / 8, 1, MODE_PLAIN, NULL, 0);
+}
+
+/* The reverse of disc_fwd(x) from d_dlog: with want_w D's weight and bias gradients are added
+ * into dcp->grad (want_w 0: the generator pass, which must not train D); dx (n H W pixels, 8
+ * floats each) += the input's gradient unless NULL. The map gradients use gbuf[0..1], free
+ * until the autoencoder's backward. */
+static mg_status disc_bwd(cuda_tae_train *tt, const float *x, int ld, int n, int H, int W, int want_w, float *dx) {
+    const int C = ADV_CH;
+    float *g0 = tt->gbuf[0], *g1 = tt->gbuf[1];
+    CU_MG(conv_bwd_ex(tt, &tt->disc[3], tt->d_dlog, 1, NULL, NULL, tt->d_act[2], 0, C, n, H / 8, W / 8, 1, MODE_PLAIN,
+                      g0, C, 0.0f, want_w));
+    CU_MG(conv_bwd_ex(tt, &tt->disc[2], g0, C, tt->d_act[2], NULL, tt->d_act[1], 0, C, n, H / 4, W / 4, 2, MODE_PLAIN,
+                      g1, C, 0.0f, want_w));
+    CU_MG(conv_bwd_ex(tt, &tt->disc[1], g1, C, tt->d_act[1], NULL, tt->d_act[0], 0, C, n, H / 2, W / 2, 2, MODE_PLAIN,
+                      g0, C, 0.0f, want_w));
+    return conv_bwd_ex(tt, &tt->disc[0], g0, C, tt->d_act[0], NULL, x, 1, ld, n, H, W, 2, MODE_PLAIN, dx, 8, 1.0f,
+                       want_w);
+}
+
+/* D's part of a step, after k_loss has written drec (adv_image's three passes, batched):
+ *   real: D(img), L_D's relu(1 - l), D's gradients += scale dL/dθ;
+ *   fake: D(rec), relu(1 + l), the same (rec a constant for D);
+ *   gen (w_gen != 0): drec += scale w_gen d(-mean D(rec))/drec through the same D, whose maps
+ *   of the fake pass are still in place; its weight gradients are not formed at all.
+ * All at the D of before its step: the trainer steps D (cuda_adamw_step on dcp) afterwards. */
+static mg_status adv_pass(cuda_tae_train *tt, int n, int H, int W, int gen) {
+    int np = (H / 8) * (W / 8);
+    const float *sc = tt->d_scale, *wg = tt->d_advw, *lg = tt->d_logit;
+    CU_MG(disc_fwd(tt, tt->img, 3, n, H, W));
+    CU_LAUNCH(k_adv_hinge, dim3(n), dim3(256), 0, tt->st, tt->adv_sum, tt->d_dlog, lg, np, 0, sc, wg);
+    CU_MG(disc_bwd(tt, tt->img, 3, n, H, W, 1, NULL));
+    CU_MG(disc_fwd(tt, tt->rec, 8, n, H, W));
+    CU_LAUNCH(k_adv_hinge, dim3(n), dim3(256), 0, tt->st, tt->adv_sum, tt->d_dlog, lg, np, 1, sc, wg);
+    CU_MG(disc_bwd(tt, tt->rec, 8, n, H, W, 1, NULL));
+    if (gen) {
+        CU_LAUNCH(k_adv_hinge, dim3(n), dim3(256), 0, tt->st, tt->adv_sum, tt->d_dlog, lg, np, 2, sc, wg);
+        CU_MG(disc_bwd(tt, tt->rec, 8, n, H, W, 0, tt->drec));
+    }
+    return MG_OK;
+}
+
 /* ---- setup ------------------------------------------------------------------------------- */
 
-static mg_status bind(cuda_tae_train *tt, tconv *cv, const char *name, int bias) {
-    const train_params *tp = tt->cp->tp;
+static mg_status bind(cuda_params *cp, tconv *cv, const char *name, int bias) {
+    const train_params *tp = cp->tp;
     char nm[64];
+    cv->cp = cp;
+    cv->slope = 0.0f;
     snprintf(nm, sizeof nm, "%s.weight", name);
     cv->w_idx = train_params_find(tp, nm);
     if (cv->w_idx < 0 || tp->table[cv->w_idx].rank != 4)
@@ -633,6 +774,13 @@ static size_t layout(cuda_tae_train *tt, char *base, tconv **convs, int nconv) {
     } while (0)
     size_t P = (size_t)tt->B * tt->cap_pix, c = (size_t)tt->c, full = P * c;
     size_t kmax = (size_t)round8(9 * tt->c);
+    /* with D (--adv) the scratch the convs share must hold D's too: its widest map (P/4, 64),
+     * and the im2col of its first conv's data gradient, (P, round8(9 x 64)) */
+    int adv = tt->dcp != NULL;
+    size_t dmap = adv ? P / 4 * ADV_CH : 0, dk = (size_t)round8(9 * ADV_CH);
+    size_t fullx = full > dmap ? full : dmap, cbias = c > 8 ? c : 8;
+    size_t colx = adv && dk > kmax ? P * dk : P * kmax, dwx = adv && ADV_CH * dk > c * kmax ? ADV_CH * dk : c * kmax;
+    if (adv && cbias < ADV_CH) cbias = ADV_CH;
     TAKE(tt->img, P * 3 * 4);
     TAKE(tt->u8, P * 3);
     TAKE(tt->e_in, full * 2);
@@ -649,20 +797,29 @@ static size_t layout(cuda_tae_train *tt, char *base, tconv **convs, int nconv) {
         for (int j = 0; j < 3; j++) TAKE(tt->d_blk[i][j], (full >> (2 * s)) * 2);
     }
     TAKE(tt->rec, P * 8 * 4);
-    for (int k = 0; k < 3; k++) TAKE(tt->gbuf[k], full * 4);
-    TAKE(tt->tf, full * 4);
-    TAKE(tt->tb, P * (c > 8 ? c : 8) * 2);
+    for (int k = 0; k < 3; k++) TAKE(tt->gbuf[k], fullx * 4);
+    TAKE(tt->tf, fullx * 4);
+    TAKE(tt->tb, (P * (c > 8 ? c : 8) > dmap ? P * (c > 8 ? c : 8) : dmap) * 2);
     TAKE(tt->drec, P * 8 * 4);
     TAKE(tt->dlat, P / 64 * 8 * 4);
-    TAKE(tt->tmp, full * 4);
-    TAKE(tt->col, P * kmax * 2);
-    TAKE(tt->dwtmp, c * kmax * 4);
-    TAKE(tt->bias_part, (size_t)BIAS_BLOCKS * (c > 8 ? c : 8) * 4);
+    TAKE(tt->tmp, fullx * 4);
+    TAKE(tt->col, colx * 2);
+    TAKE(tt->dwtmp, dwx * 4);
+    TAKE(tt->bias_part, (size_t)BIAS_BLOCKS * cbias * 4);
     TAKE(tt->dlap, P * 3 * 4);
     TAKE(tt->loss_part, (size_t)tt->B * LOSS_BLOCKS * 3 * 8);
     TAKE(tt->loss_sum, (size_t)tt->B * 3 * 8);
     TAKE(tt->d_scale, 4);
-    TAKE(tt->d_prep, (size_t)TAE_NCONV * sizeof(prep_desc));
+    TAKE(tt->d_prep, (size_t)nconv * sizeof(prep_desc));
+    if (adv) {
+        TAKE(tt->d_act[0], P / 4 * ADV_CH * 2);
+        TAKE(tt->d_act[1], P / 16 * ADV_CH * 2);
+        TAKE(tt->d_act[2], P / 64 * ADV_CH * 2);
+        TAKE(tt->d_logit, P / 64 * 4);
+        TAKE(tt->d_dlog, P / 64 * 4);
+        TAKE(tt->adv_sum, (size_t)tt->B * 5 * 8);
+        TAKE(tt->d_advw, 4);
+    }
     TAKE(tt->ws, CUBLAS_WS);
     for (int k = 0; k < nconv; k++) {
         TAKE(convs[k]->wg, (size_t)convs[k]->co * convs[k]->kp * 2);
@@ -670,6 +827,44 @@ static size_t layout(cuda_tae_train *tt, char *base, tconv **convs, int nconv) {
     }
 #undef TAKE
     return off;
+}
+
+/* every conv k_prep re-lays out: the autoencoder's (list_convs), then D's */
+static int all_convs(cuda_tae_train *tt, tconv **convs) {
+    const char *names[TAE_NCONV];
+    int bias[TAE_NCONV];
+    char buf[TAE_NCONV][48];
+    int k = list_convs(tt, convs, names, bias, buf);
+    if (tt->dcp)
+        for (int l = 0; l < ADV_LAYERS; l++) convs[k++] = &tt->disc[l];
+    return k;
+}
+
+/* The one arena for the present configuration (with D or without): measured, allocated,
+ * zeroed once (the padding channels of the thin maps stay zero), the weight re-layout's
+ * descriptors uploaded, the cuBLAS workspace set. */
+static mg_status place(cuda_tae_train *tt) {
+    tconv *convs[TAE_NCONV + ADV_LAYERS];
+    int nconv = all_convs(tt, convs);
+    tt->nconv = nconv;
+    tt->mem_bytes = layout(tt, NULL, convs, nconv);
+    if (cudaMalloc(&tt->mem, tt->mem_bytes) != cudaSuccess) {
+        cudaGetLastError();
+        tt->mem = NULL;
+        return mg_fail(MG_ERR_NOMEM, "cuda_tae_train: cannot allocate %.1f MiB on the device for a batch of %d images of "
+                       "%d pixels%s", tt->mem_bytes / 1048576.0, tt->B, tt->cap_pix, tt->dcp ? " and the discriminator" : "");
+    }
+    layout(tt, (char *)tt->mem, convs, nconv);
+    CU_TRY(cudaMemsetAsync(tt->mem, 0, tt->mem_bytes, tt->st));
+    prep_desc pd[TAE_NCONV + ADV_LAYERS];
+    for (int k = 0; k < nconv; k++)
+        pd[k] = (prep_desc){param_of(convs[k], convs[k]->w_idx), convs[k]->wg, convs[k]->wf, convs[k]->ci, convs[k]->co,
+                            convs[k]->kp, convs[k]->kpf};
+    CU_TRY(cudaMemcpyAsync(tt->d_prep, pd, (size_t)nconv * sizeof *pd, cudaMemcpyHostToDevice, tt->st));
+    cu_pdl_fence();
+    CUBLAS2_TRY(cublasSetWorkspace(tt->blas, tt->ws, CUBLAS_WS));
+    CU_TRY(cudaStreamSynchronize(tt->st)); /* pd is on this stack */
+    return MG_OK;
 }
 
 extern "C" mg_status cuda_tae_train_new(cuda_tae_train **out, cuda_params *cp, int B, int H, int W) {
@@ -694,20 +889,11 @@ extern "C" mg_status cuda_tae_train_new(cuda_tae_train **out, cuda_params *cp, i
     char buf[TAE_NCONV][48];
     int nconv = list_convs(tt, convs, names, bias, buf);
     mg_status s = MG_OK;
-    for (int k = 0; k < nconv && s == MG_OK; k++) s = bind(tt, convs[k], names[k], bias[k]);
+    for (int k = 0; k < nconv && s == MG_OK; k++) s = bind(cp, convs[k], names[k], bias[k]);
     if (s != MG_OK) {
         free(tt);
         return s;
     }
-    tt->mem_bytes = layout(tt, NULL, convs, nconv);
-    if (cudaMalloc(&tt->mem, tt->mem_bytes) != cudaSuccess) {
-        cudaGetLastError();
-        s = mg_fail(MG_ERR_NOMEM, "cuda_tae_train: cannot allocate %.1f MiB on the device for a batch of %d %dx%d",
-                    tt->mem_bytes / 1048576.0, B, W, H);
-        free(tt);
-        return s;
-    }
-    layout(tt, (char *)tt->mem, convs, nconv);
     *out = tt;
 #define NEW_TRY(call)                                                               \
     do {                                                                            \
@@ -717,24 +903,14 @@ extern "C" mg_status cuda_tae_train_new(cuda_tae_train **out, cuda_params *cp, i
             return s;                                                               \
         }                                                                           \
     } while (0)
-    /* zero everything once: the padding channels of the thin maps stay zero */
-    cudaError_t e = cudaMemsetAsync(tt->mem, 0, tt->mem_bytes, tt->st);
-    NEW_TRY(e == cudaSuccess ? MG_OK : cu_fail(__FILE__, __LINE__, "cudaMemsetAsync", cudaGetErrorString(e)));
-    prep_desc pd[TAE_NCONV];
-    for (int k = 0; k < nconv; k++)
-        pd[k] = (prep_desc){param_of(tt, convs[k]->w_idx), convs[k]->wg, convs[k]->wf, convs[k]->ci, convs[k]->co,
-                            convs[k]->kp, convs[k]->kpf};
-    e = cudaMemcpyAsync(tt->d_prep, pd, sizeof pd, cudaMemcpyHostToDevice, tt->st);
-    NEW_TRY(e == cudaSuccess ? MG_OK : cu_fail(__FILE__, __LINE__, "cudaMemcpyAsync", cudaGetErrorString(e)));
-    e = cudaMallocHost(&tt->h_loss, (size_t)B * 3 * sizeof(double));
+    cudaError_t e = cudaMallocHost(&tt->h_loss, (size_t)B * 3 * sizeof(double));
+    if (e == cudaSuccess) e = cudaMallocHost(&tt->h_adv, (size_t)B * 5 * sizeof(double));
     NEW_TRY(e == cudaSuccess ? MG_OK : cu_fail(__FILE__, __LINE__, "cudaMallocHost", cudaGetErrorString(e)));
     cublasStatus_t bs = cublasCreate(&tt->blas);
     NEW_TRY(bs == CUBLAS_STATUS_SUCCESS ? MG_OK : cu_fail(__FILE__, __LINE__, "cublasCreate", cublasGetStatusString(bs)));
     bs = cublasSetStream(tt->blas, tt->st);
-    if (bs == CUBLAS_STATUS_SUCCESS) bs = cublasSetWorkspace(tt->blas, tt->ws, CUBLAS_WS);
-    NEW_TRY(bs == CUBLAS_STATUS_SUCCESS ? MG_OK : cu_fail(__FILE__, __LINE__, "cublasSetWorkspace", cublasGetStatusString(bs)));
-    e = cudaStreamSynchronize(tt->st);
-    NEW_TRY(e == cudaSuccess ? MG_OK : cu_fail(__FILE__, __LINE__, "cudaStreamSynchronize", cudaGetErrorString(e)));
+    NEW_TRY(bs == CUBLAS_STATUS_SUCCESS ? MG_OK : cu_fail(__FILE__, __LINE__, "cublasSetStream", cublasGetStatusString(bs)));
+    NEW_TRY(place(tt));
 #undef NEW_TRY
     return MG_OK;
 }
@@ -746,15 +922,69 @@ extern "C" void cuda_tae_train_free(cuda_tae_train *tt) {
         if (tt->graph[k].exec) cudaGraphExecDestroy(tt->graph[k].exec);
     if (tt->blas) cublasDestroy(tt->blas);
     if (tt->h_loss) cudaFreeHost(tt->h_loss);
+    if (tt->h_adv) cudaFreeHost(tt->h_adv);
     cudaFree(tt->mem);
     free(tt);
+}
+
+static void drop_graphs(cuda_tae_train *tt) {
+    for (int k = 0; k < 2; k++)
+        if (tt->graph[k].exec) cudaGraphExecDestroy(tt->graph[k].exec), tt->graph[k].exec = NULL;
+}
+
+extern "C" mg_status cuda_tae_train_set_adv(cuda_tae_train *tt, cuda_params *dcp, float w_gen) {
+    if (!tt) return mg_fail(MG_ERR_ARG, "cuda_tae_train_set_adv: no autoencoder training state");
+    if (!(w_gen >= 0.0f && w_gen < 1e30f)) return mg_fail(MG_ERR_ARG, "cuda_tae_train_set_adv: generator weight %g", w_gen);
+    tt->adv_w = dcp ? w_gen : 0.0f;
+    if (dcp == tt->dcp) return MG_OK; /* the weight is read from d_advw: no new capture */
+    if (dcp && !dcp->impl)
+        return mg_fail(MG_ERR_ARG, "cuda_tae_train_set_adv: the discriminator's device state is not initialised");
+    tconv disc[ADV_LAYERS];
+    memset(disc, 0, sizeof disc);
+    for (int l = 0; dcp && l < ADV_LAYERS; l++) {
+        char nm[32];
+        snprintf(nm, sizeof nm, "disc.c%d", l);
+        MG_TRY(bind(dcp, &disc[l], nm, 1));
+        int ci = l == 0 ? 3 : ADV_CH, co = l == ADV_LAYERS - 1 ? 1 : ADV_CH;
+        if (disc[l].ci != ci || disc[l].co != co)
+            return mg_fail(MG_ERR_FORMAT, "cuda_tae_train_set_adv: %s.weight is %d -> %d channels, expected %d -> %d "
+                           "(train/adv.h)", nm, disc[l].ci, disc[l].co, ci, co);
+        disc[l].slope = l < ADV_LAYERS - 1 ? ADV_SLOPE : 0.0f;
+    }
+    /* a new arena (the shared scratch grows to D's needs) and new captures */
+    CU_TRY(cudaStreamSynchronize(tt->st));
+    drop_graphs(tt);
+    cudaFree(tt->mem);
+    tt->mem = NULL;
+    tt->dcp = dcp;
+    memcpy(tt->disc, disc, sizeof disc);
+    tt->adv_n = 0;
+    mg_status s = place(tt);
+    if (s != MG_OK) tt->dcp = NULL; /* tt->mem NULL: only cuda_tae_train_free is safe now */
+    return s;
+}
+
+extern "C" mg_status cuda_tae_train_adv_stats(const cuda_tae_train *tt, double *ld, adv_stats *st) {
+    if (!tt || !tt->dcp) return mg_fail(MG_ERR_ARG, "cuda_tae_train_adv_stats: no discriminator attached");
+    double np = (double)tt->adv_np;
+    for (int b = 0; b < tt->adv_n; b++) {
+        const double *h = tt->h_adv + 5 * b;
+        double l = (h[0] + h[1]) / np;
+        if (ld) ld[b] = l;
+        if (st) {
+            st->ld += l;
+            st->g += -h[2] / np;
+            st->correct += (long)(h[3] + h[4]);
+            st->total += 2 * (long)tt->adv_np;
+        }
+    }
+    return MG_OK;
 }
 
 extern "C" void cuda_tae_train_set_hf(cuda_tae_train *tt, float hf) {
     if (!tt || tt->hf == hf) return;
     tt->hf = hf;
-    for (int k = 0; k < 2; k++) /* the captured passes launched with the old weight */
-        if (tt->graph[k].exec) cudaGraphExecDestroy(tt->graph[k].exec), tt->graph[k].exec = NULL;
+    drop_graphs(tt); /* the captured passes launched with the old weight */
 }
 
 extern "C" double cuda_tae_train_flops(const cuda_tae_train *tt) { return tt ? tt->flops : 0.0; }
@@ -771,8 +1001,10 @@ static mg_status check_call(const cuda_tae_train *tt, int n, int H, int W, const
 }
 
 /* forward on img (host), the losses to the host; with drec the gradient of the output too */
-/* The device work of a step (want_grad) or of a loss pass, after the batch is in tt->img. */
-static mg_status pass_body(cuda_tae_train *tt, int n, int H, int W, int want_grad) {
+/* The device work of a step (want_grad) or of a loss pass, after the batch is in tt->img; a
+ * step with D attached runs D's part (adv_pass, with the generator pass when gen) between the
+ * loss and the autoencoder's backward, which then carries its generator gradient. */
+static mg_status pass_body(cuda_tae_train *tt, int n, int H, int W, int want_grad, int gen) {
     CU_MG(prep_weights(tt));
     CU_MG(encoder_fwd(tt, n, H, W));
     CU_MG(decoder_fwd(tt, n, H, W));
@@ -783,6 +1015,7 @@ static mg_status pass_body(cuda_tae_train *tt, int n, int H, int W, int want_gra
               (const float *)tt->rec, (const float *)tt->img, (const float *)tt->dlap, H, W, tt->hf,
               (const float *)tt->d_scale);
     CU_LAUNCH(k_loss_final, dim3(n), dim3(32), 0, tt->st, tt->loss_sum, (const double *)tt->loss_part, LOSS_BLOCKS);
+    if (want_grad && tt->dcp) CU_MG(adv_pass(tt, n, H, W, gen));
     if (want_grad) CU_MG(backward(tt, n, H, W));
     return MG_OK;
 }
@@ -794,18 +1027,23 @@ static mg_status pass_body(cuda_tae_train *tt, int n, int H, int W, int want_gra
  * what the launches compute. */
 static mg_status run_pass(cuda_tae_train *tt, int n, int H, int W, int want_grad) {
     tae_graph *g = &tt->graph[want_grad];
+    /* D's part is captured with the rest (D's weights are re-laid out from dcp->param inside
+     * the pass, the scale and the generator weight read from the device); whether the
+     * generator pass runs is part of the shape: --adv-start recaptures once */
+    int gen = want_grad && tt->dcp && tt->adv_w != 0.0f;
+    tt->adv_n = want_grad && tt->dcp ? n : 0, tt->adv_np = (H / 8) * (W / 8);
     if (!tt->use_graph) {
         tt->flops = 0;
-        return pass_body(tt, n, H, W, want_grad);
+        return pass_body(tt, n, H, W, want_grad, gen);
     }
-    if (!g->exec || g->n != n || g->H != H || g->W != W) {
+    if (!g->exec || g->n != n || g->H != H || g->W != W || g->gen != gen) {
         if (g->exec) cudaGraphExecDestroy(g->exec);
         g->exec = NULL;
         cudaGraph_t graph = NULL;
         cu_pdl_fence();
         CU_TRY(cudaStreamBeginCapture(tt->st, cudaStreamCaptureModeThreadLocal));
         tt->flops = 0;
-        mg_status s = pass_body(tt, n, H, W, want_grad);
+        mg_status s = pass_body(tt, n, H, W, want_grad, gen);
         cudaError_t e = cudaStreamEndCapture(tt->st, &graph);
         if (s != MG_OK) {
             if (graph) cudaGraphDestroy(graph);
@@ -815,7 +1053,7 @@ static mg_status run_pass(cuda_tae_train *tt, int n, int H, int W, int want_grad
         e = cudaGraphInstantiate(&g->exec, graph, 0);
         cudaGraphDestroy(graph);
         CU_TRY(e);
-        g->n = n, g->H = H, g->W = W, g->flops = tt->flops;
+        g->n = n, g->H = H, g->W = W, g->gen = gen, g->flops = tt->flops;
     }
     CU_TRY(cudaGraphLaunch(g->exec, tt->st));
     cu_pdl_fence();
@@ -825,6 +1063,9 @@ static mg_status run_pass(cuda_tae_train *tt, int n, int H, int W, int want_grad
 
 static mg_status read_losses(cuda_tae_train *tt, int n, int H, int W, float *losses) {
     CU_TRY(cudaMemcpyAsync(tt->h_loss, tt->loss_sum, (size_t)n * 3 * sizeof(double), cudaMemcpyDeviceToHost, tt->st));
+    if (tt->adv_n)
+        CU_TRY(cudaMemcpyAsync(tt->h_adv, tt->adv_sum, (size_t)tt->adv_n * 5 * sizeof(double), cudaMemcpyDeviceToHost,
+                               tt->st));
     cu_pdl_fence();
     CU_TRY(cudaStreamSynchronize(tt->st));
     double n3 = (double)H * W * 3, ni = (double)(H - 2) * (W - 2) * 3;
@@ -837,6 +1078,7 @@ static mg_status step_or_loss(cuda_tae_train *tt, const float *img, int n, int H
                               float *losses) {
     CU_TRY(cudaMemcpyAsync(tt->img, img, (size_t)n * H * W * 3 * sizeof(float), cudaMemcpyHostToDevice, tt->st));
     CU_TRY(cudaMemcpyAsync(tt->d_scale, &scale, sizeof scale, cudaMemcpyHostToDevice, tt->st)); /* staged: may return at once */
+    if (tt->dcp) CU_TRY(cudaMemcpyAsync(tt->d_advw, &tt->adv_w, sizeof tt->adv_w, cudaMemcpyHostToDevice, tt->st));
     cu_pdl_fence();
     CU_MG(run_pass(tt, n, H, W, want_grad));
     return read_losses(tt, n, H, W, losses);
@@ -851,6 +1093,30 @@ extern "C" mg_status cuda_tae_train_step(cuda_tae_train *tt, const float *img, i
 extern "C" mg_status cuda_tae_train_loss(cuda_tae_train *tt, const float *img, int n, int H, int W, float *losses) {
     CU_MG(check_call(tt, n, H, W, "cuda_tae_train_loss"));
     return step_or_loss(tt, img, n, H, W, 1.0f, 0, losses);
+}
+
+extern "C" mg_status cuda_tae_train_adv_pass(cuda_tae_train *tt, const float *img, const float *rec, int n, int H,
+                                             int W, float scale, float *drec) {
+    CU_MG(check_call(tt, n, H, W, "cuda_tae_train_adv_pass"));
+    if (!tt->dcp) return mg_fail(MG_ERR_ARG, "cuda_tae_train_adv_pass: no discriminator attached");
+    size_t P = (size_t)n * H * W;
+    CU_TRY(cudaMemcpyAsync(tt->img, img, P * 3 * sizeof(float), cudaMemcpyHostToDevice, tt->st));
+    CU_TRY(cudaMemcpy2DAsync(tt->rec, 8 * sizeof(float), rec, 3 * sizeof(float), 3 * sizeof(float), P,
+                             cudaMemcpyHostToDevice, tt->st));
+    CU_TRY(cudaMemsetAsync(tt->drec, 0, P * 8 * sizeof(float), tt->st));
+    CU_TRY(cudaMemcpyAsync(tt->d_scale, &scale, sizeof scale, cudaMemcpyHostToDevice, tt->st));
+    CU_TRY(cudaMemcpyAsync(tt->d_advw, &tt->adv_w, sizeof tt->adv_w, cudaMemcpyHostToDevice, tt->st));
+    cu_pdl_fence();
+    tt->flops = 0;
+    tt->adv_n = n, tt->adv_np = (H / 8) * (W / 8);
+    CU_MG(prep_weights(tt));
+    CU_MG(adv_pass(tt, n, H, W, tt->adv_w != 0.0f));
+    CU_TRY(cudaMemcpy2DAsync(drec, 3 * sizeof(float), tt->drec, 8 * sizeof(float), 3 * sizeof(float), P,
+                             cudaMemcpyDeviceToHost, tt->st));
+    CU_TRY(cudaMemcpyAsync(tt->h_adv, tt->adv_sum, (size_t)n * 5 * sizeof(double), cudaMemcpyDeviceToHost, tt->st));
+    cu_pdl_fence();
+    CU_TRY(cudaStreamSynchronize(tt->st));
+    return MG_OK;
 }
 
 extern "C" mg_status cuda_tae_encode(cuda_tae_train *tt, const uint8_t *frames, int n, int H, int W, float *lat) {

@@ -293,7 +293,7 @@ typedef struct run {
     dit_train dt;
     dit_clip *clips;
     int have_tt, have_dt;
-    adv_disc ad;            /* --adv: the discriminator (CPU, stage tae) */
+    adv_disc ad;            /* --adv: the discriminator (stage tae; on the GPU its host copy) */
     int have_ad;
     float adv_w;            /* this step's generator weight: fx.adv, 0 before --adv-start */
     adv_stats ast;          /* this step's D figures */
@@ -303,7 +303,8 @@ typedef struct run {
     cuda_tae_train *ctt;
     cuda_dit_train *cdt;
     cuda_tae_encoder *cenc;  /* dit: the frozen encoder (NULL with MG_TRAIN_ENCODE=tae: ctt's) */
-    int have_cp;
+    cuda_params dcp;        /* --adv on the GPU: D's state on the device (ad.dp's layout) */
+    int have_cp, have_dcp;
     cuda_dist *cd;          /* data parallel: the communicator, NULL in a one-process run */
 #endif
     int rank, nranks;       /* data parallel: this process's rank (0 in a one-process run) */
@@ -424,6 +425,7 @@ static mg_status save_all(run *r, long step, double *ms) {
     double t0 = mg_now_ms();
 #ifdef MG_HAVE_CUDA
     if (r->have_cp) MG_TRY(cuda_params_download(&r->cp, &r->tp));
+    if (r->have_dcp) MG_TRY(cuda_params_download(&r->dcp, &r->ad.dp)); /* D's aux.* tensors */
 #endif
     ckpt_meta cm;
     fixed_meta(r, &cm);
@@ -494,6 +496,7 @@ static mg_status batch_loss(run *r, train_batch *b, int train, double *loss) {
         if (r->fx.stage == STAGE_TAE) {
             if (train) MG_TRY(cuda_tae_train_step(r->ctt, b->img, B, b->S, b->S, inv, r->losses));
             else MG_TRY(cuda_tae_train_loss(r->ctt, b->img, B, b->S, b->S, r->losses));
+            if (train && r->have_dcp) MG_TRY(cuda_tae_train_adv_stats(r->ctt, NULL, &r->ast)); /* D's figures */
         } else {
             batch_clips(b, &r->bc, r->clips);
             if (train) MG_TRY(cuda_dit_train_step(r->cdt, r->clips, B, inv, r->losses));
@@ -565,6 +568,7 @@ static void run_free(run *r) {
     if (r->cd) cuda_dist_free(r->cd); /* before the gradients it reduces */
     if (r->cdt) cuda_dit_train_free(r->cdt);
     if (r->ctt) cuda_tae_train_free(r->ctt);
+    if (r->have_dcp) cuda_params_free(&r->dcp); /* after ctt, which reads it */
     if (r->cenc) cuda_tae_encoder_free(r->cenc);
     if (r->have_cp) cuda_params_free(&r->cp);
 #endif
@@ -649,8 +653,9 @@ static mg_status setup(run *r, long *start) {
     train_opts *f = &r->fx;
     if (f->stage == STAGE_TAE) f->frames = 1;
     if (f->adv > 0.0f) { /* the discriminator: fresh from the seed, or the checkpoint's */
-        if (f->device == MG_DEVICE_CUDA)
-            return mg_fail(MG_ERR_UNSUPPORTED, "--adv: the adversarial term runs on the CPU trainer only so far");
+        if (r->nranks > 1)
+            return mg_fail(MG_ERR_UNSUPPORTED, "--adv with %d GPUs: D's gradients are not all-reduced across the ranks "
+                           "yet; train with one GPU (--device cuda or --gpus 1)", r->nranks);
         MG_TRY(adv_init(&r->ad, f->seed ^ ADV_SEED, f->size, f->size));
         r->have_ad = 1;
         if (resumed) MG_TRY(ckpt_load_aux(r->ckpt, &r->ad.dp));
@@ -705,6 +710,11 @@ static mg_status setup(run *r, long *start) {
         } else {
             MG_TRY(cuda_tae_train_new(&r->ctt, &r->cp, lb, f->size, f->size));
             if (f->stage == STAGE_TAE) cuda_tae_train_set_hf(r->ctt, f->hf_loss);
+        }
+        if (r->have_ad) { /* D's state beside the model's, its passes in the autoencoder's step */
+            MG_TRY(cuda_params_new(&r->dcp, &r->ad.dp));
+            r->have_dcp = 1;
+            MG_TRY(cuda_tae_train_set_adv(r->ctt, &r->dcp, 0.0f));
         }
         if (f->stage == STAGE_DIT) MG_TRY(cuda_dit_train_new(&r->cdt, &r->cp, lb, f->frames, lh, lh));
         printf("device: %s\n", cuda_params_device_name(&r->cp));
@@ -835,9 +845,18 @@ mg_status trainer_run(const train_opts *o) {
         double loss = NAN, gnorm = 0.0; /* NAN: a path that sets no loss stops at the isfinite check */
         float lr = lr_schedule(step, f->warmup, f->steps, f->lr, f->lr_min);
         float decay = ema_decay(f->ema, step);
+        if (r.have_ad) {
+            memset(&r.ast, 0, sizeof r.ast);
+            r.adv_w = step >= f->adv_start ? f->adv : 0.0f;
+        }
         if (f->device == MG_DEVICE_CUDA) {
 #ifdef MG_HAVE_CUDA
             double t1 = mg_now_ms();
+            if (r.have_dcp) { /* D's kernels run on the model's stream: its zeroed gradients first */
+                if ((s = cuda_zero_grad(&r.dcp, 0, r.ad.dp.n_tensors)) != MG_OK || (s = cuda_params_sync(&r.dcp)) != MG_OK ||
+                    (s = cuda_tae_train_set_adv(r.ctt, &r.dcp, r.adv_w)) != MG_OK)
+                    goto out;
+            }
             if ((s = cuda_zero_grad(&r.cp, r.first, r.last)) != MG_OK) goto out;
             if (r.cd && (s = cuda_dist_grads_begin(r.cd)) != MG_OK) goto out;
             if ((s = batch_loss(&r, b, 1, &loss)) != MG_OK) goto out; /* ends reading the losses back */
@@ -847,16 +866,17 @@ mg_status trainer_run(const train_opts *o) {
             if ((s = cuda_grad_clip(&r.cp, r.first, r.last, f->clip > 0 ? f->clip : 1e30, &gnorm)) != MG_OK) goto out;
             if ((s = cuda_adamw_step(&r.cp, r.first, r.last, step + 1, lr, &ao)) != MG_OK) goto out;
             if ((s = cuda_ema_update(&r.cp, r.first, r.last, decay)) != MG_OK) goto out;
+            /* D's step, after the model's, as on the CPU (the step's sync ordered it after D's
+             * gradients; its own sync orders the next step's D passes after it) */
+            if (r.have_dcp && ((s = cuda_adamw_step(&r.dcp, 0, r.ad.dp.n_tensors, step + 1, lr, &ao)) != MG_OK ||
+                               (s = cuda_params_sync(&r.dcp)) != MG_OK))
+                goto out;
             if ((s = cuda_params_sync(&r.cp)) != MG_OK) goto out;
             t_opt = mg_now_ms() - t2;
 #endif
         } else {
             train_zero_grad(&r.tp, r.first, r.last);
-            if (r.have_ad) {
-                train_zero_grad(&r.ad.dp, 0, r.ad.dp.n_tensors);
-                memset(&r.ast, 0, sizeof r.ast);
-                r.adv_w = step >= f->adv_start ? f->adv : 0.0f;
-            }
+            if (r.have_ad) train_zero_grad(&r.ad.dp, 0, r.ad.dp.n_tensors);
             if ((s = batch_loss(&r, b, 1, &loss)) != MG_OK) goto out;
             gnorm = f->clip > 0 ? grad_clip(&r.tp, r.first, r.last, f->clip) : grad_global_norm(&r.tp, r.first, r.last);
             adamw_step(&r.tp, r.first, r.last, step + 1, lr, &ao);
