@@ -159,6 +159,7 @@ struct cuda_stream {
     cu_gemm *g_in, *g_qkv, *g_proj, *g_fc1, *g_fc2, *g_out;
     cu_dgemm dg_in, dg_qkv, dg_proj, dg_fc1, dg_fc2, dg_out;
     int fused, pdl; /* the fused DiT path; programmatic dependent launch in the frame step */
+    int ropeatt;    /* MG_CUDA_ROPEATT=1: RoPE folded into attention where it can be (rope_attention) */
     /* MG_CUDA_FP8=1 (dit_pass_fp8): the four linears' e4m3 plans, the quantised activations
      * (N x up to 4d), their scale and the quantiser's scratch, the layernorms' scales (2L, per
      * pass), fc1's output amax (when cuBLASLt computes it: fc1_amax) */
@@ -646,10 +647,10 @@ static mg_status dit_pass_fused(cuda_stream *s, const float *z, int row, int ref
 static mg_status dit_pass_fp8(cuda_stream *s, const float *z, int row, int refresh, float *out);
 
 /* RoPE on q and k, the current frame's k,v into the ring slot, attention: one launch
- * (cu_attention_rope) with MG_CUDA_ROPEATT=1 where the attention version has the folded form
- * (off by default: not faster in the frame, dev/cuda/README.md), else cu_rope_kv then
- * cu_attention; kv_only (the refresh pass's last block): the ring
- * write alone. With the working set e's hooks (pass_env): wait before the ring is written,
+ * (cu_attention_rope) with MG_CUDA_ROPEATT=1 (read when the stream is made: s->ropeatt) where
+ * the attention version has the folded form (off by default: not faster in the frame,
+ * dev/cuda/README.md), else cu_rope_kv then cu_attention; kv_only (the refresh pass's last
+ * block): the ring write alone. With the working set e's hooks (pass_env): wait before the ring is written,
  * record once it is written and read. */
 static mg_status rope_attention(cuda_stream *s, const pass_env *e, int l, bf16_t *kr, bf16_t *vr, int kv_only) {
     int N = s->N, d = s->d;
@@ -657,7 +658,7 @@ static mg_status rope_attention(cuda_stream *s, const pass_env *e, int l, bf16_t
         CU_TRY(cudaStreamWaitEvent(e->st, e->wait[l], 0));
         cu_pdl_fence();
     }
-    if (!kv_only && cu_opt("ROPEATT", 0) && cu_attention_rope_ok(s->dh, s->splits)) {
+    if (!kv_only && s->ropeatt && cu_attention_rope_ok(s->dh, s->splits)) {
         CU_MG(cu_attention_rope(e->att, e->qkv, 3 * d, kr, vr, s->rope_cos, s->rope_sin, e->p, N, s->heads, s->dh,
                                 s->splits, e->att_scratch, e->st));
     } else {
@@ -1012,6 +1013,7 @@ static mg_status stream_init(cuda_stream *s) {
 
     int N = s->N, d = s->d;
     s->pdl = cu_opt("PDL", 0); /* measured slower in graph replay: off unless asked for */
+    s->ropeatt = cu_opt("ROPEATT", 0); /* read once: rope_attention runs per layer and pass */
     /* the fused DiT kernels (d <= 768) only when asked for (MG_CUDA_FUSED=1): correct, but
      * measured slower than cuBLASLt's GEMMs plus the separate kernels (dev/cuda/README.md) */
     s->fused = cu_opt("FUSED", 0) && d <= 768 && cu_dgemm_ok(N, 3 * d, d, CU_DG_A_LN) &&
