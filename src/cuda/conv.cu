@@ -611,10 +611,11 @@ __device__ __forceinline__ void thin_in_gather(float *x, const TI *in, int oy, i
 
 /* Outputs co0..co0+7 of one pixel from its gathered inputs x (K = 9*CI): the bias, the
  * multiply-adds in k order (the same order in every version: bit-identical), the ReLU, one
- * 16-byte bf16 store at dst. The weights of k are the float4s w[wi(k)] (outputs co0..co0+3)
- * and w[wi(k) + hi] (co0+4..co0+7). */
+ * 16-byte bf16 store at out + row + co0 (row: the pixel's first output). The weights of k are
+ * the float4s w[wi(k)] (outputs co0..co0+3) and w[wi(k) + hi] (co0+4..co0+7). Inlined, v2's and
+ * v3's machine code is byte for byte what it was when each wrote this out itself. */
 template <int K, typename WI>
-__device__ __forceinline__ void thin_in_out8(bf16 *dst, const float *x, const float4 *w, WI wi, int hi,
+__device__ __forceinline__ void thin_in_out8(bf16 *out, size_t row, const float *x, const float4 *w, WI wi, int hi,
                                              const float *bias, int co0, int relu) {
     float a[8];
 #pragma unroll
@@ -633,7 +634,7 @@ __device__ __forceinline__ void thin_in_out8(bf16 *dst, const float *x, const fl
         if (relu) u = fmaxf(u, 0.0f), v = fmaxf(v, 0.0f);
         pw[j] = pack_bf16x2(u, v);
     }
-    *reinterpret_cast<uint4 *>(dst) = pk;
+    *reinterpret_cast<uint4 *>(out + row + co0) = pk;
 }
 
 /* Thin input (Ci = 3 or 4, e.g. enc.in from the u8 frame, dec.in from the latent): one thread
@@ -659,7 +660,7 @@ __global__ void conv_thin_in_kernel(bf16 *out, const TI *in, const bf16 *wt, con
     float x[K];
     thin_in_gather<TI, CI>(x, in, oy, ox, H, W, Ws, stride, up);
     for (int co8 = 0; co8 < Co; co8 += 8)
-        thin_in_out8<K>(out + p * Co + co8, x, wsm, [&](int k) { return (k * Co + co8) / 4; }, 1, bias, co8, relu);
+        thin_in_out8<K>(out, p * Co, x, wsm, [&](int k) { return (k * Co + co8) / 4; }, 1, bias, co8, relu);
 }
 
 /* ---- version 3 of the thin layers: more threads, coalesced traffic --------------------------
@@ -774,8 +775,7 @@ __global__ void __launch_bounds__(TH_THREADS) conv_thin_in_v3(bf16 *out, const T
         int g = (int)(i % NG), oy = (int)(p / Wo), ox = (int)(p % Wo);
         float x[K];
         thin_in_gather<TI, CI>(x, in, oy, ox, H, W, Ws, stride, up);
-        thin_in_out8<K>(out + p * Co + g * 8, x, wsm, [&](int k) { return (size_t)k * 2 * NG + g; }, NG, bias, g * 8,
-                        relu);
+        thin_in_out8<K>(out, p * Co, x, wsm, [&](int k) { return (size_t)k * 2 * NG + g; }, NG, bias, g * 8, relu);
     }
 }
 
