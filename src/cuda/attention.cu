@@ -476,15 +476,16 @@ __device__ __forceinline__ void wg_load(unsigned char *sm, const bf16 *x, int ld
 /* The start of versions 5 to 7 (dh 128), after the PDL wait: the dynamic shared memory aligned
  * to 1024 bytes (the swizzle's period) and carved as the Q tile, then the K tiles (sk), then the
  * V tiles (sv); this block's head and its split's key tiles [tb, te) of the Nk keys; the Q tile
- * and the split's first K and V tiles in flight, as one cp.async group. Inlined, it leaves the
- * kernels' machine code byte for byte what it was when each wrote this out itself. */
+ * and the split's first K and V tiles in flight, as one cp.async group; the output o zeroed.
+ * Inlined, it leaves the kernels' machine code byte for byte what it was when each wrote this
+ * out itself. */
 struct wg_block {
     unsigned char *sm;   /* generic pointer to the Q tile */
     uint32_t sq, sk, sv; /* shared-window addresses of the Q tile and the first K and V tiles */
     int h, Nk, tb, te;
 };
-__device__ __forceinline__ wg_block wg_start(const bf16 *q, int ldq, const bf16 *k, const bf16 *v, int ldkv,
-                                             const int *nk_slots, int Nk_arg, int Nq, int tid) {
+__device__ __forceinline__ wg_block wg_start(float (&o)[16][4], const bf16 *q, int ldq, const bf16 *k, const bf16 *v,
+                                             int ldkv, const int *nk_slots, int Nk_arg, int Nq, int tid) {
     constexpr int DH = 128;
     extern __shared__ __align__(16) unsigned char att_raw[];
     wg_block b;
@@ -503,6 +504,8 @@ __device__ __forceinline__ wg_block wg_start(const bf16 *q, int ldq, const bf16 
         wg_load(b.sm + 3 * WG_TILE, v, ldkv, b.h * DH, b.tb * WG_BK, b.Nk, tid);
     }
     cp_async_commit();
+#pragma unroll
+    for (int nd = 0; nd < DH / 8; nd++) o[nd][0] = o[nd][1] = o[nd][2] = o[nd][3] = 0.0f;
     return b;
 }
 
@@ -516,10 +519,8 @@ __global__ void __launch_bounds__(256, 1) attn_wgmma_kernel(bf16 *out, float *pa
     pdl_wait();
     pdl_trigger();
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, t = lane & 3, wg = warp >> 2;
-    const auto [sm, sq, sk, sv, h, Nk, tb, te] = wg_start(q, ldq, k, v, ldkv, nk_slots, Nk_arg, Nq, tid);
     float o[DH / 8][4];
-#pragma unroll
-    for (int nd = 0; nd < DH / 8; nd++) o[nd][0] = o[nd][1] = o[nd][2] = o[nd][3] = 0.0f;
+    const auto [sm, sq, sk, sv, h, Nk, tb, te] = wg_start(o, q, ldq, k, v, ldkv, nk_slots, Nk_arg, Nq, tid);
     float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
     /* V as B (keys x dims, MN-major): the two 64-dim halves a tile half apart (the leading
      * offset), 8-key groups 1024 bytes apart (the stride offset) */
@@ -651,10 +652,8 @@ __global__ void __launch_bounds__(256, 1) attn_wgmma2_kernel(bf16 *out, float *p
     pdl_wait();
     pdl_trigger();
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, t = lane & 3, wg = warp >> 2;
-    const auto [sm, sq, sk, sv, h, Nk, tb, te] = wg_start(q, ldq, k, v, ldkv, nk_slots, Nk_arg, Nq, tid);
     float o[DH / 8][4];
-#pragma unroll
-    for (int nd = 0; nd < DH / 8; nd++) o[nd][0] = o[nd][1] = o[nd][2] = o[nd][3] = 0.0f;
+    const auto [sm, sq, sk, sv, h, Nk, tb, te] = wg_start(o, q, ldq, k, v, ldkv, nk_slots, Nk_arg, Nq, tid);
     uint32_t pa[WG_BK / 16][4];
 #pragma unroll
     for (int kj = 0; kj < WG_BK / 16; kj++) pa[kj][0] = pa[kj][1] = pa[kj][2] = pa[kj][3] = 0u;
