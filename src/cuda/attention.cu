@@ -473,6 +473,42 @@ __device__ __forceinline__ void wg_load(unsigned char *sm, const bf16 *x, int ld
     }
 }
 
+/* The start of versions 5 to 7 (dh 128), after the PDL wait: the dynamic shared memory aligned
+ * to 1024 bytes (the swizzle's period) and carved as the Q tile, then the K tiles (sk), then the
+ * V tiles (sv); this block's head and its split's key tiles [tb, te) of the Nk keys; the Q tile
+ * and the split's first K and V tiles in flight, as one cp.async group; the output o zeroed.
+ * Inlined, it leaves the kernels' machine code byte for byte what it was when each wrote this
+ * out itself. */
+struct wg_block {
+    unsigned char *sm;   /* generic pointer to the Q tile */
+    uint32_t sq, sk, sv; /* shared-window addresses of the Q tile and the first K and V tiles */
+    int h, Nk, tb, te;
+};
+__device__ __forceinline__ wg_block wg_start(float (&o)[16][4], const bf16 *q, int ldq, const bf16 *k, const bf16 *v,
+                                             int ldkv, const int *nk_slots, int Nk_arg, int Nq, int tid) {
+    constexpr int DH = 128;
+    extern __shared__ __align__(16) unsigned char att_raw[];
+    wg_block b;
+    uint32_t s0 = (uint32_t)__cvta_generic_to_shared(att_raw), pad = (1024u - (s0 & 1023u)) & 1023u;
+    b.sm = att_raw + pad;
+    b.sq = s0 + pad, b.sk = b.sq + WG_TILE, b.sv = b.sk + 2 * WG_TILE;
+    b.h = blockIdx.y;
+    const int split = blockIdx.z, splits = gridDim.z;
+    b.Nk = nk_slots ? nk_slots[0] * Nk_arg : Nk_arg;
+    const int ntiles = (b.Nk + WG_BK - 1) / WG_BK, per = (ntiles + splits - 1) / splits;
+    b.tb = split * per, b.te = min(ntiles, b.tb + per);
+
+    wg_load(b.sm, q, ldq, b.h * DH, blockIdx.x * WG_BQ, Nq, tid);
+    if (b.tb < b.te) {
+        wg_load(b.sm + WG_TILE, k, ldkv, b.h * DH, b.tb * WG_BK, b.Nk, tid);
+        wg_load(b.sm + 3 * WG_TILE, v, ldkv, b.h * DH, b.tb * WG_BK, b.Nk, tid);
+    }
+    cp_async_commit();
+#pragma unroll
+    for (int nd = 0; nd < DH / 8; nd++) o[nd][0] = o[nd][1] = o[nd][2] = o[nd][3] = 0.0f;
+    return b;
+}
+
 template <bool FOLD>
 __global__ void __launch_bounds__(256, 1) attn_wgmma_kernel(bf16 *out, float *part_o, float *part_ml, const bf16 *q,
                                                            int ldq, const bf16 *k, const bf16 *v, int ldkv,
@@ -480,27 +516,11 @@ __global__ void __launch_bounds__(256, 1) attn_wgmma_kernel(bf16 *out, float *pa
                                                            float scale_log2) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     constexpr int DH = 128;
-    extern __shared__ __align__(16) unsigned char att_raw[];
-    uint32_t s0 = (uint32_t)__cvta_generic_to_shared(att_raw), pad = (1024u - (s0 & 1023u)) & 1023u;
-    unsigned char *sm = att_raw + pad;
-    const uint32_t sq = s0 + pad, sk = sq + WG_TILE, sv = sk + 2 * WG_TILE;
     pdl_wait();
     pdl_trigger();
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, t = lane & 3, wg = warp >> 2;
-    const int h = blockIdx.y, split = blockIdx.z, splits = gridDim.z;
-    const int Nk = nk_slots ? nk_slots[0] * Nk_arg : Nk_arg;
-    const int ntiles = (Nk + WG_BK - 1) / WG_BK, per = (ntiles + splits - 1) / splits;
-    const int tb = split * per, te = min(ntiles, tb + per);
-
-    wg_load(sm, q, ldq, h * DH, blockIdx.x * WG_BQ, Nq, tid);
-    if (tb < te) {
-        wg_load(sm + WG_TILE, k, ldkv, h * DH, tb * WG_BK, Nk, tid);
-        wg_load(sm + 3 * WG_TILE, v, ldkv, h * DH, tb * WG_BK, Nk, tid);
-    }
-    cp_async_commit();
     float o[DH / 8][4];
-#pragma unroll
-    for (int nd = 0; nd < DH / 8; nd++) o[nd][0] = o[nd][1] = o[nd][2] = o[nd][3] = 0.0f;
+    const auto [sm, sq, sk, sv, h, Nk, tb, te] = wg_start(o, q, ldq, k, v, ldkv, nk_slots, Nk_arg, Nq, tid);
     float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
     /* V as B (keys x dims, MN-major): the two 64-dim halves a tile half apart (the leading
      * offset), 8-key groups 1024 bytes apart (the stride offset) */
@@ -629,27 +649,11 @@ __global__ void __launch_bounds__(256, 1) attn_wgmma2_kernel(bf16 *out, float *p
                                                             float scale_log2) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     constexpr int DH = 128;
-    extern __shared__ __align__(16) unsigned char att_raw[];
-    uint32_t s0 = (uint32_t)__cvta_generic_to_shared(att_raw), pad = (1024u - (s0 & 1023u)) & 1023u;
-    unsigned char *sm = att_raw + pad;
-    const uint32_t sq = s0 + pad, sk = sq + WG_TILE, sv = sk + 2 * WG_TILE;
     pdl_wait();
     pdl_trigger();
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, t = lane & 3, wg = warp >> 2;
-    const int h = blockIdx.y, split = blockIdx.z, splits = gridDim.z;
-    const int Nk = nk_slots ? nk_slots[0] * Nk_arg : Nk_arg;
-    const int ntiles = (Nk + WG_BK - 1) / WG_BK, per = (ntiles + splits - 1) / splits;
-    const int tb = split * per, te = min(ntiles, tb + per);
-
-    wg_load(sm, q, ldq, h * DH, blockIdx.x * WG_BQ, Nq, tid);
-    if (tb < te) {
-        wg_load(sm + WG_TILE, k, ldkv, h * DH, tb * WG_BK, Nk, tid);
-        wg_load(sm + 3 * WG_TILE, v, ldkv, h * DH, tb * WG_BK, Nk, tid);
-    }
-    cp_async_commit();
     float o[DH / 8][4];
-#pragma unroll
-    for (int nd = 0; nd < DH / 8; nd++) o[nd][0] = o[nd][1] = o[nd][2] = o[nd][3] = 0.0f;
+    const auto [sm, sq, sk, sv, h, Nk, tb, te] = wg_start(o, q, ldq, k, v, ldkv, nk_slots, Nk_arg, Nq, tid);
     uint32_t pa[WG_BK / 16][4];
 #pragma unroll
     for (int kj = 0; kj < WG_BK / 16; kj++) pa[kj][0] = pa[kj][1] = pa[kj][2] = pa[kj][3] = 0u;

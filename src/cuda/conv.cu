@@ -583,6 +583,60 @@ __global__ void conv_thin_out_kernel(TO *out, const bf16 *in, const bf16 *wt, co
         if (j < Co) st_px(out, p * Co + j, relu ? fmaxf(r[j], 0.0f) : r[j]);
 }
 
+/* The 3x3 taps of output pixel (oy, ox) of a thin input, unrolled: f(tap, src, ok), where the
+ * tap's CI channels start at element src of the input and ok is false outside the image (the
+ * padding; src is then 0). The nearest 2x upsample reads pixel (iy/2, ix/2) of the Ws-wide input. */
+template <int CI, typename F>
+__device__ __forceinline__ void thin_in_taps(int oy, int ox, int H, int W, int Ws, int stride, int up, F &&f) {
+#pragma unroll
+    for (int ky = 0; ky < 3; ky++)
+#pragma unroll
+        for (int kx = 0; kx < 3; kx++) {
+            int iy = oy * stride - 1 + ky, ix = ox * stride - 1 + kx;
+            bool ok = iy >= 0 && iy < H && ix >= 0 && ix < W;
+            size_t src = ok ? (size_t)(up ? (iy >> 1) * Ws + (ix >> 1) : iy * W + ix) * CI : 0;
+            f(ky * 3 + kx, src, ok);
+        }
+}
+
+/* x[tap*CI + c]: the pixel's 9*CI inputs as floats (u8 as x/255), zeros outside the image */
+template <typename TI, int CI>
+__device__ __forceinline__ void thin_in_gather(float *x, const TI *in, int oy, int ox, int H, int W, int Ws, int stride,
+                                               int up) {
+    thin_in_taps<CI>(oy, ox, H, W, Ws, stride, up, [&](int tap, size_t src, bool ok) {
+#pragma unroll
+        for (int c = 0; c < CI; c++) x[tap * CI + c] = ok ? ld_px(in, src + c) : 0.0f;
+    });
+}
+
+/* Outputs co0..co0+7 of one pixel from its gathered inputs x (K = 9*CI): the bias, the
+ * multiply-adds in k order (the same order in every version: bit-identical), the ReLU, one
+ * 16-byte bf16 store at out + row + co0 (row: the pixel's first output). The weights of k are
+ * the float4s w[wi(k)] (outputs co0..co0+3) and w[wi(k) + hi] (co0+4..co0+7). Inlined, v2's and
+ * v3's machine code is byte for byte what it was when each wrote this out itself. */
+template <int K, typename WI>
+__device__ __forceinline__ void thin_in_out8(bf16 *out, size_t row, const float *x, const float4 *w, WI wi, int hi,
+                                             const float *bias, int co0, int relu) {
+    float a[8];
+#pragma unroll
+    for (int j = 0; j < 8; j++) a[j] = bias ? bias[co0 + j] : 0.0f;
+#pragma unroll
+    for (int k = 0; k < K; k++) {
+        float4 w0 = w[wi(k)], w1 = w[wi(k) + hi];
+        a[0] += x[k] * w0.x, a[1] += x[k] * w0.y, a[2] += x[k] * w0.z, a[3] += x[k] * w0.w;
+        a[4] += x[k] * w1.x, a[5] += x[k] * w1.y, a[6] += x[k] * w1.z, a[7] += x[k] * w1.w;
+    }
+    uint4 pk;
+    uint32_t *pw = reinterpret_cast<uint32_t *>(&pk);
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        float u = a[2 * j], v = a[2 * j + 1];
+        if (relu) u = fmaxf(u, 0.0f), v = fmaxf(v, 0.0f);
+        pw[j] = pack_bf16x2(u, v);
+    }
+    *reinterpret_cast<uint4 *>(out + row + co0) = pk;
+}
+
 /* Thin input (Ci = 3 or 4, e.g. enc.in from the u8 frame, dec.in from the latent): one thread
  * per pixel gathers its 9*CI inputs once into registers, then produces 8 output channels at a
  * time from float4 weight rows in shared memory, written as one 16-byte store. */
@@ -604,36 +658,9 @@ __global__ void conv_thin_in_kernel(bf16 *out, const TI *in, const bf16 *wt, con
     if (p >= (size_t)Ho * Wo) return;
     int oy = (int)(p / Wo), ox = (int)(p % Wo);
     float x[K];
-#pragma unroll
-    for (int ky = 0; ky < 3; ky++)
-#pragma unroll
-        for (int kx = 0; kx < 3; kx++) {
-            int iy = oy * stride - 1 + ky, ix = ox * stride - 1 + kx;
-            bool ok = iy >= 0 && iy < H && ix >= 0 && ix < W;
-            size_t src = ok ? (size_t)(up ? (iy >> 1) * Ws + (ix >> 1) : iy * W + ix) * CI : 0;
-#pragma unroll
-            for (int c = 0; c < CI; c++) x[(ky * 3 + kx) * CI + c] = ok ? ld_px(in, src + c) : 0.0f;
-        }
-    for (int co8 = 0; co8 < Co; co8 += 8) {
-        float a[8];
-#pragma unroll
-        for (int j = 0; j < 8; j++) a[j] = bias ? bias[co8 + j] : 0.0f;
-#pragma unroll
-        for (int k = 0; k < K; k++) {
-            float4 w0 = wsm[(k * Co + co8) / 4], w1 = wsm[(k * Co + co8) / 4 + 1];
-            a[0] += x[k] * w0.x, a[1] += x[k] * w0.y, a[2] += x[k] * w0.z, a[3] += x[k] * w0.w;
-            a[4] += x[k] * w1.x, a[5] += x[k] * w1.y, a[6] += x[k] * w1.z, a[7] += x[k] * w1.w;
-        }
-        uint4 pk;
-        uint32_t *pw = reinterpret_cast<uint32_t *>(&pk);
-#pragma unroll
-        for (int j = 0; j < 4; j++) {
-            float u = a[2 * j], v = a[2 * j + 1];
-            if (relu) u = fmaxf(u, 0.0f), v = fmaxf(v, 0.0f);
-            pw[j] = pack_bf16x2(u, v);
-        }
-        *reinterpret_cast<uint4 *>(out + p * Co + co8) = pk;
-    }
+    thin_in_gather<TI, CI>(x, in, oy, ox, H, W, Ws, stride, up);
+    for (int co8 = 0; co8 < Co; co8 += 8)
+        thin_in_out8<K>(out, p * Co, x, wsm, [&](int k) { return (k * Co + co8) / 4; }, 1, bias, co8, relu);
 }
 
 /* ---- version 3 of the thin layers: more threads, coalesced traffic --------------------------
@@ -747,34 +774,8 @@ __global__ void __launch_bounds__(TH_THREADS) conv_thin_in_v3(bf16 *out, const T
         size_t p = i / NG;
         int g = (int)(i % NG), oy = (int)(p / Wo), ox = (int)(p % Wo);
         float x[K];
-#pragma unroll
-        for (int ky = 0; ky < 3; ky++)
-#pragma unroll
-            for (int kx = 0; kx < 3; kx++) {
-                int iy = oy * stride - 1 + ky, ix = ox * stride - 1 + kx;
-                bool ok = iy >= 0 && iy < H && ix >= 0 && ix < W;
-                size_t src = ok ? (size_t)(up ? (iy >> 1) * Ws + (ix >> 1) : iy * W + ix) * CI : 0;
-#pragma unroll
-                for (int c = 0; c < CI; c++) x[(ky * 3 + kx) * CI + c] = ok ? ld_px(in, src + c) : 0.0f;
-            }
-        float a[8];
-#pragma unroll
-        for (int j = 0; j < 8; j++) a[j] = bias ? bias[g * 8 + j] : 0.0f;
-#pragma unroll
-        for (int k = 0; k < K; k++) {
-            float4 w0 = wsm[(size_t)k * 2 * NG + g], w1 = wsm[(size_t)k * 2 * NG + NG + g];
-            a[0] += x[k] * w0.x, a[1] += x[k] * w0.y, a[2] += x[k] * w0.z, a[3] += x[k] * w0.w;
-            a[4] += x[k] * w1.x, a[5] += x[k] * w1.y, a[6] += x[k] * w1.z, a[7] += x[k] * w1.w;
-        }
-        uint4 pk;
-        uint32_t *pw = reinterpret_cast<uint32_t *>(&pk);
-#pragma unroll
-        for (int j = 0; j < 4; j++) {
-            float u = a[2 * j], v = a[2 * j + 1];
-            if (relu) u = fmaxf(u, 0.0f), v = fmaxf(v, 0.0f);
-            pw[j] = pack_bf16x2(u, v);
-        }
-        *reinterpret_cast<uint4 *>(out + p * Co + g * 8) = pk;
+        thin_in_gather<TI, CI>(x, in, oy, ox, H, W, Ws, stride, up);
+        thin_in_out8<K>(out, p * Co, x, wsm, [&](int k) { return (size_t)k * 2 * NG + g; }, NG, bias, g * 8, relu);
     }
 }
 
@@ -806,14 +807,10 @@ __global__ void __launch_bounds__(128) conv_thin_in_tc(bf16 *out, const uint8_t 
         size_t p = p0 + tid;
         if (p < npix) {
             int oy = (int)(p / Wo), ox = (int)(p % Wo);
+            thin_in_taps<CI>(oy, ox, H, W, Ws, stride, up, [&](int tap, size_t src, bool ok) {
 #pragma unroll
-            for (int tap = 0; tap < 9; tap++) {
-                int iy = oy * stride - 1 + tap / 3, ix = ox * stride - 1 + tap % 3;
-                bool ok = iy >= 0 && iy < H && ix >= 0 && ix < W;
-                const uint8_t *src = in + (ok ? (size_t)(up ? (iy >> 1) * Ws + (ix >> 1) : iy * W + ix) * CI : 0);
-#pragma unroll
-                for (int c = 0; c < CI; c++) as[tid][tap * CI + c] = f2bf(ok ? (float)src[c] : 0.0f);
-            }
+                for (int c = 0; c < CI; c++) as[tid][tap * CI + c] = f2bf(ok ? (float)in[src + c] : 0.0f);
+            });
 #pragma unroll
             for (int k = K; k < 32; k++) as[tid][k] = f2bf(0.0f);
         } else {

@@ -135,8 +135,7 @@ struct cuda_stream {
     float *d_noise;   /* z (lat) then ctx noise (lat): one upload; z is denoised in place */
     float *d_cond, *d_zc;
     const float *cond_in; /* what patchify reads as the condition: d_cond, or NULL (dream) */
-    bf16_t *tok, *y, *qkv, *att, *hbuf;
-    float *x, *y32, *out_c, *out_u, *att_scratch;
+    float *out_c, *out_u;
     bf16_t *ring_k, *ring_v; /* (L, K+1, N, d) */
     float *rope_cos, *rope_sin; /* (N, dh/2) spatial tables */
     float *mod;       /* (rows, lmod): every pass's modulation, all layers + final */
@@ -160,6 +159,7 @@ struct cuda_stream {
     cu_gemm *g_in, *g_qkv, *g_proj, *g_fc1, *g_fc2, *g_out;
     cu_dgemm dg_in, dg_qkv, dg_proj, dg_fc1, dg_fc2, dg_out;
     int fused, pdl; /* the fused DiT path; programmatic dependent launch in the frame step */
+    int ropeatt;    /* MG_CUDA_ROPEATT=1: RoPE folded into attention where it can be (rope_attention) */
     /* MG_CUDA_FP8=1 (dit_pass_fp8): the four linears' e4m3 plans, the quantised activations
      * (N x up to 4d), their scale and the quantiser's scratch, the layernorms' scales (2L, per
      * pass), fc1's output amax (when cuBLASLt computes it: fc1_amax) */
@@ -246,6 +246,19 @@ static size_t weights_layout(cuda_weights *w, char *base) {
     return off;
 }
 
+/* One DiT pass's working set (pass_env's activations) in the stream's arena. */
+static void pass_layout(pass_env *e, const cuda_stream *s, char *base, size_t *off) {
+    size_t TN = (size_t)s->N, d = s->d;
+    e->tok = (bf16_t *)take(base, off, TN * 2 * s->zpp * 2);
+    e->x = (float *)take(base, off, TN * d * 4);
+    e->y = (bf16_t *)take(base, off, TN * d * 2);
+    e->y32 = (float *)take(base, off, TN * d * 4);
+    e->qkv = (bf16_t *)take(base, off, TN * 3 * d * 2);
+    e->att = (bf16_t *)take(base, off, TN * d * 2);
+    e->hbuf = (bf16_t *)take(base, off, TN * 4 * d * 2);
+    e->att_scratch = (float *)take(base, off, cu_attention_scratch_floats(s->N, s->heads, s->dh, s->splits) * 4 + 16);
+}
+
 /* The stream's own arena (everything but the weights). */
 static size_t stream_layout(cuda_stream *s, char *base) {
     size_t off = 0, TN = (size_t)s->N, d = s->d;
@@ -268,32 +281,10 @@ static size_t stream_layout(cuda_stream *s, char *base) {
     for (int i = 0; i < 3; i++) s->fm[i] = (bf16_t *)take(base, &off, px * s->c * 2);
     s->d_cond = (float *)take(base, &off, s->lat * 4);
     s->d_zc = (float *)take(base, &off, s->lat * 4);
-    s->tok = (bf16_t *)take(base, &off, TN * 2 * s->zpp * 2);
-    s->x = (float *)take(base, &off, TN * d * 4);
-    s->y = (bf16_t *)take(base, &off, TN * d * 2);
-    s->y32 = (float *)take(base, &off, TN * d * 4);
-    s->qkv = (bf16_t *)take(base, &off, TN * 3 * d * 2);
-    s->att = (bf16_t *)take(base, &off, TN * d * 2);
-    s->hbuf = (bf16_t *)take(base, &off, TN * 4 * d * 2);
+    pass_layout(&s->pe[0], s, base, &off); /* the frame's passes */
+    if (s->defer) pass_layout(&s->pe[1], s, base, &off); /* the deferred refresh's */
     s->out_c = (float *)take(base, &off, TN * s->zpp * 4);
     s->out_u = (float *)take(base, &off, TN * s->zpp * 4);
-    s->att_scratch = (float *)take(base, &off, cu_attention_scratch_floats(s->N, s->heads, s->dh, s->splits) * 4 + 16);
-    for (int i = 0; i < (s->defer ? 2 : 1); i++) { /* pe[0] aliases the buffers above */
-        pass_env *e = &s->pe[i];
-        if (i == 0) {
-            e->tok = s->tok, e->x = s->x, e->y = s->y, e->y32 = s->y32, e->qkv = s->qkv, e->att = s->att;
-            e->hbuf = s->hbuf, e->att_scratch = s->att_scratch;
-            continue;
-        }
-        e->tok = (bf16_t *)take(base, &off, TN * 2 * s->zpp * 2);
-        e->x = (float *)take(base, &off, TN * d * 4);
-        e->y = (bf16_t *)take(base, &off, TN * d * 2);
-        e->y32 = (float *)take(base, &off, TN * d * 4);
-        e->qkv = (bf16_t *)take(base, &off, TN * 3 * d * 2);
-        e->att = (bf16_t *)take(base, &off, TN * d * 2);
-        e->hbuf = (bf16_t *)take(base, &off, TN * 4 * d * 2);
-        e->att_scratch = (float *)take(base, &off, cu_attention_scratch_floats(s->N, s->heads, s->dh, s->splits) * 4 + 16);
-    }
     s->d_cond_prev = s->defer ? (float *)take(base, &off, s->lat * 4) : NULL;
     size_t ring = (size_t)s->L * (s->K + 1) * TN * d * 2;
     s->ring_k = (bf16_t *)take(base, &off, ring);
@@ -656,10 +647,10 @@ static mg_status dit_pass_fused(cuda_stream *s, const float *z, int row, int ref
 static mg_status dit_pass_fp8(cuda_stream *s, const float *z, int row, int refresh, float *out);
 
 /* RoPE on q and k, the current frame's k,v into the ring slot, attention: one launch
- * (cu_attention_rope) with MG_CUDA_ROPEATT=1 where the attention version has the folded form
- * (off by default: not faster in the frame, dev/cuda/README.md), else cu_rope_kv then
- * cu_attention; kv_only (the refresh pass's last block): the ring
- * write alone. With the working set e's hooks (pass_env): wait before the ring is written,
+ * (cu_attention_rope) with MG_CUDA_ROPEATT=1 (read when the stream is made: s->ropeatt) where
+ * the attention version has the folded form (off by default: not faster in the frame,
+ * dev/cuda/README.md), else cu_rope_kv then cu_attention; kv_only (the refresh pass's last
+ * block): the ring write alone. With the working set e's hooks (pass_env): wait before the ring is written,
  * record once it is written and read. */
 static mg_status rope_attention(cuda_stream *s, const pass_env *e, int l, bf16_t *kr, bf16_t *vr, int kv_only) {
     int N = s->N, d = s->d;
@@ -667,7 +658,7 @@ static mg_status rope_attention(cuda_stream *s, const pass_env *e, int l, bf16_t
         CU_TRY(cudaStreamWaitEvent(e->st, e->wait[l], 0));
         cu_pdl_fence();
     }
-    if (!kv_only && cu_opt("ROPEATT", 0) && cu_attention_rope_ok(s->dh, s->splits)) {
+    if (!kv_only && s->ropeatt && cu_attention_rope_ok(s->dh, s->splits)) {
         CU_MG(cu_attention_rope(e->att, e->qkv, 3 * d, kr, vr, s->rope_cos, s->rope_sin, e->p, N, s->heads, s->dh,
                                 s->splits, e->att_scratch, e->st));
     } else {
@@ -715,42 +706,43 @@ static mg_status dit_pass(cuda_stream *s, const pass_env *e, const float *z, int
 /* The same pass on the fused kernels (dit.cu): five launches per layer (six with the
  * attention's combine) instead of nine; x stays fp32 and is updated in the GEMM epilogues. */
 static mg_status dit_pass_fused(cuda_stream *s, const float *z, int row, int refresh, float *out) {
+    const pass_env *e = &s->pe[0];
     int N = s->N, d = s->d, L = s->L;
     const float *mrow = s->mod + (size_t)row * s->lmod;
     size_t slot_stride = (size_t)N * d, layer_stride = (size_t)(s->K + 1) * slot_stride;
-    CU_MG(cu_patchify(s->tok, z, s->cond_in, s->lh, s->lw, s->Z, s->m->cfg.patch, s->st));
+    CU_MG(cu_patchify(e->tok, z, s->cond_in, s->lh, s->lw, s->Z, s->m->cfg.patch, s->st));
     cu_dgemm_args a;
     memset(&a, 0, sizeof a);
-    a.a = s->tok, a.w = s->in_w, a.bias = s->in_b, a.out = s->x;
+    a.a = e->tok, a.w = s->in_w, a.bias = s->in_b, a.out = e->x;
     CU_MG(cu_dgemm_run(&s->dg_in, &a, s->st));
     for (int l = 0; l < L; l++) {
         const cu_layer *Ly = &s->layers[l];
         const float *mo = mrow + (size_t)l * 6 * d;
         /* LN1 + modulation -> qkv + bias -> RoPE -> q, ring k and v */
         memset(&a, 0, sizeof a);
-        a.x = s->x, a.shift = mo, a.scale = mo + d, a.w = Ly->qkv_w, a.bias = Ly->qkv_b, a.out = s->qkv;
+        a.x = e->x, a.shift = mo, a.scale = mo + d, a.w = Ly->qkv_w, a.bias = Ly->qkv_b, a.out = e->qkv;
         a.ldq = 3 * d, a.k_ring = s->ring_k + l * layer_stride, a.v_ring = s->ring_v + l * layer_stride;
         a.cos_sp = s->rope_cos, a.sin_sp = s->rope_sin, a.p = s->d_params, a.heads = s->heads, a.dh = s->dh;
         CU_MG(cu_dgemm_run(&s->dg_qkv, &a, s->st));
         if (refresh && l == L - 1) return MG_OK; /* only the k,v were wanted */
-        CU_MG(cu_attention(s->att, s->qkv, 3 * d, a.k_ring, a.v_ring, d, &s->d_params->vis, N, N, s->heads, s->dh,
-                           s->splits, s->att_scratch, s->st));
+        CU_MG(cu_attention(e->att, e->qkv, 3 * d, a.k_ring, a.v_ring, d, &s->d_params->vis, N, N, s->heads, s->dh,
+                           s->splits, e->att_scratch, s->st));
         /* x += gate1 * (proj(att) + b) */
         memset(&a, 0, sizeof a);
-        a.a = s->att, a.w = Ly->proj_w, a.bias = Ly->proj_b, a.out = s->x, a.gate = mo + 2 * d;
+        a.a = e->att, a.w = Ly->proj_w, a.bias = Ly->proj_b, a.out = e->x, a.gate = mo + 2 * d;
         CU_MG(cu_dgemm_run(&s->dg_proj, &a, s->st));
         /* LN2 + modulation -> fc1 + bias -> GELU */
         memset(&a, 0, sizeof a);
-        a.x = s->x, a.shift = mo + 3 * d, a.scale = mo + 4 * d, a.w = Ly->fc1_w, a.bias = Ly->fc1_b, a.out = s->hbuf;
+        a.x = e->x, a.shift = mo + 3 * d, a.scale = mo + 4 * d, a.w = Ly->fc1_w, a.bias = Ly->fc1_b, a.out = e->hbuf;
         CU_MG(cu_dgemm_run(&s->dg_fc1, &a, s->st));
         /* x += gate2 * (fc2(h) + b) */
         memset(&a, 0, sizeof a);
-        a.a = s->hbuf, a.w = Ly->fc2_w, a.bias = Ly->fc2_b, a.out = s->x, a.gate = mo + 5 * d;
+        a.a = e->hbuf, a.w = Ly->fc2_w, a.bias = Ly->fc2_b, a.out = e->x, a.gate = mo + 5 * d;
         CU_MG(cu_dgemm_run(&s->dg_fc2, &a, s->st));
     }
     /* final LN + modulation -> out projection */
     memset(&a, 0, sizeof a);
-    a.x = s->x, a.shift = mrow + (size_t)L * 6 * d, a.scale = mrow + (size_t)L * 6 * d + d, a.w = s->fout_w;
+    a.x = e->x, a.shift = mrow + (size_t)L * 6 * d, a.scale = mrow + (size_t)L * 6 * d + d, a.w = s->fout_w;
     a.bias = s->fout_b, a.out = out;
     return cu_dgemm_run(&s->dg_out, &a, s->st);
 }
@@ -763,15 +755,16 @@ static mg_status dit_pass_fused(cuda_stream *s, const float *z, int row, int ref
  * where it does not). The input and output projections, attention, RoPE and the fp32
  * residual stream are dit_pass's. */
 static mg_status dit_pass_fp8(cuda_stream *s, const float *z, int row, int refresh, float *out) {
+    const pass_env *e = &s->pe[0];
     cu_ctx *c = s->ctx;
     int N = s->N, d = s->d, L = s->L;
     const float *mrow = s->mod + (size_t)row * s->lmod;
     size_t slot_stride = (size_t)N * d, layer_stride = (size_t)(s->K + 1) * slot_stride;
     const void *pb, *fb;
-    CU_MG(cu_patchify(s->tok, z, s->cond_in, s->lh, s->lw, s->Z, s->m->cfg.patch, s->st));
-    CU_MG(cu_gemm_run(c, s->g_in, s->x, s->tok, s->in_w, s->in_b, s->st));
+    CU_MG(cu_patchify(e->tok, z, s->cond_in, s->lh, s->lw, s->Z, s->m->cfg.patch, s->st));
+    CU_MG(cu_gemm_run(c, s->g_in, e->x, e->tok, s->in_w, s->in_b, s->st));
     CU_MG(cu_dit_ln_fp8_scales(s->lnsc, mrow, L, d, s->st));
-    CU_MG(cu_gated_residual_ln_fp8(s->x, NULL, NULL, s->q8, s->lnsc, mrow, mrow + d, N, d, s->st));
+    CU_MG(cu_gated_residual_ln_fp8(e->x, NULL, NULL, s->q8, s->lnsc, mrow, mrow + d, N, d, s->st));
     for (int l = 0; l < L; l++) {
         const cu_layer *Ly = &s->layers[l];
         const float *mo = mrow + (size_t)l * 6 * d;
@@ -779,27 +772,27 @@ static mg_status dit_pass_fp8(cuda_stream *s, const float *z, int row, int refre
         /* this block's norm1 and norm2 scales, the next block's norm1 scale */
         const float *sc1 = s->lnsc + (size_t)2 * l * CU_FP8_SCALE_STRIDE, *sc2 = sc1 + CU_FP8_SCALE_STRIDE;
         const float *scn = sc2 + CU_FP8_SCALE_STRIDE;
-        CU_MG(cu_gemm_run_fp8(c, s->g8_qkv, s->qkv, s->q8, sc1, Ly->qkv_q, Ly->qkv_s, Ly->qkv_b, s->st));
-        CU_MG(rope_attention(s, &s->pe[0], l, kr, vr, refresh && l == L - 1));
+        CU_MG(cu_gemm_run_fp8(c, s->g8_qkv, e->qkv, s->q8, sc1, Ly->qkv_q, Ly->qkv_s, Ly->qkv_b, s->st));
+        CU_MG(rope_attention(s, e, l, kr, vr, refresh && l == L - 1));
         if (refresh && l == L - 1) return MG_OK; /* only the k,v were wanted */
-        CU_MG(cu_quant_fp8_tensor(s->q8, s->q8s, s->att, (size_t)N * d, s->q8scr, s->st));
+        CU_MG(cu_quant_fp8_tensor(s->q8, s->q8s, e->att, (size_t)N * d, s->q8scr, s->st));
         pb = cu_gemm_bias_bf16(s->g8_proj) ? (const void *)Ly->proj_b16 : (const void *)Ly->proj_b;
-        CU_MG(cu_gemm_run_fp8(c, s->g8_proj, s->y32, s->q8, s->q8s, Ly->proj_q, Ly->proj_s, pb, s->st));
+        CU_MG(cu_gemm_run_fp8(c, s->g8_proj, e->y32, s->q8, s->q8s, Ly->proj_q, Ly->proj_s, pb, s->st));
         /* x += gate1 * attn, then norm2 + modulation, quantised */
-        CU_MG(cu_gated_residual_ln_fp8(s->x, s->y32, mo + 2 * d, s->q8, sc2, mo + 3 * d, mo + 4 * d, N, d, s->st));
-        CU_MG(cu_gemm_run_fp8(c, s->g8_fc1, s->hbuf, s->q8, sc2, Ly->fc1_q, Ly->fc1_s, Ly->fc1_b, s->st));
-        if (s->fc1_amax) CU_MG(cu_quant_fp8_tensor_amax(s->q8, s->q8s, s->hbuf, (size_t)N * 4 * d, s->amax, s->st));
-        else CU_MG(cu_quant_fp8_tensor(s->q8, s->q8s, s->hbuf, (size_t)N * 4 * d, s->q8scr, s->st));
+        CU_MG(cu_gated_residual_ln_fp8(e->x, e->y32, mo + 2 * d, s->q8, sc2, mo + 3 * d, mo + 4 * d, N, d, s->st));
+        CU_MG(cu_gemm_run_fp8(c, s->g8_fc1, e->hbuf, s->q8, sc2, Ly->fc1_q, Ly->fc1_s, Ly->fc1_b, s->st));
+        if (s->fc1_amax) CU_MG(cu_quant_fp8_tensor_amax(s->q8, s->q8s, e->hbuf, (size_t)N * 4 * d, s->amax, s->st));
+        else CU_MG(cu_quant_fp8_tensor(s->q8, s->q8s, e->hbuf, (size_t)N * 4 * d, s->q8scr, s->st));
         fb = cu_gemm_bias_bf16(s->g8_fc2) ? (const void *)Ly->fc2_b16 : (const void *)Ly->fc2_b;
-        CU_MG(cu_gemm_run_fp8(c, s->g8_fc2, s->y32, s->q8, s->q8s, Ly->fc2_q, Ly->fc2_s, fb, s->st));
+        CU_MG(cu_gemm_run_fp8(c, s->g8_fc2, e->y32, s->q8, s->q8s, Ly->fc2_q, Ly->fc2_s, fb, s->st));
         /* x += gate2 * mlp, then the next block's norm1 (quantised), or the final norm (bf16:
          * the output projection stays a bf16 GEMM) */
         if (l + 1 < L)
-            CU_MG(cu_gated_residual_ln_fp8(s->x, s->y32, mo + 5 * d, s->q8, scn, mo + 6 * d, mo + 7 * d, N, d, s->st));
-        else CU_MG(cu_gated_residual_ln(s->x, s->y32, mo + 5 * d, s->y, mrow + (size_t)L * 6 * d,
+            CU_MG(cu_gated_residual_ln_fp8(e->x, e->y32, mo + 5 * d, s->q8, scn, mo + 6 * d, mo + 7 * d, N, d, s->st));
+        else CU_MG(cu_gated_residual_ln(e->x, e->y32, mo + 5 * d, e->y, mrow + (size_t)L * 6 * d,
                                         mrow + (size_t)L * 6 * d + d, N, d, s->st));
     }
-    return cu_gemm_run(c, s->g_out, out, s->y, s->fout_w, s->fout_b, s->st);
+    return cu_gemm_run(c, s->g_out, out, e->y, s->fout_w, s->fout_b, s->st);
 }
 
 static mg_status mark(cuda_stream *s, int profile, int i) {
@@ -1020,6 +1013,7 @@ static mg_status stream_init(cuda_stream *s) {
 
     int N = s->N, d = s->d;
     s->pdl = cu_opt("PDL", 0); /* measured slower in graph replay: off unless asked for */
+    s->ropeatt = cu_opt("ROPEATT", 0); /* read once: rope_attention runs per layer and pass */
     /* the fused DiT kernels (d <= 768) only when asked for (MG_CUDA_FUSED=1): correct, but
      * measured slower than cuBLASLt's GEMMs plus the separate kernels (dev/cuda/README.md) */
     s->fused = cu_opt("FUSED", 0) && d <= 768 && cu_dgemm_ok(N, 3 * d, d, CU_DG_A_LN) &&

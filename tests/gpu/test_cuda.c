@@ -820,8 +820,8 @@ static void test_graph_equals_eager(void **state) { graph_equals_eager(2); }
 
 /* The frame with RoPE folded into attention (MG_CUDA_ROPEATT=1) against MG_CUDA_ROPEATT=0
  * (cu_rope_kv + cu_attention): same latents and u8 frames over 6 frames (the ring fills and
- * wraps). The folded stream is a replayed graph (captured with the switch on), the other eager
- * launches reading the switch per pass. The caller's MG_CUDA_ROPEATT is restored after. */
+ * wraps). A stream reads the switch when it is made: the folded stream is a replayed graph,
+ * the other eager launches. The caller's MG_CUDA_ROPEATT is restored after. */
 static void test_ropeatt_frames(void **state) {
     const char *env = getenv("MG_CUDA_ROPEATT");
     char saved[16] = "";
@@ -831,8 +831,14 @@ static void test_ropeatt_frames(void **state) {
     int W = 128, H = 64, K = mg_model_config(m)->ring;
     cuda_stream_cfg cc = {W, H, 2, K, 1.0f};
     cuda_stream *a, *b;
-    TU_OK(cuda_stream_new(m, &cc, &a));
-    TU_OK(cuda_stream_new(m, &cc, &b));
+    setenv("MG_CUDA_ROPEATT", "1", 1);
+    mg_status sa = cuda_stream_new(m, &cc, &a);
+    setenv("MG_CUDA_ROPEATT", "0", 1);
+    mg_status sb = cuda_stream_new(m, &cc, &b);
+    if (had) setenv("MG_CUDA_ROPEATT", saved, 1);
+    else unsetenv("MG_CUDA_ROPEATT");
+    TU_OK(sa);
+    TU_OK(sb);
     cuda_stream_set_mode(b, CUDA_MODE_EAGER);
     size_t img = (size_t)W * H * 3, lat = (size_t)(H / 8) * (W / 8) * 4;
     uint8_t *in = malloc(img), *oa = malloc(img), *ob = malloc(img);
@@ -845,14 +851,8 @@ static void test_ropeatt_frames(void **state) {
         for (size_t i = 0; i < img; i++) in[i] = (uint8_t)(mg_rng_next(&r) >> 56);
         mg_rng_normal_fill(&r, n1, lat);
         mg_rng_normal_fill(&r, n2, lat);
-        setenv("MG_CUDA_ROPEATT", "1", 1);
-        mg_status sa = cuda_stream_step(a, in, oa, n1, n2, 1, 0);
-        setenv("MG_CUDA_ROPEATT", "0", 1);
-        mg_status sb = cuda_stream_step(b, in, ob, n1, n2, 1, 0);
-        if (had) setenv("MG_CUDA_ROPEATT", saved, 1);
-        else unsetenv("MG_CUDA_ROPEATT");
-        TU_OK(sa);
-        TU_OK(sb);
+        TU_OK(cuda_stream_step(a, in, oa, n1, n2, 1, 0));
+        TU_OK(cuda_stream_step(b, in, ob, n1, n2, 1, 0));
         TU_OK(cuda_stream_latent(a, za));
         TU_OK(cuda_stream_latent(b, zb));
         same &= !memcmp(oa, ob, img) && !memcmp(za, zb, lat * 4);
