@@ -20,6 +20,8 @@
 # each; "" for none; past the first, only while COMPILE_NEED seconds (330) of BUDGET (570,
 # from the start of the script) are left), LAB=1 runs the kernel lab, STEP_TIMEOUT (seconds
 # per step, 90; torch.compile gets 420), GPU_TESTS (more test binaries after test_cuda),
+# COMPILE_SCOPE (frame: the whole frame as one compiled function, checked against Stream.step
+# first; parts: encode, decode and the DiT core compiled apart), COMPILE_TIMEOUT (420),
 # WITH_1B_FP8=1 adds 1b with MG_CUDA_FP8=1 and the default again; VARIANTS may name "fp8" and
 # "nodefer" (the KV refresh at the end of its own frame, MG_CUDA_DEFER=0); WITH_1B_NODEFER=1
 # adds 1b with MG_CUDA_DEFER=0.
@@ -151,10 +153,13 @@ for sz in $CL; do
     fi
     # mirage again just before, so each ratio comes from neighbouring runs on one card
     bench "bench_s${sz}_again" "${sz}x${sz}" s "$CHOSEN"
+    # the whole-frame function torch.compile gets, held to Stream.step on this card first (eager)
+    [ "${COMPILE_SCOPE:-frame}" = frame ] && step "torch_check_frame_s${sz}" python3 ref/bench_torch.py --model s \
+        --size "${sz}x${sz}" --steps 2 --device cuda --check-frame 4
     T0=$T
     T=${COMPILE_TIMEOUT:-420}
     step "torch_compile_s${sz}" python3 ref/bench_torch.py --model s --size "${sz}x${sz}" --steps 2 --device cuda \
-        --compile --json
+        --compile --compile-scope "${COMPILE_SCOPE:-frame}" --json
     T=$T0
 done
 if [ -n "${PROFILE:-}" ]; then # ncu: per-kernel device times of s frames, eager and graph
