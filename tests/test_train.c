@@ -16,6 +16,7 @@
 #include "model/model.h"
 #include "train/train.h"
 #include "testutil.h"
+#include "train_oracle.h"
 
 #ifdef MG_HAVE_OPENMP
 #include <omp.h>
@@ -34,17 +35,7 @@ static tae_train tt;
 static const float *tae_img;
 static int tae_H, tae_W;
 
-static const char *data_dir(void) {
-    const char *d = getenv("MIRAGE_TESTDATA");
-    return d ? d : "tests/data";
-}
-
-static const float *g(const char *name, size_t numel) {
-    const st_tensor *t = st_find(&gold, name);
-    if (!t) fail_msg("oracle tensor %s missing", name);
-    if (t->numel != numel) fail_msg("oracle tensor %s: %zu elements, expected %zu", name, t->numel, numel);
-    return t->data;
-}
+static const float *g(const char *name, size_t numel) { return oracle_tensor(&gold, name, numel)->data; }
 
 static float meta_float(const char *key) {
     const char *v = st_meta_get(&gold, key);
@@ -53,18 +44,11 @@ static float meta_float(const char *key) {
 }
 
 static int setup(void **state) {
-    char path[600];
-    snprintf(path, sizeof path, "%s/grads_tiny.safetensors", data_dir());
-    if (st_open(&gold, path) != MG_OK) {
-        fprintf(stderr, "cannot open oracle file: %s\n", mg_last_error());
-        return -1;
-    }
-    mg_config cfg;
-    mg_config_named("tiny", &cfg);
+    if (oracle_open(&gold, "grads_tiny.safetensors")) return -1;
     const char *seed = st_meta_get(&gold, "weights_seed");
-    snprintf(model_path, sizeof model_path, "%s/train_model.safetensors", tu_tmpdir());
-    if (!seed || mg_model_init_file(model_path, &cfg, strtoull(seed, NULL, 10), 1) != MG_OK) return -1;
-    if (train_params_load(&tp, model_path) != MG_OK) {
+    if (!seed) return -1;
+    if (oracle_tiny_params(&tp, model_path, sizeof model_path, "train_model.safetensors", strtoull(seed, NULL, 10)) !=
+        MG_OK) {
         fprintf(stderr, "%s\n", mg_last_error());
         return -1;
     }
