@@ -19,74 +19,6 @@
 
 #define TOL_BF16 1e-2 /* relative L2 error for bf16 storage, fp32 accumulation */
 
-static cu_ctx *ctx;
-static cudaStream_t st;
-static uint64_t seed_ctr = 1000;
-
-/* ---- helpers --------------------------------------------------------------------------- */
-
-static float *rnd(size_t n, float lo, float hi) {
-    float *x = malloc(n * sizeof(float) + 16);
-    tu_fill_uniform(x, n, lo, hi, seed_ctr++);
-    return x;
-}
-
-
-static float *down_bf16(const bf16_t *d, size_t n) {
-    bf16_t *h = malloc(n * 2 + 2);
-    float *x = malloc(n * 4 + 4);
-    CK(cudaStreamSynchronize(st));
-    CK(cudaMemcpy(h, d, n * 2, cudaMemcpyDeviceToHost));
-    for (size_t i = 0; i < n; i++) x[i] = cu_bf2f(h[i]);
-    free(h);
-    return x;
-}
-
-static float *down_f32(const float *d, size_t n) {
-    float *x = malloc(n * 4 + 4);
-    CK(cudaStreamSynchronize(st));
-    CK(cudaMemcpy(x, d, n * 4, cudaMemcpyDeviceToHost));
-    return x;
-}
-
-/* ||got - ref|| / ||ref||; any NaN (an unwritten, poisoned element) fails. */
-static double rel_l2(const char *name, const float *got, const float *ref, size_t n, double tol) {
-    double num = 0, den = 0, worst = 0;
-    size_t wi = 0, nan = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (isnan(got[i]) || isinf(got[i])) { nan++; continue; }
-        double e = (double)got[i] - ref[i];
-        num += e * e, den += (double)ref[i] * ref[i];
-        if (fabs(e) > worst) worst = fabs(e), wi = i;
-    }
-    double r = nan ? INFINITY : sqrt(num / (den > 0 ? den : 1e-300));
-    printf("  %-44s n=%-8zu rel L2 %.2e  max abs %.2e at [%zu] (got %.5g ref %.5g)%s %s\n", name, n, r, worst, wi,
-           n ? got[wi] : 0.0, n ? ref[wi] : 0.0, nan ? " NaN/unwritten!" : "", r <= tol ? "ok" : "FAIL");
-    return r;
-}
-#define assert_rel(name, got, ref, n, tol) assert_true(rel_l2((name), (got), (ref), (n), (tol)) <= (tol))
-
-/* conv weight (Co, Ci, 3, 3) -> the GPU layout (Co, 9*Ci) */
-static bf16_t *up_conv_w(const float *w, int Ci, int Co) {
-    size_t K = (size_t)9 * Ci;
-    float *t = malloc(K * Co * 4);
-    for (int co = 0; co < Co; co++)
-        for (int ci = 0; ci < Ci; ci++)
-            for (int k = 0; k < 9; k++) t[co * K + (size_t)k * Ci + ci] = w[((size_t)co * Ci + ci) * 9 + k];
-    bf16_t *d = up_bf16(t, K * Co);
-    free(t);
-    return d;
-}
-
-static void cpu_conv(float *out, const float *in, const float *w, const float *b, int H, int W, int Ci, int Co,
-                     int stride) {
-    float *wp = malloc(conv3x3_packed_floats(Ci, Co) * 4);
-    float *scr = malloc(conv3x3_scratch_floats(H, W, Ci, Co, stride) * 4);
-    conv3x3_pack(wp, w, Ci, Co);
-    conv3x3_forward(out, in, wp, b, scr, H, W, Ci, Co, stride);
-    free(wp), free(scr);
-}
-
 /* ---- ops ------------------------------------------------------------------------------- */
 
 static void test_gemm(void **state) {
@@ -264,7 +196,6 @@ static void test_conv_igemm(void **state) {
         float *in = rnd(nin, -1, 1), *w = rnd((size_t)Co * Ci * 9, -0.05f, 0.05f), *b = rnd(Co, -0.5f, 0.5f);
         float *res = rnd(nout, -1, 1);
         bf16_t *din = up_bf16(in, nin), *dw = up_conv_w(w, Ci, Co), *dres = c[7] ? up_bf16(res, nout) : NULL;
-        round_bf16(w, (size_t)Co * Ci * 9);
         float *db = up_f32(b, Co);
         bf16_t *out = poisoned(nout * 2);
         TU_OK(cu_conv3x3_igemm_v(version, out, din, dw, c[6] ? db : NULL, dres, H, W, Ci, Co, s, up, c[8], st));
@@ -314,7 +245,6 @@ static void test_conv_direct(void **state) {
             din = up_bf16(in, nin);
         }
         bf16_t *dw = up_conv_w(w, Ci, Co);
-        round_bf16(w, (size_t)Co * Ci * 9);
         float *db = up_f32(b, Co), *ref = malloc(nout * 4), *got;
         size_t osz = ot == CU_U8 ? 1 : ot == CU_F32 ? 4 : 2;
         void *out = poisoned(nout * osz);
@@ -710,9 +640,7 @@ static void frame_steps(const char *config, int W, int H, int steps, float guida
     double worst_lat = 0, worst_mean = 0;
     int worst_px = 0;
     for (int t = 0; t < T; t++) {
-        for (size_t i = 0; i < img; i++) in[i] = (uint8_t)(mg_rng_next(&r) >> 56);
-        mg_rng_normal_fill(&r, noise, lat);
-        mg_rng_normal_fill(&r, ctxn, lat);
+        frame_inputs(&r, in, img, noise, ctxn, lat);
         memset(og, 0xAB, img);
         TU_OK(stream_step_f32(cpu, in, fimg, noise, ctxn));
         rgb_float_to_u8(oc, fimg, img);
@@ -885,19 +813,11 @@ static void test_fused_pdl_paths(void **state) {
 }
 
 static int setup(void **state) {
-    if (cu_ctx_new(&ctx) != MG_OK) {
-        fprintf(stderr, "test_cuda: %s\n", mg_last_error());
-        return -1;
-    }
-    printf("test_cuda on %s (%d SMs)\n", cu_ctx_device_name(ctx), cu_ctx_sm_count(ctx));
-    return cudaStreamCreate(&st) == cudaSuccess ? 0 : -1;
+    seed_ctr = 1000;
+    return gpu_setup("test_cuda");
 }
 
-static int teardown(void **state) {
-    cudaStreamDestroy(st);
-    cu_ctx_free(ctx);
-    return 0;
-}
+static int teardown(void **state) { return gpu_teardown(); }
 
 int main(void) {
     const struct CMUnitTest tests[] = {
