@@ -707,39 +707,77 @@ static void test_public_api(void **state) {
     mg_model_free(m);
 }
 
+/* env = v; v NULL: back to saved, the caller's value (NULL: unset); nothing without env */
+static void env_set(const char *env, const char *v, const char *saved) {
+    if (!env) return;
+    if (v) setenv(env, v, 1);
+    else if (saved) setenv(env, saved, 1);
+    else unsetenv(env);
+}
+
+/* 6 frames of 128x64 through two CUDA streams of m with the same inputs and noise (from
+ * seed): a replays its captured graph, b launches the kernels one by one. Frame dream_at is a
+ * dream (prompt row 7, no input; the others row 1; -1: none). With env, a runs with env=va
+ * and b with env=vb, set while each is made and while it steps (whichever a stream reads),
+ * the caller's value back in between. Returns whether every output frame and latent were
+ * bit-identical; *worst gets the worst latent rel L2 of a against b (each frame's printed
+ * under label against 1e-3, if given), *graph_ms a's last time on the device. */
+static int graph_vs_eager(mg_model *m, uint64_t seed, int dream_at, const char *env, const char *va, const char *vb,
+                          const char *label, double *worst, double *graph_ms) {
+    const char *cur = env ? getenv(env) : NULL;
+    char buf[16] = "";
+    if (cur) snprintf(buf, sizeof buf, "%s", cur);
+    const char *saved = cur ? buf : NULL;
+    int W = 128, H = 64, K = mg_model_config(m)->ring;
+    cuda_stream_cfg cc = {W, H, 2, K, 1.0f};
+    cuda_stream *a, *b;
+    env_set(env, va, saved);
+    mg_status sa = cuda_stream_new(m, &cc, &a);
+    env_set(env, vb, saved);
+    mg_status sb = cuda_stream_new(m, &cc, &b);
+    env_set(env, NULL, saved);
+    TU_OK(sa);
+    TU_OK(sb);
+    cuda_stream_set_mode(b, CUDA_MODE_EAGER);
+    size_t img = (size_t)W * H * 3, lat = (size_t)(H / 8) * (W / 8) * 4;
+    uint8_t *in = malloc(img), *oa = malloc(img), *ob = malloc(img);
+    float *n1 = malloc(lat * 4), *n2 = malloc(lat * 4), *za = malloc(lat * 4), *zb = malloc(lat * 4);
+    mg_rng r;
+    mg_rng_seed(&r, seed);
+    int same = 1;
+    *worst = 0;
+    for (int t = 0; t < 6; t++) {
+        frame_inputs(&r, in, img, n1, n2, lat);
+        int dream = t == dream_at;
+        env_set(env, va, saved);
+        sa = cuda_stream_step(a, in, oa, n1, n2, dream ? 7 : 1, dream);
+        env_set(env, vb, saved);
+        sb = cuda_stream_step(b, in, ob, n1, n2, dream ? 7 : 1, dream);
+        env_set(env, NULL, saved);
+        TU_OK(sa);
+        TU_OK(sb);
+        TU_OK(cuda_stream_latent(a, za));
+        TU_OK(cuda_stream_latent(b, zb));
+        same &= !memcmp(oa, ob, img) && !memcmp(za, zb, lat * 4);
+        double e = label ? rel_l2(label, za, zb, lat, 1e-3) : tu_rel_l2(za, zb, lat);
+        *worst = e > *worst ? e : *worst;
+    }
+    *graph_ms = cuda_stream_last_device_ms(a);
+    free(in), free(oa), free(ob), free(n1), free(n2), free(za), free(zb);
+    cuda_stream_free(a), cuda_stream_free(b);
+    return same;
+}
+
 /* Replaying the captured graph gives exactly what launching the kernels one by one gives. */
 static void graph_equals_eager(int nconfigs) {
     const char *configs[] = {"s", "tiny"};
     for (int ci = 0; ci < nconfigs; ci++) {
         mg_model *m = load_model(configs[ci], 11);
-        int W = 128, H = 64, K = mg_model_config(m)->ring;
-        cuda_stream_cfg cc = {W, H, 2, K, 1.0f};
-        cuda_stream *g, *e;
-        TU_OK(cuda_stream_new(m, &cc, &g));
-        TU_OK(cuda_stream_new(m, &cc, &e));
-        cuda_stream_set_mode(e, CUDA_MODE_EAGER);
-        size_t img = (size_t)W * H * 3, lat = (size_t)(H / 8) * (W / 8) * 4;
-        uint8_t *in = malloc(img), *og = malloc(img), *oe = malloc(img);
-        float *n1 = malloc(lat * 4), *n2 = malloc(lat * 4), *zg = malloc(lat * 4), *ze = malloc(lat * 4);
-        mg_rng r;
-        mg_rng_seed(&r, 5);
-        int same = 1;
-        for (int t = 0; t < 6; t++) {
-            for (size_t i = 0; i < img; i++) in[i] = (uint8_t)(mg_rng_next(&r) >> 56);
-            mg_rng_normal_fill(&r, n1, lat);
-            mg_rng_normal_fill(&r, n2, lat);
-            int dream = t == 4; /* the second graph (dream) too */
-            TU_OK(cuda_stream_step(g, in, og, n1, n2, dream ? 7 : 1, dream));
-            TU_OK(cuda_stream_step(e, in, oe, n1, n2, dream ? 7 : 1, dream));
-            TU_OK(cuda_stream_latent(g, zg));
-            TU_OK(cuda_stream_latent(e, ze));
-            same &= !memcmp(og, oe, img) && !memcmp(zg, ze, lat * 4);
-        }
+        double worst, ms;
+        int same = graph_vs_eager(m, 5, 4, NULL, NULL, NULL, NULL, &worst, &ms); /* the second graph (dream) too */
         printf("  %s: graph replay vs eager launches, 6 frames (one dream): %s (graph %.3f ms on the device)\n",
-               configs[ci], same ? "bit-identical" : "DIFFER", cuda_stream_last_device_ms(g));
+               configs[ci], same ? "bit-identical" : "DIFFER", ms);
         assert_true(same);
-        free(in), free(og), free(oe), free(n1), free(n2), free(zg), free(ze);
-        cuda_stream_free(g), cuda_stream_free(e);
         mg_model_free(m);
     }
 }
@@ -751,48 +789,14 @@ static void test_graph_equals_eager(void **state) { graph_equals_eager(2); }
  * wraps). The folded stream is a replayed graph (captured with the switch on), the other eager
  * launches reading the switch per pass. The caller's MG_CUDA_ROPEATT is restored after. */
 static void test_ropeatt_frames(void **state) {
-    const char *env = getenv("MG_CUDA_ROPEATT");
-    char saved[16] = "";
-    int had = env != NULL;
-    if (had) snprintf(saved, sizeof saved, "%s", env);
     mg_model *m = load_model("s", 13);
-    int W = 128, H = 64, K = mg_model_config(m)->ring;
-    cuda_stream_cfg cc = {W, H, 2, K, 1.0f};
-    cuda_stream *a, *b;
-    TU_OK(cuda_stream_new(m, &cc, &a));
-    TU_OK(cuda_stream_new(m, &cc, &b));
-    cuda_stream_set_mode(b, CUDA_MODE_EAGER);
-    size_t img = (size_t)W * H * 3, lat = (size_t)(H / 8) * (W / 8) * 4;
-    uint8_t *in = malloc(img), *oa = malloc(img), *ob = malloc(img);
-    float *n1 = malloc(lat * 4), *n2 = malloc(lat * 4), *za = malloc(lat * 4), *zb = malloc(lat * 4);
-    mg_rng r;
-    mg_rng_seed(&r, 17);
-    int same = 1;
-    double worst = 0;
-    for (int t = 0; t < 6; t++) {
-        for (size_t i = 0; i < img; i++) in[i] = (uint8_t)(mg_rng_next(&r) >> 56);
-        mg_rng_normal_fill(&r, n1, lat);
-        mg_rng_normal_fill(&r, n2, lat);
-        setenv("MG_CUDA_ROPEATT", "1", 1);
-        mg_status sa = cuda_stream_step(a, in, oa, n1, n2, 1, 0);
-        setenv("MG_CUDA_ROPEATT", "0", 1);
-        mg_status sb = cuda_stream_step(b, in, ob, n1, n2, 1, 0);
-        if (had) setenv("MG_CUDA_ROPEATT", saved, 1);
-        else unsetenv("MG_CUDA_ROPEATT");
-        TU_OK(sa);
-        TU_OK(sb);
-        TU_OK(cuda_stream_latent(a, za));
-        TU_OK(cuda_stream_latent(b, zb));
-        same &= !memcmp(oa, ob, img) && !memcmp(za, zb, lat * 4);
-        double e = rel_l2("  s frame latent, folded vs separate rope", za, zb, lat, 1e-3);
-        worst = e > worst ? e : worst;
-    }
-    printf("  s %dx%d: attention+rope vs cu_rope_kv + attention, 6 frames: %s (worst latent rel L2 %.2e)\n", W, H,
+    double worst, ms;
+    int same = graph_vs_eager(m, 17, -1, "MG_CUDA_ROPEATT", "1", "0", "  s frame latent, folded vs separate rope", &worst,
+                              &ms);
+    printf("  s 128x64: attention+rope vs cu_rope_kv + attention, 6 frames: %s (worst latent rel L2 %.2e)\n",
            same ? "bit-identical" : "differ", worst);
     assert_true(same);
     assert_true(worst <= 1e-3);
-    free(in), free(oa), free(ob), free(n1), free(n2), free(za), free(zb);
-    cuda_stream_free(a), cuda_stream_free(b);
     mg_model_free(m);
 }
 
