@@ -16,6 +16,7 @@
 #include "train/checkpoint.h"
 #include "train/train.h"
 #include "testutil.h"
+#include "train_oracle.h"
 
 #ifdef MG_HAVE_OPENMP
 #include <omp.h>
@@ -25,17 +26,7 @@
 
 static st_file gold;
 
-static const char *data_dir(void) {
-    const char *d = getenv("MIRAGE_TESTDATA");
-    return d ? d : "tests/data";
-}
-
-static const st_tensor *gt(const char *name, size_t numel) {
-    const st_tensor *t = st_find(&gold, name);
-    if (!t) fail_msg("oracle tensor %s missing", name);
-    if (t->numel != numel) fail_msg("oracle tensor %s: %zu elements, expected %zu", name, t->numel, numel);
-    return t;
-}
+static const st_tensor *gt(const char *name, size_t numel) { return oracle_tensor(&gold, name, numel); }
 
 static void check_l2(const char *what, const float *got, const float *ref, size_t n, double tol) {
     double e = tu_rel_l2(got, ref, n);
@@ -44,13 +35,7 @@ static void check_l2(const char *what, const float *got, const float *ref, size_
 }
 
 static int setup(void **state) {
-    char path[600];
-    snprintf(path, sizeof path, "%s/adv_tiny.safetensors", data_dir());
-    if (st_open(&gold, path) != MG_OK) {
-        fprintf(stderr, "cannot open oracle file: %s\n", mg_last_error());
-        return -1;
-    }
-    return 0;
+    return oracle_open(&gold, "adv_tiny.safetensors");
 }
 
 static int teardown(void **state) {
@@ -218,12 +203,8 @@ static void test_deterministic_accumulates_and_refuses(void **state) {
  * zeros (what the hook adds) gives the same bits as none; a non-zero one changes them. */
 static void test_tae_hook_neutral(void **state) {
     char path[600];
-    snprintf(path, sizeof path, "%s/adv_model.safetensors", tu_tmpdir());
-    mg_config cfg;
-    mg_config_named("tiny", &cfg);
-    TU_OK(mg_model_init_file(path, &cfg, 1, 1));
     train_params tp;
-    TU_OK(train_params_load(&tp, path));
+    TU_OK(oracle_tiny_params(&tp, path, sizeof path, "adv_model.safetensors", 1));
     tae_train tt;
     int H = 16, W = 16;
     size_t px = (size_t)H * W * 3, n = tp.offset[tp.dit_first];
@@ -255,14 +236,10 @@ static void test_tae_hook_neutral(void **state) {
  * shapes of another D refused. */
 static void test_checkpoint_aux(void **state) {
     char model[600], path[600], plain[600];
-    snprintf(model, sizeof model, "%s/ck_model.safetensors", tu_tmpdir());
     snprintf(path, sizeof path, "%s/adv.ckpt", tu_tmpdir());
     snprintf(plain, sizeof plain, "%s/plain.ckpt", tu_tmpdir());
-    mg_config cfg;
-    mg_config_named("tiny", &cfg);
-    TU_OK(mg_model_init_file(model, &cfg, 2, 1));
     train_params tp, got;
-    TU_OK(train_params_load(&tp, model));
+    TU_OK(oracle_tiny_params(&tp, model, sizeof model, "ck_model.safetensors", 2));
     for (size_t i = 0; i < tp.count; i++) tp.m[i] = 0.25f * tp.param[i], tp.v[i] = 0.5f + tp.param[i] * tp.param[i];
     adv_disc a, b;
     TU_OK(adv_init(&a, 5, 16, 16));

@@ -8,6 +8,7 @@
  * comments say. */
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "core/safetensors.h"
 #include "core/status.h"
@@ -15,6 +16,7 @@
 #include "model/model.h"
 #include "train/train.h"
 #include "testutil.h"
+#include "train_oracle.h"
 
 #ifdef MG_HAVE_OPENMP
 #include <omp.h>
@@ -33,17 +35,7 @@ static tae_train tt;
 static const float *tae_img;
 static int tae_H, tae_W;
 
-static const char *data_dir(void) {
-    const char *d = getenv("MIRAGE_TESTDATA");
-    return d ? d : "tests/data";
-}
-
-static const float *g(const char *name, size_t numel) {
-    const st_tensor *t = st_find(&gold, name);
-    if (!t) fail_msg("oracle tensor %s missing", name);
-    if (t->numel != numel) fail_msg("oracle tensor %s: %zu elements, expected %zu", name, t->numel, numel);
-    return t->data;
-}
+static const float *g(const char *name, size_t numel) { return oracle_tensor(&gold, name, numel)->data; }
 
 static float meta_float(const char *key) {
     const char *v = st_meta_get(&gold, key);
@@ -52,18 +44,11 @@ static float meta_float(const char *key) {
 }
 
 static int setup(void **state) {
-    char path[600];
-    snprintf(path, sizeof path, "%s/grads_tiny.safetensors", data_dir());
-    if (st_open(&gold, path) != MG_OK) {
-        fprintf(stderr, "cannot open oracle file: %s\n", mg_last_error());
-        return -1;
-    }
-    mg_config cfg;
-    mg_config_named("tiny", &cfg);
+    if (oracle_open(&gold, "grads_tiny.safetensors")) return -1;
     const char *seed = st_meta_get(&gold, "weights_seed");
-    snprintf(model_path, sizeof model_path, "%s/train_model.safetensors", tu_tmpdir());
-    if (!seed || mg_model_init_file(model_path, &cfg, strtoull(seed, NULL, 10), 1) != MG_OK) return -1;
-    if (train_params_load(&tp, model_path) != MG_OK) {
+    if (!seed) return -1;
+    if (oracle_tiny_params(&tp, model_path, sizeof model_path, "train_model.safetensors", strtoull(seed, NULL, 10)) !=
+        MG_OK) {
         fprintf(stderr, "%s\n", mg_last_error());
         return -1;
     }
@@ -349,6 +334,59 @@ static void test_backward_deterministic_and_accumulates(void **state) {
     }
 }
 
+/* CPU time of the process in ms: what a backward costs, whatever else the machine runs. */
+static double cpu_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
+}
+
+/* --freeze-encoder (tae_train.freeze_encoder): the backward ends at dec.in. The decoder's
+ * gradients are bit for bit the full backward's, the encoder's are left as they were (not
+ * computed), an AdamW step of the decoder gives the same weights everywhere (the encoder's
+ * as loaded), and the backward costs less: the encoder's half of it is skipped. */
+static void test_tae_frozen_encoder(void **state) {
+    int dec = train_params_find(&tp, "dec.in.weight");
+    size_t d0 = tp.offset[dec], d1 = tp.offset[tp.dit_first];
+    float *gfull = malloc((d1 - d0) * sizeof(float)), *pfull = malloc(tp.count * sizeof(float));
+    adamw_opts ao = adamw_defaults();
+    double best[2] = {INFINITY, INFINITY};
+    for (int frozen = 0; frozen < 2; frozen++) {
+        reset_params();
+        tt.freeze_encoder = frozen;
+        for (int rep = 0; rep < 3; rep++) { /* the best of 3 */
+            float loss;
+            train_zero_grad(&tp, 0, tp.dit_first);
+            for (size_t i = 0; i < d0; i++) tp.grad[i] = 0.25f; /* what the frozen backward must not touch */
+            assert_int_equal(tae_train_forward(&tt, tae_img, tae_H, tae_W, &loss), MG_OK);
+            double t0 = cpu_ms();
+            assert_int_equal(tae_train_backward(&tt, 1.0f), MG_OK);
+            double t = cpu_ms() - t0;
+            best[frozen] = t < best[frozen] ? t : best[frozen];
+        }
+        tt.freeze_encoder = 0;
+        if (!frozen) {
+            memcpy(gfull, tp.grad + d0, (d1 - d0) * sizeof(float));
+        } else {
+            printf("  frozen encoder: decoder gradients vs the full backward's: %s\n",
+                   memcmp(gfull, tp.grad + d0, (d1 - d0) * sizeof(float)) ? "DIFFER" : "bit-identical");
+            assert_memory_equal(tp.grad + d0, gfull, (d1 - d0) * sizeof(float));
+            int kept = 1;
+            for (size_t i = 0; i < d0; i++) kept &= tp.grad[i] == 0.25f;
+            assert_true(kept);
+        }
+        grad_clip(&tp, dec, tp.dit_first, 1.0);
+        adamw_step(&tp, dec, tp.dit_first, 1, 1e-3f, &ao);
+        if (!frozen) memcpy(pfull, tp.param, tp.count * sizeof(float));
+    }
+    assert_memory_equal(tp.param, pfull, tp.count * sizeof(float));
+    assert_memory_equal(tp.param, init_param, d0 * sizeof(float)); /* the encoder as loaded */
+    printf("  TAE backward (CPU time, best of 3): full %.2f ms, encoder frozen %.2f ms (%.2fx)\n", best[0], best[1],
+           best[1] / best[0]);
+    assert_true(best[1] < 0.8 * best[0]);
+    free(gfull), free(pfull);
+}
+
 static void test_refuses_bad_calls(void **state) {
     dit_train d2;
     assert_int_equal(dit_train_init(&d2, &tp, 2, 3, 4), MG_ERR_SHAPE); /* odd latent height */
@@ -418,6 +456,7 @@ int main(void) {
         cmocka_unit_test(test_lap_pieces),
         cmocka_unit_test(test_forward_matches_inference),
         cmocka_unit_test(test_backward_deterministic_and_accumulates),
+        cmocka_unit_test(test_tae_frozen_encoder),
         cmocka_unit_test(test_refuses_bad_calls),
         cmocka_unit_test(test_optimizer_pieces),
     };

@@ -98,15 +98,21 @@ size_t ckpt_bytes(const train_params *tp, int first, int last, st_dtype moments)
 /* ---- saving ------------------------------------------------------------------------------ */
 
 static const char *const kinds[4] = {"param", "ema", "m", "v"};
-
-static const float *kind_array(const train_params *tp, int k) {
-    return k == 0 ? tp->param : k == 1 ? tp->ema : k == 2 ? tp->m : tp->v;
-}
-
 /* The auxiliary network's kinds (ckpt_save_aux): no EMA, it is never shipped. */
 static const char *const aux_kinds[3] = {"aux.param", "aux.m", "aux.v"};
 
-static float *aux_array(const train_params *tp, int k) { return k == 0 ? tp->param : k == 1 ? tp->m : tp->v; }
+/* The kinds of tensor a checkpoint holds for tp: the model's (param, ema, m, v) or, with aux,
+ * the auxiliary network's (aux.param, aux.m, aux.v). Their names and arrays; returns how many. */
+static int kinds_of(const train_params *tp, int aux, const char *const **names, float *arr[4]) {
+    if (aux) {
+        *names = aux_kinds;
+        arr[0] = tp->param, arr[1] = tp->m, arr[2] = tp->v;
+        return 3;
+    }
+    *names = kinds;
+    arr[0] = tp->param, arr[1] = tp->ema, arr[2] = tp->m, arr[3] = tp->v;
+    return 4;
+}
 
 static void part_path(char *buf, size_t n, const char *path, long step, int part) {
     snprintf(buf, n, "%s.step%ld.part%d", path, step, part);
@@ -186,6 +192,34 @@ static mg_status part_add(part_writer *pw, const char *name, st_dtype dt, int ra
     return st_writer_add(pw->w, name, dt, rank, shape, data);
 }
 
+/* <kind>/<name> for every kind of tp (kinds_of) into the parts, kind by kind in table order:
+ * the weights of every tensor, the other kinds of [first, last) only. Kinds from lossy on are
+ * written in BF16 through half (room for the largest tensor), the others in F32. */
+static mg_status add_kinds(part_writer *pw, const train_params *tp, int aux, int first, int last, int lossy,
+                           uint16_t *half) {
+    const char *const *names;
+    float *arr[4];
+    int nk = kinds_of(tp, aux, &names, arr);
+    mg_status s = MG_OK;
+    for (int k = 0; k < nk && s == MG_OK; k++) {
+        int a = k == 0 ? 0 : first, b = k == 0 ? tp->n_tensors : last;
+        for (int i = a; i < b && s == MG_OK; i++) {
+            const wdesc *t = &tp->table[i];
+            const float *src = arr[k] + tp->offset[i];
+            size_t n = train_params_numel(tp, i);
+            char name[ST_MAX_NAME];
+            snprintf(name, sizeof name, "%s/%s", names[k], t->name);
+            if (k >= lossy) {
+                for (size_t q = 0; q < n; q++) half[q] = to_bf16(src[q]);
+                s = part_add(pw, name, ST_BF16, t->rank, t->shape, half, n * 2);
+            } else {
+                s = part_add(pw, name, ST_F32, t->rank, t->shape, src, n * sizeof(float));
+            }
+        }
+    }
+    return s;
+}
+
 mg_status ckpt_save_ex(const char *path, const train_params *tp, int first, int last, const char *stage, long step,
                        const ckpt_meta *extra, size_t part_bytes, st_dtype moments) {
     return ckpt_save_aux(path, tp, first, last, stage, step, extra, part_bytes, moments, NULL);
@@ -201,36 +235,13 @@ mg_status ckpt_save_aux(const char *path, const train_params *tp, int first, int
     uint16_t *half = moments == ST_BF16 ? malloc(maxn * sizeof(uint16_t)) : NULL;
     if (moments == ST_BF16 && !half) return mg_fail(MG_ERR_NOMEM, "%s: out of memory", path);
     if (part_bytes < 1024 * 1024) part_bytes = 1024 * 1024;
-    mg_status s = MG_OK;
     part_writer pw = {.path = path, .step = step, .part_bytes = part_bytes};
     char pp[512], v[64];
     st_writer *w = NULL;
-    /* tensors in order: param/<name> for all, then ema/m/v for the trained range */
-    for (int k = 0; k < 4 && s == MG_OK; k++) {
-        int a = k == 0 ? 0 : first, b = k == 0 ? tp->n_tensors : last;
-        for (int i = a; i < b && s == MG_OK; i++) {
-            int lossy = k >= 2 && moments == ST_BF16;
-            size_t bytes = train_params_numel(tp, i) * (lossy ? 2 : sizeof(float));
-            char name[ST_MAX_NAME];
-            snprintf(name, sizeof name, "%s/%s", kinds[k], tp->table[i].name);
-            if (lossy) {
-                const float *src = kind_array(tp, k) + tp->offset[i];
-                for (size_t q = 0; q < train_params_numel(tp, i); q++) half[q] = to_bf16(src[q]);
-                s = part_add(&pw, name, ST_BF16, tp->table[i].rank, tp->table[i].shape, half, bytes);
-            } else {
-                s = part_add(&pw, name, ST_F32, tp->table[i].rank, tp->table[i].shape, kind_array(tp, k) + tp->offset[i],
-                             bytes);
-            }
-        }
-    }
-    /* the auxiliary network (the discriminator of --adv): small, always F32 */
-    for (int k = 0; aux && k < 3 && s == MG_OK; k++)
-        for (int i = 0; i < aux->n_tensors && s == MG_OK; i++) {
-            char name[ST_MAX_NAME];
-            snprintf(name, sizeof name, "%s/%s", aux_kinds[k], aux->table[i].name);
-            s = part_add(&pw, name, ST_F32, aux->table[i].rank, aux->table[i].shape, aux_array(aux, k) + aux->offset[i],
-                         train_params_numel(aux, i) * sizeof(float));
-        }
+    /* tensors in order: param/<name> for all, then ema/m/v for the trained range; then the
+     * auxiliary network (the discriminator of --adv): small, always F32 */
+    mg_status s = add_kinds(&pw, tp, 0, first, last, moments == ST_BF16 ? 2 : 4, half);
+    if (aux && s == MG_OK) s = add_kinds(&pw, aux, 1, 0, aux->n_tensors, 3, NULL);
     int part = pw.part;
     if (pw.w) {
         if (s == MG_OK) {
@@ -315,49 +326,43 @@ static mg_status params_for(const mg_config *c, train_params *tp) {
     return s;
 }
 
-mg_status ckpt_load(const char *path, train_params *tp, char stage[8], long *step, ckpt_meta *extra) {
-    memset(tp, 0, sizeof *tp);
-    st_file f;
-    MG_TRY(st_open(&f, path));
-    long parts = 0;
-    unsigned char *seen = NULL;
-    ckpt_index ix;
-    mg_status s = ckpt_index_parse(&f, &ix);
-    if (s != MG_OK) goto done;
-    const char *stg = ix.stage;
-    snprintf(stage, 8, "%s", stg);
-    *step = ix.step, parts = ix.parts;
-    if ((s = params_for(&ix.cfg, tp)) != MG_OK) goto done;
-    int first = strcmp(stg, "tae") == 0 ? 0 : tp->dit_first, last = strcmp(stg, "tae") == 0 ? tp->dit_first : tp->n_tensors;
-    const char *fz = st_meta_get(&f, "train_freeze_encoder"); /* tae, decoder only: the encoder is frozen too */
-    if (!strcmp(stg, "tae") && fz && !strcmp(fz, "1")) first = train_params_find(tp, "dec.in.weight");
-    if (!(seen = calloc((size_t)tp->n_tensors * 4, 1))) {
-        s = mg_fail(MG_ERR_NOMEM, "%s: out of memory", path);
-        goto done;
-    }
-    float *arrays[4] = {tp->param, tp->ema, tp->m, tp->v};
-    for (long p = 0; p < parts && s == MG_OK; p++) {
+/* Reads the kinds of tp (kinds_of; with aux the aux.* tensors, else all the others) from the
+ * parts of the checkpoint at path, whose index is ix: each part checked to be the part of the
+ * index's step it is named for, each tensor found in tp's table by its name and checked (F32,
+ * or BF16 for the model's moments; shape; once), copied in. Every kind of every tensor must
+ * come, the weights of all, the other kinds of [first, last) (only those may be there);
+ * missing is added to the message for one that did not. */
+static mg_status read_kinds(const char *path, const ckpt_index *ix, train_params *tp, int aux, int first, int last,
+                            const char *missing) {
+    const char *const *names;
+    float *arrays[4];
+    int nk = kinds_of(tp, aux, &names, arrays);
+    unsigned char *seen = calloc((size_t)tp->n_tensors * nk, 1);
+    if (!seen) return mg_fail(MG_ERR_NOMEM, "%s: out of memory", path);
+    mg_status s = MG_OK;
+    for (long p = 0; p < ix->parts && s == MG_OK; p++) {
         char pp[512];
-        part_path(pp, sizeof pp, path, *step, (int)p);
+        part_path(pp, sizeof pp, path, ix->step, (int)p);
         st_file pf;
         if ((s = st_open(&pf, pp)) != MG_OK) {
             char why[600];
             snprintf(why, sizeof why, "%s", mg_last_error()); /* mg_fail rewrites that buffer */
-            s = mg_fail(MG_ERR_FORMAT, "%s: part %ld of %ld is missing or damaged: %s", path, p, parts, why);
+            s = mg_fail(MG_ERR_FORMAT, "%s: part %ld of %ld is missing or damaged: %s", path, p, ix->parts, why);
             break;
         }
         long pstep = -1, pidx = -1;
         const char *pfmt = st_meta_get(&pf, "format");
         if (!pfmt || strcmp(pfmt, "mirage-train-part") || meta_long(&pf, "step", 0, 1L << 40, &pstep) != MG_OK ||
-            meta_long(&pf, "part", 0, 100000, &pidx) != MG_OK || pstep != *step || pidx != p)
-            s = mg_fail(MG_ERR_FORMAT, "%s: not part %ld of step %ld", pp, p, *step);
+            meta_long(&pf, "part", 0, 100000, &pidx) != MG_OK || pstep != ix->step || pidx != p)
+            s = mg_fail(MG_ERR_FORMAT, "%s: not part %ld of step %ld", pp, p, ix->step);
         for (int t = 0; t < pf.n_tensors && s == MG_OK; t++) {
             const st_tensor *st = &pf.tensors[t];
-            if (!strncmp(st->name, "aux.", 4)) continue; /* the auxiliary network's: ckpt_load_aux */
+            int of_aux = !strncmp(st->name, "aux.", 4);
+            if (of_aux != aux) continue; /* the other network's */
             const char *slash = strchr(st->name, '/');
             int k = -1;
-            for (int q = 0; q < 4 && slash; q++)
-                if ((size_t)(slash - st->name) == strlen(kinds[q]) && !strncmp(st->name, kinds[q], strlen(kinds[q])))
+            for (int q = 0; q < nk && slash; q++)
+                if ((size_t)(slash - st->name) == strlen(names[q]) && !strncmp(st->name, names[q], strlen(names[q])))
                     k = q;
             int i = k >= 0 ? train_params_find(tp, slash + 1) : -1;
             if (i < 0 || (k > 0 && (i < first || i >= last))) {
@@ -365,18 +370,18 @@ mg_status ckpt_load(const char *path, train_params *tp, char stage[8], long *ste
                 break;
             }
             const wdesc *w = &tp->table[i];
-            int ok = (st->dtype == ST_F32 || (k >= 2 && st->dtype == ST_BF16)) && st->rank == w->rank;
+            int ok = (st->dtype == ST_F32 || (!aux && k >= 2 && st->dtype == ST_BF16)) && st->rank == w->rank;
             for (int r = 0; ok && r < w->rank; r++) ok = st->shape[r] == w->shape[r];
             if (!ok) {
                 s = mg_fail(MG_ERR_SHAPE, "%s: tensor %s: expected F32 of the shape of %s, found %s rank %d", pp,
                             st->name, w->name, st_dtype_name(st->dtype), st->rank);
                 break;
             }
-            if (seen[(size_t)i * 4 + k]) {
+            if (seen[(size_t)i * nk + k]) {
                 s = mg_fail(MG_ERR_FORMAT, "%s: tensor %s appears twice", pp, st->name);
                 break;
             }
-            seen[(size_t)i * 4 + k] = 1;
+            seen[(size_t)i * nk + k] = 1;
             if (st->dtype == ST_F32) {
                 memcpy(arrays[k] + tp->offset[i], st->data, st->numel * sizeof(float));
             } else { /* moments saved with --ckpt-moments bf16 */
@@ -391,10 +396,30 @@ mg_status ckpt_load(const char *path, train_params *tp, char stage[8], long *ste
         st_close(&pf);
     }
     for (int i = 0; i < tp->n_tensors && s == MG_OK; i++)
-        for (int k = 0; k < 4 && s == MG_OK; k++) {
+        for (int k = 0; k < nk && s == MG_OK; k++) {
             if (k > 0 && (i < first || i >= last)) continue;
-            if (!seen[(size_t)i * 4 + k]) s = mg_fail(MG_ERR_FORMAT, "%s: tensor %s/%s missing", path, kinds[k], tp->table[i].name);
+            if (!seen[(size_t)i * nk + k])
+                s = mg_fail(MG_ERR_FORMAT, "%s: tensor %s/%s missing%s", path, names[k], tp->table[i].name, missing);
         }
+    free(seen);
+    return s;
+}
+
+mg_status ckpt_load(const char *path, train_params *tp, char stage[8], long *step, ckpt_meta *extra) {
+    memset(tp, 0, sizeof *tp);
+    st_file f;
+    MG_TRY(st_open(&f, path));
+    ckpt_index ix;
+    mg_status s = ckpt_index_parse(&f, &ix);
+    if (s != MG_OK) goto done;
+    const char *stg = ix.stage;
+    snprintf(stage, 8, "%s", stg);
+    *step = ix.step;
+    if ((s = params_for(&ix.cfg, tp)) != MG_OK) goto done;
+    int first = strcmp(stg, "tae") == 0 ? 0 : tp->dit_first, last = strcmp(stg, "tae") == 0 ? tp->dit_first : tp->n_tensors;
+    const char *fz = st_meta_get(&f, "train_freeze_encoder"); /* tae, decoder only: the encoder is frozen too */
+    if (!strcmp(stg, "tae") && fz && !strcmp(fz, "1")) first = train_params_find(tp, "dec.in.weight");
+    s = read_kinds(path, &ix, tp, 0, first, last, "");
     if (s == MG_OK) {
         /* the frozen network: its EMA is its weights, its moments zero (never updated) */
         for (int i = 0; i < tp->n_tensors; i++) {
@@ -411,7 +436,6 @@ mg_status ckpt_load(const char *path, train_params *tp, char stage[8], long *ste
         }
     }
 done:
-    free(seen);
     st_close(&f);
     if (s != MG_OK && tp->mem) train_params_free(tp);
     return s;
@@ -424,49 +448,7 @@ mg_status ckpt_load_aux(const char *path, train_params *aux) {
     mg_status s = ckpt_index_parse(&f, &ix);
     st_close(&f);
     MG_TRY(s);
-    unsigned char *seen = calloc((size_t)aux->n_tensors * 3, 1);
-    if (!seen) return mg_fail(MG_ERR_NOMEM, "%s: out of memory", path);
-    for (long p = 0; p < ix.parts && s == MG_OK; p++) {
-        char pp[512];
-        part_path(pp, sizeof pp, path, ix.step, (int)p);
-        st_file pf;
-        if ((s = st_open(&pf, pp)) != MG_OK) break; /* ckpt_load checked the parts just before */
-        for (int t = 0; t < pf.n_tensors && s == MG_OK; t++) {
-            const st_tensor *st = &pf.tensors[t];
-            if (strncmp(st->name, "aux.", 4) != 0) continue;
-            const char *slash = strchr(st->name, '/');
-            int k = -1;
-            for (int q = 0; q < 3 && slash; q++)
-                if ((size_t)(slash - st->name) == strlen(aux_kinds[q]) && !strncmp(st->name, aux_kinds[q], strlen(aux_kinds[q])))
-                    k = q;
-            int i = k >= 0 ? train_params_find(aux, slash + 1) : -1;
-            if (i < 0) {
-                s = mg_fail(MG_ERR_FORMAT, "%s: unexpected tensor %s", pp, st->name);
-                break;
-            }
-            const wdesc *w = &aux->table[i];
-            int ok = st->dtype == ST_F32 && st->rank == w->rank;
-            for (int r = 0; ok && r < w->rank; r++) ok = st->shape[r] == w->shape[r];
-            if (!ok) {
-                s = mg_fail(MG_ERR_SHAPE, "%s: tensor %s: expected F32 of the shape of %s, found %s rank %d", pp,
-                            st->name, w->name, st_dtype_name(st->dtype), st->rank);
-                break;
-            }
-            if (seen[(size_t)i * 3 + k]) {
-                s = mg_fail(MG_ERR_FORMAT, "%s: tensor %s appears twice", pp, st->name);
-                break;
-            }
-            seen[(size_t)i * 3 + k] = 1;
-            memcpy(aux_array(aux, k) + aux->offset[i], st->data, st->numel * sizeof(float));
-        }
-        st_close(&pf);
-    }
-    for (int i = 0; i < aux->n_tensors && s == MG_OK; i++)
-        for (int k = 0; k < 3 && s == MG_OK; k++)
-            if (!seen[(size_t)i * 3 + k])
-                s = mg_fail(MG_ERR_FORMAT, "%s: tensor %s/%s missing (a checkpoint of a run without it?)", path,
-                            aux_kinds[k], aux->table[i].name);
-    free(seen);
+    s = read_kinds(path, &ix, aux, 1, 0, aux->n_tensors, " (a checkpoint of a run without it?)");
     if (s == MG_OK) {
         memcpy(aux->ema, aux->param, aux->count * sizeof(float));
         memset(aux->grad, 0, aux->count * sizeof(float));

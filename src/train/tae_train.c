@@ -1,7 +1,8 @@
 /* The autoencoder's training forward and backward (stage 1): rec = dec(enc(img)), loss
  * L1 + L2. The forward is tae_encode + tae_decode (src/model/tae.c) written out again so that
  * every map the backward needs stays in memory; the backward is its reverse, block by block.
- * The gradient of the latent flows from the decoder into the encoder: both train together. */
+ * The gradient of the latent flows from the decoder into the encoder: both train together,
+ * unless the encoder is frozen (--freeze-encoder), when the backward ends at the decoder. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -336,6 +337,10 @@ mg_status tae_train_backward(tae_train *tt, float scale) {
     /* d_in = relu(dec.in(lat)) */
     zero(t1, (size_t)h * w * c);
     relu_backward(t1, g, a->d_in, (size_t)h * w * c);
+    if (tt->freeze_encoder) { /* nothing below dec.in trains: no latent gradient, no encoder pass */
+        conv_bwd(tt, &tt->dec_in, NULL, t1, a->lat, h, w, 1);
+        return MG_OK;
+    }
     zero(tt->dlat, (size_t)h * w * Z);
     conv_bwd(tt, &tt->dec_in, tt->dlat, t1, a->lat, h, w, 1);
 

@@ -193,6 +193,8 @@ typedef struct tae_train {
     const float *drec_add;           /* (H, W, 3) or NULL: added as is (the caller scaled it) to the
                                       * gradient of rec by the next backward: the adversarial
                                       * term's (train/adv.h, --adv) */
+    int freeze_encoder;              /* 1: the backward stops at the decoder (--freeze-encoder):
+                                      * the encoder's gradients are neither computed nor added */
     float *mem;                      /* the one allocation */
     size_t mem_bytes;
 } tae_train;
@@ -204,7 +206,8 @@ void tae_train_free(tae_train *tt);
  * (L1 + L2) over the H*W*3 elements, plus tt->hf x the mean of (lap(rec) - lap(img))^2 over the
  * (H-2)(W-2)*3 interior elements (tae_lap_diff). img must stay valid until the backward. */
 mg_status tae_train_forward(tae_train *tt, const float *img, int H, int W, float *loss);
-/* tp->grad += scale * d loss / d params for the autoencoder's tensors [0, dit_first). */
+/* tp->grad += scale * d loss / d params for the autoencoder's tensors [0, dit_first); with
+ * freeze_encoder, for the decoder's alone (dec.in.weight on): the encoder's are left as they were. */
 mg_status tae_train_backward(tae_train *tt, float scale);
 /* The Laplacian term's pieces, shared with the GPU test: d = lap(rec) - lap(img) (0 on the
  * border), returning sum d^2; the number of interior elements; g += k lap(d). */

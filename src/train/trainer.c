@@ -736,6 +736,7 @@ static mg_status setup(run *r, long *start) {
     } else if (f->stage == STAGE_TAE) {
         MG_TRY(tae_train_init(&r->tt, &r->tp, f->size, f->size));
         r->tt.hf = f->hf_loss;
+        r->tt.freeze_encoder = f->freeze_encoder; /* the backward stops at r->first, dec.in */
         r->have_tt = 1;
     } else {
         MG_TRY(dit_train_init(&r->dt, &r->tp, f->frames, lh, lh));

@@ -19,74 +19,6 @@
 
 #define TOL_BF16 1e-2 /* relative L2 error for bf16 storage, fp32 accumulation */
 
-static cu_ctx *ctx;
-static cudaStream_t st;
-static uint64_t seed_ctr = 1000;
-
-/* ---- helpers --------------------------------------------------------------------------- */
-
-static float *rnd(size_t n, float lo, float hi) {
-    float *x = malloc(n * sizeof(float) + 16);
-    tu_fill_uniform(x, n, lo, hi, seed_ctr++);
-    return x;
-}
-
-
-static float *down_bf16(const bf16_t *d, size_t n) {
-    bf16_t *h = malloc(n * 2 + 2);
-    float *x = malloc(n * 4 + 4);
-    CK(cudaStreamSynchronize(st));
-    CK(cudaMemcpy(h, d, n * 2, cudaMemcpyDeviceToHost));
-    for (size_t i = 0; i < n; i++) x[i] = cu_bf2f(h[i]);
-    free(h);
-    return x;
-}
-
-static float *down_f32(const float *d, size_t n) {
-    float *x = malloc(n * 4 + 4);
-    CK(cudaStreamSynchronize(st));
-    CK(cudaMemcpy(x, d, n * 4, cudaMemcpyDeviceToHost));
-    return x;
-}
-
-/* ||got - ref|| / ||ref||; any NaN (an unwritten, poisoned element) fails. */
-static double rel_l2(const char *name, const float *got, const float *ref, size_t n, double tol) {
-    double num = 0, den = 0, worst = 0;
-    size_t wi = 0, nan = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (isnan(got[i]) || isinf(got[i])) { nan++; continue; }
-        double e = (double)got[i] - ref[i];
-        num += e * e, den += (double)ref[i] * ref[i];
-        if (fabs(e) > worst) worst = fabs(e), wi = i;
-    }
-    double r = nan ? INFINITY : sqrt(num / (den > 0 ? den : 1e-300));
-    printf("  %-44s n=%-8zu rel L2 %.2e  max abs %.2e at [%zu] (got %.5g ref %.5g)%s %s\n", name, n, r, worst, wi,
-           n ? got[wi] : 0.0, n ? ref[wi] : 0.0, nan ? " NaN/unwritten!" : "", r <= tol ? "ok" : "FAIL");
-    return r;
-}
-#define assert_rel(name, got, ref, n, tol) assert_true(rel_l2((name), (got), (ref), (n), (tol)) <= (tol))
-
-/* conv weight (Co, Ci, 3, 3) -> the GPU layout (Co, 9*Ci) */
-static bf16_t *up_conv_w(const float *w, int Ci, int Co) {
-    size_t K = (size_t)9 * Ci;
-    float *t = malloc(K * Co * 4);
-    for (int co = 0; co < Co; co++)
-        for (int ci = 0; ci < Ci; ci++)
-            for (int k = 0; k < 9; k++) t[co * K + (size_t)k * Ci + ci] = w[((size_t)co * Ci + ci) * 9 + k];
-    bf16_t *d = up_bf16(t, K * Co);
-    free(t);
-    return d;
-}
-
-static void cpu_conv(float *out, const float *in, const float *w, const float *b, int H, int W, int Ci, int Co,
-                     int stride) {
-    float *wp = malloc(conv3x3_packed_floats(Ci, Co) * 4);
-    float *scr = malloc(conv3x3_scratch_floats(H, W, Ci, Co, stride) * 4);
-    conv3x3_pack(wp, w, Ci, Co);
-    conv3x3_forward(out, in, wp, b, scr, H, W, Ci, Co, stride);
-    free(wp), free(scr);
-}
-
 /* ---- ops ------------------------------------------------------------------------------- */
 
 static void test_gemm(void **state) {
@@ -264,7 +196,6 @@ static void test_conv_igemm(void **state) {
         float *in = rnd(nin, -1, 1), *w = rnd((size_t)Co * Ci * 9, -0.05f, 0.05f), *b = rnd(Co, -0.5f, 0.5f);
         float *res = rnd(nout, -1, 1);
         bf16_t *din = up_bf16(in, nin), *dw = up_conv_w(w, Ci, Co), *dres = c[7] ? up_bf16(res, nout) : NULL;
-        round_bf16(w, (size_t)Co * Ci * 9);
         float *db = up_f32(b, Co);
         bf16_t *out = poisoned(nout * 2);
         TU_OK(cu_conv3x3_igemm_v(version, out, din, dw, c[6] ? db : NULL, dres, H, W, Ci, Co, s, up, c[8], st));
@@ -314,7 +245,6 @@ static void test_conv_direct(void **state) {
             din = up_bf16(in, nin);
         }
         bf16_t *dw = up_conv_w(w, Ci, Co);
-        round_bf16(w, (size_t)Co * Ci * 9);
         float *db = up_f32(b, Co), *ref = malloc(nout * 4), *got;
         size_t osz = ot == CU_U8 ? 1 : ot == CU_F32 ? 4 : 2;
         void *out = poisoned(nout * osz);
@@ -710,9 +640,7 @@ static void frame_steps(const char *config, int W, int H, int steps, float guida
     double worst_lat = 0, worst_mean = 0;
     int worst_px = 0;
     for (int t = 0; t < T; t++) {
-        for (size_t i = 0; i < img; i++) in[i] = (uint8_t)(mg_rng_next(&r) >> 56);
-        mg_rng_normal_fill(&r, noise, lat);
-        mg_rng_normal_fill(&r, ctxn, lat);
+        frame_inputs(&r, in, img, noise, ctxn, lat);
         memset(og, 0xAB, img);
         TU_OK(stream_step_f32(cpu, in, fimg, noise, ctxn));
         rgb_float_to_u8(oc, fimg, img);
@@ -779,39 +707,72 @@ static void test_public_api(void **state) {
     mg_model_free(m);
 }
 
+/* env = v; v NULL: back to saved, the caller's value (NULL: unset); nothing without env */
+static void env_set(const char *env, const char *v, const char *saved) {
+    if (!env) return;
+    if (v) setenv(env, v, 1);
+    else if (saved) setenv(env, saved, 1);
+    else unsetenv(env);
+}
+
+/* 6 frames of 128x64 through two CUDA streams of m with the same inputs and noise (from
+ * seed): a replays its captured graph, b launches the kernels one by one. Frame dream_at is a
+ * dream (prompt row 7, no input; the others row 1; -1: none). With env, a runs with env=va
+ * and b with env=vb, set while each is made (a stream reads its switches then), the caller's
+ * value back after. Returns whether every output frame and latent were
+ * bit-identical; *worst gets the worst latent rel L2 of a against b (each frame's printed
+ * under label against 1e-3, if given), *graph_ms a's last time on the device. */
+static int graph_vs_eager(mg_model *m, uint64_t seed, int dream_at, const char *env, const char *va, const char *vb,
+                          const char *label, double *worst, double *graph_ms) {
+    const char *cur = env ? getenv(env) : NULL;
+    char buf[16] = "";
+    if (cur) snprintf(buf, sizeof buf, "%s", cur);
+    const char *saved = cur ? buf : NULL;
+    int W = 128, H = 64, K = mg_model_config(m)->ring;
+    cuda_stream_cfg cc = {W, H, 2, K, 1.0f};
+    cuda_stream *a, *b;
+    env_set(env, va, saved);
+    mg_status sa = cuda_stream_new(m, &cc, &a);
+    env_set(env, vb, saved);
+    mg_status sb = cuda_stream_new(m, &cc, &b);
+    env_set(env, NULL, saved);
+    TU_OK(sa);
+    TU_OK(sb);
+    cuda_stream_set_mode(b, CUDA_MODE_EAGER);
+    size_t img = (size_t)W * H * 3, lat = (size_t)(H / 8) * (W / 8) * 4;
+    uint8_t *in = malloc(img), *oa = malloc(img), *ob = malloc(img);
+    float *n1 = malloc(lat * 4), *n2 = malloc(lat * 4), *za = malloc(lat * 4), *zb = malloc(lat * 4);
+    mg_rng r;
+    mg_rng_seed(&r, seed);
+    int same = 1;
+    *worst = 0;
+    for (int t = 0; t < 6; t++) {
+        frame_inputs(&r, in, img, n1, n2, lat);
+        int dream = t == dream_at;
+        TU_OK(cuda_stream_step(a, in, oa, n1, n2, dream ? 7 : 1, dream));
+        TU_OK(cuda_stream_step(b, in, ob, n1, n2, dream ? 7 : 1, dream));
+        TU_OK(cuda_stream_latent(a, za));
+        TU_OK(cuda_stream_latent(b, zb));
+        same &= !memcmp(oa, ob, img) && !memcmp(za, zb, lat * 4);
+        double e = label ? rel_l2(label, za, zb, lat, 1e-3) : tu_rel_l2(za, zb, lat);
+        *worst = e > *worst ? e : *worst;
+    }
+    *graph_ms = cuda_stream_last_device_ms(a);
+    free(in), free(oa), free(ob), free(n1), free(n2), free(za), free(zb);
+    cuda_stream_free(a), cuda_stream_free(b);
+    return same;
+}
+
 /* Replaying the captured graph gives exactly what launching the kernels one by one gives. */
 static void graph_equals_eager(int nconfigs) {
     const char *configs[] = {"s", "tiny"};
     for (int ci = 0; ci < nconfigs; ci++) {
         mg_model *m = load_model(configs[ci], 11);
-        int W = 128, H = 64, K = mg_model_config(m)->ring;
-        cuda_stream_cfg cc = {W, H, 2, K, 1.0f};
-        cuda_stream *g, *e;
-        TU_OK(cuda_stream_new(m, &cc, &g));
-        TU_OK(cuda_stream_new(m, &cc, &e));
-        cuda_stream_set_mode(e, CUDA_MODE_EAGER);
-        size_t img = (size_t)W * H * 3, lat = (size_t)(H / 8) * (W / 8) * 4;
-        uint8_t *in = malloc(img), *og = malloc(img), *oe = malloc(img);
-        float *n1 = malloc(lat * 4), *n2 = malloc(lat * 4), *zg = malloc(lat * 4), *ze = malloc(lat * 4);
-        mg_rng r;
-        mg_rng_seed(&r, 5);
-        int same = 1;
-        for (int t = 0; t < 6; t++) {
-            for (size_t i = 0; i < img; i++) in[i] = (uint8_t)(mg_rng_next(&r) >> 56);
-            mg_rng_normal_fill(&r, n1, lat);
-            mg_rng_normal_fill(&r, n2, lat);
-            int dream = t == 4; /* the second graph (dream) too */
-            TU_OK(cuda_stream_step(g, in, og, n1, n2, dream ? 7 : 1, dream));
-            TU_OK(cuda_stream_step(e, in, oe, n1, n2, dream ? 7 : 1, dream));
-            TU_OK(cuda_stream_latent(g, zg));
-            TU_OK(cuda_stream_latent(e, ze));
-            same &= !memcmp(og, oe, img) && !memcmp(zg, ze, lat * 4);
-        }
+        double worst, ms;
+        int same = graph_vs_eager(m, 5, 4, NULL, NULL, NULL, NULL, &worst, &ms); /* the second graph (dream) too */
         printf("  %s: graph replay vs eager launches, 6 frames (one dream): %s (graph %.3f ms on the device)\n",
-               configs[ci], same ? "bit-identical" : "DIFFER", cuda_stream_last_device_ms(g));
+               configs[ci], same ? "bit-identical" : "DIFFER", ms);
         assert_true(same);
-        free(in), free(og), free(oe), free(n1), free(n2), free(zg), free(ze);
-        cuda_stream_free(g), cuda_stream_free(e);
         mg_model_free(m);
     }
 }
@@ -823,48 +784,14 @@ static void test_graph_equals_eager(void **state) { graph_equals_eager(2); }
  * wraps). A stream reads the switch when it is made: the folded stream is a replayed graph,
  * the other eager launches. The caller's MG_CUDA_ROPEATT is restored after. */
 static void test_ropeatt_frames(void **state) {
-    const char *env = getenv("MG_CUDA_ROPEATT");
-    char saved[16] = "";
-    int had = env != NULL;
-    if (had) snprintf(saved, sizeof saved, "%s", env);
     mg_model *m = load_model("s", 13);
-    int W = 128, H = 64, K = mg_model_config(m)->ring;
-    cuda_stream_cfg cc = {W, H, 2, K, 1.0f};
-    cuda_stream *a, *b;
-    setenv("MG_CUDA_ROPEATT", "1", 1);
-    mg_status sa = cuda_stream_new(m, &cc, &a);
-    setenv("MG_CUDA_ROPEATT", "0", 1);
-    mg_status sb = cuda_stream_new(m, &cc, &b);
-    if (had) setenv("MG_CUDA_ROPEATT", saved, 1);
-    else unsetenv("MG_CUDA_ROPEATT");
-    TU_OK(sa);
-    TU_OK(sb);
-    cuda_stream_set_mode(b, CUDA_MODE_EAGER);
-    size_t img = (size_t)W * H * 3, lat = (size_t)(H / 8) * (W / 8) * 4;
-    uint8_t *in = malloc(img), *oa = malloc(img), *ob = malloc(img);
-    float *n1 = malloc(lat * 4), *n2 = malloc(lat * 4), *za = malloc(lat * 4), *zb = malloc(lat * 4);
-    mg_rng r;
-    mg_rng_seed(&r, 17);
-    int same = 1;
-    double worst = 0;
-    for (int t = 0; t < 6; t++) {
-        for (size_t i = 0; i < img; i++) in[i] = (uint8_t)(mg_rng_next(&r) >> 56);
-        mg_rng_normal_fill(&r, n1, lat);
-        mg_rng_normal_fill(&r, n2, lat);
-        TU_OK(cuda_stream_step(a, in, oa, n1, n2, 1, 0));
-        TU_OK(cuda_stream_step(b, in, ob, n1, n2, 1, 0));
-        TU_OK(cuda_stream_latent(a, za));
-        TU_OK(cuda_stream_latent(b, zb));
-        same &= !memcmp(oa, ob, img) && !memcmp(za, zb, lat * 4);
-        double e = rel_l2("  s frame latent, folded vs separate rope", za, zb, lat, 1e-3);
-        worst = e > worst ? e : worst;
-    }
-    printf("  s %dx%d: attention+rope vs cu_rope_kv + attention, 6 frames: %s (worst latent rel L2 %.2e)\n", W, H,
+    double worst, ms;
+    int same = graph_vs_eager(m, 17, -1, "MG_CUDA_ROPEATT", "1", "0", "  s frame latent, folded vs separate rope", &worst,
+                              &ms);
+    printf("  s 128x64: attention+rope vs cu_rope_kv + attention, 6 frames: %s (worst latent rel L2 %.2e)\n",
            same ? "bit-identical" : "differ", worst);
     assert_true(same);
     assert_true(worst <= 1e-3);
-    free(in), free(oa), free(ob), free(n1), free(n2), free(za), free(zb);
-    cuda_stream_free(a), cuda_stream_free(b);
     mg_model_free(m);
 }
 
@@ -885,19 +812,11 @@ static void test_fused_pdl_paths(void **state) {
 }
 
 static int setup(void **state) {
-    if (cu_ctx_new(&ctx) != MG_OK) {
-        fprintf(stderr, "test_cuda: %s\n", mg_last_error());
-        return -1;
-    }
-    printf("test_cuda on %s (%d SMs)\n", cu_ctx_device_name(ctx), cu_ctx_sm_count(ctx));
-    return cudaStreamCreate(&st) == cudaSuccess ? 0 : -1;
+    seed_ctr = 1000;
+    return gpu_setup("test_cuda");
 }
 
-static int teardown(void **state) {
-    cudaStreamDestroy(st);
-    cu_ctx_free(ctx);
-    return 0;
-}
+static int teardown(void **state) { return gpu_teardown(); }
 
 int main(void) {
     const struct CMUnitTest tests[] = {

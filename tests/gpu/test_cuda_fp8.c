@@ -36,31 +36,6 @@
 #define FRAME_TOL 1e-1
 #define LATENT_TOL 2e-2
 
-static cu_ctx *ctx;
-static cudaStream_t st;
-static uint64_t seed_ctr = 4000;
-
-
-static float *rnd(size_t n, float lo, float hi) {
-    float *x = malloc(n * sizeof(float) + 16);
-    tu_fill_uniform(x, n, lo, hi, seed_ctr++);
-    return x;
-}
-
-
-static float *down(const void *d, size_t n, int f32) {
-    float *x = malloc(n * 4 + 4);
-    CK(cudaStreamSynchronize(st));
-    if (f32) CK(cudaMemcpy(x, d, n * 4, cudaMemcpyDeviceToHost));
-    else {
-        bf16_t *h = malloc(n * 2 + 2);
-        CK(cudaMemcpy(h, d, n * 2, cudaMemcpyDeviceToHost));
-        for (size_t i = 0; i < n; i++) x[i] = cu_bf2f(h[i]);
-        free(h);
-    }
-    return x;
-}
-
 /* the dequantised e4m3 matrix (R, K) with ns scales (1 or R) */
 static float *dequant(const fp8_t *dq, const float *ds, int R, int K, int ns, uint8_t *qout, float *sout) {
     uint8_t *q = qout ? qout : malloc((size_t)R * K);
@@ -74,21 +49,6 @@ static float *dequant(const fp8_t *dq, const float *ds, int R, int K, int ns, ui
     if (!sout) free(s);
     return x;
 }
-
-static double rel_l2(const char *name, const float *got, const float *ref, size_t n, double tol) {
-    double num = 0, den = 0;
-    size_t bad = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (isnan(got[i]) || isinf(got[i])) { bad++; continue; }
-        double e = (double)got[i] - ref[i];
-        num += e * e, den += (double)ref[i] * ref[i];
-    }
-    double r = bad ? INFINITY : sqrt(num / (den > 0 ? den : 1e-300));
-    printf("  %-58s n=%-8zu rel L2 %.2e%s (tol %.0e) %s\n", name, n, r, bad ? " NaN/unwritten!" : "", tol,
-           r <= tol ? "ok" : "FAIL");
-    return r;
-}
-#define assert_rel(name, got, ref, n, tol) assert_true(rel_l2((name), (got), (ref), (n), (tol)) <= (tol))
 
 /* Checks q, s (device) against the host quantisation of x (R, K) with ns scales. exact: x is
  * what the device quantised (else the CPU twin of what it computed: codes at most 1% off by
@@ -188,7 +148,7 @@ static void test_ln_quantise(void **state) {
         /* with the gated residual */
         CK(cudaMemset(q, 0xFF, n));
         TU_OK(cu_gated_residual_ln_fp8(dx, dy, dg, q, qs, dsh, dsc, N, C, st));
-        float *gx = down(dx, n, 1);
+        float *gx = down_f32(dx, n);
         gated_residual_forward(x, y, g, N, C);
         layernorm_modulate_forward(ref, x, sh, sc, N, C);
         snprintf(name, sizeof name, "gated residual %dx%d (x, fp32)", N, C);
@@ -240,7 +200,7 @@ static void test_gemm_fp8(void **state) {
                         void *out = poisoned((size_t)M * N * 4);
                         const void *bias = of && !cu_gemm_bias_bf16(g) ? (const void *)db : (const void *)dbb;
                         TU_OK(cu_gemm_run_fp8(ctx, g, out, qa, sa, qw, sw, bias, st));
-                        float *got = down(out, (size_t)M * N, of);
+                        float *got = of ? down_f32(out, (size_t)M * N) : down_bf16(out, (size_t)M * N);
                         linear_forward(ref, fa, fw, e ? b : NULL, M, K, N);
                         if (e == CU_EPI_GELU_BIAS) gelu_tanh_forward(ref, ref, (size_t)M * N);
                         char name[128];
@@ -309,9 +269,7 @@ static void fp8_frames(const char *config, int W, int H, const char *prompt) {
     double worst_f = 0, worst_z = 0;
     int same = 1;
     for (int t = 0; t < T; t++) {
-        for (size_t i = 0; i < img; i++) in[i] = (uint8_t)(mg_rng_next(&r) >> 56);
-        mg_rng_normal_fill(&r, noise, lat);
-        mg_rng_normal_fill(&r, ctxn, lat);
+        frame_inputs(&r, in, img, noise, ctxn, lat);
         memset(o8, 0xAB, img), memset(o8e, 0xCD, img);
         TU_OK(cuda_stream_step(sb, in, ob, noise, ctxn, prow, 0));
         TU_OK(cuda_stream_step(s8, in, o8, noise, ctxn, prow, 0));
@@ -343,24 +301,14 @@ static void test_frames_tiny(void **state) { fp8_frames("tiny", 64, 48, "coloriz
 static void test_frames_s(void **state) { fp8_frames("s", 128, 96, "restore"); }
 
 static int setup(void **state) {
-    if (cu_ctx_new(&ctx) != MG_OK) return -1;
-    printf("test_cuda_fp8 on %s (%d SMs)\n", cu_ctx_device_name(ctx), cu_ctx_sm_count(ctx));
-    return cudaStreamCreate(&st) == cudaSuccess ? 0 : -1;
+    seed_ctr = 4000;
+    return gpu_setup("test_cuda_fp8");
 }
 
-static int teardown(void **state) {
-    cudaStreamDestroy(st);
-    cu_ctx_free(ctx);
-    return 0;
-}
+static int teardown(void **state) { return gpu_teardown(); }
 
 int main(void) {
-    cu_ctx *probe = NULL;
-    if (cu_ctx_new(&probe) != MG_OK) {
-        printf("test_cuda_fp8: skipped: %s\n", mg_last_error());
-        return 0;
-    }
-    cu_ctx_free(probe);
+    if (gpu_absent("test_cuda_fp8")) return 0;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_quantise), cmocka_unit_test(test_ln_quantise), cmocka_unit_test(test_gemm_fp8),
         cmocka_unit_test(test_frames_tiny), cmocka_unit_test(test_frames_s),

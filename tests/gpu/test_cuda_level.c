@@ -31,52 +31,17 @@
 #define FRAME_TOL 5e-2
 #define LATENT_TOL 1e-2
 
-static cu_ctx *ctx;
-static cudaStream_t st;
-static uint64_t seed_ctr = 7000;
-
-static float *rnd(size_t n, float lo, float hi) {
-    float *x = malloc(n * sizeof(float) + 16);
-    tu_fill_uniform(x, n, lo, hi, seed_ctr++);
-    return x;
-}
-
-static float *down_bf16(const bf16_t *d, size_t n) {
-    bf16_t *h = malloc(n * 2 + 2);
-    float *x = malloc(n * 4 + 4);
-    CK(cudaStreamSynchronize(st));
-    CK(cudaMemcpy(h, d, n * 2, cudaMemcpyDeviceToHost));
-    for (size_t i = 0; i < n; i++) x[i] = cu_bf2f(h[i]);
-    free(h);
-    return x;
-}
-
-/* conv weight (Co, Ci, 3, 3) -> the GPU layout (Co, 9*Ci) */
-static bf16_t *up_conv_w(float *w, int C) {
-    size_t K = (size_t)9 * C;
-    round_bf16(w, K * C);
-    float *t = malloc(K * C * 4);
-    for (int co = 0; co < C; co++)
-        for (int ci = 0; ci < C; ci++)
-            for (int k = 0; k < 9; k++) t[co * K + (size_t)k * C + ci] = w[((size_t)co * C + ci) * 9 + k];
-    bf16_t *d = up_bf16(t, K * C);
-    free(t);
-    return d;
-}
-
 /* out = bf16(relu(conv(in) + b [+ res])), as the GPU stores each map */
 static void cpu_conv_relu(float *out, const float *in, const float *w, const float *b, const float *res, int H, int W,
                           int C) {
-    float *wp = malloc(conv3x3_packed_floats(C, C) * 4), *scr = malloc(conv3x3_scratch_floats(H, W, C, C, 1) * 4);
     float *o = malloc((size_t)H * W * C * 4);
-    conv3x3_pack(wp, w, C, C);
-    conv3x3_forward(o, in, wp, b, scr, H, W, C, C, 1);
+    cpu_conv(o, in, w, b, H, W, C, C, 1);
     for (size_t i = 0; i < (size_t)H * W * C; i++) {
         float v = o[i] + (res ? res[i] : 0.0f);
         out[i] = v > 0 ? v : 0;
     }
     round_bf16(out, (size_t)H * W * C);
-    free(wp), free(scr), free(o);
+    free(o);
 }
 
 /* relative L2 of got against ref overall, and the worst image row and column; NaN fails */
@@ -122,7 +87,7 @@ static void test_level_blocks(void **state) {
         float *w[9], *b[9], *db[9];
         for (int i = 0; i < 3 * nb; i++) {
             w[i] = rnd(nw, -0.05f, 0.05f), b[i] = rnd(C, -0.2f, 0.2f);
-            dw[i] = up_conv_w(w[i], C), db[i] = up_f32(b[i], C);
+            dw[i] = up_conv_w(w[i], C, C), db[i] = up_f32(b[i], C);
         }
         /* CPU twin */
         float *ref = malloc(n * 4), *t1 = malloc(n * 4), *t2 = malloc(n * 4);
@@ -178,7 +143,7 @@ static void test_level_refuses(void **state) {
     int H = 32, W = 32, C = 64;
     size_t n = (size_t)H * W * C;
     float *x = rnd(n, -1, 1), *w = rnd((size_t)C * C * 9, -0.05f, 0.05f), *b = rnd(C, -0.1f, 0.1f);
-    bf16_t *dx = up_bf16(x, n), *dw1 = up_conv_w(w, C);
+    bf16_t *dx = up_bf16(x, n), *dw1 = up_conv_w(w, C, C);
     float *db1 = up_f32(b, C);
     const bf16_t *dw[12];
     const float *db[12];
@@ -220,9 +185,7 @@ static void test_level_frames(void **state) {
     float *z1e = malloc(lat * 4 * T), *f0 = malloc(img * 4), *f1 = malloc(img * 4);
     mg_rng r;
     mg_rng_seed(&r, 5);
-    for (size_t i = 0; i < img * T; i++) in[i] = (uint8_t)(mg_rng_next(&r) >> 56);
-    mg_rng_normal_fill(&r, noise, lat * T);
-    mg_rng_normal_fill(&r, ctxn, lat * T);
+    frame_inputs(&r, in, img * T, noise, ctxn, lat * T); /* every frame's at once */
     memset(o1, 0xAB, img * T), memset(o1e, 0xCD, img * T);
     /* each stream's frames under its own setting (the graph is captured at the first frame) */
     struct { cuda_stream *s; const char *lv; uint8_t *o; float *z; } runs[3] = {
@@ -285,25 +248,17 @@ static void test_level_frames(void **state) {
 
 static int setup(void **state) {
     (void)state;
-    if (cu_ctx_new(&ctx) != MG_OK) return -1;
-    printf("test_cuda_level on %s (%d SMs)\n", cu_ctx_device_name(ctx), cu_ctx_sm_count(ctx));
-    return cudaStreamCreate(&st) == cudaSuccess ? 0 : -1;
+    seed_ctr = 7000;
+    return gpu_setup("test_cuda_level");
 }
 
 static int teardown(void **state) {
     (void)state;
-    cudaStreamDestroy(st);
-    cu_ctx_free(ctx);
-    return 0;
+    return gpu_teardown();
 }
 
 int main(void) {
-    cu_ctx *probe = NULL;
-    if (cu_ctx_new(&probe) != MG_OK) {
-        printf("test_cuda_level: skipped: %s\n", mg_last_error());
-        return 0;
-    }
-    cu_ctx_free(probe);
+    if (gpu_absent("test_cuda_level")) return 0;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_level_frames),
         cmocka_unit_test(test_level_blocks),
