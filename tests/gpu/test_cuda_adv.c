@@ -27,7 +27,15 @@
 #include "gpu_util.h"
 
 #define GRAD_TOL 3e-2   /* relative L2 per tensor: bf16 operands (test_cuda_tae_train's) */
-#define D_TOL 3e-2      /* D's gradients and drec: 4 convs each way */
+/* D's gradients: relative L2 per tensor. D near chance takes its gradient as the difference of
+ * its passes over the image and the reconstruction, which cancel to a fraction of either, so the
+ * bf16 rounding of D's activations and output gradients shows up magnified: measured on an H100
+ * 7e-3 where one pass is cut off (the +-3 bias cases) and 3.6e-2 to 9.6e-2 where both count
+ * (call 2 of session 6, dev/cuda/logs/h100-s6-call2.log). A wrong kernel is off by order 1. */
+#define D_TOL 0.15
+/* drec, the data gradient back through D's four convs, each output gradient rounded to bf16:
+ * 3.1e-2 to 4.8e-2 measured (same call) */
+#define DREC_TOL 8e-2
 #define LD_TOL 3e-3     /* L_D (about 2), relative */
 #define UPD_TOL 0.35    /* AdamW's first update is ~ lr sign(g): a few sign flips of tiny g */
 #define ADV_W 10.0f /* the step's generator weight: moves the tiny model's gradients by ~0.3 (CPU, 40x56) */
@@ -169,8 +177,8 @@ static void pass_case(int n, int H, int W, float scale, float w, float bias3, ui
     bad += check_d_grads(cgrad, scale);
     if (w != 0.0f) {
         double e = tu_rel_l2(gdrec, cdrec, n * px);
-        printf("    drec (the generator's gradient) rel L2 %.2e %s\n", e, e <= D_TOL ? "ok" : "FAIL");
-        bad += !(e <= D_TOL);
+        printf("    drec (the generator's gradient) rel L2 %.2e %s\n", e, e <= DREC_TOL ? "ok" : "FAIL");
+        bad += !(e <= DREC_TOL);
         /* w = 0: no generator pass */
         TU_OK(cuda_zero_grad(&dcp, 0, ad.dp.n_tensors));
         TU_OK(cuda_params_sync(&dcp));
@@ -290,14 +298,18 @@ static void step_case(cuda_tae_train *t, const char *what, int n, int H, int W, 
            "%.1f%% %s\n", gst.ld, cst.ld, r, gst.g, cst.g, 100.0 * gst.correct / (gst.total ? gst.total : 1),
            100.0 * cst.correct / (cst.total ? cst.total : 1), sok ? "ok" : "FAIL");
     bad += !sok;
-    /* the model's gradients: per tensor, GRAD_TOL or twice the CPU's own sensitivity */
+    /* the model's gradients: per tensor, GRAD_TOL or twice the CPU's own sensitivity; with the
+     * term on, plus DREC_TOL: the decoder's output gradient then carries drec, and its error
+     * (the bf16 of D's activations, which the sensitivity run leaves rounded) flows back through
+     * the whole autoencoder (measured: up to 1.04e-1 on the encoder's first blocks at w 10,
+     * dev/cuda/logs/h100-s6-call3.log, against 4.9e-2 with the term off) */
     size_t na = tp.offset[tp.dit_first];
     double worst = 0, eff = tu_rel_l2(ref0, ref, na), all = tu_rel_l2(tp.grad, ref, na);
     int nbad = 0, wi = 0;
     for (int i = 0; i < tp.dit_first; i++) {
         size_t o = tp.offset[i], ne = train_params_numel(&tp, i);
         double e = tu_rel_l2(tp.grad + o, ref + o, ne), sens = tu_rel_l2(ref32 + o, ref + o, ne);
-        double tol = 2 * sens > GRAD_TOL ? 2 * sens : GRAD_TOL;
+        double tol = (2 * sens > GRAD_TOL ? 2 * sens : GRAD_TOL) + (w != 0.0f ? DREC_TOL : 0.0);
         if (!(e <= tol)) nbad++, printf("    grad %-22s rel L2 %.2e (tol %.2e) FAIL\n", tp.table[i].name, e, tol);
         if (!(e <= worst)) worst = e, wi = i;
     }
