@@ -1,7 +1,7 @@
 # Shared by dev/train/issue6.sh and dev/train/hfdec.sh (sourced): the evaluations of a call.
 #
 # ev NAME PROMPT FLAGS...: one `mirage eval` of the held-out clip ($R/clip.y4m, 256x256) in the
-# background, the k-th on GPU k mod 4; report in $E/NAME/PROMPT, log beside it; dream runs
+# background, the k-th on GPU k mod $GPUS (4); report in $E/NAME/PROMPT, log beside it; dream runs
 # twice $FRAMES. Needs B, R, E, FRAMES; EVAL_THREADS (OpenMP threads each, 2), DEVICE (cuda),
 # EVAL_BATCH (wait for the running ones after every N started; 0, the default: never).
 k=0
@@ -12,7 +12,7 @@ ev() {
     [ "$p" = dream ] && f=$((FRAMES * 2))
     d="$E/$n/$(echo "$p" | tr : -)"
     mkdir -p "$d"
-    CUDA_VISIBLE_DEVICES=$((k % 4)) OMP_NUM_THREADS=${EVAL_THREADS:-2} "$B/mirage" eval --input "$R/clip.y4m" \
+    CUDA_VISIBLE_DEVICES=$((k % ${GPUS:-4})) OMP_NUM_THREADS=${EVAL_THREADS:-2} "$B/mirage" eval --input "$R/clip.y4m" \
         --size 256x256 --prompt "$p" --frames "$f" --device "${DEVICE:-cuda}" --report "$d" --quiet "$@" >"$d.log" 2>&1 &
     k=$((k + 1))
     if [ "${EVAL_BATCH:-0}" -gt 0 ] && [ $((k % EVAL_BATCH)) -eq 0 ]; then wait; fi
