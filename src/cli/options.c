@@ -38,12 +38,16 @@ int cli_stream_option(const char *cmd, int o, const char *arg, int max_steps, mg
     }
 }
 
-int cli_fail(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
+static void print_error(const char *fmt, va_list ap) {
     fputs("mirage: error: ", stderr);
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
+}
+
+int cli_fail(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    print_error(fmt, ap);
     va_end(ap);
     return EXIT_FAIL;
 }
@@ -51,9 +55,7 @@ int cli_fail(const char *fmt, ...) {
 int cli_usage(const char *cmd, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    fputs("mirage: error: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    print_error(fmt, ap);
     va_end(ap);
     if (cmd) fprintf(stderr, "see `mirage %s --help`\n", cmd);
     return EXIT_USAGE;
