@@ -33,10 +33,14 @@ int parse_u64(const char *s, uint64_t *out);
 int parse_float(const char *s, double lo, double hi, double *out);
 int parse_device(const char *s, mg_device *d);
 /* The stream options shared by run, eval and bench, by their getopt codes: 'n' --steps
- * (1..max_steps), 'k' --ring, 'g' --guidance, 'd' --device, 's' --seed. Returns 1 when o was
- * one of them and arg went into *so, 0 when o is not one of them, -1 when arg is bad (the usage
- * error is printed: return EXIT_USAGE). */
-int cli_stream_option(const char *cmd, int o, const char *arg, int max_steps, mg_stream_opts *so);
+ * (1..max_steps), 'k' --ring, 'g' --guidance, 'd' --device, 's' --seed; the last case of their
+ * option switch. Returns 0 when o was one of them and arg went into *so; else prints the usage
+ * error (a bad arg, or o none of them: "unknown or incomplete option" naming word, the argv
+ * element getopt stopped at) and returns EXIT_USAGE. */
+int cli_stream_option(const char *cmd, int o, const char *arg, const char *word, int max_steps, mg_stream_opts *so);
+/* Exactly one of --model FILE and --config NAME (run, eval, serve): 0, else prints the usage
+ * error and returns EXIT_USAGE. */
+int cli_model_choice(const char *cmd, const char *model, const char *config);
 
 /* Loads --model FILE, or with --config NAME initialises a fresh model (seed, full random)
  * into a temporary file first. */

@@ -73,11 +73,8 @@ int bench_parse(int argc, char **argv, bench_args *a) {
             break;
         case 'j': json = 1; break;
         case 'h': fputs(help, stdout); return EXIT_OK;
-        default: {
-            int r = cli_stream_option("bench", o, optarg, 16, &so);
-            if (r < 0) return EXIT_USAGE;
-            if (r == 0) return cli_usage("bench", "unknown or incomplete option '%s'", argv[optind - 1]);
-        }
+        default:
+            if (cli_stream_option("bench", o, optarg, argv[optind - 1], 16, &so)) return EXIT_USAGE;
         }
     }
     if (optind < argc) return cli_usage("bench", "unexpected argument '%s'", argv[optind]);

@@ -85,11 +85,8 @@ int eval_parse(int argc, char **argv, eval_args *a) {
         case 'q': quiet = 1; break;
         case O_AE: eo.autoencoder = 1; break;
         case 'h': fputs(help, stdout); return EXIT_OK;
-        default: {
-            int r = cli_stream_option("eval", o, optarg, 64, &so);
-            if (r < 0) return EXIT_USAGE;
-            if (r == 0) return cli_usage("eval", "unknown or incomplete option '%s'", argv[optind - 1]);
-        }
+        default:
+            if (cli_stream_option("eval", o, optarg, argv[optind - 1], 64, &so)) return EXIT_USAGE;
         }
     }
     if (optind < argc) return cli_usage("eval", "unexpected argument '%s'", argv[optind]);
@@ -98,8 +95,7 @@ int eval_parse(int argc, char **argv, eval_args *a) {
     eo.guidance = so.guidance;
     eo.device = so.device;
     eo.seed = so.seed;
-    if (!model && !config) return cli_usage("eval", "--model FILE is required (or --config NAME for random weights)");
-    if (model && config) return cli_usage("eval", "give --model or --config, not both");
+    if (cli_model_choice("eval", model, config)) return EXIT_USAGE;
     if (!input) return cli_usage("eval", "--input CLIP is required");
     if (!eo.report_dir) return cli_usage("eval", "--report DIR is required");
     if (!degrade_known(eo.prompt))

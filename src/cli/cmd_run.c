@@ -128,16 +128,12 @@ int run_parse(int argc, char **argv, run_args *a) {
             if (parse_long(optarg, 0, 60000, &v)) return cli_usage("run", "--debug-delay-ms: expected 0..60000, found '%s'", optarg);
             lo.debug_delay_ms = (int)v;
             break;
-        default: {
-            int r = cli_stream_option("run", o, optarg, 64, &so);
-            if (r < 0) return EXIT_USAGE;
-            if (r == 0) return cli_usage("run", "unknown or incomplete option '%s'", argv[optind - 1]);
-        }
+        default:
+            if (cli_stream_option("run", o, optarg, argv[optind - 1], 64, &so)) return EXIT_USAGE;
         }
     }
     if (optind < argc) return cli_usage("run", "unexpected argument '%s'", argv[optind]);
-    if (!model && !config) return cli_usage("run", "--model FILE is required (or --config NAME for random weights)");
-    if (model && config) return cli_usage("run", "give --model or --config, not both");
+    if (cli_model_choice("run", model, config)) return EXIT_USAGE;
     if (!input || !output) return cli_usage("run", "--input and --output are required");
     if (!sink_spec_known(output))
         return cli_usage("run", "--output '%s': expected FILE.mp4, FILE.mkv, FILE.y4m, - (y4m on stdout), window or null",

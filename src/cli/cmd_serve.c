@@ -142,8 +142,7 @@ int serve_parse(int argc, char **argv, serve_args *a) {
         }
     }
     if (optind < argc) return cli_usage("serve", "unexpected argument '%s'", argv[optind]);
-    if (!model && !config) return cli_usage("serve", "--model FILE is required (or --config NAME for random weights)");
-    if (model && config) return cli_usage("serve", "give --model or --config, not both");
+    if (cli_model_choice("serve", model, config)) return EXIT_USAGE;
     if (so.steps > so.max_steps) return cli_usage("serve", "--steps %d is more than --max-steps %d", so.steps, so.max_steps);
     if (so.ngpus && so.device != MG_DEVICE_CUDA) return cli_usage("serve", "--gpus needs --device cuda");
     a->so = so, a->model = model, a->config = config;

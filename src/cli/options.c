@@ -11,31 +11,37 @@
 #include "cli/cli.h"
 #include "core/tmpfile.h"
 
-int cli_stream_option(const char *cmd, int o, const char *arg, int max_steps, mg_stream_opts *so) {
+int cli_stream_option(const char *cmd, int o, const char *arg, const char *word, int max_steps, mg_stream_opts *so) {
     long v;
     double g;
     switch (o) {
     case 'n':
-        if (parse_long(arg, 1, max_steps, &v)) return cli_usage(cmd, "--steps: expected 1..%d, found '%s'", max_steps, arg), -1;
+        if (parse_long(arg, 1, max_steps, &v)) return cli_usage(cmd, "--steps: expected 1..%d, found '%s'", max_steps, arg);
         so->steps = (int)v;
-        return 1;
-    case 'k':
-        if (parse_long(arg, 0, 64, &v)) return cli_usage(cmd, "--ring: expected 0..64, found '%s'", arg), -1;
-        so->ring = (int)v;
-        return 1;
-    case 'g':
-        if (parse_float(arg, 0, 100, &g)) return cli_usage(cmd, "--guidance: expected 0..100, found '%s'", arg), -1;
-        so->guidance = (float)g;
-        return 1;
-    case 'd':
-        if (parse_device(arg, &so->device)) return cli_usage(cmd, "--device: expected cpu or cuda, found '%s'", arg), -1;
-        return 1;
-    case 's':
-        if (parse_u64(arg, &so->seed)) return cli_usage(cmd, "--seed: expected a non-negative integer, found '%s'", arg), -1;
-        return 1;
-    default:
         return 0;
+    case 'k':
+        if (parse_long(arg, 0, 64, &v)) return cli_usage(cmd, "--ring: expected 0..64, found '%s'", arg);
+        so->ring = (int)v;
+        return 0;
+    case 'g':
+        if (parse_float(arg, 0, 100, &g)) return cli_usage(cmd, "--guidance: expected 0..100, found '%s'", arg);
+        so->guidance = (float)g;
+        return 0;
+    case 'd':
+        if (parse_device(arg, &so->device)) return cli_usage(cmd, "--device: expected cpu or cuda, found '%s'", arg);
+        return 0;
+    case 's':
+        if (parse_u64(arg, &so->seed)) return cli_usage(cmd, "--seed: expected a non-negative integer, found '%s'", arg);
+        return 0;
+    default:
+        return cli_usage(cmd, "unknown or incomplete option '%s'", word);
     }
+}
+
+int cli_model_choice(const char *cmd, const char *model, const char *config) {
+    if (!model && !config) return cli_usage(cmd, "--model FILE is required (or --config NAME for random weights)");
+    if (model && config) return cli_usage(cmd, "give --model or --config, not both");
+    return 0;
 }
 
 static void print_error(const char *fmt, va_list ap) {
