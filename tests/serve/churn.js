@@ -12,28 +12,16 @@
 // A bystander session sends frames the whole time and must be served throughout (no gap of 5 s).
 // Prints a line every 10 s and one JSON line at the end; exit 1 if a check failed.
 'use strict';
-const fs = require('fs');
 const net = require('net');
-const http = require('http');
 const { connect, frameMessage, parseOutput } = require('./ws.js');
+const { sleep, readFrames, stats, finish, run } = require('./harness.js');
 
 const port = +process.argv[2], seconds = +process.argv[3], conc = +process.argv[4], dir = process.argv[5];
 const endings = (process.argv[6] || 'close,drop,half,handshake').split(',');
-const frames = fs.readdirSync(dir).filter((f) => /^f\d+\.jpg$/.test(f)).sort().map((f) => fs.readFileSync(dir + '/' + f));
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const frames = readFrames(dir);
 const t0 = Date.now(), tEnd = t0 + seconds * 1000;
 let rnd = 12345; // a fixed sequence: the same run every time
 const random = () => { rnd = (rnd * 1103515245 + 12345) % 2147483648; return rnd / 2147483648; };
-
-function stats() {
-  return new Promise((resolve) => {
-    http.get({ host: '127.0.0.1', port, path: '/stats', agent: false }, (res) => {
-      let s = '';
-      res.on('data', (d) => { s += d; });
-      res.on('end', () => { try { resolve(JSON.parse(s)); } catch (e) { resolve(null); } });
-    }).on('error', () => resolve(null));
-  });
-}
 
 const count = { sessions: 0, served: 0, unserved: 0, connect_errors: 0, frames_back: 0 };
 for (const e of endings) count[e] = 0;
@@ -90,7 +78,7 @@ async function main() {
   by.on('close', (i) => { byClosed = i; });
   const pump = setInterval(() => by.sendBinary(frameMessage(bySeq++, performance.now(), 32, 32, frames[bySeq % frames.length])), 100);
   const monitor = setInterval(async () => {
-    const s = await stats();
+    const s = await stats(port);
     console.log(`churn | ${((Date.now() - t0) / 1000).toFixed(0)} s | ${count.sessions} sessions so far | ` +
       `${s ? s.sessions : '?'} open | ${count.frames_back} frames back | RSS ${s ? (s.rss_kib / 1024).toFixed(1) : '?'} MiB`);
   }, 10000);
@@ -106,22 +94,19 @@ async function main() {
   by.close();
   await Promise.race([by.closed, sleep(2000)]);
   await sleep(3500); // half-open connections: the server's handshake and message timeouts end them
-  const s1 = await stats();
+  const s1 = await stats(port);
   const out = {
     seconds, concurrency: conc, endings, ...count,
     bystander: { frames: byTimes.length, longest_gap_ms: gap, closed_early: byClosedEarly },
     server: s1 && { sessions_after: s1.sessions, frames_in: s1.frames_in, frames_out: s1.frames_out, rss_kib: s1.rss_kib },
   };
-  out.checks = {
+  finish(out, {
     server_answered: !!s1,
     every_session_served: count.unserved === 0 && count.connect_errors === 0,
     // whatever the machine's speed (a sanitizer build on a busy machine serves a few frames a
     // second in all): never a wait of 5 s, as load.js asks of its clients
     bystander_served_throughout: !byClosedEarly && byTimes.length >= seconds / 2 && gap < 5000,
     sessions_released: !!s1 && s1.sessions === 0,
-  };
-  out.ok = Object.values(out.checks).every(Boolean);
-  console.log(JSON.stringify(out));
-  process.exit(out.ok ? 0 : 1);
+  });
 }
-main().catch((e) => { console.log(JSON.stringify({ ok: false, error: String(e.stack || e) })); process.exit(1); });
+run(main);

@@ -5,26 +5,14 @@
 //   node load.js PORT SECONDS CLIENTS SLOW ABUSIVE FPS JPEG_DIR
 // Prints progress lines, then one JSON line of figures; exits 1 if a check failed.
 'use strict';
-const fs = require('fs');
-const http = require('http');
 const crypto = require('crypto');
 const { connect, frameMessage, parseOutput } = require('./ws.js');
+const { sleep, readFrames, stats, finish, run } = require('./harness.js');
 
 const [port, seconds, nClients, nSlow, nAbusive, fps] = process.argv.slice(2, 8).map(Number);
 const dir = process.argv[8];
-const frames = fs.readdirSync(dir).filter((f) => /^f\d+\.jpg$/.test(f)).sort().map((f) => fs.readFileSync(dir + '/' + f));
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const frames = readFrames(dir);
 const tEnd = Date.now() + seconds * 1000;
-
-function stats() {
-  return new Promise((resolve) => {
-    http.get({ host: '127.0.0.1', port, path: '/stats', agent: false }, (res) => {
-      let s = '';
-      res.on('data', (d) => { s += d; });
-      res.on('end', () => { try { resolve(JSON.parse(s)); } catch (e) { resolve(null); } });
-    }).on('error', () => resolve(null));
-  });
-}
 
 // A session that sends a frame every 1000/fps ms until the end. Slow ones stop reading their socket
 // for the whole run (they read what piled up at the end) and send at SLOW_FPS, so that once the
@@ -94,11 +82,11 @@ function quantile(a, q) {
 }
 
 async function main() {
-  const s0 = await stats();
+  const s0 = await stats(port);
   let rssPeak = s0 ? s0.rss_kib : 0;
   const t0 = Date.now();
   const monitor = setInterval(async () => {
-    const s = await stats();
+    const s = await stats(port);
     if (!s) return;
     rssPeak = Math.max(rssPeak, s.rss_kib);
     console.log(`load | ${((Date.now() - t0) / 1000).toFixed(0)} s | ${s.sessions} sessions | ${s.frames_out} served | ` +
@@ -112,7 +100,7 @@ async function main() {
   const res = await Promise.all(jobs);
   clearInterval(monitor);
   await sleep(500);
-  const s1 = await stats();
+  const s1 = await stats(port);
   const reg = res.slice(0, nClients), slow = res.slice(nClients, nClients + nSlow), ab = res.slice(nClients + nSlow);
   const lat = [].concat(...reg.map((r) => r.lat));
   const sum = (a, f) => a.reduce((x, r) => x + f(r), 0);
@@ -133,7 +121,7 @@ async function main() {
     rss_kib: { start: s0 && s0.rss_kib, peak: rssPeak, end: s1 && s1.rss_kib },
   };
   out.drops = out.frames_sent - out.frames_served;
-  const checks = {
+  finish(out, {
     server_answered: !!s1,
     // fairness, whatever the machine's speed (a sanitizer build is 10x slower): every client gets at
     // least half its even share of the server's output, and never waits 5 s for a frame
@@ -142,10 +130,6 @@ async function main() {
     latency_bounded: out.latency_ms.p99 < 3000,
     abusers_closed_with_reason: out.abusive_sessions > 0 && out.abusive_closed_with_reason === out.abusive_sessions,
     sessions_released: !!s1 && s1.sessions === 0,
-  };
-  out.checks = checks;
-  out.ok = Object.values(checks).every(Boolean);
-  console.log(JSON.stringify(out));
-  process.exit(out.ok ? 0 : 1);
+  });
 }
-main().catch((e) => { console.log(JSON.stringify({ ok: false, error: String(e.stack || e) })); process.exit(1); });
+run(main);
