@@ -53,15 +53,14 @@ int cmd_demo(int argc, char **argv) {
     demo_args a;
     int parsed = demo_parse(argc, argv, &a);
     if (parsed != CLI_PARSED) return parsed;
-    const char *output = a.output, *frames = a.frames, *input = a.input, *size = a.size, *prompt = a.prompt;
-    if (!output) {
-        output = sink_have_ffmpeg() ? "demo.mp4" : "demo.y4m";
+    if (!a.output) {
+        a.output = sink_have_ffmpeg() ? "demo.mp4" : "demo.y4m";
         if (!sink_have_ffmpeg())
             fprintf(stderr, "mirage demo | this build has no FFmpeg: writing demo.y4m instead of demo.mp4\n");
     }
-    if (!input) {
-        input = access(DEFAULT_CLIP, R_OK) == 0 && sink_have_ffmpeg() ? DEFAULT_CLIP : "testsrc";
-        if (!strcmp(input, "testsrc"))
+    if (!a.input) {
+        a.input = access(DEFAULT_CLIP, R_OK) == 0 && sink_have_ffmpeg() ? DEFAULT_CLIP : "testsrc";
+        if (!strcmp(a.input, "testsrc"))
             fprintf(stderr, "mirage demo | %s is not here%s: using the built-in test scene (apt-get install "
                             "opencv-doc for the real clip)\n",
                     DEFAULT_CLIP, sink_have_ffmpeg() ? "" : " or this build cannot read it (no FFmpeg)");
@@ -72,16 +71,16 @@ int cmd_demo(int argc, char **argv) {
                         "mirage demo | model (random weights: the output shows the pipeline, not a trained transformation)\n",
                 SHIPPED_MODEL);
     else
-        fprintf(stderr, "mirage demo | %s, prompt %s, on %s\n", SHIPPED_MODEL, prompt, input);
+        fprintf(stderr, "mirage demo | %s, prompt %s, on %s\n", SHIPPED_MODEL, a.prompt, a.input);
     /* Megamind.avi opens with a black frame, and the shipped model does not recover from a black
      * history (docs/RESULTS.md, "the shipped model"): the demo starts after it */
-    const char *skip = strcmp(input, DEFAULT_CLIP) ? "0" : "5";
+    const char *skip = strcmp(a.input, DEFAULT_CLIP) ? "0" : "5";
     char *args[] = {"run", shipped ? "--model" : "--config", shipped ? SHIPPED_MODEL : "tiny", "--input",
-                    (char *)input, "--output", (char *)output, "--frames", (char *)frames, "--size", (char *)size,
-                    "--prompt", (char *)prompt, "--skip", (char *)skip, "--side-by-side", "--degrade", NULL};
+                    (char *)a.input, "--output", (char *)a.output, "--frames", (char *)a.frames, "--size", (char *)a.size,
+                    "--prompt", (char *)a.prompt, "--skip", (char *)skip, "--side-by-side", "--degrade", NULL};
     int rc = cmd_run(17, args);
     if (rc == EXIT_OK)
         fprintf(stderr, "mirage demo | wrote %s: what the model sees | what it makes (play it with: ffplay %s, or mpv %s)\n",
-                output, output, output);
+                a.output, a.output, a.output);
     return rc;
 }

@@ -48,12 +48,8 @@ int cmd_init(int argc, char **argv) {
     init_args a;
     int parsed = init_parse(argc, argv, &a);
     if (parsed != CLI_PARSED) return parsed;
-    mg_config cfg = a.cfg;
-    const char *config = a.config, *out = a.out;
-    uint64_t seed = a.seed;
-    int full = a.full;
     mg_status s;
-    if ((s = mg_model_init_file(out, &cfg, seed, full)) != MG_OK) return cli_status(s);
-    printf("wrote %s: config %s, seed %llu%s\n", out, config, (unsigned long long)seed, full ? ", full random" : "");
+    if ((s = mg_model_init_file(a.out, &a.cfg, a.seed, a.full)) != MG_OK) return cli_status(s);
+    printf("wrote %s: config %s, seed %llu%s\n", a.out, a.config, (unsigned long long)a.seed, a.full ? ", full random" : "");
     return EXIT_OK;
 }

@@ -153,18 +153,16 @@ int cmd_serve(int argc, char **argv) {
     serve_args a;
     int rc = serve_parse(argc, argv, &a);
     if (rc != CLI_PARSED) return rc;
-    serve_opts so = a.so;
-    const char *model = a.model, *config = a.config;
     mg_model *m = NULL;
-    mg_status s = cli_load_model(model, config, 0, &m);
+    mg_status s = cli_load_model(a.model, a.config, 0, &m);
     if (s != MG_OK) return cli_status(s);
     const mg_config *c = mg_model_config(m);
-    if (!so.quiet)
-        fprintf(stderr, "mirage serve | model %s (%s, %.2f M params, %.1f MiB) | %s (%s)\n", model ? model : "(random)",
+    if (!a.so.quiet)
+        fprintf(stderr, "mirage serve | model %s (%s, %.2f M params, %.1f MiB) | %s (%s)\n", a.model ? a.model : "(random)",
                 c->name, mg_model_params(m) / 1e6, mg_model_bytes(m) / 1048576.0,
-                so.device == MG_DEVICE_CUDA ? "cuda" : "cpu", mg_build_features());
+                a.so.device == MG_DEVICE_CUDA ? "cuda" : "cpu", mg_build_features());
     atomic_init(&g_stop, 0);
-    so.stop = &g_stop;
+    a.so.stop = &g_stop;
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
@@ -172,9 +170,9 @@ int cmd_serve(int argc, char **argv) {
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
-    s = serve_run(m, &so);
+    s = serve_run(m, &a.so);
     mg_model_free(m);
     if (s != MG_OK) return cli_status(s);
-    if (!so.quiet) fprintf(stderr, "mirage serve | stopped\n");
+    if (!a.so.quiet) fprintf(stderr, "mirage serve | stopped\n");
     return EXIT_OK;
 }
