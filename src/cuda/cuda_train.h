@@ -112,6 +112,10 @@ mg_status cuda_tae_decode(cuda_tae_train *tt, const float *lat, int n, int H, in
  * bytes of device memory the state holds. */
 /* The Laplacian term's weight (--hf-loss, tae_train.hf; 0 by default). */
 void cuda_tae_train_set_hf(cuda_tae_train *tt, float hf);
+/* --freeze-encoder (tae_train.freeze_encoder): on, the backward stops at dec.in's weight
+ * gradient (no latent gradient, no encoder pass); the decoder's gradients are the same bits,
+ * the encoder's are left as they were. Off by default. */
+void cuda_tae_train_set_freeze_encoder(cuda_tae_train *tt, int on);
 /* The adversarial term (--adv, train/adv.h) on the device. dcp: D's own device state, a
  * cuda_params over an adv_disc's dp (not owned; must outlive tt, or be detached with NULL);
  * w_gen: the generator weight of the next steps (0 before --adv-start: D still trains). With D

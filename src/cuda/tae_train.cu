@@ -103,6 +103,7 @@ struct cuda_tae_train {
     float *bias_part;  /* (BIAS_BLOCKS, c) */
     float *dlap;       /* (P, 3) lap(rec) - lap(img) (the --hf-loss term), 0 on each image's border */
     float hf;          /* the Laplacian term's weight (0: L1 + L2 alone) */
+    int freeze_encoder; /* --freeze-encoder: the backward ends at dec.in's weight gradient */
     double *loss_part; /* (B, LOSS_BLOCKS, 3) */
     double *loss_sum;  /* (B, 3) sums of |r|, r^2 and dlap^2 per image */
     float *d_scale;    /* (1) the step's gradient scale (a graph replays with any) */
@@ -640,7 +641,10 @@ static mg_status backward(cuda_tae_train *tt, int n, int H, int W) {
             CU_LAUNCH(k_up_bwd, dim3(grid_of(tot)), dim3(256), 0, tt->st, g, (const float *)tt->tmp, h, w, c, tot);
         }
     }
-    /* d_in = relu(dec.in(lat)), then the latent's gradient into the encoder */
+    /* d_in = relu(dec.in(lat)), then the latent's gradient into the encoder; with the encoder
+     * frozen nothing below dec.in trains: its weight gradient only, no latent gradient */
+    if (tt->freeze_encoder)
+        return conv_bwd(tt, &tt->dec_in, g, c, tt->d_in, NULL, tt->lat, 1, 8, n, h, w, 1, MODE_PLAIN, NULL, 0, 0.0f);
     CU_MG(conv_bwd(tt, &tt->dec_in, g, c, tt->d_in, NULL, tt->lat, 1, 8, n, h, w, 1, MODE_PLAIN, tt->dlat, 8, 0.0f));
     CU_MG(conv_bwd(tt, &tt->enc_out, tt->dlat, 8, NULL, NULL, tt->e_blk[MG_TAE_BLOCKS - 1][2], 0, c, n, h, w, 1,
                    MODE_PLAIN, g, c, 0.0f));
@@ -985,6 +989,12 @@ extern "C" void cuda_tae_train_set_hf(cuda_tae_train *tt, float hf) {
     if (!tt || tt->hf == hf) return;
     tt->hf = hf;
     drop_graphs(tt); /* the captured passes launched with the old weight */
+}
+
+extern "C" void cuda_tae_train_set_freeze_encoder(cuda_tae_train *tt, int on) {
+    if (!tt || tt->freeze_encoder == !!on) return;
+    tt->freeze_encoder = !!on;
+    drop_graphs(tt); /* the captured backward went on into the encoder, or stopped */
 }
 
 extern "C" double cuda_tae_train_flops(const cuda_tae_train *tt) { return tt ? tt->flops : 0.0; }

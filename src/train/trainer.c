@@ -709,7 +709,10 @@ static mg_status setup(run *r, long *start) {
             MG_TRY(cuda_tae_encoder_new(&r->cenc, &r->cp, chunk, f->size, f->size));
         } else {
             MG_TRY(cuda_tae_train_new(&r->ctt, &r->cp, lb, f->size, f->size));
-            if (f->stage == STAGE_TAE) cuda_tae_train_set_hf(r->ctt, f->hf_loss);
+            if (f->stage == STAGE_TAE) {
+                cuda_tae_train_set_hf(r->ctt, f->hf_loss);
+                cuda_tae_train_set_freeze_encoder(r->ctt, f->freeze_encoder);
+            }
         }
         if (r->have_ad) { /* D's state beside the model's, its passes in the autoencoder's step */
             MG_TRY(cuda_params_new(&r->dcp, &r->ad.dp));

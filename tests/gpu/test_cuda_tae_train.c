@@ -187,6 +187,38 @@ static void test_accumulate(void **state) {
     free(one), free(img);
 }
 
+/* --freeze-encoder: the backward stops at dec.in. The decoder's gradients are the same bits as
+ * the full backward's, the encoder's stay as they were (zero here), the losses are the same. */
+static void test_freeze_encoder(void **state) {
+    int n = 2, H = 40, W = 56;
+    size_t bytes = tp.count * sizeof(float);
+    float *img = malloc((size_t)n * H * W * 3 * sizeof(float)), *full = malloc(bytes), l0[TB], l1[TB];
+    tu_fill_uniform(img, (size_t)n * H * W * 3, 0, 1, 24);
+    TU_OK(cuda_zero_grad(&cp, 0, tp.n_tensors));
+    TU_OK(cuda_tae_train_step(tt, img, n, H, W, 0.5f, l0));
+    TU_OK(cuda_params_download(&cp, &tp));
+    memcpy(full, tp.grad, bytes);
+    cuda_tae_train_set_freeze_encoder(tt, 1);
+    TU_OK(cuda_zero_grad(&cp, 0, tp.n_tensors));
+    mg_status st1 = cuda_tae_train_step(tt, img, n, H, W, 0.5f, l1);
+    cuda_tae_train_set_freeze_encoder(tt, 0);
+    TU_OK(st1);
+    TU_OK(cuda_params_download(&cp, &tp));
+    int d0 = train_params_find(&tp, "dec.in.weight");
+    assert_true(d0 > 0);
+    size_t dec0 = tp.offset[d0], dec1 = tp.offset[tp.dit_first], nz = 0, ndec = 0;
+    for (size_t k = 0; k < dec0; k++) nz += tp.grad[k] != 0.0f;
+    for (size_t k = dec0; k < dec1; k++) ndec += full[k] != 0.0f;
+    int same = !memcmp(tp.grad + dec0, full + dec0, (dec1 - dec0) * sizeof(float));
+    int lsame = !memcmp(l0, l1, (size_t)n * sizeof(float));
+    printf("  frozen encoder: decoder gradients (%zu floats, %zu nonzero) %s the full backward's; encoder gradients "
+           "nonzero %zu (0); losses %s %s\n", dec1 - dec0, ndec, same ? "the same bits as" : "DIFFER from", nz,
+           lsame ? "equal" : "DIFFER", same && nz == 0 && lsame && ndec > 0 ? "ok" : "FAIL");
+    assert_true(same && lsame && ndec > 0);
+    assert_int_equal(nz, 0);
+    free(img), free(full);
+}
+
 static void test_encode_decode(void **state) {
     int H = 40, W = 56, n = TB + 2; /* more than the state's batch: chunks */
     size_t hw = (size_t)H * W, lat_n = hw / 64 * tp.cfg.z_ch;
@@ -311,7 +343,7 @@ int main(void) {
     }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_grads_64),      cmocka_unit_test(test_grads_40x56), cmocka_unit_test(test_grads_hf),
-        cmocka_unit_test(test_accumulate),
+        cmocka_unit_test(test_accumulate),    cmocka_unit_test(test_freeze_encoder),
         cmocka_unit_test(test_encode_decode), cmocka_unit_test(test_bad_calls),   cmocka_unit_test(test_speed),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
