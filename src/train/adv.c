@@ -16,8 +16,8 @@ static const int adv_ci[ADV_LAYERS] = {3, ADV_CH, ADV_CH, ADV_CH};
 static const int adv_co[ADV_LAYERS] = {ADV_CH, ADV_CH, ADV_CH, 1};
 static const int adv_stride[ADV_LAYERS] = {2, 2, 2, 1};
 
-/* D's tensors as a train_params: the layout of params.c (table, offsets, then param, grad, m,
- * v, ema, each tensor 64-byte aligned) over a table of its own instead of a model's. */
+/* D's tensors as a train_params: params.c's layout (train_params_alloc) over a table of its
+ * own instead of a model's. */
 static mg_status disc_params(train_params *dp, uint64_t seed) {
     memset(dp, 0, sizeof *dp);
     int n = 2 * ADV_LAYERS;
@@ -31,30 +31,7 @@ static mg_status disc_params(train_params *dp, uint64_t seed) {
         b->rank = 1, b->shape[0] = adv_co[l];
         w->fan_in = b->fan_in = adv_ci[l] * 9;
     }
-    size_t head = ((size_t)n * sizeof(wdesc) + (size_t)(n + 1) * sizeof(size_t) + 63) / 64 * 64, count = 0;
-    size_t offs[2 * ADV_LAYERS + 1];
-    for (int i = 0; i < n; i++) {
-        offs[i] = count;
-        size_t numel = 1;
-        for (int r = 0; r < tab[i].rank; r++) numel *= (size_t)tab[i].shape[r];
-        arena_take(NULL, &count, numel);
-    }
-    offs[n] = count;
-    dp->mem_bytes = head + 5 * count * sizeof(float);
-    if (!(dp->mem = aligned_alloc(64, dp->mem_bytes)))
-        return mg_fail(MG_ERR_NOMEM, "adv: cannot allocate %zu bytes for the discriminator", dp->mem_bytes);
-    memset(dp->mem, 0, dp->mem_bytes);
-    dp->n_tensors = n;
-    dp->table = dp->mem;
-    memcpy(dp->table, tab, sizeof tab);
-    dp->offset = (size_t *)(dp->table + n);
-    memcpy(dp->offset, offs, sizeof offs);
-    dp->count = count;
-    dp->param = (float *)((char *)dp->mem + head);
-    dp->grad = dp->param + count;
-    dp->m = dp->grad + count;
-    dp->v = dp->m + count;
-    dp->ema = dp->v + count;
+    MG_TRY(train_params_alloc(dp, tab, n, "adv", "the discriminator"));
     dp->dit_first = n; /* no DiT: every tensor is "the trained network" */
     /* the model's init (model.c): exact uniform draws, so a seed gives the same D everywhere */
     for (int i = 0; i < n; i++) {
@@ -64,7 +41,7 @@ static mg_status disc_params(train_params *dp, uint64_t seed) {
         float *p = dp->param + dp->offset[i];
         for (size_t k = 0; k < train_params_numel(dp, i); k++) p[k] = (2.0f * mg_rng_uniform(&r) - 1.0f) * bound;
     }
-    memcpy(dp->ema, dp->param, count * sizeof(float));
+    memcpy(dp->ema, dp->param, dp->count * sizeof(float));
     return MG_OK;
 }
 

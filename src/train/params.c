@@ -21,24 +21,9 @@ int train_params_find(const train_params *tp, const char *name) {
     return -1;
 }
 
-mg_status train_params_load(train_params *tp, const char *path) {
-    memset(tp, 0, sizeof *tp);
-    mg_model *m;
-    MG_TRY(mg_model_load(path, &m)); /* validates config, names, shapes and dtypes */
-    tp->cfg = m->cfg;
-    tp->n_prompts = m->n_prompts;
-    memcpy(tp->prompts, m->prompts, sizeof tp->prompts);
-    int n = model_weight_table(&tp->cfg, tp->n_prompts, NULL, 0);
-
-    /* one allocation: the table, the offsets, then the four arrays (each 64-byte aligned) */
-    size_t head = ((size_t)n * sizeof(wdesc) + (size_t)(n + 1) * sizeof(size_t) + 63) / 64 * 64;
-    wdesc *tab = calloc((size_t)n, sizeof *tab);
-    if (!tab) {
-        mg_model_free(m);
-        return mg_fail(MG_ERR_NOMEM, "%s: out of memory for the weight table", path);
-    }
-    model_weight_table(&tp->cfg, tp->n_prompts, tab, n);
-    size_t count = 0;
+mg_status train_params_alloc(train_params *tp, const wdesc *tab, int n, const char *who, const char *what) {
+    /* one allocation: the table, the offsets, then the five arrays (each tensor 64-byte aligned) */
+    size_t head = ((size_t)n * sizeof(wdesc) + (size_t)(n + 1) * sizeof(size_t) + 63) / 64 * 64, count = 0;
     for (int i = 0; i < n; i++) {
         size_t numel = 1;
         for (int r = 0; r < tab[i].rank; r++) numel *= (size_t)tab[i].shape[r];
@@ -46,16 +31,11 @@ mg_status train_params_load(train_params *tp, const char *path) {
     }
     tp->mem_bytes = head + 5 * count * sizeof(float);
     tp->mem = aligned_alloc(64, tp->mem_bytes);
-    if (!tp->mem) {
-        free(tab);
-        mg_model_free(m);
-        return mg_fail(MG_ERR_NOMEM, "%s: cannot allocate %zu bytes for training state", path, tp->mem_bytes);
-    }
+    if (!tp->mem) return mg_fail(MG_ERR_NOMEM, "%s: cannot allocate %zu bytes for %s", who, tp->mem_bytes, what);
     memset(tp->mem, 0, tp->mem_bytes);
     tp->n_tensors = n;
     tp->table = tp->mem;
     memcpy(tp->table, tab, (size_t)n * sizeof(wdesc));
-    free(tab);
     tp->offset = (size_t *)(tp->table + n);
     tp->count = count;
     tp->param = (float *)((char *)tp->mem + head);
@@ -69,6 +49,31 @@ mg_status train_params_load(train_params *tp, const char *path) {
         arena_take(NULL, &off, train_params_numel(tp, i));
     }
     tp->offset[n] = off;
+    return MG_OK;
+}
+
+mg_status train_params_load(train_params *tp, const char *path) {
+    memset(tp, 0, sizeof *tp);
+    mg_model *m;
+    MG_TRY(mg_model_load(path, &m)); /* validates config, names, shapes and dtypes */
+    tp->cfg = m->cfg;
+    tp->n_prompts = m->n_prompts;
+    memcpy(tp->prompts, m->prompts, sizeof tp->prompts);
+    int n = model_weight_table(&tp->cfg, tp->n_prompts, NULL, 0);
+
+    wdesc *tab = calloc((size_t)n, sizeof *tab);
+    if (!tab) {
+        mg_model_free(m);
+        return mg_fail(MG_ERR_NOMEM, "%s: out of memory for the weight table", path);
+    }
+    model_weight_table(&tp->cfg, tp->n_prompts, tab, n);
+    mg_status s = train_params_alloc(tp, tab, n, path, "training state");
+    free(tab);
+    if (s != MG_OK) {
+        mg_model_free(m);
+        return s;
+    }
+    size_t count = tp->count;
     tp->dit_first = train_params_find(tp, "dit.in.weight");
 
     for (int i = 0; i < n; i++) {

@@ -37,6 +37,11 @@ typedef struct train_params {
 /* Loads a weights file (validated by mg_model_load; BF16/F16 widened) into a fresh state with
  * zero gradients and moments and the EMA equal to the weights. */
 mg_status train_params_load(train_params *tp, const char *path);
+/* The layout behind train_params_load, for any table (train/adv.c's discriminator has its
+ * own): allocates tp->mem (the table, the offsets, then param, grad, m, v and ema, each tensor
+ * 64-byte aligned), zeroed, and sets every field but cfg, prompts and dit_first. who and what
+ * name the failure: "<who>: cannot allocate N bytes for <what>". */
+mg_status train_params_alloc(train_params *tp, const wdesc *tab, int n, const char *who, const char *what);
 void train_params_free(train_params *tp);
 /* Index of the tensor called name, or -1. */
 int train_params_find(const train_params *tp, const char *name);
