@@ -1,4 +1,4 @@
-/* The adversarial term of stage tae (src/train/adv.h) against the PyTorch oracle
+/* The adversarial term (src/train/adv.h) against the PyTorch oracle
  * (tests/data/adv_tiny.safetensors, ref/export_adv.py, float64): D's logits, the hinge loss
  * L_D, the generator term, D's weight gradients, the generator's gradient of the
  * reconstruction (through the D of before its step) and one AdamW step of D. Plus what the
@@ -61,7 +61,7 @@ static void test_matches_oracle(void **state) {
     size_t px = (size_t)H * W * 3, np = (size_t)(H / 8) * (W / 8);
     float wgen = strtof(st_meta_get(&gold, "w_gen"), NULL), scale = 1.0f / (float)B;
     adv_disc ad;
-    TU_OK(adv_init(&ad, 0, H, W));
+    TU_OK(adv_init(&ad, 0, H, W, 3));
     load_oracle_weights(&ad);
     const float *lr = gt("adv/logits_real", B * np)->data, *lf = gt("adv/logits_fake", B * np)->data;
     const float *drec = gt("adv/drec", B * px)->data;
@@ -131,9 +131,9 @@ static void test_matches_oracle(void **state) {
 
 static void test_init_is_seeded(void **state) {
     adv_disc a, b, c;
-    TU_OK(adv_init(&a, 7, 16, 16));
-    TU_OK(adv_init(&b, 7, 32, 24));
-    TU_OK(adv_init(&c, 8, 16, 16));
+    TU_OK(adv_init(&a, 7, 16, 16, 3));
+    TU_OK(adv_init(&b, 7, 32, 24, 3));
+    TU_OK(adv_init(&c, 8, 16, 16, 3));
     assert_int_equal(a.dp.count, b.dp.count);
     assert_memory_equal(a.dp.param, b.dp.param, a.dp.count * sizeof(float));
     assert_true(memcmp(a.dp.param, c.dp.param, a.dp.count * sizeof(float)) != 0);
@@ -161,7 +161,7 @@ static void test_deterministic_accumulates_and_refuses(void **state) {
     size_t px = (size_t)H * W * 3;
     float *img = tu_frand(px, 0, 1, 11), *rec = tu_frand(px, -0.1f, 1.1f, 12);
     adv_disc ad;
-    TU_OK(adv_init(&ad, 3, H, W));
+    TU_OK(adv_init(&ad, 3, H, W, 3));
     size_t n = ad.dp.count;
     float *g1 = malloc(n * sizeof(float)), *d1 = malloc(px * sizeof(float));
     double l1, l2;
@@ -194,7 +194,7 @@ static void test_deterministic_accumulates_and_refuses(void **state) {
     assert_int_equal(adv_forward(&ad, img, 32, 32), MG_ERR_SHAPE);
     assert_non_null(strstr(mg_last_error(), "multiples of 8"));
     adv_disc bad;
-    assert_int_equal(adv_init(&bad, 0, 20, 16), MG_ERR_SHAPE);
+    assert_int_equal(adv_init(&bad, 0, 20, 16, 3), MG_ERR_SHAPE);
     adv_free(&ad);
     free(img), free(rec), free(g1), free(d1);
 }
@@ -242,8 +242,8 @@ static void test_checkpoint_aux(void **state) {
     TU_OK(oracle_tiny_params(&tp, model, sizeof model, "ck_model.safetensors", 2));
     for (size_t i = 0; i < tp.count; i++) tp.m[i] = 0.25f * tp.param[i], tp.v[i] = 0.5f + tp.param[i] * tp.param[i];
     adv_disc a, b;
-    TU_OK(adv_init(&a, 5, 16, 16));
-    TU_OK(adv_init(&b, 6, 16, 16));
+    TU_OK(adv_init(&a, 5, 16, 16, 3));
+    TU_OK(adv_init(&b, 6, 16, 16, 3));
     for (int t = 0; t < a.dp.n_tensors; t++) /* the tensors, not the padding between them */
         for (size_t k = a.dp.offset[t]; k < a.dp.offset[t] + train_params_numel(&a.dp, t); k++)
             a.dp.m[k] = (float)k * 1e-6f, a.dp.v[k] = (float)k * 1e-7f;
@@ -273,6 +273,100 @@ static void test_checkpoint_aux(void **state) {
     train_params_free(&tp);
 }
 
+/* Stage dit (adv_clips): D on 4-channel latents against the one-step estimate x0 - sigma (v -
+ * (eps - x0)). Frames under ADV_SIGMA_MIN are skipped (dv_add 0, D untouched); the judged
+ * frames train D exactly as adv_image on that estimate does; dv_add is the derivative of
+ * W x (-mean D(estimate)) with respect to v (central differences along random directions, in
+ * double from fp32 logits: agreement to 3e-2, a wrong sigma or sign is far outside); W = 0 leaves dv_add at zero and D's gradients
+ * as with the term on. */
+static double gen_term(adv_disc *ad, const float *x0, const float *eps, const float *v, float s, float w, int H, int W) {
+    size_t n = (size_t)H * W * 4, np = (size_t)(H / 8) * (W / 8);
+    float *f = malloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) f[i] = x0[i] - s * (v[i] - (eps[i] - x0[i]));
+    TU_OK(adv_forward(ad, f, H, W));
+    double m = 0.0;
+    for (size_t p = 0; p < np; p++) m += ad->act[ADV_LAYERS - 1][p];
+    free(f);
+    return -(double)w * m / (double)np;
+}
+
+static void test_clip(void **state) {
+    const int T = 3, H = 16, W = 24, Z = 4;
+    const size_t lat = (size_t)H * W * Z;
+    const float sigma[3] = {0.1f, 0.5f, 1.0f}, w = 0.7f, scale = 0.5f;
+    float *x0 = tu_frand(T * lat, -1.5f, 1.5f, 11), *eps = tu_frand(T * lat, -2.0f, 2.0f, 12);
+    float *v = tu_frand(T * lat, -2.0f, 2.0f, 13), *dv = tu_fpoison(T * lat), *dv0 = tu_fpoison(T * lat);
+    dit_clip c = {.T = T, .lh = H, .lw = W, .x0 = x0, .eps = eps, .sigma = sigma, .prompt = 0, .window = 2};
+    adv_disc ad, ref;
+    TU_OK(adv_init(&ad, 21, H, W, Z));
+    TU_OK(adv_init(&ref, 21, H, W, Z));
+    assert_int_equal(ad.dp.table[0].shape[1], Z);
+    train_zero_grad(&ad.dp, 0, ad.dp.n_tensors);
+    train_zero_grad(&ref.dp, 0, ref.dp.n_tensors);
+    adv_stats st = {0}, sr = {0};
+    TU_OK(adv_clips(&ad, &c, 1, v, dv, scale, w, &st));
+    assert_int_equal(st.frames, 2);
+    for (size_t i = 0; i < lat; i++) assert_true(dv[i] == 0.0f); /* sigma 0.1: the history */
+    /* D's gradients: the same bits as adv_image on frames 1 and 2's estimates */
+    float *f = malloc(lat * sizeof(float));
+    for (int t = 1; t < T; t++) {
+        for (size_t i = 0; i < lat; i++) f[i] = x0[t * lat + i] - sigma[t] * (v[t * lat + i] - (eps[t * lat + i] - x0[t * lat + i]));
+        double ld;
+        TU_OK(adv_image(&ref, x0 + t * lat, f, H, W, scale, 0.0f, &ld, &sr));
+    }
+    assert_memory_equal(ad.dp.grad, ref.dp.grad, ad.dp.count * sizeof(float));
+    assert_true(st.ld == sr.ld && st.correct == sr.correct && st.total == sr.total);
+    /* dv_add against central differences of the generator term (scale folded in) */
+    for (int t = 1; t < T; t++) {
+        float *u = tu_frand(lat, -1.0f, 1.0f, 30 + t), *vp = malloc(lat * sizeof(float)), *vm = malloc(lat * sizeof(float));
+        const float h = 2e-4f; /* D is piecewise linear with many kinks: small steps (measured: 2e-3 is 3% off) */
+        for (size_t i = 0; i < lat; i++) vp[i] = v[t * lat + i] + h * u[i], vm[i] = v[t * lat + i] - h * u[i];
+        double gp = gen_term(&ad, x0 + t * lat, eps + t * lat, vp, sigma[t], w, H, W);
+        double gm = gen_term(&ad, x0 + t * lat, eps + t * lat, vm, sigma[t], w, H, W);
+        double fd = scale * (gp - gm) / (2.0 * h), an = 0.0;
+        for (size_t i = 0; i < lat; i++) an += (double)dv[t * lat + i] * u[i];
+        printf("  frame %d (sigma %.2f): d/dv along u: analytic %.6e, central difference %.6e\n", t, sigma[t], an, fd);
+        assert_true(fabs(an - fd) <= 3e-2 * fabs(an) + 1e-7);
+        assert_true(fabs(an) > 1e-6); /* the term moves v */
+        free(u), free(vp), free(vm);
+    }
+    /* W = 0: D trains the same, nothing reaches v */
+    train_zero_grad(&ref.dp, 0, ref.dp.n_tensors);
+    memcpy(ref.dp.param, ad.dp.param, ad.dp.count * sizeof(float));
+    adv_stats s0 = {0};
+    TU_OK(adv_clips(&ref, &c, 1, v, dv0, scale, 0.0f, &s0));
+    for (size_t i = 0; i < T * lat; i++) assert_true(dv0[i] == 0.0f);
+    assert_memory_equal(ad.dp.grad, ref.dp.grad, ad.dp.count * sizeof(float));
+    /* two clips at once on 1 and on 3 threads: the same frames judged, the same figures and
+     * gradients up to rounding (a GEMM inside a parallel region runs on one thread, with its
+     * own blocking: measured 1e-9 relative on L_D) */
+    dit_clip cc[2] = {c, c};
+    float *v2 = tu_frand(2 * T * lat, -2.0f, 2.0f, 14), *d1 = tu_fpoison(2 * T * lat), *d3 = tu_fpoison(2 * T * lat);
+    float *g1 = malloc(ad.dp.count * sizeof(float));
+    adv_stats a1 = {0}, a3 = {0};
+    train_zero_grad(&ad.dp, 0, ad.dp.n_tensors);
+    TU_OK(adv_clips(&ad, cc, 2, v2, d1, scale, w, &a1));
+    memcpy(g1, ad.dp.grad, ad.dp.count * sizeof(float));
+#ifdef MG_HAVE_OPENMP
+    omp_set_num_threads(3);
+#endif
+    train_zero_grad(&ad.dp, 0, ad.dp.n_tensors);
+    TU_OK(adv_clips(&ad, cc, 2, v2, d3, scale, w, &a3));
+#ifdef MG_HAVE_OPENMP
+    omp_set_num_threads(1);
+#endif
+    printf("  1 thread: L_D sum %.12f, %ld right; 3 threads: %.12f, %ld right\n", a1.ld, a1.correct, a3.ld, a3.correct);
+    assert_int_equal(a1.frames, 4);
+    assert_int_equal(a3.frames, 4);
+    assert_int_equal(a1.total, a3.total);
+    assert_true(fabs(a1.ld - a3.ld) < 1e-6 * a1.ld);
+    check_l2("dv_add, 3 threads vs 1", d3, d1, 2 * T * lat, 1e-5);
+    check_l2("D's gradients, 3 threads vs 1", ad.dp.grad, g1, ad.dp.count, 1e-5);
+    free(v2), free(d1), free(d3), free(g1);
+    free(f), free(x0), free(eps), free(v), free(dv), free(dv0);
+    adv_free(&ad), adv_free(&ref);
+}
+
 int main(void) {
 #ifdef MG_HAVE_OPENMP
     omp_set_num_threads(1); /* tiny maps: threads only wait (see tests/test_train.c) */
@@ -283,6 +377,7 @@ int main(void) {
         cmocka_unit_test(test_deterministic_accumulates_and_refuses),
         cmocka_unit_test(test_tae_hook_neutral),
         cmocka_unit_test(test_checkpoint_aux),
+        cmocka_unit_test(test_clip),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -23,11 +23,13 @@ expect 1 "missing model file" -- $M eval --model "$T/none.safetensors" --input t
 expect 1 "missing --compare file" -- $E --frames 2 --report "$T/r" --compare "$T/none.safetensors"
 expect 1 "size not a multiple of 16" -- $E --frames 2 --report "$T/r" --size 40x40
 check "no report after failures" -- test ! -e "$T/r/index.html"
-expect 1 "--autoencoder with a prompt other than none" -- $E --frames 2 --report "$T/r" --autoencoder --prompt colorize
+expect 1 "--autoencoder with dream (no truth)" -- $E --frames 2 --report "$T/r" --autoencoder --prompt dream
 grep_out "autoencoder alone" "--autoencoder refusal message"
 expect 0 "--autoencoder, 3 frames" -- $E --frames 3 --report "$T/ae" --autoencoder --prompt none
-grep_out "decode(encode(frame))" "--autoencoder says what it measures"
+grep_out "decode(encode(truth))" "--autoencoder says what it measures"
 check "--autoencoder writes metrics.json" -- test -s "$T/ae/metrics.json"
+expect 0 "--autoencoder on a style's truth, 2 frames" -- $E --frames 2 --report "$T/ae2" --autoencoder --prompt style:sketch
+grep_out "pencil sketch" "--autoencoder names the truth it encodes"
 
 expect 0 "eval restore, 3 frames, compare" -- $E --frames 3 --report "$T/r" --prompt restore --compare "$T/tiny.safetensors"
 grep_out "mirage eval | model B" "configuration names both models"

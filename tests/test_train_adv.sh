@@ -1,7 +1,7 @@
 #!/bin/sh
-# mirage train tae --adv W / --adv-start N (the adversarial decoder term, src/train/adv.h) end to
+# mirage train tae|dit --adv W / --adv-start N (the adversarial term, src/train/adv.h) end to
 # end on the tiny config, on shards built from generated clips:
-#  - usage errors exit 2 (bad values, stage dit, more than one GPU), with "mirage: error:";
+#  - usage errors exit 2 (bad values, more than one GPU), with "mirage: error:";
 #  - --adv 0 trains exactly as no flag (model files byte for byte);
 #  - with --adv the step line shows D's loss, the generator term and D's accuracy; the term is
 #    marked off before --adv-start; the run differs from the plain one; D's tensors go into
@@ -11,10 +11,14 @@
 #    without the term refuses --adv on resume;
 #  - --device cuda: without a GPU a plain runtime error (no longer a refusal of --adv); with a
 #    GPU and a CUDA build, the GPU step's first figures against the CPU's, and a checkpoint
-#    moving both ways between the GPU and the CPU trainer (D's aux.* state).
+#    moving both ways between the GPU and the CPU trainer (D's aux.* state);
+#  - stage dit (D on the latent): --adv 0 is the plain recipe byte for byte, --size not a
+#    multiple of 64 is refused, the step line counts the judged frames, the term changes the
+#    run, D (4 input channels) goes into the checkpoint only, 2 + resume + 2 = 4 bit for bit;
+#    with a GPU, the GPU step's figures against the CPU's.
 . "$(dirname "$0")/lib.sh"
 losses() { grep '^step ' "$1" | awk '{print $2, $5}'; } # "k/N loss" per step
-advs() { grep '^step ' "$1" | sed 's/.*| adv /adv /; s/ | [0-9.]* ms.*//'; } # "adv D .. G .. acc .." per step
+advs() { grep '^step ' "$1" | sed 's/.*| adv /adv /; s/ | [0-9.]* ms.*//; s/ frames, [0-9.]* ms/ frames/'; } # "adv D .. G .. acc .." per step
 
 if ! command -v ffmpeg >/dev/null 2>&1; then skipped "no ffmpeg program to make test clips"; finish; fi
 
@@ -34,8 +38,6 @@ expect 2 "--adv negative" -- $M train tae $TAE --out "$T/x.safetensors" --adv -1
 grep_out "mirage: error:" "bad --adv message"
 expect 2 "--adv not a number" -- $M train tae $TAE --out "$T/x.safetensors" --adv much
 expect 2 "--adv-start negative" -- $M train tae $TAE --out "$T/x.safetensors" --adv 0.1 --adv-start -2
-expect 2 "--adv with stage dit" -- $M train dit --data "$D" --out "$T/x.safetensors" --adv 0.1
-grep_out "options of stage tae" "stage dit refusal says why"
 expect 2 "--adv with --gpus 2" -- $M train tae $TAE --out "$T/x.safetensors" --adv 0.1 --gpus 2
 grep_out "not all-reduced" "data-parallel refusal says why"
 have_gpu=0
@@ -113,5 +115,48 @@ if [ $have_gpu = 1 ]; then
         exit !(el < 0.01 && ed < 0.003) }' && ok "CPU state resumed on the GPU: step 3 = the CPU's (cpu $c gpu $g)" || bad "GPU step 3 from the CPU's checkpoint $g vs CPU $c"
 else
     skipped "the GPU trainer with --adv: no GPU (tests/gpu/test_cuda_adv.c and this file's GPU part run on one)"
+fi
+
+# ---- stage dit: D on the latent ----------------------------------------------------------------
+DIT="--data $D --init $T/plain.safetensors --steps 4 --batch 2 --size 64 --frames 4 --threads 2 --val-every 0 --sample-every 0 --ckpt-every 0"
+expect 1 "dit --adv at --size 32 (latents of 4x4)" -- $M train dit $DIT --size 32 --out "$T/dx.safetensors" --adv 0.1
+grep_out "multiple of 64" "the size refusal says why"
+[ ! -e "$T/dx.safetensors" ] && ok "no model file after the size refusal" || bad "a refused dit run left a model file"
+expect 0 "dit 4 steps, no --adv" -- $M train dit $DIT --out "$T/dplain.safetensors"
+cp "$T/out" "$T/dplain.log"
+expect 0 "dit 4 steps, --adv 0" -- $M train dit $DIT --out "$T/dzero.safetensors" --adv 0
+cmp -s "$T/dplain.safetensors" "$T/dzero.safetensors" && ok "dit --adv 0: model file identical to no flag" || bad "dit --adv 0 changed the model"
+expect 0 "dit 4 steps, --adv 0.5 --adv-start 1" -- $M train dit $DIT --out "$T/dadv.safetensors" --adv 0.5 --adv-start 1
+cp "$T/out" "$T/dadv.log"
+grep_out "adv 0.5 from step 1: PatchGAN D" "dit: the configuration names the term"
+grep_out "^step 1/4 | loss .* | adv D [0-9.]* G -*[0-9.]* (off) acc [0-9.]*% on [0-9]* frames" "dit step 1: D's figures, the term off, frames judged"
+grep_out "^step 2/4 | loss .* | adv D [0-9.]* G -*[0-9.]* acc [0-9.]*% on [0-9]* frames" "dit step 2: the term on"
+grep -q "on 0 frames" "$T/out" && echo "        (a step judged no frame: every frame under sigma 0.25)" || true
+l_plain=$(losses "$T/dplain.log" | sed -n 1p); l_adv=$(losses "$T/dadv.log" | sed -n 1p)
+[ "$l_plain" = "$l_adv" ] && ok "dit step 1 (term off) trains as the plain run ($l_adv)" || bad "dit step 1 loss $l_adv vs $l_plain"
+l_plain=$(losses "$T/dplain.log" | sed -n 4p); l_adv=$(losses "$T/dadv.log" | sed -n 4p)
+[ "$l_plain" != "$l_adv" ] && ok "dit: with the term on the run differs ($l_adv vs $l_plain)" || bad "dit: the term changed nothing"
+expect 0 "dit --adv with a checkpoint (2 steps)" -- $M train dit $DIT --out "$T/dadv2.safetensors" --adv 0.5 --adv-start 1 --stop-after 2
+cp "$T/out" "$T/dadv2.log"
+if grep -a -q "disc.c0" "$T/dadv.safetensors"; then bad "dit: D's tensors leaked into the model file"; else ok "dit: no D tensor in the model file"; fi
+grep -a -o 'aux.param/disc.c0.weight":{"dtype":"F32","shape":\[64,4,3,3\]' "$T"/dadv2.ckpt.step2.part* >/dev/null \
+    && ok "dit: D (64 x 4 x 3 x 3 first conv: the latent's channels) in the checkpoint" || bad "dit: no latent D in the checkpoint"
+expect 0 "dit --adv resumed (adopts --adv)" -- $M train dit $DIT --out "$T/dadv2.safetensors" --resume
+cat "$T/out" >>"$T/dadv2.log"
+losses "$T/dadv.log" >"$T/la"; losses "$T/dadv2.log" >"$T/lb"
+advs "$T/dadv.log" >"$T/aa"; advs "$T/dadv2.log" >"$T/ab"
+if cmp -s "$T/la" "$T/lb" && cmp -s "$T/aa" "$T/ab"; then ok "dit: 2 steps + resume + 2 steps = 4 steps: losses and adv figures bit-exact"
+else bad "resumed dit --adv run differs"; paste "$T/la" "$T/lb" "$T/aa" "$T/ab" | sed 's/^/        /'; fi
+cmp -s "$T/dadv.safetensors" "$T/dadv2.safetensors" && ok "dit: model files identical after resume" || bad "dit: model files differ after resume"
+if [ $have_gpu = 1 ]; then
+    expect 0 "GPU: dit --adv, 2 steps" -- $M train dit $DIT --out "$T/dadv_g.safetensors" --adv 0.5 --adv-start 1 --device cuda --stop-after 2
+    cp "$T/out" "$T/dadv_g.log"
+    # step 1 at the same weights: the loss and L_D agree to bf16 precision; step 2 follows the term
+    for k in 1 2; do
+        c=$(grep "^step $k/4" "$T/dadv.log" | sed 's/.*| loss \([0-9.]*\) .*adv D \([0-9.]*\) .*/\1 \2/')
+        g=$(grep "^step $k/4" "$T/dadv_g.log" | sed 's/.*| loss \([0-9.]*\) .*adv D \([0-9.]*\) .*/\1 \2/')
+        echo "$c $g" | awk '{ el = ($1 - $3) / $1; ed = ($2 - $4) / $2; if (el < 0) el = -el; if (ed < 0) ed = -ed;
+            exit !(el < 0.01 && ed < 0.01) }' && ok "GPU dit step $k = CPU step $k (loss, L_D: cpu $c gpu $g)" || bad "GPU dit step $k (loss, L_D) $g vs CPU $c"
+    done
 fi
 finish

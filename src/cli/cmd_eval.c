@@ -39,8 +39,8 @@ static const char *help =
     "  --guidance G      classifier-free guidance scale (default 1 = off)\n"
     "  --device D        cpu or cuda (default cpu)\n"
     "  --seed N          noise seed for the streams and the degradations (default 0)\n"
-    "  --autoencoder     measure the autoencoder alone (encode, decode; CPU, --prompt none): the\n"
-    "                    reconstruction ceiling of every prompt\n"
+    "  --autoencoder     measure the autoencoder alone on the prompt's truth, decode(encode(truth))\n"
+    "                    (CPU; any prompt but dream): the ceiling of that prompt's outputs\n"
     "  --quiet           no progress lines\n"
     "Prints the configuration, a line per 100 frames (frame, PSNR, SSIM, ms/frame) and a summary\n"
     "with the issue 6 verdicts. Exit status 0 when the report was written, whatever it says.\n";

@@ -44,11 +44,13 @@ static const char *help =
     "                        (the eval's detail stencil): edges cost by curvature (default 0)\n"
     "  --freeze-encoder      tae with --init: train the decoder only; the latents do not move, so\n"
     "                        the file's DiT stays valid and is written unchanged\n"
-    "  --adv W               tae: add W x (-mean D(rec)), D a PatchGAN discriminator trained beside\n"
-    "                        the autoencoder with the hinge loss (its own AdamW, same lr); the step\n"
-    "                        line adds D's loss, the term and D's accuracy; CPU or one GPU\n"
-    "                        (default 0: off)\n"
-    "  --adv-start N         tae: the term is off for the first N steps while D learns (default 0)\n"
+    "  --adv W               add W x (-mean D(out)), D a PatchGAN discriminator trained beside the\n"
+    "                        model with the hinge loss (its own AdamW, same lr): tae, D on the\n"
+    "                        image against the reconstruction; dit, D on the latent against the\n"
+    "                        one-step estimate x0 - sigma (v - (eps - x0)) of every frame at\n"
+    "                        sigma >= 0.25 (--size a multiple of 64). The step line adds D's\n"
+    "                        loss, the term and D's accuracy; CPU or one GPU (default 0: off)\n"
+    "  --adv-start N         the term is off for the first N steps while D learns (default 0)\n"
     "  --val-every N         validation loss every N steps, 0 = off (default 200)\n"
     "  --val-clips N         validation clips (fixed seeds) (default 8)\n"
     "  --sample-every N      sample PNG every N steps, 0 = off (default 500)\n"
@@ -200,8 +202,6 @@ int train_parse(int argc, char **argv, train_opts *a) {
     if ((o.given & TO_HF) && o.stage != STAGE_TAE) return cli_usage("train", "--hf-loss is an option of stage tae");
     if (o.freeze_encoder && (o.stage != STAGE_TAE || (!o.init && !o.resume)))
         return cli_usage("train", "--freeze-encoder needs stage tae and --init (the encoder to keep)");
-    if ((o.given & (TO_ADV | TO_ADV_START)) && o.stage != STAGE_TAE)
-        return cli_usage("train", "--adv and --adv-start are options of stage tae (D judges the autoencoder's output)");
     if (o.adv > 0.0f && o.n_gpus > 1)
         return cli_usage("train", "--adv with --gpus %d: D's gradients are not all-reduced across the ranks yet; train "
                          "with one GPU (--device cuda or --gpus 1)", o.n_gpus);

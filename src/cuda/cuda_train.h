@@ -81,6 +81,11 @@ void cuda_dit_train_free(cuda_dit_train *dt);
  * scale * d(sum of the clips' losses)/d params over the DiT's tensors; losses[i] gets clip i's
  * loss (mean over its elements of (v - (ε - x0))^2), as dit_train_forward. */
 mg_status cuda_dit_train_step(cuda_dit_train *dt, const dit_clip *clips, int n, float scale, float *losses);
+/* --adv (adv.h): after each step's forward, v (n*T frames of lh x lw x Z, host) is handed to
+ * fn, which writes dv_add (same shape, host; the caller's scale in it); the backward adds it to
+ * the loss's gradient with respect to v. One round trip and a sync per step. NULL turns it off. */
+typedef mg_status (*cuda_dv_hook)(void *user, const dit_clip *clips, int n, const float *v, float *dv_add);
+mg_status cuda_dit_train_set_dv_hook(cuda_dit_train *dt, cuda_dv_hook fn, void *user);
 /* The forward alone (validation): losses[i] as above; gradients untouched. */
 mg_status cuda_dit_train_loss(cuda_dit_train *dt, const dit_clip *clips, int n, float *losses);
 /* GEMM floating-point operations issued since cuda_dit_train_new (2*M*N*K each, the recomputed

@@ -99,6 +99,11 @@ struct cuda_dit_train {
     size_t att_chunk_bytes;       /* attention scratch per pass of the score GEMMs: frames are taken in
                                    * chunks whose scores fit this (0: all at once) */
     cudaEvent_t *ev;              /* MG_DIT_PROFILE=1: 4L+3 timing events, else NULL */
+    /* cuda_dit_train_set_dv_hook (--adv): v to the host, the hook's dv_add back */
+    cuda_dv_hook dv_hook;
+    void *dv_user;
+    float *h_v, *h_dvadd;         /* pinned (capB*capT*lat each) */
+    float *d_dvadd;               /* (capB*capT*lat) */
 };
 
 /* MG_DIT_PROFILE=1: events at phase boundaries, a line on stderr per pass */
@@ -593,6 +598,11 @@ __global__ void k_prompt_bwd(float *dprompt, const float *dc, const int *prow, i
     }
 }
 
+__global__ void k_add(float *y, const float *x, size_t n) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) y[i] += x[i];
+}
+
 __global__ void k_fill(float *x, float v, size_t n) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) x[i] = v;
@@ -704,6 +714,9 @@ extern "C" void cuda_dit_train_free(cuda_dit_train *dt) {
     cudaFree(dt->mem);
     cudaFreeHost(dt->h_loss);
     cudaFreeHost(dt->h_pin);
+    cudaFreeHost(dt->h_v);
+    cudaFreeHost(dt->h_dvadd);
+    cudaFree(dt->d_dvadd);
     free(dt->lo);
     free(dt->lo_first);
     free(dt->h_rcos), free(dt->h_rsin);
@@ -1017,6 +1030,13 @@ static mg_status pass(cuda_dit_train *dt, const dit_clip *clips, int n, const fl
               (const float *)dt->eps, (const float *)dt->x0, (size_t)T * lat, kk);
     prof(dt, 1);
     CU_TRY(cudaMemcpyAsync(dt->h_loss, dt->d_loss, n * sizeof(double), cudaMemcpyDeviceToHost, st));
+    if (grad_scale && dt->dv_hook) { /* --adv: the host adds its term to dv */
+        CU_TRY(cudaMemcpyAsync(dt->h_v, dt->v, nlat * sizeof(float), cudaMemcpyDeviceToHost, st));
+        CU_TRY(cudaStreamSynchronize(st));
+        CU_MG(dt->dv_hook(dt->dv_user, clips, n, dt->h_v, dt->h_dvadd));
+        CU_TRY(cudaMemcpyAsync(dt->d_dvadd, dt->h_dvadd, nlat * sizeof(float), cudaMemcpyHostToDevice, st));
+        CU_LAUNCH(k_add, EW(nlat), dt->dv, (const float *)dt->d_dvadd, nlat);
+    }
 
     if (grad_scale) {
         /* ---- backward ---- */
@@ -1137,6 +1157,25 @@ static mg_status pass(cuda_dit_train *dt, const dit_clip *clips, int n, const fl
                 "backward %.3f ms (attention %.3f)\n", n, chunk, fwd, fatt, bwd, batt);
     }
     for (int i = 0; i < n; i++) losses[i] = (float)dt->h_loss[i];
+    return MG_OK;
+}
+
+extern "C" mg_status cuda_dit_train_set_dv_hook(cuda_dit_train *dt, cuda_dv_hook fn, void *user) {
+    if (!dt) return mg_fail(MG_ERR_ARG, "cuda_dit_train_set_dv_hook: not initialised");
+    if (fn && !dt->h_v) {
+        size_t bytes = (size_t)dt->capB * dt->capT * dt->caplh * dt->caplw * dt->cf.z_ch * sizeof(float);
+        cudaError_t e = cudaMallocHost(&dt->h_v, bytes);
+        if (e == cudaSuccess) e = cudaMallocHost(&dt->h_dvadd, bytes);
+        if (e == cudaSuccess) e = cudaMalloc(&dt->d_dvadd, bytes);
+        if (e != cudaSuccess) {
+            cudaGetLastError();
+            cudaFreeHost(dt->h_v), cudaFreeHost(dt->h_dvadd), cudaFree(dt->d_dvadd);
+            dt->h_v = dt->h_dvadd = dt->d_dvadd = NULL;
+            return mg_fail(MG_ERR_NOMEM, "cuda_dit_train_set_dv_hook: cannot allocate 3 x %.1f MiB (%s)", bytes / 1048576.0,
+                           cudaGetErrorString(e));
+        }
+    }
+    dt->dv_hook = fn, dt->dv_user = user;
     return MG_OK;
 }
 

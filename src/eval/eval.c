@@ -204,8 +204,9 @@ mg_status eval_run(const eval_opts *o, source *src, const mg_model *a, const mg_
     int has_truth = degrade_has_truth(o->prompt);
     size_t bytes = (size_t)W * H * 3, pad = bytes + SOURCE_RGB_PAD;
 
-    if (o->autoencoder && (o->device != MG_DEVICE_CPU || strcmp(o->prompt, "none")))
-        return mg_fail(MG_ERR_ARG, "eval: --autoencoder measures the autoencoder alone: it runs on the CPU with prompt none");
+    if (o->autoencoder && (o->device != MG_DEVICE_CPU || !has_truth))
+        return mg_fail(MG_ERR_ARG, "eval: --autoencoder measures the autoencoder alone on the prompt's truth: it runs on the CPU, "
+                                   "with a prompt that has one (not dream)");
     mg_status s = MG_OK;
     mg_stream *st[2] = {NULL, NULL};
     ae_buf ae[2];
@@ -264,8 +265,10 @@ mg_status eval_run(const eval_opts *o, source *src, const mg_model *a, const mg_
         fprintf(o->log, "mirage eval | input %s (%s) | %dx%d | %ld frames | prompt %s | %d step%s | ring %d | guidance %g | seed %llu | %s (%s)\n",
                 o->input_label, src->desc, W, H, N, o->prompt, o->steps, o->steps == 1 ? "" : "s", ring, o->guidance, (unsigned long long)o->seed, dev,
                 mg_build_features());
-        fprintf(o->log, "mirage eval | %s\n", o->autoencoder ? "the autoencoder alone: decode(encode(frame)) against the frame"
-                                                             : degrade_describe(o->prompt));
+        if (o->autoencoder)
+            fprintf(o->log, "mirage eval | the autoencoder alone: decode(encode(truth)) against the truth (%s)\n", degrade_describe(o->prompt));
+        else
+            fprintf(o->log, "mirage eval | %s\n", degrade_describe(o->prompt));
         fprintf(o->log, "mirage eval | report -> %s (strips: PNG, %s)\n", o->report_dir, image_png_writer());
         fflush(o->log);
     }
@@ -286,7 +289,7 @@ mg_status eval_run(const eval_opts *o, source *src, const mg_model *a, const mg_
         if ((s = degrade_apply(o->prompt, clipf, input, W, H, frame_seed(o->seed, f))) != MG_OK) goto done;
         for (int m = 0; m < nm; m++) {
             double t0 = mg_now_ms();
-            if (o->autoencoder) ae_step(&ae[m], models[m], input, outf[m], W, H);
+            if (o->autoencoder) ae_step(&ae[m], models[m], truth, outf[m], W, H); /* the prompt's ceiling */
             else if ((s = mg_stream_step(st[m], input, outf[m])) != MG_OK) goto done;
             double ms = mg_now_ms() - t0;
             eval_series_push(&out[m], outf[m], f ? prev_out[m] : NULL, has_truth ? truth : NULL, W, H, ms, scratch);

@@ -12,13 +12,19 @@
 #include "ops/ops_backward.h"
 #include "train/adv.h"
 
-static const int adv_ci[ADV_LAYERS] = {3, ADV_CH, ADV_CH, ADV_CH};
+#ifdef MG_HAVE_OPENMP
+#include <omp.h>
+#endif
+
 static const int adv_co[ADV_LAYERS] = {ADV_CH, ADV_CH, ADV_CH, 1};
 static const int adv_stride[ADV_LAYERS] = {2, 2, 2, 1};
 
 /* D's tensors as a train_params: params.c's layout (train_params_alloc) over a table of its
  * own instead of a model's. */
-static mg_status disc_params(train_params *dp, uint64_t seed) {
+/* input channels of layer l: the image's (3) or the latent's for the first, D's width after */
+static int adv_ci(const adv_disc *ad, int l) { return l ? ADV_CH : ad->cin; }
+
+static mg_status disc_params(const adv_disc *ad, train_params *dp, uint64_t seed) {
     memset(dp, 0, sizeof *dp);
     int n = 2 * ADV_LAYERS;
     wdesc tab[2 * ADV_LAYERS];
@@ -26,10 +32,10 @@ static mg_status disc_params(train_params *dp, uint64_t seed) {
     for (int l = 0; l < ADV_LAYERS; l++) {
         wdesc *w = &tab[2 * l], *b = &tab[2 * l + 1];
         snprintf(w->name, sizeof w->name, "disc.c%d.weight", l);
-        w->rank = 4, w->shape[0] = adv_co[l], w->shape[1] = adv_ci[l], w->shape[2] = 3, w->shape[3] = 3;
+        w->rank = 4, w->shape[0] = adv_co[l], w->shape[1] = adv_ci(ad, l), w->shape[2] = 3, w->shape[3] = 3;
         snprintf(b->name, sizeof b->name, "disc.c%d.bias", l);
         b->rank = 1, b->shape[0] = adv_co[l];
-        w->fan_in = b->fan_in = adv_ci[l] * 9;
+        w->fan_in = b->fan_in = adv_ci(ad, l) * 9;
     }
     MG_TRY(train_params_alloc(dp, tab, n, "adv", "the discriminator"));
     dp->dit_first = n; /* no DiT: every tensor is "the trained network" */
@@ -53,34 +59,37 @@ static size_t adv_layout(adv_disc *ad, float *mem, int H, int W) {
     size_t fs = 0, bs = 0;
     int h = H, w = W;
     for (int l = 0; l < ADV_LAYERS; l++) {
-        fs = max_sz(fs, conv3x3_scratch_floats(h, w, adv_ci[l], adv_co[l], adv_stride[l]));
-        bs = max_sz(bs, conv3x3_backward_scratch_floats(h, w, adv_ci[l], adv_co[l], adv_stride[l]));
+        fs = max_sz(fs, conv3x3_scratch_floats(h, w, adv_ci(ad, l), adv_co[l], adv_stride[l]));
+        bs = max_sz(bs, conv3x3_backward_scratch_floats(h, w, adv_ci(ad, l), adv_co[l], adv_stride[l]));
         h /= adv_stride[l], w /= adv_stride[l];
         TAKE(ad->act[l], (size_t)h * w * adv_co[l]);
-        TAKE(ad->cv[l].wp, conv3x3_packed_floats(adv_ci[l], adv_co[l]));
+        TAKE(ad->cv[l].wp, conv3x3_packed_floats(adv_ci(ad, l), adv_co[l]));
     }
     for (int k = 0; k < 3; k++) TAKE(ad->g[k], (size_t)(H / 2) * (W / 2) * ADV_CH);
     TAKE(ad->dlog, (size_t)(H / 8) * (W / 8));
-    TAKE(ad->drec, (size_t)H * W * 3);
+    TAKE(ad->drec, (size_t)H * W * ad->cin);
     TAKE(ad->gw_dump, ad->dp.count);
+    TAKE(ad->fake, (size_t)H * W * ad->cin);
     TAKE(ad->fwd_scratch, fs);
     TAKE(ad->bwd_scratch, bs);
 #undef TAKE
     return off;
 }
 
-mg_status adv_init(adv_disc *ad, uint64_t seed, int H, int W) {
+mg_status adv_init(adv_disc *ad, uint64_t seed, int H, int W, int cin) {
     memset(ad, 0, sizeof *ad);
     if (H < 8 || W < 8 || H % 8 || W % 8)
         return mg_fail(MG_ERR_SHAPE, "adv: image %dx%d: expected sizes that are multiples of 8", W, H);
-    MG_TRY(disc_params(&ad->dp, seed));
+    if (cin < 1 || cin > ADV_CH) return mg_fail(MG_ERR_SHAPE, "adv: %d input channels: expected 1..%d", cin, ADV_CH);
+    ad->cin = cin;
+    MG_TRY(disc_params(ad, &ad->dp, seed));
     for (int l = 0; l < ADV_LAYERS; l++) {
         tae_conv *cv = &ad->cv[l];
         cv->w = ad->dp.param + ad->dp.offset[2 * l];
         cv->gw = ad->dp.grad + ad->dp.offset[2 * l];
         cv->b = ad->dp.param + ad->dp.offset[2 * l + 1];
         cv->gb = ad->dp.grad + ad->dp.offset[2 * l + 1];
-        cv->ci = adv_ci[l], cv->co = adv_co[l];
+        cv->ci = adv_ci(ad, l), cv->co = adv_co[l];
     }
     ad->cap_H = H, ad->cap_W = W;
     size_t floats = adv_layout(ad, NULL, H, W);
@@ -95,6 +104,8 @@ mg_status adv_init(adv_disc *ad, uint64_t seed, int H, int W) {
 }
 
 void adv_free(adv_disc *ad) {
+    for (int j = 0; j < ad->n_work; j++) adv_free(&ad->work[j]);
+    free(ad->work);
     free(ad->mem);
     train_params_free(&ad->dp);
     memset(ad, 0, sizeof *ad);
@@ -125,7 +136,7 @@ static void disc_pack(adv_disc *ad) {
 }
 
 /* The reverse of disc_forward(x) from ad->dlog: weight gradients into D's grads (weights = 1)
- * or into gw_dump (0: the generator pass, which must not train D); dx (H, W, 3) += the input's
+ * or into gw_dump (0: the generator pass, which must not train D); dx (H, W, cin) += the input's
  * gradient unless NULL. */
 static void disc_backward(adv_disc *ad, const float *x, float *dx, int weights, int H, int W) {
     int hs[ADV_LAYERS + 1] = {H}, ws[ADV_LAYERS + 1] = {W};
@@ -194,7 +205,7 @@ mg_status adv_image(adv_disc *ad, const float *img, const float *rec, int H, int
     if (w_gen != 0.0f) {
         float k = (float)(-(double)scale * w_gen / (double)np);
         for (size_t p = 0; p < np; p++) ad->dlog[p] = k;
-        memset(ad->drec, 0, (size_t)H * W * 3 * sizeof(float));
+        memset(ad->drec, 0, (size_t)H * W * ad->cin * sizeof(float));
         disc_backward(ad, rec, ad->drec, 0, H, W);
     }
     *ld = (lr + lf) / (double)np;
@@ -203,6 +214,70 @@ mg_status adv_image(adv_disc *ad, const float *img, const float *rec, int H, int
         st->g += -mf / (double)np;
         st->correct += correct;
         st->total += 2 * (long)np;
+    }
+    return MG_OK;
+}
+
+/* adv_clips' workers: copies of D (their own maps and gradients) that take frames side by side */
+static mg_status workers(adv_disc *ad, int k) {
+    if (ad->n_work >= k) return MG_OK;
+    adv_disc *w = realloc(ad->work, (size_t)k * sizeof *w);
+    if (!w) return mg_fail(MG_ERR_NOMEM, "adv: out of memory for %d workers", k);
+    ad->work = w;
+    for (; ad->n_work < k; ad->n_work++) MG_TRY(adv_init(&w[ad->n_work], 0, ad->cap_H, ad->cap_W, ad->cin));
+    return MG_OK;
+}
+
+mg_status adv_clips(adv_disc *ad, const dit_clip *c, int n, const float *v, float *dv_add, float scale, float w_gen,
+                    adv_stats *st) {
+    const int T = c[0].T, H = c[0].lh, W = c[0].lw;
+    const size_t lat = (size_t)H * W * ad->cin;
+    MG_TRY(check_size(ad, H, W));
+    memset(dv_add, 0, (size_t)n * T * lat * sizeof(float)); /* the history frames, and all of it at W = 0 */
+    int nj = 0;
+    for (int i = 0; i < n; i++)
+        for (int t = 0; t < T; t++) nj += c[i].sigma[t] >= ADV_SIGMA_MIN;
+    if (!nj) return MG_OK;
+    int k = 1;
+#ifdef MG_HAVE_OPENMP
+    k = omp_get_max_threads();
+#endif
+    k = k < nj ? k : nj;
+    k = k < ADV_MAX_WORKERS ? k : ADV_MAX_WORKERS;
+    MG_TRY(workers(ad, k));
+    for (int j = 0; j < k; j++) {
+        memcpy(ad->work[j].dp.param, ad->dp.param, ad->dp.count * sizeof(float));
+        train_zero_grad(&ad->work[j].dp, 0, ad->dp.n_tensors);
+        memset(&ad->work[j].st, 0, sizeof ad->work[j].st);
+    }
+    /* judged frame q (in clip, frame order) goes to worker q mod k: the same split, and so the
+     * same sums, for the same thread count */
+#pragma omp parallel for num_threads(k) schedule(static, 1)
+    for (int j = 0; j < k; j++) {
+        adv_disc *wk = &ad->work[j];
+        int q = 0;
+        for (int i = 0; i < n; i++)
+            for (int t = 0; t < T; t++) {
+                const float s = c[i].sigma[t];
+                if (s < ADV_SIGMA_MIN || q++ % k != j) continue;
+                size_t o = ((size_t)i * T + t) * lat;
+                const float *x0 = c[i].x0 + t * lat, *eps = c[i].eps + t * lat, *vt = v + o;
+                /* the one-step estimate x0 - sigma * (v - (eps - x0)): x0 itself where v is exact */
+                for (size_t e = 0; e < lat; e++) wk->fake[e] = x0[e] - s * (vt[e] - (eps[e] - x0[e]));
+                double ld;
+                adv_image(wk, x0, wk->fake, H, W, scale, w_gen, &ld, &wk->st); /* sizes checked above */
+                if (w_gen != 0.0f)
+                    for (size_t e = 0; e < lat; e++) dv_add[o + e] = -s * wk->drec[e];
+                wk->st.frames++;
+            }
+    }
+    for (int j = 0; j < k; j++) { /* in worker order */
+        const adv_disc *wk = &ad->work[j];
+        for (size_t e = 0; e < ad->dp.count; e++) ad->dp.grad[e] += wk->dp.grad[e];
+        if (st) {
+            st->ld += wk->st.ld, st->g += wk->st.g, st->frames += wk->st.frames;
+            st->correct += wk->st.correct, st->total += wk->st.total;
+        }
     }
     return MG_OK;
 }

@@ -256,6 +256,8 @@ mg_status dit_train_backward(dit_train *dt, float scale) {
     /* d loss / d v = 2 (v - (ε - x0)) / n, times the caller's scale */
     float k = (float)(2.0 * scale / (double)(T * lat));
     for (size_t i = 0; i < T * lat; i++) g->dv[i] = k * (a->v[i] - (clip->eps[i] - clip->x0[i]));
+    if (dt->dv_add)
+        for (size_t i = 0; i < T * lat; i++) g->dv[i] += dt->dv_add[i];
 
     /* final layer, reversed */
     zero(g->dout, TN * zpp);

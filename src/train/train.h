@@ -140,6 +140,8 @@ typedef struct dit_train {
     dit_clip clip;          /* the clip of the last forward (pointers not owned) */
     int have_forward;
     double loss;
+    const float *dv_add;    /* (T, lh, lw, Z) or NULL: added as is (the caller scaled it) to the
+                             * loss's gradient with respect to v by the backward (--adv, adv.h) */
     float *mem;             /* the one allocation */
     size_t mem_bytes;
 } dit_train;

@@ -293,10 +293,13 @@ typedef struct run {
     dit_train dt;
     dit_clip *clips;
     int have_tt, have_dt;
-    adv_disc ad;            /* --adv: the discriminator (stage tae; on the GPU its host copy) */
+    adv_disc ad;            /* --adv: the discriminator (stage tae on the GPU: its host copy) */
     int have_ad;
     float adv_w;            /* this step's generator weight: fx.adv, 0 before --adv-start */
     adv_stats ast;          /* this step's D figures */
+    double adv_ms;          /* this step's time in D's passes (stage dit) */
+    float *dv_add;          /* --adv, stage dit: (T, lh, lw, Z) the generator term's gradient for v
+                             * (the CPU trainer's clip; the GPU's step uses its pinned staging) */
     char ckpt[4096], samples[4096];
 #ifdef MG_HAVE_CUDA
     cuda_params cp;
@@ -484,6 +487,19 @@ static mg_status encode_device(run *r, train_batch *b, double *enc_ms, double *a
 #endif
 }
 
+#ifdef MG_HAVE_CUDA
+/* --adv, stage dit on the GPU: the step's v on the host, D's passes there, dv_add back
+ * (cuda_dit_train_set_dv_hook); the CPU trainer calls adv_clips too, a clip at a time. */
+static mg_status dit_adv_hook(void *user, const dit_clip *clips, int n, const float *v, float *dv_add) {
+    run *r = user;
+    float inv = 1.0f / (float)r->fx.batch;
+    double t0 = mg_now_ms();
+    MG_TRY(adv_clips(&r->ad, clips, n, v, dv_add, inv, r->adv_w, &r->ast));
+    r->adv_ms += mg_now_ms() - t0;
+    return MG_OK;
+}
+#endif
+
 /* Loss of one batch; train = 1 also accumulates gradients (scaled by 1/B). Data parallel: b is
  * this rank's slice of the global batch of fx.batch items; the scale is still 1/(global B),
  * the gradients are summed over the ranks by the step, and the loss is summed here. */
@@ -524,7 +540,14 @@ static mg_status batch_loss(run *r, train_batch *b, int train, double *loss) {
         for (int i = 0; i < B; i++) {
             float l;
             MG_TRY(dit_train_forward(&r->dt, &r->clips[i], &l));
+            if (train && r->have_ad) { /* D learns from (x0, the one-step estimate); its term joins dv */
+                double t0 = mg_now_ms();
+                MG_TRY(adv_clips(&r->ad, &r->clips[i], 1, r->dt.a.v, r->dv_add, inv, r->adv_w, &r->ast));
+                r->adv_ms += mg_now_ms() - t0;
+                r->dt.dv_add = r->dv_add;
+            }
             if (train) MG_TRY(dit_train_backward(&r->dt, inv));
+            r->dt.dv_add = NULL;
             sum += l;
         }
     }
@@ -575,6 +598,7 @@ static void run_free(run *r) {
     if (r->have_tt) tae_train_free(&r->tt);
     if (r->have_dt) dit_train_free(&r->dt);
     if (r->have_ad) adv_free(&r->ad);
+    free(r->dv_add);
     batch_free(&r->bufs[0]);
     batch_free(&r->bufs[1]);
     batch_free(&r->vbuf);
@@ -656,7 +680,11 @@ static mg_status setup(run *r, long *start) {
         if (r->nranks > 1)
             return mg_fail(MG_ERR_UNSUPPORTED, "--adv with %d GPUs: D's gradients are not all-reduced across the ranks "
                            "yet; train with one GPU (--device cuda or --gpus 1)", r->nranks);
-        MG_TRY(adv_init(&r->ad, f->seed ^ ADV_SEED, f->size, f->size));
+        if (f->stage == STAGE_DIT && (f->size / 8) % 8)
+            return mg_fail(MG_ERR_SHAPE, "--adv with stage dit: D takes latents of multiples of 8, so --size must be a "
+                           "multiple of 64 (found %d)", f->size);
+        if (f->stage == STAGE_TAE) MG_TRY(adv_init(&r->ad, f->seed ^ ADV_SEED, f->size, f->size, 3));
+        else MG_TRY(adv_init(&r->ad, f->seed ^ ADV_SEED, f->size / 8, f->size / 8, r->tp.cfg.z_ch));
         r->have_ad = 1;
         if (resumed) MG_TRY(ckpt_load_aux(r->ckpt, &r->ad.dp));
     }
@@ -714,12 +742,14 @@ static mg_status setup(run *r, long *start) {
                 cuda_tae_train_set_freeze_encoder(r->ctt, f->freeze_encoder);
             }
         }
-        if (r->have_ad) { /* D's state beside the model's, its passes in the autoencoder's step */
+        if (r->have_ad && f->stage == STAGE_TAE) { /* D's state beside the model's, its passes in the autoencoder's step */
             MG_TRY(cuda_params_new(&r->dcp, &r->ad.dp));
             r->have_dcp = 1;
             MG_TRY(cuda_tae_train_set_adv(r->ctt, &r->dcp, 0.0f));
         }
         if (f->stage == STAGE_DIT) MG_TRY(cuda_dit_train_new(&r->cdt, &r->cp, lb, f->frames, lh, lh));
+        /* stage dit: D stays on the host; each step's v comes back for it (cuda_dit_train_set_dv_hook) */
+        if (f->stage == STAGE_DIT && r->have_ad) MG_TRY(cuda_dit_train_set_dv_hook(r->cdt, dit_adv_hook, r));
         printf("device: %s\n", cuda_params_device_name(&r->cp));
         if (o->dist) {
             char nccl[4400] = "";
@@ -744,6 +774,8 @@ static mg_status setup(run *r, long *start) {
     } else {
         MG_TRY(dit_train_init(&r->dt, &r->tp, f->frames, lh, lh));
         r->have_dt = 1;
+        if (r->have_ad && !(r->dv_add = malloc((size_t)f->frames * lh * lh * r->tp.cfg.z_ch * sizeof(float))))
+            return mg_fail(MG_ERR_NOMEM, "out of memory for the adversarial gradient");
     }
     if (f->stage == STAGE_DIT && f->device == MG_DEVICE_CPU) MG_TRY(load_param_model(&r->tp, &r->frozen));
 
@@ -851,6 +883,7 @@ mg_status trainer_run(const train_opts *o) {
         float decay = ema_decay(f->ema, step);
         if (r.have_ad) {
             memset(&r.ast, 0, sizeof r.ast);
+            r.adv_ms = 0.0;
             r.adv_w = step >= f->adv_start ? f->adv : 0.0f;
         }
         if (f->device == MG_DEVICE_CUDA) {
@@ -861,6 +894,7 @@ mg_status trainer_run(const train_opts *o) {
                     (s = cuda_tae_train_set_adv(r.ctt, &r.dcp, r.adv_w)) != MG_OK)
                     goto out;
             }
+            if (r.have_ad && !r.have_dcp) train_zero_grad(&r.ad.dp, 0, r.ad.dp.n_tensors); /* stage dit: D on the host */
             if ((s = cuda_zero_grad(&r.cp, r.first, r.last)) != MG_OK) goto out;
             if (r.cd && (s = cuda_dist_grads_begin(r.cd)) != MG_OK) goto out;
             if ((s = batch_loss(&r, b, 1, &loss)) != MG_OK) goto out; /* ends reading the losses back */
@@ -875,6 +909,7 @@ mg_status trainer_run(const train_opts *o) {
             if (r.have_dcp && ((s = cuda_adamw_step(&r.dcp, 0, r.ad.dp.n_tensors, step + 1, lr, &ao)) != MG_OK ||
                                (s = cuda_params_sync(&r.dcp)) != MG_OK))
                 goto out;
+            if (r.have_ad && !r.have_dcp) adamw_step(&r.ad.dp, 0, r.ad.dp.n_tensors, step + 1, lr, &ao);
             if ((s = cuda_params_sync(&r.cp)) != MG_OK) goto out;
             t_opt = mg_now_ms() - t2;
 #endif
@@ -908,11 +943,17 @@ mg_status trainer_run(const train_opts *o) {
                          t_aug, t_step, t_opt);
             else
                 snprintf(phases, sizeof phases, "data %.1f, step %.1f, opt %.1f", t_data, t_step, t_opt);
-            char advs[128] = ""; /* --adv: D's hinge loss, the generator term W x (-mean D(rec)), D's accuracy */
-            if (r.have_ad)
-                snprintf(advs, sizeof advs, " | adv D %.4f G %.4f%s acc %.1f%%", r.ast.ld / f->batch,
-                         f->adv * r.ast.g / f->batch, r.adv_w != 0.0f ? "" : " (off)",
-                         r.ast.total ? 100.0 * r.ast.correct / r.ast.total : 0.0);
+            /* --adv: D's hinge loss, the generator term W x (-mean D(out)), D's accuracy, per image
+             * (stage tae) or per judged frame (stage dit: their count, and D's host time on the GPU) */
+            char advs[160] = "";
+            if (r.have_ad) {
+                double per = f->stage == STAGE_DIT ? (double)(r.ast.frames > 0 ? r.ast.frames : 1) : (double)f->batch;
+                int k = snprintf(advs, sizeof advs, " | adv D %.4f G %.4f%s acc %.1f%%", r.ast.ld / per,
+                                 f->adv * r.ast.g / per, r.adv_w != 0.0f ? "" : " (off)",
+                                 r.ast.total ? 100.0 * r.ast.correct / r.ast.total : 0.0);
+                if (f->stage == STAGE_DIT && k > 0 && (size_t)k < sizeof advs)
+                    snprintf(advs + k, sizeof advs - k, " on %ld frames, %.1f ms", r.ast.frames, r.adv_ms);
+            }
             printf("step %ld/%ld | loss %.9g | gnorm %.4g | lr %.3e%s | %.1f ms (%s) | MFU %.2f%% | ETA %s\n", step,
                    f->steps, loss, gnorm, lr, advs, ms, phases, 100.0 * flops / (ms * 1e-3) / (peak * 1e12), eta);
             fflush(stdout);

@@ -54,7 +54,7 @@ static int setup(void **state) {
     mg_config_named("tiny", &cfg);
     snprintf(model_path, sizeof model_path, "%s/adv_tiny.safetensors", tu_tmpdir());
     if (mg_model_init_file(model_path, &cfg, 11, 1) != MG_OK || train_params_load(&tp, model_path) != MG_OK ||
-        adv_init(&ad, 7, CAP, CAP) != MG_OK) {
+        adv_init(&ad, 7, CAP, CAP, 3) != MG_OK) {
         fprintf(stderr, "test_cuda_adv: %s\n", mg_last_error());
         return -1;
     }

@@ -246,6 +246,70 @@ static void test_batch_equals_single(void **state) {
     clip_free(&a), clip_free(&b);
 }
 
+/* cuda_dit_train_set_dv_hook (--adv): the hook sees the pass's v and its dv_add joins the loss's
+ * gradient. A hook that hands back the loss's own gradient, k (v - (eps - x0)) with the pass's
+ * k, doubles dv, and so every DiT gradient (scaling by 2 is exact in fp32 and bf16); the loss
+ * is unchanged; a failing hook fails the step with its error; NULL turns it off again. */
+typedef struct hook_ctx {
+    float k;
+    size_t lat;
+    int calls, fail;
+} hook_ctx;
+
+static mg_status double_dv(void *user, const dit_clip *clips, int n, const float *v, float *dv_add) {
+    hook_ctx *h = user;
+    h->calls++;
+    if (h->fail) return mg_fail(MG_ERR_ARG, "test hook: asked to fail");
+    size_t cl = (size_t)clips[0].T * h->lat;
+    for (int i = 0; i < n; i++)
+        for (size_t e = 0; e < cl; e++) {
+            float r = v[i * cl + e] - (clips[i].eps[e] - clips[i].x0[e]);
+            dv_add[i * cl + e] = h->k * r;
+        }
+    return MG_OK;
+}
+
+static void test_dv_hook(void **state) {
+    (void)state;
+    const int T = 4, lh = 8, lw = 8, window = 2;
+    clip_data a, b;
+    clip_make(&a, T, lh, lw, tp.cfg.z_ch, window, 0, 1, 0, 600);
+    clip_make(&b, T, lh, lw, tp.cfg.z_ch, window, 2, 0, 1, 700);
+    dit_clip both[2] = {a.clip, b.clip};
+    cuda_dit_train *dt;
+    TU_OK(cuda_dit_train_new(&dt, &cp, 2, T, lh, lw));
+    float *g1 = malloc(tp.count * sizeof(float)), *g2 = malloc(tp.count * sizeof(float));
+    float l1[2], l2[2];
+    TU_OK(cuda_zero_grad(&cp, 0, tp.n_tensors));
+    TU_OK(cuda_dit_train_step(dt, both, 2, 0.5f, l1));
+    download_grads(g1);
+    size_t lat = (size_t)lh * lw * tp.cfg.z_ch;
+    hook_ctx h = {.k = (float)(2.0 * 0.5 / (double)(T * lat)), .lat = lat};
+    TU_OK(cuda_dit_train_set_dv_hook(dt, double_dv, &h));
+    TU_OK(cuda_zero_grad(&cp, 0, tp.n_tensors));
+    TU_OK(cuda_dit_train_step(dt, both, 2, 0.5f, l2));
+    download_grads(g2);
+    assert_int_equal(h.calls, 1);
+    assert_true(l1[0] == l2[0] && l1[1] == l2[1]);
+    for (size_t i = 0; i < tp.count; i++) g1[i] *= 2.0f;
+    assert_true(compare_grads("hook dv_add = dv: 2x the gradients", g2, g1, 1e-6) < 1e-6);
+    TU_OK(cuda_dit_train_loss(dt, both, 2, l2)); /* validation passes do not call it */
+    assert_int_equal(h.calls, 1);
+    h.fail = 1;
+    assert_int_equal(cuda_dit_train_step(dt, both, 2, 0.5f, l2), MG_ERR_ARG);
+    assert_non_null(strstr(mg_last_error(), "asked to fail"));
+    TU_OK(cuda_dit_train_set_dv_hook(dt, NULL, NULL));
+    TU_OK(cuda_zero_grad(&cp, 0, tp.n_tensors));
+    TU_OK(cuda_dit_train_step(dt, both, 2, 0.5f, l2));
+    download_grads(g2);
+    for (size_t i = 0; i < tp.count; i++) g1[i] *= 0.5f;
+    assert_true(compare_grads("hook off again", g2, g1, 1e-6) < 1e-6);
+    assert_int_equal(h.calls, 2);
+    cuda_dit_train_free(dt);
+    free(g1), free(g2);
+    clip_free(&a), clip_free(&b);
+}
+
 static void test_bad_calls(void **state) {
     (void)state;
     clip_data a;
@@ -359,6 +423,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parity_cond),         cmocka_unit_test(test_parity_dream_x0_in),
         cmocka_unit_test(test_parity_cond_x0_in),   cmocka_unit_test(test_batch_equals_single),
+        cmocka_unit_test(test_dv_hook),
         cmocka_unit_test(test_bad_calls),           cmocka_unit_test(test_timing),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
