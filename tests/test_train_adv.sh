@@ -136,11 +136,20 @@ l_plain=$(losses "$T/dplain.log" | sed -n 1p); l_adv=$(losses "$T/dadv.log" | se
 [ "$l_plain" = "$l_adv" ] && ok "dit step 1 (term off) trains as the plain run ($l_adv)" || bad "dit step 1 loss $l_adv vs $l_plain"
 l_plain=$(losses "$T/dplain.log" | sed -n 4p); l_adv=$(losses "$T/dadv.log" | sed -n 4p)
 [ "$l_plain" != "$l_adv" ] && ok "dit: with the term on the run differs ($l_adv vs $l_plain)" || bad "dit: the term changed nothing"
+expect 2 "--adv-lr without --adv" -- $M train dit $DIT --out "$T/dx.safetensors" --adv-lr 1e-3
+grep_out "needs --adv" "the --adv-lr refusal says why"
+expect 0 "dit --adv --adv-lr 1e-2, 4 steps" -- $M train dit $DIT --out "$T/dlr.safetensors" --adv 0.5 --adv-start 1 --adv-lr 1e-2
+grep_out "AdamW at --adv-lr" "the configuration names D's own lr"
+cp "$T/out" "$T/dlr.log"
+a1=$(advs "$T/dadv.log" | sed -n 2p); a2=$(advs "$T/dlr.log" | sed -n 2p)
+[ "$a1" != "$a2" ] && ok "D's lr changes D (step 2: $a2 vs $a1)" || bad "--adv-lr changed nothing"
 expect 0 "dit --adv with a checkpoint (2 steps)" -- $M train dit $DIT --out "$T/dadv2.safetensors" --adv 0.5 --adv-start 1 --stop-after 2
 cp "$T/out" "$T/dadv2.log"
 if grep -a -q "disc.c0" "$T/dadv.safetensors"; then bad "dit: D's tensors leaked into the model file"; else ok "dit: no D tensor in the model file"; fi
 grep -a -o 'aux.param/disc.c0.weight":{"dtype":"F32","shape":\[64,4,3,3\]' "$T"/dadv2.ckpt.step2.part* >/dev/null \
     && ok "dit: D (64 x 4 x 3 x 3 first conv: the latent's channels) in the checkpoint" || bad "dit: no latent D in the checkpoint"
+expect 2 "dit resume with another --adv-lr" -- $M train dit $DIT --out "$T/dadv2.safetensors" --resume --adv-lr 1e-3
+grep_out "differs from the checkpoint" "the resume names the changed --adv-lr"
 expect 0 "dit --adv resumed (adopts --adv)" -- $M train dit $DIT --out "$T/dadv2.safetensors" --resume
 cat "$T/out" >>"$T/dadv2.log"
 losses "$T/dadv.log" >"$T/la"; losses "$T/dadv2.log" >"$T/lb"

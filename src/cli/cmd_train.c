@@ -51,6 +51,8 @@ static const char *help =
     "                        sigma >= 0.25 (--size a multiple of 64). The step line adds D's\n"
     "                        loss, the term and D's accuracy; CPU or one GPU (default 0: off)\n"
     "  --adv-start N         the term is off for the first N steps while D learns (default 0)\n"
+    "  --adv-lr X            D's peak learning rate, on the model's warm-up and cosine (default:\n"
+    "                        --lr)\n"
     "  --val-every N         validation loss every N steps, 0 = off (default 200)\n"
     "  --val-clips N         validation clips (fixed seeds) (default 8)\n"
     "  --sample-every N      sample PNG every N steps, 0 = off (default 500)\n"
@@ -86,7 +88,7 @@ int train_parse(int argc, char **argv, train_opts *a) {
         O_DATA = 256, O_OUT, O_INIT, O_CONFIG, O_RESUME, O_CKPT, O_SAMPLES, O_STEPS, O_BATCH, O_SIZE, O_FRAMES,
         O_WINDOW, O_LR, O_LR_MIN, O_WARMUP, O_WD, O_CLIP, O_EMA, O_HIST, O_DROP, O_VAL_EVERY, O_VAL_CLIPS,
         O_SAMPLE_EVERY, O_SAMPLE_STEPS, O_CKPT_EVERY, O_PART, O_LOG, O_DEVICE, O_DTYPE, O_SEED, O_TIME, O_THREADS,
-        O_PEAK, O_MOMENTS, O_STOP, O_FADES, O_SIGMA_CTX, O_FRESH_DIT, O_GPUS, O_HF, O_FREEZE, O_ADV, O_ADV_START, O_HELP
+        O_PEAK, O_MOMENTS, O_STOP, O_FADES, O_SIGMA_CTX, O_FRESH_DIT, O_GPUS, O_HF, O_FREEZE, O_ADV, O_ADV_START, O_ADV_LR, O_HELP
     };
     static const struct option opts[] = {
         {"data", 1, 0, O_DATA}, {"out", 1, 0, O_OUT}, {"init", 1, 0, O_INIT}, {"config", 1, 0, O_CONFIG},
@@ -100,7 +102,7 @@ int train_parse(int argc, char **argv, train_opts *a) {
         {"time-limit", 1, 0, O_TIME}, {"threads", 1, 0, O_THREADS}, {"peak-tflops", 1, 0, O_PEAK},
         {"ckpt-moments", 1, 0, O_MOMENTS}, {"stop-after", 1, 0, O_STOP}, {"fades", 1, 0, O_FADES}, {"gpus", 1, 0, O_GPUS},
         {"sigma-ctx", 1, 0, O_SIGMA_CTX}, {"fresh-dit", 0, 0, O_FRESH_DIT}, {"hf-loss", 1, 0, O_HF},
-        {"freeze-encoder", 0, 0, O_FREEZE}, {"adv", 1, 0, O_ADV}, {"adv-start", 1, 0, O_ADV_START},
+        {"freeze-encoder", 0, 0, O_FREEZE}, {"adv", 1, 0, O_ADV}, {"adv-start", 1, 0, O_ADV_START}, {"adv-lr", 1, 0, O_ADV_LR},
         {"help", 0, 0, O_HELP}, {0, 0, 0, 0}};
     long v;
     double x;
@@ -187,6 +189,7 @@ int train_parse(int argc, char **argv, train_opts *a) {
             break;
         case O_ADV: FLOAT("--adv", 0.0, 1000.0, o.adv, TO_ADV); break;
         case O_ADV_START: LONG("--adv-start", 0, 100000000, o.adv_start, TO_ADV_START); break;
+        case O_ADV_LR: FLOAT("--adv-lr", 1e-9, 1.0, o.adv_lr, TO_ADV_LR); break;
         case O_HELP: fputs(help, stdout); return EXIT_OK;
         default: return cli_usage("train", "unknown or incomplete option '%s'", argv[optind - 1]);
         }
@@ -202,6 +205,8 @@ int train_parse(int argc, char **argv, train_opts *a) {
     if ((o.given & TO_HF) && o.stage != STAGE_TAE) return cli_usage("train", "--hf-loss is an option of stage tae");
     if (o.freeze_encoder && (o.stage != STAGE_TAE || (!o.init && !o.resume)))
         return cli_usage("train", "--freeze-encoder needs stage tae and --init (the encoder to keep)");
+    if ((o.given & TO_ADV_LR) && !(o.adv > 0.0f) && !o.resume)
+        return cli_usage("train", "--adv-lr sets D's learning rate: it needs --adv W");
     if (o.adv > 0.0f && o.n_gpus > 1)
         return cli_usage("train", "--adv with --gpus %d: D's gradients are not all-reduced across the ranks yet; train "
                          "with one GPU (--device cuda or --gpus 1)", o.n_gpus);

@@ -365,6 +365,7 @@ static void fixed_meta(const run *r, ckpt_meta *cm) {
     ckpt_meta_set(cm, "train_val_clips", "%d", f->val_clips);
     ckpt_meta_set(cm, "train_adv", "%.9g", f->adv);
     ckpt_meta_set(cm, "train_adv_start", "%ld", f->adv_start);
+    ckpt_meta_set(cm, "train_adv_lr", "%.9g", f->adv_lr);
 }
 
 /* Takes the run-shaping options from the checkpoint; an explicit different value is an error. */
@@ -413,6 +414,13 @@ static mg_status adopt_fixed(run *r, const ckpt_meta *cm) {
     if (ckpt_meta_get(cm, "train_adv")) {
         ADOPT(TO_ADV, "train_adv", "--adv", "%.9g", f->adv, strtof(v, NULL));
         ADOPT(TO_ADV_START, "train_adv_start", "--adv-start", "%ld", f->adv_start, strtol(v, NULL, 10));
+        /* added in session 7: absent means the model's */
+        if (ckpt_meta_get(cm, "train_adv_lr")) {
+            ADOPT(TO_ADV_LR, "train_adv_lr", "--adv-lr", "%.9g", f->adv_lr, strtof(v, NULL));
+        } else if ((r->o->given & TO_ADV_LR) && f->adv_lr != 0.0f) {
+            return mg_fail(MG_ERR_ARG, "--adv-lr %g differs from the checkpoint's (the model's lr; drop it or start a new run)",
+                           f->adv_lr);
+        }
     } else if (f->adv != 0.0f) {
         return mg_fail(MG_ERR_ARG, "--adv %g differs from the checkpoint's 0 (it shapes the run; drop it or start a new run)",
                        f->adv);
@@ -791,8 +799,8 @@ static mg_status setup(run *r, long *start) {
     else
         printf(", hf-loss %.3g%s", f->hf_loss, f->freeze_encoder ? ", encoder frozen (decoder only)" : "");
     if (r->have_ad)
-        printf("\n  adv %.3g from step %ld: PatchGAN D (%zu floats, hinge loss, AdamW at the model's lr)", f->adv,
-               f->adv_start, r->ad.dp.count);
+        printf("\n  adv %.3g from step %ld: PatchGAN D on the %s (%zu floats, hinge loss, AdamW at %s)", f->adv, f->adv_start,
+               f->stage == STAGE_TAE ? "image" : "latent", r->ad.dp.count, f->adv_lr > 0.0f ? "--adv-lr on the model's schedule" : "the model's lr");
     printf("\n  checkpoint %s (%.1f MiB), model %s (%.1f MiB %s), samples %s/\n", r->ckpt,
            ckpt_bytes(&r->tp, r->first, r->last, r->o->ckpt_moments) / 1048576.0, o->out, ckpt_model_bytes(&r->tp, o->dtype) / 1048576.0,
            st_dtype_name(o->dtype), r->samples);
@@ -881,6 +889,7 @@ mg_status trainer_run(const train_opts *o) {
         double loss = NAN, gnorm = 0.0; /* NAN: a path that sets no loss stops at the isfinite check */
         float lr = lr_schedule(step, f->warmup, f->steps, f->lr, f->lr_min);
         float decay = ema_decay(f->ema, step);
+        float d_lr = f->adv_lr > 0.0f ? lr * (f->adv_lr / f->lr) : lr; /* D's, on the same schedule */
         if (r.have_ad) {
             memset(&r.ast, 0, sizeof r.ast);
             r.adv_ms = 0.0;
@@ -906,10 +915,10 @@ mg_status trainer_run(const train_opts *o) {
             if ((s = cuda_ema_update(&r.cp, r.first, r.last, decay)) != MG_OK) goto out;
             /* D's step, after the model's, as on the CPU (the step's sync ordered it after D's
              * gradients; its own sync orders the next step's D passes after it) */
-            if (r.have_dcp && ((s = cuda_adamw_step(&r.dcp, 0, r.ad.dp.n_tensors, step + 1, lr, &ao)) != MG_OK ||
+            if (r.have_dcp && ((s = cuda_adamw_step(&r.dcp, 0, r.ad.dp.n_tensors, step + 1, d_lr, &ao)) != MG_OK ||
                                (s = cuda_params_sync(&r.dcp)) != MG_OK))
                 goto out;
-            if (r.have_ad && !r.have_dcp) adamw_step(&r.ad.dp, 0, r.ad.dp.n_tensors, step + 1, lr, &ao);
+            if (r.have_ad && !r.have_dcp) adamw_step(&r.ad.dp, 0, r.ad.dp.n_tensors, step + 1, d_lr, &ao);
             if ((s = cuda_params_sync(&r.cp)) != MG_OK) goto out;
             t_opt = mg_now_ms() - t2;
 #endif
@@ -921,7 +930,7 @@ mg_status trainer_run(const train_opts *o) {
             adamw_step(&r.tp, r.first, r.last, step + 1, lr, &ao);
             ema_update(&r.tp, r.first, r.last, decay);
             /* D's step, after the model's: both gradients were taken at the same D (adv.h) */
-            if (r.have_ad) adamw_step(&r.ad.dp, 0, r.ad.dp.n_tensors, step + 1, lr, &ao);
+            if (r.have_ad) adamw_step(&r.ad.dp, 0, r.ad.dp.n_tensors, step + 1, d_lr, &ao);
         }
         if (!isfinite(loss)) {
             s = mg_fail(MG_ERR_ARG, "step %ld: the loss is %g: stopping without a checkpoint (the last good one is "
