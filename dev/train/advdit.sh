@@ -16,7 +16,8 @@
 #
 # Environment: W ("0 0.01 0.03 0.1": the arms' weights), DIT_SECONDS (270: each arm's time
 # limit), DIT_STEPS (3000: the cosine's length), LR (1e-4), GPUS (4), STEPS4 (1), FRAMES (1000;
-# dream twice that), TRAIN_THREADS (OpenMP threads per arm, 14), EXTRA (more train flags);
+# dream twice that), TRAIN_THREADS (OpenMP threads per arm, 14), EXTRA (more train flags for
+# every arm, e.g. "--adv-lr 2e-3 --adv-start 200"), KEEP (the arms whose models come back: W);
 # DEVICE=cpu BATCH=2 TRAIN_SIZE=64 DIT_SECONDS=5 FRAMES=4 GPUS=1 for a dry run here.
 set -u
 B=${BUILD:-build-train}
@@ -85,5 +86,5 @@ if [ "$(wc -c <"$O/strips.tar")" -gt 15000000 ]; then # the return limit is 16 M
     (cd "$E" && find . -path '*style-toon/strip_000999.png' -o -path '*style-sketch/strip_000999.png' | tar cf - -T -) \
         >"$O/strips.tar"
 fi
-for w in $WS; do [ "$w" != 0 ] && cp "$R/dadv$w.safetensors" "$O/"; done
+for w in ${KEEP:-$WS}; do [ "$w" != 0 ] && cp "$R/dadv$w.safetensors" "$O/"; done
 ls -la "$O"
