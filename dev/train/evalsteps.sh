@@ -1,0 +1,40 @@
+#!/bin/sh
+# Issue 6's table for one model at several denoising step counts, on a GPU machine: every prompt
+# on the held-out clip (256x256, 1000 frames, dream 2000), as dev/train/issue6.sh evaluates.
+#
+#   sh dev/train/issue6.sh clip      here: .evalclip/mm420.y4m.gz
+#   sh dev/train/gpu.sh build        here: build-train/mirage and .devlibs
+#   sh dev/train/evalsteps.sh        there (carry build-train/mirage, .devlibs, .evalclip): a tar
+#                                    of every metrics.json and log in $OUT
+#   bash scripts/eval_table.sh DIR   here, for each runs/eval/STEPS folder in the tar
+#
+# Environment: MODEL (models/mirage-tiny.safetensors), STEPS ("2 3 4"), FRAMES (1000), GPUS (1),
+# EVAL_BATCH (8: evaluations at a time).
+set -u
+B=${BUILD:-build-train}
+O=${OUT:-evalsteps-logs}
+R=${RUNS:-runs}
+E=$R/eval
+FRAMES=${FRAMES:-1000}
+GPUS=${GPUS:-1} # eval_lib.sh: evaluation k on GPU k mod GPUS
+MODEL=${MODEL:-models/mirage-tiny.safetensors}
+mkdir -p "$O" "$R" "$E"
+export LD_LIBRARY_PATH="$PWD/.devlibs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+nvidia-smi -L 2>/dev/null | tee "$O/card.txt"
+"$B/mirage" --version | tee -a "$O/card.txt"
+sha256sum "$MODEL" | tee -a "$O/card.txt"
+gunzip -c .evalclip/mm420.y4m.gz >"$R/clip.y4m" || exit 1
+t0=$(date +%s)
+EVAL_BATCH=${EVAL_BATCH:-8}
+. "$(dirname "$0")/eval_lib.sh"
+for s in ${STEPS:-2 3 4}; do
+    for p in colorize upscale restore style:toon style:sketch style:thermal dream; do
+        ev "steps$s" "$p" --model "$MODEL" --steps "$s"
+    done
+done
+wait
+echo "evaluation: $(($(date +%s) - t0)) s"
+grep -l -i -E "error|fail" "$E"/*/*.log 2>/dev/null | head
+(cd "$E" && find . -name metrics.json -o -name '*.log') >"$O/list"
+tar cf "$O/metrics.tar" -C "$E" $(cat "$O/list") && rm "$O/list"
+ls -la "$O"
