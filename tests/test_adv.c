@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "core/rng.h"
 #include "core/safetensors.h"
 #include "core/status.h"
 #include "model/model.h"
@@ -367,6 +368,46 @@ static void test_clip(void **state) {
     adv_free(&ad), adv_free(&ref);
 }
 
+/* D can learn: on 4-channel 16x16 white noise (real) against the same noise's 2x2 box blur
+ * (fake, another draw each time), 8 pairs a step, AdamW at 1e-3, D is right on over 90% of
+ * the patches within 100 steps (measured: 98% at step 60). A D whose updates were lost or
+ * whose gradients pointed the wrong way stays at 50%. */
+static void test_learns(void **state) {
+    const int H = 16, W = 16, C = 4, B = 8;
+    const size_t n = (size_t)H * W * C;
+    adv_disc ad;
+    TU_OK(adv_init(&ad, 1, H, W, C));
+    float *real = malloc(n * sizeof(float)), *fake = malloc(n * sizeof(float)), *tmp = malloc(n * sizeof(float));
+    mg_rng r;
+    mg_rng_seed(&r, 5);
+    adamw_opts o = adamw_defaults();
+    double acc = 0.0;
+    for (int step = 1; step <= 100; step++) {
+        train_zero_grad(&ad.dp, 0, ad.dp.n_tensors);
+        adv_stats st = {0};
+        for (int b = 0; b < B; b++) {
+            mg_rng_normal_fill(&r, tmp, n);
+            for (int y = 0; y < H; y++)
+                for (int x = 0; x < W; x++)
+                    for (int c = 0; c < C; c++) {
+                        float s = 0.0f;
+                        for (int dy = 0; dy < 2; dy++)
+                            for (int dx = 0; dx < 2; dx++) s += tmp[(((y + dy) % H) * W + (x + dx) % W) * C + c];
+                        fake[(y * W + x) * C + c] = 0.5f * s;
+                    }
+            mg_rng_normal_fill(&r, real, n);
+            double ld;
+            TU_OK(adv_image(&ad, real, fake, H, W, 1.0f / B, 0.1f, &ld, &st));
+        }
+        adamw_step(&ad.dp, 0, ad.dp.n_tensors, step, 1e-3f, &o);
+        acc = (double)st.correct / (double)st.total;
+        if (step % 20 == 0) printf("  step %3d: L_D %.4f, right on %.1f%% of the patches\n", step, st.ld / B, 100.0 * acc);
+    }
+    assert_true(acc > 0.9);
+    free(real), free(fake), free(tmp);
+    adv_free(&ad);
+}
+
 int main(void) {
 #ifdef MG_HAVE_OPENMP
     omp_set_num_threads(1); /* tiny maps: threads only wait (see tests/test_train.c) */
@@ -378,6 +419,7 @@ int main(void) {
         cmocka_unit_test(test_tae_hook_neutral),
         cmocka_unit_test(test_checkpoint_aux),
         cmocka_unit_test(test_clip),
+        cmocka_unit_test(test_learns),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
