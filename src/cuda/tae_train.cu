@@ -768,6 +768,9 @@ static int list_convs(cuda_tae_train *tt, tconv **out, const char **names, int *
     return k;
 }
 
+static size_t zmax(size_t a, size_t b) { return a > b ? a : b; }
+static int adv_on(const cuda_tae_train *tt) { return tt->dcp != NULL; }
+
 /* one arena: measured with base NULL, then placed */
 static size_t layout(cuda_tae_train *tt, char *base, tconv **convs, int nconv) {
     size_t off = 0;
@@ -780,11 +783,9 @@ static size_t layout(cuda_tae_train *tt, char *base, tconv **convs, int nconv) {
     size_t kmax = (size_t)round8(9 * tt->c);
     /* with D (--adv) the scratch the convs share must hold D's too: its widest map (P/4, 64),
      * and the im2col of its first conv's data gradient, (P, round8(9 x 64)) */
-    int adv = tt->dcp != NULL;
-    size_t dmap = adv ? P / 4 * ADV_CH : 0, dk = (size_t)round8(9 * ADV_CH);
-    size_t fullx = full > dmap ? full : dmap, cbias = c > 8 ? c : 8;
-    size_t colx = adv && dk > kmax ? P * dk : P * kmax, dwx = adv && ADV_CH * dk > c * kmax ? ADV_CH * dk : c * kmax;
-    if (adv && cbias < ADV_CH) cbias = ADV_CH;
+    const size_t dk = adv_on(tt) ? (size_t)round8(9 * ADV_CH) : 0, dc = adv_on(tt) ? ADV_CH : 0;
+    const size_t fullx = zmax(full, P / 4 * dc), cbias = zmax(zmax(c, 8), dc);
+    const size_t colx = P * zmax(kmax, dk), dwx = zmax(c * kmax, dc * dk);
     TAKE(tt->img, P * 3 * 4);
     TAKE(tt->u8, P * 3);
     TAKE(tt->e_in, full * 2);
@@ -803,7 +804,7 @@ static size_t layout(cuda_tae_train *tt, char *base, tconv **convs, int nconv) {
     TAKE(tt->rec, P * 8 * 4);
     for (int k = 0; k < 3; k++) TAKE(tt->gbuf[k], fullx * 4);
     TAKE(tt->tf, fullx * 4);
-    TAKE(tt->tb, (P * (c > 8 ? c : 8) > dmap ? P * (c > 8 ? c : 8) : dmap) * 2);
+    TAKE(tt->tb, zmax(P * zmax(c, 8), P / 4 * dc) * 2);
     TAKE(tt->drec, P * 8 * 4);
     TAKE(tt->dlat, P / 64 * 8 * 4);
     TAKE(tt->tmp, fullx * 4);
@@ -815,7 +816,7 @@ static size_t layout(cuda_tae_train *tt, char *base, tconv **convs, int nconv) {
     TAKE(tt->loss_sum, (size_t)tt->B * 3 * 8);
     TAKE(tt->d_scale, 4);
     TAKE(tt->d_prep, (size_t)nconv * sizeof(prep_desc));
-    if (adv) {
+    if (adv_on(tt)) {
         TAKE(tt->d_act[0], P / 4 * ADV_CH * 2);
         TAKE(tt->d_act[1], P / 16 * ADV_CH * 2);
         TAKE(tt->d_act[2], P / 64 * ADV_CH * 2);
@@ -1084,11 +1085,17 @@ static mg_status read_losses(cuda_tae_train *tt, int n, int H, int W, float *los
     return MG_OK;
 }
 
-static mg_status step_or_loss(cuda_tae_train *tt, const float *img, int n, int H, int W, float scale, int want_grad,
-                              float *losses) {
+/* the pass's inputs onto the stream: the images, the gradient scale and (--adv) D's weight W */
+static mg_status stage_inputs(cuda_tae_train *tt, const float *img, int n, int H, int W, float scale) {
     CU_TRY(cudaMemcpyAsync(tt->img, img, (size_t)n * H * W * 3 * sizeof(float), cudaMemcpyHostToDevice, tt->st));
     CU_TRY(cudaMemcpyAsync(tt->d_scale, &scale, sizeof scale, cudaMemcpyHostToDevice, tt->st)); /* staged: may return at once */
     if (tt->dcp) CU_TRY(cudaMemcpyAsync(tt->d_advw, &tt->adv_w, sizeof tt->adv_w, cudaMemcpyHostToDevice, tt->st));
+    return MG_OK;
+}
+
+static mg_status step_or_loss(cuda_tae_train *tt, const float *img, int n, int H, int W, float scale, int want_grad,
+                              float *losses) {
+    CU_MG(stage_inputs(tt, img, n, H, W, scale));
     cu_pdl_fence();
     CU_MG(run_pass(tt, n, H, W, want_grad));
     return read_losses(tt, n, H, W, losses);
@@ -1110,12 +1117,10 @@ extern "C" mg_status cuda_tae_train_adv_pass(cuda_tae_train *tt, const float *im
     CU_MG(check_call(tt, n, H, W, "cuda_tae_train_adv_pass"));
     if (!tt->dcp) return mg_fail(MG_ERR_ARG, "cuda_tae_train_adv_pass: no discriminator attached");
     size_t P = (size_t)n * H * W;
-    CU_TRY(cudaMemcpyAsync(tt->img, img, P * 3 * sizeof(float), cudaMemcpyHostToDevice, tt->st));
+    CU_MG(stage_inputs(tt, img, n, H, W, scale));
     CU_TRY(cudaMemcpy2DAsync(tt->rec, 8 * sizeof(float), rec, 3 * sizeof(float), 3 * sizeof(float), P,
                              cudaMemcpyHostToDevice, tt->st));
     CU_TRY(cudaMemsetAsync(tt->drec, 0, P * 8 * sizeof(float), tt->st));
-    CU_TRY(cudaMemcpyAsync(tt->d_scale, &scale, sizeof scale, cudaMemcpyHostToDevice, tt->st));
-    CU_TRY(cudaMemcpyAsync(tt->d_advw, &tt->adv_w, sizeof tt->adv_w, cudaMemcpyHostToDevice, tt->st));
     cu_pdl_fence();
     tt->flops = 0;
     tt->adv_n = n, tt->adv_np = (H / 8) * (W / 8);

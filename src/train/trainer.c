@@ -69,19 +69,21 @@ train_opts train_opts_default(train_stage stage) {
 
 static double conv_flops(int H, int W, int ci, int co) { return 2.0 * 9.0 * ci * co * (double)H * W; }
 
-double train_step_flops(train_stage stage, const mg_config *c, int B, int T, int S, int window) {
+double train_step_flops(train_stage stage, const mg_config *c, int B, int T, int S, int window, int freeze_encoder) {
     double f = 0.0;
     if (stage == STAGE_TAE) {
         int C = c->tae_ch, Z = c->z_ch;
-        /* encoder */
-        f += conv_flops(S, S, 3, C) + 3 * conv_flops(S, S, C, C);
-        for (int r = 2; r <= 8; r *= 2) f += conv_flops(S / r, S / r, C, C) * (1 + 9);
-        f += conv_flops(S / 8, S / 8, C, Z);
-        /* decoder */
-        f += conv_flops(S / 8, S / 8, Z, C) + 9 * conv_flops(S / 8, S / 8, C, C);
-        f += conv_flops(S / 4, S / 4, C, C) * (1 + 9) + conv_flops(S / 2, S / 2, C, C) * (1 + 9);
-        f += conv_flops(S, S, C, C) * (1 + 3) + conv_flops(S, S, C, 3);
-        return 3.0 * f * B;
+        double enc = 0.0, dec = 0.0, dec_in = conv_flops(S / 8, S / 8, Z, C);
+        enc += conv_flops(S, S, 3, C) + 3 * conv_flops(S, S, C, C);
+        for (int r = 2; r <= 8; r *= 2) enc += conv_flops(S / r, S / r, C, C) * (1 + 9);
+        enc += conv_flops(S / 8, S / 8, C, Z);
+        dec += dec_in + 9 * conv_flops(S / 8, S / 8, C, C);
+        dec += conv_flops(S / 4, S / 4, C, C) * (1 + 9) + conv_flops(S / 2, S / 2, C, C) * (1 + 9);
+        dec += conv_flops(S, S, C, C) * (1 + 3) + conv_flops(S, S, C, 3);
+        /* forward, then a weight and a data gradient per conv; --freeze-encoder: the encoder's
+         * forward alone, and dec.in without its data gradient */
+        if (freeze_encoder) return (enc + 3.0 * dec - dec_in) * B;
+        return 3.0 * (enc + dec) * B;
     }
     double d = c->d, N = (double)(S / 16) * (S / 16), zpp = (double)c->z_ch * c->patch * c->patch;
     double keys = 0.0; /* sum over frames of the keys each frame's queries see */
@@ -846,7 +848,7 @@ mg_status trainer_run(const train_opts *o) {
 #endif
     double peak = o->peak_tflops > 0 ? o->peak_tflops : f->device == MG_DEVICE_CUDA ? 989.0 : 0.15 * threads;
     peak *= r.nranks; /* the step's FLOPs are the global batch's, over every GPU */
-    double flops = train_step_flops(f->stage, &r.tp.cfg, f->batch, f->frames, f->size, f->window);
+    double flops = train_step_flops(f->stage, &r.tp.cfg, f->batch, f->frames, f->size, f->window, f->freeze_encoder);
     printf("  %.3g GFLOP per step; MFU against %.4g TFLOP/s (%s%s)\n", flops / 1e9, peak, r.nranks > 1 ? "all GPUs, " : "",
            o->peak_tflops > 0 ? "--peak-tflops" : f->device == MG_DEVICE_CUDA ? "H100 SXM dense bf16" : "0.15 a CPU thread, fp32");
 

@@ -75,7 +75,8 @@ mg_status trainer_run(const train_opts *o);
 void trainer_ckpt_path(const train_opts *o, char *buf, size_t n);
 
 /* FLOPs of one optimizer step (forward + backward = 3x the forward's multiply-adds x 2), from
- * the shapes: the trained network only (the frozen encoder of stage dit is not counted). */
-double train_step_flops(train_stage stage, const mg_config *c, int B, int T, int S, int window);
+ * the shapes: the trained network only (the frozen encoder of stage dit is not counted; with
+ * freeze_encoder, stage tae counts the encoder's forward alone). D (--adv) is not counted. */
+double train_step_flops(train_stage stage, const mg_config *c, int B, int T, int S, int window, int freeze_encoder);
 
 #endif
