@@ -72,13 +72,9 @@ for p in $PROMPTS; do
         [ "${STEPS4:-1}" = 1 ] && ev "dadv$w-steps4" "$p" --model "$R/dadv$w.safetensors" --steps 4
     done
 done
-wait
-echo "evaluation: $(($(date +%s) - t0)) s"
-grep -l -i -E "error|fail" "$E"/*/*.log 2>/dev/null | head
+ev_done "$t0" "$O"
 # what comes back: the logs and every metrics.json in one tar; the toon and sketch strips of
 # every arm; the arms' models (9 MiB each in bf16)
-(cd "$E" && find . -name metrics.json -o -name '*.log') >"$O/list"
-tar cf "$O/metrics.tar" -C "$E" $(cat "$O/list") && rm "$O/list"
 tar cf "$O/logs.tar" -C "$O" $(cd "$O" && ls card.txt train-*.log) && rm -f "$O"/train-*.log
 (cd "$E" && find . -path '*style-toon/*.png' -o -path '*style-sketch/*.png' -o -path '*upscale/*.png' | grep -v steps4 |
     tar cf - -T -) >"$O/strips.tar"

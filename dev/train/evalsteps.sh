@@ -32,9 +32,5 @@ for s in ${STEPS:-2 3 4}; do
         ev "steps$s" "$p" --model "$MODEL" --steps "$s"
     done
 done
-wait
-echo "evaluation: $(($(date +%s) - t0)) s"
-grep -l -i -E "error|fail" "$E"/*/*.log 2>/dev/null | head
-(cd "$E" && find . -name metrics.json -o -name '*.log') >"$O/list"
-tar cf "$O/metrics.tar" -C "$E" $(cat "$O/list") && rm "$O/list"
+ev_done "$t0" "$O"
 ls -la "$O"

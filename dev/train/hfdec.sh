@@ -77,12 +77,9 @@ if [ "${AE_EVAL:-1}" = 1 ]; then
         --autoencoder --frames "$FRAMES" --report "$E/shipped/autoencoder" --quiet >"$E/shipped/autoencoder.log" 2>&1
     wait
 fi
-echo "evaluation: $(($(date +%s) - t0)) s"
-grep -l -i -E "error|fail" "$E"/*/*.log 2>/dev/null | head
 # what comes back: the logs and every metrics.json in one tar; the frame strips of the shipped
 # model and the strongest arm; the arms' models (9 MiB each in bf16)
-(cd "$E" && find . -name metrics.json -o -name '*.log') >"$O/list"
-tar cf "$O/metrics.tar" -C "$E" $(cat "$O/list") && rm "$O/list"
+ev_done "$t0" "$O"
 tar cf "$O/logs.tar" -C "$O" $(cd "$O" && ls card.txt train-*.log) && rm -f "$O"/train-*.log
 last=$(echo $HF | awk '{print $NF}')
 (cd "$E" && find shipped "$DTERM$last" -name '*.png' | tar cf - -T -) >"$O/strips.tar"
