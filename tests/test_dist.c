@@ -182,6 +182,32 @@ static void check_slices(train_stage stage) {
         printf("  stage %s: %d ranks x %d items = the global batch of %d, byte for byte\n",
                stage == STAGE_DIT ? "dit" : "tae", N, bc.B / N, bc.B);
     }
+    /* --train-prompts: a mask of two rows draws every item from them, both of them used */
+    {
+        batch_cfg mc = bc;
+        int r1 = -1, r2 = -1;
+        for (int i = 0; i < mc.n_prompts; i++) {
+            if (!strcmp(mc.prompts[i], "style:toon")) r1 = i;
+            if (!strcmp(mc.prompts[i], "style:sketch")) r2 = i;
+        }
+        assert_true(r1 > 0 && r2 > 0);
+        mc.prompt_mask = (uint64_t)1 << r1 | (uint64_t)1 << r2;
+        mc.B = 16;
+        train_batch m;
+        assert_int_equal(batch_alloc(&m, &mc), MG_OK);
+        int seen1 = 0, seen2 = 0;
+        for (long st = 0; st < 3; st++) {
+            assert_int_equal(batch_sample(&m, &mc, ds, st), MG_OK);
+            for (int i = 0; i < mc.B; i++) {
+                assert_true(m.item[i].prompt == r1 || m.item[i].prompt == r2);
+                seen1 += m.item[i].prompt == r1, seen2 += m.item[i].prompt == r2;
+            }
+        }
+        assert_true(seen1 > 0 && seen2 > 0);
+        printf("  stage %s, prompt mask {toon, sketch}: 48 items, %d toon, %d sketch\n", stage == STAGE_DIT ? "dit" : "tae",
+               seen1, seen2);
+        batch_free(&m);
+    }
     /* and the slices differ from each other (the items are not all alike) */
     if (stage == STAGE_DIT) assert_true(memcmp(whole.eps, whole.eps + T * lat, T * lat * sizeof(float)) != 0);
     else assert_true(memcmp(whole.in_rgb, whole.in_rgb + px, px) != 0);

@@ -46,6 +46,7 @@ expect 2 "train unknown option" -- $M train tae --data "$D" --out "$T/x.safetens
 expect 1 "train missing data dir" -- $M train tae --data "$T/nodata" --out "$T/x.safetensors" --steps 1
 grep_out "mirage: error:" "missing data message"
 expect 1 "train unknown config" -- $M train tae --data "$D" --out "$T/x.safetensors" --config huge --steps 1
+expect 2 "train --train-prompts empty" -- $M train dit --data "$D" --out "$T/x.safetensors" --train-prompts ""
 expect 1 "train --init not a model" -- $M train dit --data "$D" --out "$T/x.safetensors" --init "$T/src/photo1.png" --steps 1
 if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; then
     expect 1 "train --device cuda without a GPU (or without CUDA in the build)" -- $M train tae --data "$D" --out "$T/x.safetensors" --steps 1 --device cuda
@@ -112,6 +113,17 @@ grep_out "sigma_ctx 0.1" "the model file carries sigma_ctx 0.1"
 expect 2 "resume with another --sigma-ctx" -- $M train dit $FR --out "$T/dit_f.safetensors" --resume --sigma-ctx 0.2
 grep_out "differs from the checkpoint" "sigma_ctx mismatch message"
 expect 2 "resume with another --fades" -- $M train dit $FR --out "$T/dit_f.safetensors" --resume --fades 0.5
+# --train-prompts: the items from some prompts only; kept in the checkpoint
+expect 1 "--train-prompts with an unknown prompt" -- $M train dit $FR --out "$T/dit_pb.safetensors" --train-prompts style:toon,bogus
+grep_out "'bogus' is not a prompt" "--train-prompts names the unknown prompt"
+[ ! -e "$T/dit_pb.safetensors" ] && ok "no model file after the refusal" || bad "a refused --train-prompts run left a model file"
+expect 0 "dit --train-prompts style:toon,style:sketch, 1 of 2 steps" -- $M train dit $FR --out "$T/dit_p.safetensors" \
+    --train-prompts style:toon,style:sketch --stop-after 1
+grep_out "prompts: style:toon,style:sketch only" "the configuration names the prompts"
+expect 2 "resume with other --train-prompts" -- $M train dit $FR --out "$T/dit_p.safetensors" --resume --train-prompts style:toon
+grep_out "differs from the checkpoint" "--train-prompts mismatch message"
+expect 0 "resume without the flag adopts --train-prompts" -- $M train dit $FR --out "$T/dit_p.safetensors" --resume
+grep_out "prompts: style:toon,style:sketch only" "the resumed run keeps the prompts"
 # a run killed (-9) right after its step-2 checkpoint, then resumed
 rm -f "$T"/dit_d.*
 $M train dit $DIT --out "$T/dit_d.safetensors" --ckpt-every 1 --dtype bf16 >"$T/d1.log" 2>&1 &

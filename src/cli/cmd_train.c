@@ -53,6 +53,8 @@ static const char *help =
     "  --adv-start N         the term is off for the first N steps while D learns (default 0)\n"
     "  --adv-lr X            D's peak learning rate, on the model's warm-up and cosine (default:\n"
     "                        --lr)\n"
+    "  --train-prompts LIST  draw the items from these prompts only, e.g. style:toon,style:sketch\n"
+    "                        (comma-separated; default: every prompt with training pairs)\n"
     "  --val-every N         validation loss every N steps, 0 = off (default 200)\n"
     "  --val-clips N         validation clips (fixed seeds) (default 8)\n"
     "  --sample-every N      sample PNG every N steps, 0 = off (default 500)\n"
@@ -88,7 +90,7 @@ int train_parse(int argc, char **argv, train_opts *a) {
         O_DATA = 256, O_OUT, O_INIT, O_CONFIG, O_RESUME, O_CKPT, O_SAMPLES, O_STEPS, O_BATCH, O_SIZE, O_FRAMES,
         O_WINDOW, O_LR, O_LR_MIN, O_WARMUP, O_WD, O_CLIP, O_EMA, O_HIST, O_DROP, O_VAL_EVERY, O_VAL_CLIPS,
         O_SAMPLE_EVERY, O_SAMPLE_STEPS, O_CKPT_EVERY, O_PART, O_LOG, O_DEVICE, O_DTYPE, O_SEED, O_TIME, O_THREADS,
-        O_PEAK, O_MOMENTS, O_STOP, O_FADES, O_SIGMA_CTX, O_FRESH_DIT, O_GPUS, O_HF, O_FREEZE, O_ADV, O_ADV_START, O_ADV_LR, O_HELP
+        O_PEAK, O_MOMENTS, O_STOP, O_FADES, O_SIGMA_CTX, O_FRESH_DIT, O_GPUS, O_HF, O_FREEZE, O_ADV, O_ADV_START, O_ADV_LR, O_PROMPTS, O_HELP
     };
     static const struct option opts[] = {
         {"data", 1, 0, O_DATA}, {"out", 1, 0, O_OUT}, {"init", 1, 0, O_INIT}, {"config", 1, 0, O_CONFIG},
@@ -102,7 +104,7 @@ int train_parse(int argc, char **argv, train_opts *a) {
         {"time-limit", 1, 0, O_TIME}, {"threads", 1, 0, O_THREADS}, {"peak-tflops", 1, 0, O_PEAK},
         {"ckpt-moments", 1, 0, O_MOMENTS}, {"stop-after", 1, 0, O_STOP}, {"fades", 1, 0, O_FADES}, {"gpus", 1, 0, O_GPUS},
         {"sigma-ctx", 1, 0, O_SIGMA_CTX}, {"fresh-dit", 0, 0, O_FRESH_DIT}, {"hf-loss", 1, 0, O_HF},
-        {"freeze-encoder", 0, 0, O_FREEZE}, {"adv", 1, 0, O_ADV}, {"adv-start", 1, 0, O_ADV_START}, {"adv-lr", 1, 0, O_ADV_LR},
+        {"freeze-encoder", 0, 0, O_FREEZE}, {"adv", 1, 0, O_ADV}, {"adv-start", 1, 0, O_ADV_START}, {"adv-lr", 1, 0, O_ADV_LR}, {"train-prompts", 1, 0, O_PROMPTS},
         {"help", 0, 0, O_HELP}, {0, 0, 0, 0}};
     long v;
     double x;
@@ -190,6 +192,10 @@ int train_parse(int argc, char **argv, train_opts *a) {
         case O_ADV: FLOAT("--adv", 0.0, 1000.0, o.adv, TO_ADV); break;
         case O_ADV_START: LONG("--adv-start", 0, 100000000, o.adv_start, TO_ADV_START); break;
         case O_ADV_LR: FLOAT("--adv-lr", 1e-9, 1.0, o.adv_lr, TO_ADV_LR); break;
+        case O_PROMPTS:
+            if (!*optarg || strlen(optarg) > 120) return cli_usage("train", "--train-prompts takes a list of prompt names (at most 120 characters)");
+            o.train_prompts = optarg, o.given |= TO_PROMPTS;
+            break;
         case O_HELP: fputs(help, stdout); return EXIT_OK;
         default: return cli_usage("train", "unknown or incomplete option '%s'", argv[optind - 1]);
         }

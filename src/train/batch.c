@@ -163,11 +163,11 @@ void batch_free(train_batch *b) {
 /* ---- phase 1: frames, tasks, draws ------------------------------------------------------- */
 
 /* Prompt rows that make training pairs: every named prompt degrade.h knows, but not `none`
- * (row 0 is what prompt dropout trains). */
+ * (row 0 is what prompt dropout trains), and of those the rows of prompt_mask when it is set. */
 static int pick_prompt(const batch_cfg *bc, mg_rng *r) {
     int rows[MG_MAX_PROMPTS], n = 0;
     for (int i = 1; i < bc->n_prompts; i++)
-        if (degrade_known(bc->prompts[i])) rows[n++] = i;
+        if (degrade_known(bc->prompts[i]) && (!bc->prompt_mask || (bc->prompt_mask >> i & 1))) rows[n++] = i;
     if (n == 0) return 0;
     int k = (int)(mg_rng_uniform(r) * (float)n);
     return rows[k < n ? k : n - 1];

@@ -41,6 +41,8 @@ typedef struct batch_cfg {
     mg_config cfg;        /* the model's sizes, sigma_ctx and shift */
     int n_prompts;
     char prompts[MG_MAX_PROMPTS][32];
+    uint64_t prompt_mask; /* the rows items are drawn from (bit i: row i; --train-prompts); 0: every
+                           * row with training pairs */
 } batch_cfg;
 
 /* One item's random draws (for logs and tests). */

@@ -303,6 +303,7 @@ typedef struct run {
     float *dv_add;          /* --adv, stage dit: (T, lh, lw, Z) the generator term's gradient for v
                              * (the CPU trainer's clip; the GPU's step uses its pinned staging) */
     char ckpt[4096], samples[4096];
+    char prompts_buf[256];  /* --train-prompts as adopted from a checkpoint */
 #ifdef MG_HAVE_CUDA
     cuda_params cp;
     cuda_tae_train *ctt;
@@ -342,6 +343,26 @@ static mg_status fresh_dit(run *r) {
     return MG_OK;
 }
 
+/* --train-prompts: the rows of the named prompts, each of which must make training pairs */
+static mg_status prompt_mask(batch_cfg *bc, const char *list) {
+    char buf[256];
+    if (strlen(list) >= sizeof buf) return mg_fail(MG_ERR_ARG, "--train-prompts: the list is too long");
+    snprintf(buf, sizeof buf, "%s", list);
+    uint64_t mask = 0;
+    for (char *save = NULL, *name = strtok_r(buf, ",", &save); name; name = strtok_r(NULL, ",", &save)) {
+        int row = -1;
+        for (int i = 1; i < bc->n_prompts && i < 64; i++)
+            if (!strcmp(bc->prompts[i], name)) row = i;
+        if (row < 0 || !degrade_known(name) || !strcmp(name, "none"))
+            return mg_fail(MG_ERR_ARG, "--train-prompts: '%s' is not a prompt of this model with training pairs "
+                           "(colorize, upscale, restore, style:toon, style:sketch, style:thermal, dream)", name);
+        mask |= (uint64_t)1 << row;
+    }
+    if (!mask) return mg_fail(MG_ERR_ARG, "--train-prompts: no prompt named");
+    bc->prompt_mask = mask;
+    return MG_OK;
+}
+
 static const char *stage_name(train_stage s) { return s == STAGE_TAE ? "tae" : "dit"; }
 
 static void fixed_meta(const run *r, ckpt_meta *cm) {
@@ -368,6 +389,7 @@ static void fixed_meta(const run *r, ckpt_meta *cm) {
     ckpt_meta_set(cm, "train_adv", "%.9g", f->adv);
     ckpt_meta_set(cm, "train_adv_start", "%ld", f->adv_start);
     ckpt_meta_set(cm, "train_adv_lr", "%.9g", f->adv_lr);
+    ckpt_meta_set(cm, "train_prompts", "%s", f->train_prompts ? f->train_prompts : "");
 }
 
 /* Takes the run-shaping options from the checkpoint; an explicit different value is an error. */
@@ -426,6 +448,16 @@ static mg_status adopt_fixed(run *r, const ckpt_meta *cm) {
     } else if (f->adv != 0.0f) {
         return mg_fail(MG_ERR_ARG, "--adv %g differs from the checkpoint's 0 (it shapes the run; drop it or start a new run)",
                        f->adv);
+    }
+    /* added in session 7: absent means every prompt */
+    if (ckpt_meta_get(cm, "train_prompts")) {
+        const char *given = f->train_prompts ? f->train_prompts : "";
+        ADOPT(TO_PROMPTS, "train_prompts", "--train-prompts", "%s", given, v);
+        snprintf(r->prompts_buf, sizeof r->prompts_buf, "%s", given);
+        f->train_prompts = r->prompts_buf[0] ? r->prompts_buf : NULL;
+    } else if (f->train_prompts) {
+        return mg_fail(MG_ERR_ARG, "--train-prompts %s differs from the checkpoint's (every prompt; drop it or start a new "
+                       "run)", f->train_prompts);
     }
 #undef ADOPT
     if (f->steps < 1 || f->batch < 1 || f->size < 16 || f->size % 16 || f->frames < 1 || f->frames > 64 ||
@@ -724,6 +756,7 @@ static mg_status setup(run *r, long *start) {
     r->bc.cpu_encode = f->device == MG_DEVICE_CPU;
     if (r->nranks > 1) MG_TRY(dist_split(f->batch, r->nranks, r->rank, &r->bc.item0, &r->bc.B)); /* this rank's slice */
     batch_cfg_from_params(&r->bc, &r->tp);
+    if (f->train_prompts) MG_TRY(prompt_mask(&r->bc, f->train_prompts));
     r->vbc = r->bc;
     r->vbc.seed = VAL_SEED;
     MG_TRY(batch_alloc(&r->bufs[0], &r->bc));
@@ -798,6 +831,7 @@ static mg_status setup(run *r, long *start) {
     if (f->stage == STAGE_DIT)
         printf(", hist-aug %d, prompt-dropout %.3g, fades %.3g, sigma_ctx %.3g", f->hist_aug, f->prompt_dropout, f->fades,
                r->tp.cfg.sigma_ctx);
+    if (f->train_prompts) printf("\n  prompts: %s only (--train-prompts)", f->train_prompts);
     else
         printf(", hf-loss %.3g%s", f->hf_loss, f->freeze_encoder ? ", encoder frozen (decoder only)" : "");
     if (r->have_ad)

@@ -20,7 +20,7 @@ enum {
     TO_WINDOW = 1 << 5, TO_LR = 1 << 6, TO_LR_MIN = 1 << 7, TO_WARMUP = 1 << 8, TO_CLIP = 1 << 9,
     TO_EMA = 1 << 10, TO_HIST_AUG = 1 << 11, TO_DROPOUT = 1 << 12, TO_VAL_CLIPS = 1 << 13,
     TO_WD = 1 << 14, TO_FADES = 1 << 15, TO_SIGMA_CTX = 1 << 16, TO_HF = 1 << 17, TO_FREEZE = 1 << 18,
-    TO_ADV = 1 << 19, TO_ADV_START = 1 << 20, TO_ADV_LR = 1 << 21,
+    TO_ADV = 1 << 19, TO_ADV_START = 1 << 20, TO_ADV_LR = 1 << 21, TO_PROMPTS = 1 << 22,
 };
 
 typedef struct train_opts {
@@ -46,6 +46,7 @@ typedef struct train_opts {
     float adv;              /* weight W of the adversarial term W x (-mean D(out)) (adv.h), 0 = off */
     long adv_start;         /* the generator term is off for the first N steps (D still trains) */
     float adv_lr;           /* D's peak learning rate, on the model's schedule; 0 = the model's (--lr) */
+    const char *train_prompts; /* comma-separated prompt names the items are drawn from; NULL = all */
     long warmup;
     /* free to change between runs */
     long val_every, sample_every, ckpt_every, log_every;
