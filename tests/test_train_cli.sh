@@ -84,6 +84,8 @@ grep_out "differs from the checkpoint" "resume names the changed option"
 DIT="--data $D --init $T/tae_a.safetensors --steps 4 --batch 2 --size 32 --frames 4 --threads 2 --val-every 2 --val-clips 2 --sample-every 0 --hist-aug 1 --prompt-dropout 0.3"
 expect 0 "dit 4 steps" -- $M train dit $DIT --out "$T/dit_a.safetensors" --ckpt-every 0 --sample-every 4 --dtype bf16
 cp "$T/out" "$T/dit_a.log"
+grep_out "hist-aug 1, prompt-dropout 0.3" "the dit recipe line"
+grep -q "hf-loss" "$T/dit_a.log" && bad "a dit run prints the autoencoder's --hf-loss" || ok "the dit recipe line has no tae options"
 ls "$T"/dit_a.samples/*.png >/dev/null 2>&1 && ok "dit sample PNG written (streamed)" || bad "no dit sample PNG"
 expect 0 "info reads the bf16 model" -- $M info "$T/dit_a.safetensors"
 a=$(wc -c <"$T/dit_a.safetensors"); b=$(wc -c <"$T/tae_a.safetensors")

@@ -831,9 +831,9 @@ static mg_status setup(run *r, long *start) {
     if (f->stage == STAGE_DIT)
         printf(", hist-aug %d, prompt-dropout %.3g, fades %.3g, sigma_ctx %.3g", f->hist_aug, f->prompt_dropout, f->fades,
                r->tp.cfg.sigma_ctx);
-    if (f->train_prompts) printf("\n  prompts: %s only (--train-prompts)", f->train_prompts);
     else
         printf(", hf-loss %.3g%s", f->hf_loss, f->freeze_encoder ? ", encoder frozen (decoder only)" : "");
+    if (f->train_prompts) printf("\n  prompts: %s only (--train-prompts)", f->train_prompts);
     if (r->have_ad)
         printf("\n  adv %.3g from step %ld: PatchGAN D on the %s (%zu floats, hinge loss, AdamW at %s)", f->adv, f->adv_start,
                f->stage == STAGE_TAE ? "image" : "latent", r->ad.dp.count, f->adv_lr > 0.0f ? "--adv-lr on the model's schedule" : "the model's lr");
