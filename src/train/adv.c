@@ -9,6 +9,7 @@
 #include "core/rng.h"
 #include "core/status.h"
 #include "ops/ops.h"
+#include "ops/cpu/parallel.h"
 #include "ops/ops_backward.h"
 #include "train/adv.h"
 
@@ -252,7 +253,7 @@ mg_status adv_clips(adv_disc *ad, const dit_clip *c, int n, const float *v, floa
     }
     /* judged frame q (in clip, frame order) goes to worker q mod k: the same split, and so the
      * same sums, for the same thread count */
-#pragma omp parallel for num_threads(k) schedule(static, 1)
+    MG_OMP(omp parallel for num_threads(k) schedule(static, 1))
     for (int j = 0; j < k; j++) {
         adv_disc *wk = &ad->work[j];
         int q = 0;
