@@ -206,6 +206,18 @@ static void check_slices(train_stage stage) {
         assert_true(seen1 > 0 && seen2 > 0);
         printf("  stage %s, prompt mask {toon, sketch}: 48 items, %d toon, %d sketch\n", stage == STAGE_DIT ? "dit" : "tae",
                seen1, seen2);
+        /* weighted (toon 3, sketch 1): about three toon items to one sketch */
+        mc.weighted = 1, mc.prompt_weight[r1] = 3.0f, mc.prompt_weight[r2] = 1.0f;
+        int w1 = 0, w2 = 0;
+        for (long st = 0; st < 6; st++) {
+            assert_int_equal(batch_sample(&m, &mc, ds, st), MG_OK);
+            for (int i = 0; i < mc.B; i++) {
+                assert_true(m.item[i].prompt == r1 || m.item[i].prompt == r2);
+                w1 += m.item[i].prompt == r1, w2 += m.item[i].prompt == r2;
+            }
+        }
+        printf("  weighted 3:1: 96 items, %d toon, %d sketch\n", w1, w2);
+        assert_true(w1 >= 60 && w1 <= 84 && w2 > 0); /* 72 expected; binomial sd 4.2 */
         batch_free(&m);
     }
     /* and the slices differ from each other (the items are not all alike) */

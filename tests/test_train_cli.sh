@@ -119,13 +119,18 @@ expect 2 "resume with another --fades" -- $M train dit $FR --out "$T/dit_f.safet
 expect 1 "--train-prompts with an unknown prompt" -- $M train dit $FR --out "$T/dit_pb.safetensors" --train-prompts style:toon,bogus
 grep_out "'bogus' is not a prompt" "--train-prompts names the unknown prompt"
 [ ! -e "$T/dit_pb.safetensors" ] && ok "no model file after the refusal" || bad "a refused --train-prompts run left a model file"
+expect 1 "--train-prompts with a weight of 0" -- $M train dit $FR --out "$T/dit_pb.safetensors" --train-prompts style:toon=0
+grep_out "a weight is a number above 0" "--train-prompts says what a weight is"
+expect 0 "dit --train-prompts with weights, 1 step" -- $M train dit $FR --out "$T/dit_pw.safetensors" \
+    --train-prompts colorize,style:toon=3 --stop-after 1
+grep_out "prompts: colorize,style:toon=3 (--train-prompts" "the configuration names the weighted prompts"
 expect 0 "dit --train-prompts style:toon,style:sketch, 1 of 2 steps" -- $M train dit $FR --out "$T/dit_p.safetensors" \
     --train-prompts style:toon,style:sketch --stop-after 1
-grep_out "prompts: style:toon,style:sketch only" "the configuration names the prompts"
+grep_out "prompts: style:toon,style:sketch (--train-prompts" "the configuration names the prompts"
 expect 2 "resume with other --train-prompts" -- $M train dit $FR --out "$T/dit_p.safetensors" --resume --train-prompts style:toon
 grep_out "differs from the checkpoint" "--train-prompts mismatch message"
 expect 0 "resume without the flag adopts --train-prompts" -- $M train dit $FR --out "$T/dit_p.safetensors" --resume
-grep_out "prompts: style:toon,style:sketch only" "the resumed run keeps the prompts"
+grep_out "prompts: style:toon,style:sketch (--train-prompts" "the resumed run keeps the prompts"
 # a run killed (-9) right after its step-2 checkpoint, then resumed
 rm -f "$T"/dit_d.*
 $M train dit $DIT --out "$T/dit_d.safetensors" --ckpt-every 1 --dtype bf16 >"$T/d1.log" 2>&1 &

@@ -163,12 +163,21 @@ void batch_free(train_batch *b) {
 /* ---- phase 1: frames, tasks, draws ------------------------------------------------------- */
 
 /* Prompt rows that make training pairs: every named prompt degrade.h knows, but not `none`
- * (row 0 is what prompt dropout trains), and of those the rows of prompt_mask when it is set. */
+ * (row 0 is what prompt dropout trains), and of those the rows of prompt_mask when it is set;
+ * drawn uniformly, or in proportion to prompt_weight when weighted. */
 static int pick_prompt(const batch_cfg *bc, mg_rng *r) {
     int rows[MG_MAX_PROMPTS], n = 0;
     for (int i = 1; i < bc->n_prompts; i++)
         if (degrade_known(bc->prompts[i]) && (!bc->prompt_mask || (bc->prompt_mask >> i & 1))) rows[n++] = i;
     if (n == 0) return 0;
+    if (bc->weighted) { /* --train-prompts NAME=W: in proportion to the weights */
+        double total = 0.0, acc = 0.0;
+        for (int j = 0; j < n; j++) total += bc->prompt_weight[rows[j]];
+        double u = mg_rng_uniform(r) * total;
+        for (int j = 0; j < n; j++)
+            if (u < (acc += bc->prompt_weight[rows[j]])) return rows[j];
+        return rows[n - 1];
+    }
     int k = (int)(mg_rng_uniform(r) * (float)n);
     return rows[k < n ? k : n - 1];
 }

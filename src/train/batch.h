@@ -43,6 +43,8 @@ typedef struct batch_cfg {
     char prompts[MG_MAX_PROMPTS][32];
     uint64_t prompt_mask; /* the rows items are drawn from (bit i: row i; --train-prompts); 0: every
                            * row with training pairs */
+    int weighted;         /* 1: rows drawn in proportion to prompt_weight, else uniformly */
+    float prompt_weight[MG_MAX_PROMPTS];
 } batch_cfg;
 
 /* One item's random draws (for logs and tests). */

@@ -343,13 +343,24 @@ static mg_status fresh_dit(run *r) {
     return MG_OK;
 }
 
-/* --train-prompts: the rows of the named prompts, each of which must make training pairs */
+/* --train-prompts: the rows of the named prompts, each of which must make training pairs, and
+ * with NAME=W entries their weights (1 where a name has none) */
 static mg_status prompt_mask(batch_cfg *bc, const char *list) {
     char buf[256];
     if (strlen(list) >= sizeof buf) return mg_fail(MG_ERR_ARG, "--train-prompts: the list is too long");
     snprintf(buf, sizeof buf, "%s", list);
     uint64_t mask = 0;
     for (char *save = NULL, *name = strtok_r(buf, ",", &save); name; name = strtok_r(NULL, ",", &save)) {
+        float w = 1.0f;
+        char *eq = strchr(name, '=');
+        if (eq) {
+            char *end;
+            *eq = 0;
+            w = strtof(eq + 1, &end);
+            if (end == eq + 1 || *end || !(w > 0.0f) || w > 1e6f)
+                return mg_fail(MG_ERR_ARG, "--train-prompts: '%s=%s': a weight is a number above 0", name, eq + 1);
+            bc->weighted = 1;
+        }
         int row = -1;
         for (int i = 1; i < bc->n_prompts && i < 64; i++)
             if (!strcmp(bc->prompts[i], name)) row = i;
@@ -357,6 +368,7 @@ static mg_status prompt_mask(batch_cfg *bc, const char *list) {
             return mg_fail(MG_ERR_ARG, "--train-prompts: '%s' is not a prompt of this model with training pairs "
                            "(colorize, upscale, restore, style:toon, style:sketch, style:thermal, dream)", name);
         mask |= (uint64_t)1 << row;
+        bc->prompt_weight[row] = w;
     }
     if (!mask) return mg_fail(MG_ERR_ARG, "--train-prompts: no prompt named");
     bc->prompt_mask = mask;
@@ -833,7 +845,7 @@ static mg_status setup(run *r, long *start) {
                r->tp.cfg.sigma_ctx);
     else
         printf(", hf-loss %.3g%s", f->hf_loss, f->freeze_encoder ? ", encoder frozen (decoder only)" : "");
-    if (f->train_prompts) printf("\n  prompts: %s only (--train-prompts)", f->train_prompts);
+    if (f->train_prompts) printf("\n  prompts: %s (--train-prompts: no others drawn)", f->train_prompts);
     if (r->have_ad)
         printf("\n  adv %.3g from step %ld: PatchGAN D on the %s (%zu floats, hinge loss, AdamW at %s)", f->adv, f->adv_start,
                f->stage == STAGE_TAE ? "image" : "latent", r->ad.dp.count, f->adv_lr > 0.0f ? "--adv-lr on the model's schedule" : "the model's lr");
