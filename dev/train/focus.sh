@@ -8,7 +8,8 @@
 #   sh dev/train/focus.sh        there (carry build-train/mirage, .devlibs, data, .evalclip)
 #
 # Environment: ARMS (one arm a line, "NAME FLAGS..."; the default below), DIT_SECONDS (330),
-# DIT_STEPS (3000: the cosine's length), EVAL_PROMPTS ("style:toon style:sketch"), GPUS (4).
+# DIT_STEPS (3000: the cosine's length), EVAL_PROMPTS ("style:toon style:sketch"), GPUS (4),
+# KEEP (the arms whose model files come back; none by default).
 set -u
 B=${BUILD:-build-train}
 O=${OUT:-focus-logs}
@@ -55,4 +56,5 @@ for p in ${EVAL_PROMPTS:-style:toon style:sketch}; do
 done
 ev_done "$t0" "$O"
 tar cf "$O/logs.tar" -C "$O" $(cd "$O" && ls card.txt train-*.log) && rm -f "$O"/train-*.log
+for n in ${KEEP:-}; do cp "$R/$n.safetensors" "$O/"; done # the arms whose models come back (9 MiB each)
 ls -la "$O"
