@@ -127,6 +127,21 @@ static int teardown_data(void **state) {
     return 0;
 }
 
+/* Items of `steps` batches drawn with c, every one from row r1 or r2: how many of each */
+static void count_two(const batch_cfg *c, dataset *ds, int steps, int r1, int r2, int *n1, int *n2) {
+    train_batch m;
+    assert_int_equal(batch_alloc(&m, c), MG_OK);
+    *n1 = *n2 = 0;
+    for (long st = 0; st < steps; st++) {
+        assert_int_equal(batch_sample(&m, c, ds, st), MG_OK);
+        for (int i = 0; i < c->B; i++) {
+            assert_true(m.item[i].prompt == r1 || m.item[i].prompt == r2);
+            *n1 += m.item[i].prompt == r1, *n2 += m.item[i].prompt == r2;
+        }
+    }
+    batch_free(&m);
+}
+
 static void check_slices(train_stage stage) {
     char dir[300];
     snprintf(dir, sizeof dir, "%s/data", g_dir);
@@ -182,43 +197,27 @@ static void check_slices(train_stage stage) {
         printf("  stage %s: %d ranks x %d items = the global batch of %d, byte for byte\n",
                stage == STAGE_DIT ? "dit" : "tae", N, bc.B / N, bc.B);
     }
-    /* --train-prompts: a mask of two rows draws every item from them, both of them used */
+    /* --train-prompts (batch_cfg_prompts): toon and sketch only, every item from them and both
+     * used; weighted 3:1, about three toon items to one sketch */
     {
-        batch_cfg mc = bc;
+        batch_cfg mc = bc, wc = bc, ec = bc;
+        mc.B = wc.B = 16;
+        assert_int_equal(batch_cfg_prompts(&mc, "style:toon,style:sketch"), MG_OK);
+        assert_int_equal(batch_cfg_prompts(&wc, "style:toon=3,style:sketch"), MG_OK);
+        assert_int_equal(batch_cfg_prompts(&ec, "style:toon,none"), MG_ERR_ARG); /* none makes no pairs */
         int r1 = -1, r2 = -1;
         for (int i = 0; i < mc.n_prompts; i++) {
             if (!strcmp(mc.prompts[i], "style:toon")) r1 = i;
             if (!strcmp(mc.prompts[i], "style:sketch")) r2 = i;
         }
         assert_true(r1 > 0 && r2 > 0);
-        mc.prompt_mask = (uint64_t)1 << r1 | (uint64_t)1 << r2;
-        mc.B = 16;
-        train_batch m;
-        assert_int_equal(batch_alloc(&m, &mc), MG_OK);
-        int seen1 = 0, seen2 = 0;
-        for (long st = 0; st < 3; st++) {
-            assert_int_equal(batch_sample(&m, &mc, ds, st), MG_OK);
-            for (int i = 0; i < mc.B; i++) {
-                assert_true(m.item[i].prompt == r1 || m.item[i].prompt == r2);
-                seen1 += m.item[i].prompt == r1, seen2 += m.item[i].prompt == r2;
-            }
-        }
-        assert_true(seen1 > 0 && seen2 > 0);
-        printf("  stage %s, prompt mask {toon, sketch}: 48 items, %d toon, %d sketch\n", stage == STAGE_DIT ? "dit" : "tae",
-               seen1, seen2);
-        /* weighted (toon 3, sketch 1): about three toon items to one sketch */
-        mc.weighted = 1, mc.prompt_weight[r1] = 3.0f, mc.prompt_weight[r2] = 1.0f;
-        int w1 = 0, w2 = 0;
-        for (long st = 0; st < 6; st++) {
-            assert_int_equal(batch_sample(&m, &mc, ds, st), MG_OK);
-            for (int i = 0; i < mc.B; i++) {
-                assert_true(m.item[i].prompt == r1 || m.item[i].prompt == r2);
-                w1 += m.item[i].prompt == r1, w2 += m.item[i].prompt == r2;
-            }
-        }
-        printf("  weighted 3:1: 96 items, %d toon, %d sketch\n", w1, w2);
+        int m1, m2, w1, w2;
+        count_two(&mc, ds, 3, r1, r2, &m1, &m2);
+        count_two(&wc, ds, 6, r1, r2, &w1, &w2);
+        printf("  stage %s, --train-prompts toon,sketch: 48 items, %d toon, %d sketch; weighted 3:1: 96 items, %d toon, "
+               "%d sketch\n", stage == STAGE_DIT ? "dit" : "tae", m1, m2, w1, w2);
+        assert_true(m1 > 0 && m2 > 0);
         assert_true(w1 >= 60 && w1 <= 84 && w2 > 0); /* 72 expected; binomial sd 4.2 */
-        batch_free(&m);
     }
     /* and the slices differ from each other (the items are not all alike) */
     if (stage == STAGE_DIT) assert_true(memcmp(whole.eps, whole.eps + T * lat, T * lat * sizeof(float)) != 0);

@@ -2,6 +2,7 @@
  * augmentation and prompt dropout, each drawn from (seed, step, item). Distributions and the
  * reasons for them are in docs/TRAINING.md. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -163,12 +164,45 @@ void batch_free(train_batch *b) {
 /* ---- phase 1: frames, tasks, draws ------------------------------------------------------- */
 
 /* Prompt rows that make training pairs: every named prompt degrade.h knows, but not `none`
- * (row 0 is what prompt dropout trains), and of those the rows of prompt_mask when it is set;
- * drawn uniformly, or in proportion to prompt_weight when weighted. */
+ * (row 0 is what prompt dropout trains). */
+static int makes_pairs(const batch_cfg *bc, int row) { return row >= 1 && row < bc->n_prompts && degrade_known(bc->prompts[row]); }
+
+mg_status batch_cfg_prompts(batch_cfg *bc, const char *list) {
+    char buf[256];
+    if (strlen(list) >= sizeof buf) return mg_fail(MG_ERR_ARG, "--train-prompts: the list is too long");
+    snprintf(buf, sizeof buf, "%s", list);
+    uint64_t mask = 0;
+    for (char *save = NULL, *name = strtok_r(buf, ",", &save); name; name = strtok_r(NULL, ",", &save)) {
+        float w = 1.0f;
+        char *eq = strchr(name, '=');
+        if (eq) {
+            char *end;
+            *eq = 0;
+            w = strtof(eq + 1, &end);
+            if (end == eq + 1 || *end || !(w > 0.0f) || w > 1e6f)
+                return mg_fail(MG_ERR_ARG, "--train-prompts: '%s=%s': a weight is a number above 0", name, eq + 1);
+            bc->weighted = 1;
+        }
+        int row = -1;
+        for (int i = 1; i < bc->n_prompts && i < 64; i++)
+            if (!strcmp(bc->prompts[i], name)) row = i;
+        if (!makes_pairs(bc, row))
+            return mg_fail(MG_ERR_ARG, "--train-prompts: '%s' is not a prompt of this model with training pairs "
+                           "(colorize, upscale, restore, style:toon, style:sketch, style:thermal, dream)", name);
+        mask |= (uint64_t)1 << row;
+        bc->prompt_weight[row] = w;
+    }
+    if (!mask) return mg_fail(MG_ERR_ARG, "--train-prompts: no prompt named");
+    bc->prompt_mask = mask;
+    return MG_OK;
+}
+
+/* The rows that make pairs, and of those the rows of prompt_mask when it is set; drawn
+ * uniformly, or in proportion to prompt_weight when weighted. */
 static int pick_prompt(const batch_cfg *bc, mg_rng *r) {
     int rows[MG_MAX_PROMPTS], n = 0;
     for (int i = 1; i < bc->n_prompts; i++)
-        if (degrade_known(bc->prompts[i]) && (!bc->prompt_mask || (bc->prompt_mask >> i & 1))) rows[n++] = i;
+        if (makes_pairs(bc, i) && (!bc->prompt_mask || (bc->prompt_mask >> i & 1))) rows[n++] = i;
     if (n == 0) return 0;
     if (bc->weighted) { /* --train-prompts NAME=W: in proportion to the weights */
         double total = 0.0, acc = 0.0;

@@ -78,6 +78,10 @@ typedef struct train_batch {
 
 /* The cfg part of a train_params (sizes, prompts) into bc. */
 void batch_cfg_from_params(batch_cfg *bc, const train_params *tp);
+/* --train-prompts LIST (after batch_cfg_from_params): prompt_mask, and with NAME=W entries the
+ * weights (1 where a name has none). A name that is not a prompt of the model with training
+ * pairs, a weight not above 0 or an empty list is MG_ERR_ARG with a message. */
+mg_status batch_cfg_prompts(batch_cfg *bc, const char *list);
 mg_status batch_alloc(train_batch *b, const batch_cfg *bc);
 void batch_free(train_batch *b);
 

@@ -343,38 +343,6 @@ static mg_status fresh_dit(run *r) {
     return MG_OK;
 }
 
-/* --train-prompts: the rows of the named prompts, each of which must make training pairs, and
- * with NAME=W entries their weights (1 where a name has none) */
-static mg_status prompt_mask(batch_cfg *bc, const char *list) {
-    char buf[256];
-    if (strlen(list) >= sizeof buf) return mg_fail(MG_ERR_ARG, "--train-prompts: the list is too long");
-    snprintf(buf, sizeof buf, "%s", list);
-    uint64_t mask = 0;
-    for (char *save = NULL, *name = strtok_r(buf, ",", &save); name; name = strtok_r(NULL, ",", &save)) {
-        float w = 1.0f;
-        char *eq = strchr(name, '=');
-        if (eq) {
-            char *end;
-            *eq = 0;
-            w = strtof(eq + 1, &end);
-            if (end == eq + 1 || *end || !(w > 0.0f) || w > 1e6f)
-                return mg_fail(MG_ERR_ARG, "--train-prompts: '%s=%s': a weight is a number above 0", name, eq + 1);
-            bc->weighted = 1;
-        }
-        int row = -1;
-        for (int i = 1; i < bc->n_prompts && i < 64; i++)
-            if (!strcmp(bc->prompts[i], name)) row = i;
-        if (row < 0 || !degrade_known(name) || !strcmp(name, "none"))
-            return mg_fail(MG_ERR_ARG, "--train-prompts: '%s' is not a prompt of this model with training pairs "
-                           "(colorize, upscale, restore, style:toon, style:sketch, style:thermal, dream)", name);
-        mask |= (uint64_t)1 << row;
-        bc->prompt_weight[row] = w;
-    }
-    if (!mask) return mg_fail(MG_ERR_ARG, "--train-prompts: no prompt named");
-    bc->prompt_mask = mask;
-    return MG_OK;
-}
-
 static const char *stage_name(train_stage s) { return s == STAGE_TAE ? "tae" : "dit"; }
 
 static void fixed_meta(const run *r, ckpt_meta *cm) {
@@ -541,18 +509,16 @@ static mg_status encode_device(run *r, train_batch *b, double *enc_ms, double *a
 #endif
 }
 
-#ifdef MG_HAVE_CUDA
-/* --adv, stage dit on the GPU: the step's v on the host, D's passes there, dv_add back
- * (cuda_dit_train_set_dv_hook); the CPU trainer calls adv_clips too, a clip at a time. */
+/* --adv, stage dit: D's passes over the clips' judged frames, timed for the step line; the CPU
+ * trainer calls it a clip at a time, the GPU's step through cuda_dit_train_set_dv_hook (v to
+ * the host, dv_add back) with its whole batch. */
 static mg_status dit_adv_hook(void *user, const dit_clip *clips, int n, const float *v, float *dv_add) {
     run *r = user;
-    float inv = 1.0f / (float)r->fx.batch;
     double t0 = mg_now_ms();
-    MG_TRY(adv_clips(&r->ad, clips, n, v, dv_add, inv, r->adv_w, &r->ast));
+    MG_TRY(adv_clips(&r->ad, clips, n, v, dv_add, 1.0f / (float)r->fx.batch, r->adv_w, &r->ast));
     r->adv_ms += mg_now_ms() - t0;
     return MG_OK;
 }
-#endif
 
 /* Loss of one batch; train = 1 also accumulates gradients (scaled by 1/B). Data parallel: b is
  * this rank's slice of the global batch of fx.batch items; the scale is still 1/(global B),
@@ -595,9 +561,7 @@ static mg_status batch_loss(run *r, train_batch *b, int train, double *loss) {
             float l;
             MG_TRY(dit_train_forward(&r->dt, &r->clips[i], &l));
             if (train && r->have_ad) { /* D learns from (x0, the one-step estimate); its term joins dv */
-                double t0 = mg_now_ms();
-                MG_TRY(adv_clips(&r->ad, &r->clips[i], 1, r->dt.a.v, r->dv_add, inv, r->adv_w, &r->ast));
-                r->adv_ms += mg_now_ms() - t0;
+                MG_TRY(dit_adv_hook(r, &r->clips[i], 1, r->dt.a.v, r->dv_add));
                 r->dt.dv_add = r->dv_add;
             }
             if (train) MG_TRY(dit_train_backward(&r->dt, inv));
@@ -768,7 +732,7 @@ static mg_status setup(run *r, long *start) {
     r->bc.cpu_encode = f->device == MG_DEVICE_CPU;
     if (r->nranks > 1) MG_TRY(dist_split(f->batch, r->nranks, r->rank, &r->bc.item0, &r->bc.B)); /* this rank's slice */
     batch_cfg_from_params(&r->bc, &r->tp);
-    if (f->train_prompts) MG_TRY(prompt_mask(&r->bc, f->train_prompts));
+    if (f->train_prompts) MG_TRY(batch_cfg_prompts(&r->bc, f->train_prompts));
     r->vbc = r->bc;
     r->vbc.seed = VAL_SEED;
     MG_TRY(batch_alloc(&r->bufs[0], &r->bc));
