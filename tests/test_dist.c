@@ -4,7 +4,8 @@
  *    exactly once, in order, with equal sizes; a batch the count does not divide is refused;
  *  - real batches: rank r's batch (item0 = its first item) is byte for byte the slice of the
  *    global batch a single process makes, for stage dit (frames, noise, sigma, history
- *    corruption draws, prompts) and stage tae, at 2 and 4 ranks;
+ *    corruption draws, prompts) and stage tae, at 2 and 4 ranks; with device_styles the toon and
+ *    sketch targets are left as the frames style_apply makes them from, the rest unchanged;
  *  - the rendezvous file: written atomically and read back; an id of another launch (nonce) or
  *    a damaged file is never taken; the wait ends at its timeout, or at once when the launcher
  *    raises the abort flag, with a message naming the file. */
@@ -17,6 +18,7 @@
 #include "core/status.h"
 #include "core/timing.h"
 #include "data/data.h"
+#include "eval/degrade.h"
 #include "mirage.h"
 #include "testutil.h"
 #include "train/batch.h"
@@ -218,6 +220,31 @@ static void check_slices(train_stage stage) {
                "%d sketch\n", stage == STAGE_DIT ? "dit" : "tae", m1, m2, w1, w2);
         assert_true(m1 > 0 && m2 > 0);
         assert_true(w1 >= 60 && w1 <= 84 && w2 > 0); /* 72 expected; binomial sd 4.2 */
+        if (stage == STAGE_DIT) { /* device_styles: the targets left for the GPU, and nothing else changed */
+            batch_cfg dc = mc;
+            dc.device_styles = 1;
+            train_batch a, d;
+            assert_int_equal(batch_alloc(&a, &mc), MG_OK);
+            assert_int_equal(batch_alloc(&d, &dc), MG_OK);
+            assert_int_equal(batch_sample(&a, &mc, ds, 3), MG_OK);
+            assert_int_equal(batch_sample(&d, &dc, ds, 3), MG_OK);
+            assert_memory_equal(a.in_rgb, d.in_rgb, (size_t)mc.B * T * px);
+            uint8_t *styled = malloc(px);
+            int left = 0;
+            for (int f = 0; f < mc.B * T; f++) {
+                const char *p = mc.prompts[d.item[f / T].prompt];
+                assert_int_equal(a.style[f], STYLE_NONE);
+                assert_int_equal(d.style[f], style_kind(p)); /* toon or sketch: every item is one */
+                assert_int_equal(style_apply(p, d.tgt_rgb + f * px, styled, bc.S, bc.S), MG_OK);
+                assert_memory_equal(styled, a.tgt_rgb + f * px, px);
+                left += memcmp(d.tgt_rgb + f * px, a.tgt_rgb + f * px, px) != 0;
+            }
+            printf("  device_styles: %d of %d targets left unstyled for the GPU, each style_apply's input\n", left,
+                   mc.B * T);
+            assert_true(left > mc.B * T / 2);
+            free(styled);
+            batch_free(&a), batch_free(&d);
+        }
     }
     /* and the slices differ from each other (the items are not all alike) */
     if (stage == STAGE_DIT) assert_true(memcmp(whole.eps, whole.eps + T * lat, T * lat * sizeof(float)) != 0);

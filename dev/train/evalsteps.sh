@@ -8,8 +8,9 @@
 #                                    of every metrics.json and log in $OUT
 #   bash scripts/eval_table.sh DIR   here, for each runs/eval/STEPS folder in the tar
 #
-# Environment: MODEL (models/mirage-tiny.safetensors), STEPS ("2 3 4"), FRAMES (1000), GPUS (1),
-# EVAL_BATCH (8: evaluations at a time).
+# Environment: MODEL (models/mirage-tiny.safetensors), STEPS ("2 3 4"), GUIDANCE ("1": the
+# classifier-free guidance scales; a folder stepsS-gG for each but 1), PROMPTS (every one),
+# FRAMES (1000), GPUS (1), EVAL_BATCH (8: evaluations at a time).
 set -u
 B=${BUILD:-build-train}
 O=${OUT:-evalsteps-logs}
@@ -28,8 +29,12 @@ t0=$(date +%s)
 EVAL_BATCH=${EVAL_BATCH:-8}
 . "$(dirname "$0")/eval_lib.sh"
 for s in ${STEPS:-2 3 4}; do
-    for p in colorize upscale restore style:toon style:sketch style:thermal dream; do
-        ev "steps$s" "$p" --model "$MODEL" --steps "$s"
+    for g in ${GUIDANCE:-1}; do
+        n=steps$s
+        [ "$g" = 1 ] || n=steps$s-g$g
+        for p in ${PROMPTS:-colorize upscale restore style:toon style:sketch style:thermal dream}; do
+            ev "$n" "$p" --model "$MODEL" --steps "$s" --guidance "$g"
+        done
     done
 done
 ev_done "$t0" "$O"

@@ -9,7 +9,8 @@
 #
 # Environment: ARMS (one arm a line, "NAME FLAGS..."; the default below), DIT_SECONDS (330),
 # DIT_STEPS (3000: the cosine's length), EVAL_PROMPTS ("style:toon style:sketch"), GPUS (4),
-# KEEP (the arms whose model files come back; none by default).
+# KEEP (the arms whose model files come back; none by default), EVAL (1; 0: train only), INIT
+# (the model the arms start from: the shipped one).
 set -u
 B=${BUILD:-build-train}
 O=${OUT:-focus-logs}
@@ -25,7 +26,7 @@ mkdir -p "$O" "$R" "$E"
 export LD_LIBRARY_PATH="$PWD/.devlibs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 nvidia-smi -L 2>/dev/null | tee "$O/card.txt"
 "$B/mirage" --version | tee -a "$O/card.txt"
-SHIPPED=models/mirage-tiny.safetensors
+SHIPPED=${INIT:-models/mirage-tiny.safetensors} # where the arms start
 COMMON="--init $SHIPPED --data data --dtype bf16 --device ${DEVICE:-cuda} --batch ${BATCH:-16} --frames 6
  --size ${TRAIN_SIZE:-256} --fades 0.1 --hist-aug 1 --seed 4 --warmup 50 --log-every 100 --sample-every 0 --val-every 500
  --ckpt-every 0 --steps ${DIT_STEPS:-3000} --time-limit ${DIT_SECONDS:-330}"
@@ -44,17 +45,19 @@ echo "$ARMS" | {
 names=$(echo "$ARMS" | awk '{print $1}')
 echo "training: $(($(date +%s) - t0)) s"
 for n in $names; do echo "$n: $(grep -E '^(val|done|stopped)' "$O/train-$n.log" | tail -n 2 | tr '\n' ' ')"; done
-gunzip -c .evalclip/mm420.y4m.gz >"$R/clip.y4m" || exit 1
-t0=$(date +%s)
-EVAL_BATCH=16
-. "$(dirname "$0")/eval_lib.sh"
-for p in ${EVAL_PROMPTS:-style:toon style:sketch}; do
-    for n in $names; do
-        ev "$n" "$p" --model "$R/$n.safetensors" --steps 2
-        ev "$n-steps4" "$p" --model "$R/$n.safetensors" --steps 4
+if [ "${EVAL:-1}" = 1 ]; then
+    gunzip -c .evalclip/mm420.y4m.gz >"$R/clip.y4m" || exit 1
+    t0=$(date +%s)
+    EVAL_BATCH=16
+    . "$(dirname "$0")/eval_lib.sh"
+    for p in ${EVAL_PROMPTS:-style:toon style:sketch}; do
+        for n in $names; do
+            ev "$n" "$p" --model "$R/$n.safetensors" --steps 2
+            ev "$n-steps4" "$p" --model "$R/$n.safetensors" --steps 4
+        done
     done
-done
-ev_done "$t0" "$O"
+    ev_done "$t0" "$O"
+fi
 tar cf "$O/logs.tar" -C "$O" $(cd "$O" && ls card.txt train-*.log) && rm -f "$O"/train-*.log
 for n in ${KEEP:-}; do cp "$R/$n.safetensors" "$O/"; done # the arms whose models come back (9 MiB each)
 ls -la "$O"

@@ -308,6 +308,14 @@ mg_status cu_u8_to_float(float *out, const uint8_t *in, size_t n, cudaStream_t s
 mg_status cu_float_to_u8(uint8_t *out, const float *in, size_t n, cudaStream_t st);
 mg_status cu_f32_to_bf16(bf16_t *out, const float *in, size_t n, cudaStream_t st);
 
+/* ---- the trainer's style targets (style.cu) ----------------------------------------------- */
+/* Frame f of n (H x W RGB u8, frame f at frames + f * pitch bytes) gets the target style_apply
+ * (eval/degrade.h) gives it, byte for byte, where kinds[f] (device) is STYLE_TOON or
+ * STYLE_SKETCH; every other frame is left as it is. scratch_a and scratch_b: n * H * W * 3
+ * floats each. No CPU twin beyond style_apply itself. */
+mg_status cu_style_frames(uint8_t *frames, int n, int H, int W, size_t pitch, const uint8_t *kinds, float *scratch_a,
+                          float *scratch_b, cudaStream_t st);
+
 #ifdef __cplusplus
 }
 #endif

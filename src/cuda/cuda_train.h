@@ -154,8 +154,14 @@ typedef struct cuda_tae_encoder cuda_tae_encoder;
 mg_status cuda_tae_encoder_new(cuda_tae_encoder **out, cuda_params *cp, int n, int H, int W);
 void cuda_tae_encoder_free(cuda_tae_encoder *e);
 /* frames (n, H, W, 3) u8, host -> lat (n, H/8, W/8, Z) fp32, host; any n >= 0, frames of at
- * most the size it was made for; returns when lat is written. */
-mg_status cuda_tae_encoder_run(cuda_tae_encoder *e, const uint8_t *frames, int n, int H, int W, float *lat);
+ * most the size it was made for; returns when lat is written. styles (n, host) or NULL: frame
+ * i is first given the target style_apply makes of it where styles[i] is STYLE_TOON or
+ * STYLE_SKETCH (on the device, the same bytes: src/cuda/style.cu), so the CPU need not. */
+mg_status cuda_tae_encoder_run(cuda_tae_encoder *e, const uint8_t *frames, const uint8_t *styles, int n, int H, int W,
+                               float *lat);
+/* The styling alone: out (n, H, W, 3) host = frames styled as _run would encode them. */
+mg_status cuda_tae_encoder_style(cuda_tae_encoder *e, const uint8_t *frames, const uint8_t *styles, int n, int H, int W,
+                                 uint8_t *out);
 size_t cuda_tae_encoder_bytes(const cuda_tae_encoder *e);
 
 #ifdef __cplusplus

@@ -29,6 +29,10 @@
 #include "cuda/cuda_ops.h"
 #include "cuda/cuda_train.h"
 
+extern "C" {
+#include "eval/degrade.h" /* STYLE_* */
+}
+
 #define ENC_GAP 8 /* zero rows after each frame at full size; 8 >> level below */
 
 typedef struct enc_conv {
@@ -46,6 +50,7 @@ struct cuda_tae_encoder {
     size_t cap_pix;  /* pixels of the full-size tall image a chunk may fill, gap rows included */
     enc_conv in, down[3], out, blk[MG_TAE_BLOCKS][3];
     uint8_t *u8;     /* (cap_pix, 3) */
+    uint8_t *kinds;  /* (cap_pix / 128) the STYLE_* of a chunk's frames (at most that many of 8x8) */
     bf16 *fm[3];     /* (cap_pix, c) each */
     float *lat;      /* (cap_pix / 64, Z) the tall latent */
     void *mem;
@@ -102,6 +107,7 @@ static size_t layout(cuda_tae_encoder *e, char *base, enc_conv **cv, int nconv) 
         off += ((size_t)(bytes) + 255) / 256 * 256;                           \
     } while (0)
     TAKE(e->u8, e->cap_pix * 3);
+    TAKE(e->kinds, e->cap_pix / 128);
     for (int i = 0; i < 3; i++) TAKE(e->fm[i], e->cap_pix * e->c * 2);
     TAKE(e->lat, e->cap_pix / 64 * e->Z * 4);
     for (int k = 0; k < nconv; k++) {
@@ -215,14 +221,29 @@ static mg_status conv(const cuda_tae_encoder *e, bf16 *out, const bf16 *in, cons
     return zero_gaps(e->st, out, k, h, g, w, cv->co, 2);
 }
 
-/* lat (k, h/8, w/8, Z) host = enc(frames (k, h, w, 3) host) */
-static mg_status encode_chunk(cuda_tae_encoder *e, const uint8_t *frames, int k, int H, int W, float *lat) {
-    size_t frame = (size_t)H * W * 3, lh = H / 8, lw = W / 8, lrow = lw * e->Z * 4;
-    /* the frames into the tall image (the gap rows zeroed: a call with other sizes moved them) */
+/* k frames (h, w, 3) host into the tall image (the gap rows zeroed: a call with other sizes moved
+ * them), then those with a style (styles, host; NULL: none) styled there; fm[1] and fm[2] are
+ * the styles' scratch (k h w 3 floats need 12 bytes a pixel, they have 2 c >= 64) */
+static mg_status upload(cuda_tae_encoder *e, const uint8_t *frames, const uint8_t *styles, int k, int H, int W) {
+    size_t frame = (size_t)H * W * 3;
     CU_TRY(cudaMemcpy2DAsync(e->u8, (size_t)(H + ENC_GAP) * W * 3, frames, frame, frame, (size_t)k,
                              cudaMemcpyHostToDevice, e->st));
     cu_pdl_fence();
     CU_MG(zero_gaps(e->st, e->u8, k, H, ENC_GAP, W, 3, 1));
+    int any = 0;
+    for (int i = 0; styles && i < k; i++) any |= styles[i] != STYLE_NONE;
+    if (!any) return MG_OK;
+    CU_TRY(cudaMemcpyAsync(e->kinds, styles, (size_t)k, cudaMemcpyHostToDevice, e->st));
+    cu_pdl_fence();
+    return cu_style_frames(e->u8, k, H, W, (size_t)(H + ENC_GAP) * W * 3, e->kinds, (float *)e->fm[1], (float *)e->fm[2],
+                           e->st);
+}
+
+/* lat (k, h/8, w/8, Z) host = enc(frames (k, h, w, 3) host, styled where styles says) */
+static mg_status encode_chunk(cuda_tae_encoder *e, const uint8_t *frames, const uint8_t *styles, int k, int H, int W,
+                              float *lat) {
+    size_t lh = H / 8, lw = W / 8, lrow = lw * e->Z * 4;
+    CU_MG(upload(e, frames, styles, k, H, W));
     bf16 *cur = e->fm[0], *oth = e->fm[1], *tmp = e->fm[2];
     int h = H, w = W, l = 0;
     CU_MG(cu_conv3x3_direct(cur, CU_BF16, e->u8, CU_U8, (const bf16_t *)e->in.w, e->in.b, k * (H + ENC_GAP), W, 3, e->c, 1, 0, 0, e->st));
@@ -247,20 +268,46 @@ static mg_status encode_chunk(cuda_tae_encoder *e, const uint8_t *frames, int k,
     return MG_OK;
 }
 
-extern "C" mg_status cuda_tae_encoder_run(cuda_tae_encoder *e, const uint8_t *frames, int n, int H, int W, float *lat) {
-    if (!e) return mg_fail(MG_ERR_ARG, "cuda_tae_encoder_run: no encoder");
-    if (n < 0 || (n > 0 && (!frames || !lat)))
-        return mg_fail(MG_ERR_ARG, "cuda_tae_encoder_run: %d frames, frames %p, lat %p", n, (const void *)frames, (void *)lat);
+/* the checks of _run and _style (`what`) */
+static mg_status check_call(const char *what, const cuda_tae_encoder *e, const uint8_t *frames, int n, int H, int W,
+                            const void *out) {
+    if (!e) return mg_fail(MG_ERR_ARG, "%s: no encoder", what);
+    if (n < 0 || (n > 0 && (!frames || !out)))
+        return mg_fail(MG_ERR_ARG, "%s: %d frames, frames %p, out %p", what, n, (const void *)frames, out);
     if (H < 8 || W < 8 || H % 8 || W % 8 || (size_t)(H + ENC_GAP) * W > e->cap_pix)
-        return mg_fail(MG_ERR_SHAPE, "cuda_tae_encoder_run: frames of %dx%d: expected multiples of 8 within the size it "
-                       "was made for", W, H);
+        return mg_fail(MG_ERR_SHAPE, "%s: frames of %dx%d: expected multiples of 8 within the size it was made for", what,
+                       W, H);
+    return MG_OK;
+}
+
+extern "C" mg_status cuda_tae_encoder_run(cuda_tae_encoder *e, const uint8_t *frames, const uint8_t *styles, int n, int H,
+                                          int W, float *lat) {
+    MG_TRY(check_call("cuda_tae_encoder_run", e, frames, n, H, W, lat));
     if (n == 0) return MG_OK;
     CU_TRY(cudaSetDevice(e->dev)); /* the calling thread may be another than the one that made it */
     int chunk = (int)(e->cap_pix / ((size_t)(H + ENC_GAP) * W));
     size_t frame = (size_t)H * W * 3, lat_n = (size_t)(H / 8) * (W / 8) * e->Z;
     for (int b0 = 0; b0 < n; b0 += chunk) {
         int k = n - b0 < chunk ? n - b0 : chunk;
-        CU_MG(encode_chunk(e, frames + b0 * frame, k, H, W, lat + b0 * lat_n));
+        CU_MG(encode_chunk(e, frames + b0 * frame, styles ? styles + b0 : NULL, k, H, W, lat + b0 * lat_n));
+    }
+    CU_TRY(cudaStreamSynchronize(e->st));
+    return MG_OK;
+}
+
+extern "C" mg_status cuda_tae_encoder_style(cuda_tae_encoder *e, const uint8_t *frames, const uint8_t *styles, int n,
+                                            int H, int W, uint8_t *out) {
+    MG_TRY(check_call("cuda_tae_encoder_style", e, frames, n, H, W, n > 0 && !styles ? NULL : out));
+    if (n == 0) return MG_OK;
+    CU_TRY(cudaSetDevice(e->dev));
+    int chunk = (int)(e->cap_pix / ((size_t)(H + ENC_GAP) * W));
+    size_t frame = (size_t)H * W * 3;
+    for (int b0 = 0; b0 < n; b0 += chunk) {
+        int k = n - b0 < chunk ? n - b0 : chunk;
+        CU_MG(upload(e, frames + b0 * frame, styles + b0, k, H, W));
+        CU_TRY(cudaMemcpy2DAsync(out + b0 * frame, frame, e->u8, (size_t)(H + ENC_GAP) * W * 3, frame, (size_t)k,
+                                 cudaMemcpyDeviceToHost, e->st));
+        cu_pdl_fence();
     }
     CU_TRY(cudaStreamSynchronize(e->st));
     return MG_OK;

@@ -123,7 +123,7 @@ mg_status degrade_resample(uint8_t *rgb, int W, int H, int s, int nearest) {
 
 /* ---- Gaussian blur on float planes ---------------------------------------------------- */
 
-#define MAX_RADIUS 48
+#define MAX_RADIUS STYLE_SKETCH_MAX_R
 
 static int gauss_kernel(float sigma, float *k) {
     int r = (int)ceilf(3.0f * sigma);
@@ -307,19 +307,23 @@ mg_status degrade_jpeg(uint8_t *rgb, int W, int H, int quality) {
  * mean absolute channel difference) flatten texture but keep edges; each channel is then
  * quantised to 6 levels (0, 51, ..., 255); pixels where the Sobel gradient of the smoothed
  * luma is strong are darkened (fully black above 160, untouched below 80). */
+static void toon_weights(float *ws, float *wr) {
+    for (int dy = -2; dy <= 2; dy++)
+        for (int dx = -2; dx <= 2; dx++) ws[(dy + 2) * 5 + dx + 2] = (float)exp(-(dx * dx + dy * dy) / (2.0 * 2.0 * 2.0));
+    for (int d = 0; d < 766; d++) { /* d = |dr| + |dg| + |db|, rounded */
+        double m = d / 3.0;
+        wr[d] = (float)exp(-m * m / (2.0 * 25.0 * 25.0));
+    }
+}
+
 static mg_status style_toon(const uint8_t *in, uint8_t *out, int W, int H) {
     size_t n = (size_t)W * H;
     float *buf = malloc((2 * n * 3 + n) * sizeof *buf);
     if (!buf) return mg_fail(MG_ERR_NOMEM, "style: out of memory");
     float *a = buf, *b = buf + 3 * n, *lum = buf + 6 * n; /* each pass reads a, writes b, swaps */
     for (size_t i = 0; i < 3 * n; i++) a[i] = in[i];
-    float ws[5][5], wr[766];
-    for (int dy = -2; dy <= 2; dy++)
-        for (int dx = -2; dx <= 2; dx++) ws[dy + 2][dx + 2] = (float)exp(-(dx * dx + dy * dy) / (2.0 * 2.0 * 2.0));
-    for (int d = 0; d < 766; d++) { /* d = |dr| + |dg| + |db|, rounded */
-        double m = d / 3.0;
-        wr[d] = (float)exp(-m * m / (2.0 * 25.0 * 25.0));
-    }
+    float ws[25], wr[766];
+    toon_weights(ws, wr);
     for (int pass = 0; pass < 2; pass++) {
         for (int y = 0; y < H; y++)
             for (int x = 0; x < W; x++) {
@@ -331,7 +335,7 @@ static mg_status style_toon(const uint8_t *in, uint8_t *out, int W, int H) {
                         int xx = x + dx < 0 ? 0 : x + dx >= W ? W - 1 : x + dx;
                         const float *q = a + ((size_t)yy * W + xx) * 3;
                         int d = (int)lrintf(fabsf(q[0] - c[0]) + fabsf(q[1] - c[1]) + fabsf(q[2] - c[2]));
-                        float w = ws[dy + 2][dx + 2] * wr[d > 765 ? 765 : d];
+                        float w = ws[(dy + 2) * 5 + dx + 2] * wr[d > 765 ? 765 : d];
                         acc[0] += w * q[0], acc[1] += w * q[1], acc[2] += w * q[2], wsum += w;
                     }
                 }
@@ -362,6 +366,8 @@ static mg_status style_toon(const uint8_t *in, uint8_t *out, int W, int H) {
     return MG_OK;
 }
 
+#define SKETCH_SIGMA 3.0f
+
 /* Sketch: g = luma, the negative 255-g blurred (sigma 3 px), and colour dodge
  * g * 255 / (255 - blur): flat areas go white, edges leave grey pencil lines. */
 static mg_status style_sketch(const uint8_t *in, uint8_t *out, int W, int H) {
@@ -373,7 +379,7 @@ static mg_status style_sketch(const uint8_t *in, uint8_t *out, int W, int H) {
         g[i] = (float)luma_i(in + 3 * i);
         f[i] = 255.0f - g[i];
     }
-    blur_float(f, tmp, W, H, 1, 3.0f);
+    blur_float(f, tmp, W, H, 1, SKETCH_SIGMA);
     for (size_t i = 0; i < n; i++) {
         float den = 255.0f - f[i];
         uint8_t v = den <= 0.5f ? 255 : clamp_u8(g[i] * 255.0f / den);
@@ -399,6 +405,23 @@ static void style_thermal(const uint8_t *in, uint8_t *out, int W, int H) {
         const uint8_t *m = lut[luma_i(in + 3 * i)];
         out[3 * i] = m[0], out[3 * i + 1] = m[1], out[3 * i + 2] = m[2];
     }
+}
+
+int style_kind(const char *prompt) {
+    int i = lookup(prompt);
+    if (i < 0) return STYLE_NONE;
+    switch (prompts[i].k) {
+    case K_TOON: return STYLE_TOON;
+    case K_SKETCH: return STYLE_SKETCH;
+    case K_THERMAL: return STYLE_THERMAL;
+    default: return STYLE_NONE;
+    }
+}
+
+void style_consts_get(style_consts *c) {
+    memset(c, 0, sizeof *c);
+    toon_weights(c->toon_ws, c->toon_wr);
+    c->sketch_r = gauss_kernel(SKETCH_SIGMA, c->sketch_k);
 }
 
 /* ---- the two entry points ------------------------------------------------------------- */

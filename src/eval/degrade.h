@@ -60,6 +60,19 @@ mg_status degrade_apply_params(const char *prompt, const uint8_t *in, uint8_t *o
  * every other prompt. Deterministic, no seed. */
 mg_status style_apply(const char *prompt, const uint8_t *in, uint8_t *out, int W, int H);
 
+/* What another implementation of the styles needs to give the same bytes (the trainer makes
+ * the toon and sketch targets on the GPU: src/cuda/style.cu). */
+enum { STYLE_NONE = 0, STYLE_TOON = 1, STYLE_SKETCH = 2, STYLE_THERMAL = 3 };
+int style_kind(const char *prompt); /* STYLE_*: STYLE_NONE for every prompt that is not a style */
+#define STYLE_SKETCH_MAX_R 48
+typedef struct style_consts {
+    float toon_ws[25];   /* toon's spatial weights, [(dy + 2) * 5 + dx + 2] */
+    float toon_wr[766];  /* its range weights, [d], d = |dr| + |dg| + |db| rounded */
+    float sketch_k[2 * STYLE_SKETCH_MAX_R + 1]; /* sketch's Gaussian, taps -r..r */
+    int sketch_r;
+} style_consts;
+void style_consts_get(style_consts *c);
+
 /* The building blocks, for tests and for the trainer's own mixes. Each works in place. */
 void degrade_grey(uint8_t *rgb, int W, int H);                            /* BT.601 luma, (77R+150G+29B+128)>>8 */
 mg_status degrade_resample(uint8_t *rgb, int W, int H, int scale, int nearest); /* box down, back up */

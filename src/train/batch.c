@@ -122,6 +122,7 @@ mg_status batch_alloc(train_batch *b, const batch_cfg *bc) {
         TAKE(4 * B * T * lat * sizeof(float));                /* cond, x0, x0_in, eps */
         TAKE(B * T * sizeof(float));
         TAKE(B * T * AUG_DRAWS * sizeof(float));
+        TAKE(B * T);
         if (bc->cpu_encode) {
             TAKE((size_t)threads * px * sizeof(float));
             TAKE((size_t)threads * b->enc_work_floats * sizeof(float));
@@ -146,6 +147,7 @@ mg_status batch_alloc(train_batch *b, const batch_cfg *bc) {
         b->eps = b->x0_in + B * T * lat;
         GIVE(b->sigma, B * T * sizeof(float));
         GIVE(b->aug_draw, B * T * AUG_DRAWS * sizeof(float));
+        GIVE(b->style, B * T);
         if (bc->cpu_encode) {
             GIVE(b->enc_img, (size_t)threads * px * sizeof(float));
             GIVE(b->enc_work, (size_t)threads * b->enc_work_floats * sizeof(float));
@@ -311,6 +313,9 @@ static mg_status sample_item(train_batch *b, const batch_cfg *bc, dataset *ds, l
         it->row = mg_rng_uniform(&rp) < bc->prompt_dropout ? 0 : prompt;
     }
     it->dp = dp; /* the frames' pairs are made by make_frame, in parallel over the batch */
+    int style = style_kind(bc->prompts[prompt]);
+    memset(b->style + (size_t)i * T, bc->device_styles && (style == STYLE_TOON || style == STYLE_SKETCH) ? style : STYLE_NONE,
+           (size_t)T);
     size_t lat = (size_t)b->lh * b->lw * b->Z;
     mg_rng rn;
     mg_rng_seed(&rn, batch_seed(bc->seed, step, bc->item0 + i, P_NOISE));
@@ -341,13 +346,15 @@ static mg_status sample_item(train_batch *b, const batch_cfg *bc, dataset *ds, l
 }
 
 /* Frame t of dit item i: the input from the real frame (kept in tgt until now), then the target
- * in place. Each frame its own noise seed (restore), the strengths of its clip. */
+ * in place (unless the device makes it: b->style). Each frame its own noise seed (restore), the
+ * strengths of its clip. */
 static mg_status make_frame(train_batch *b, const batch_cfg *bc, long step, int i, int t) {
     size_t px = (size_t)bc->S * bc->S * 3, f = (size_t)i * b->T + t;
     const batch_item *it = &b->item[i];
     uint8_t *fi = b->in_rgb + f * px, *ft = b->tgt_rgb + f * px;
     MG_TRY(degrade_apply_params(bc->prompts[it->prompt], ft, fi, bc->S, bc->S,
                                 batch_seed(bc->seed, step, (bc->item0 + i) * 64 + t, P_NOISE), &it->dp));
+    if (b->style[f] != STYLE_NONE) return MG_OK;
     return style_apply(bc->prompts[it->prompt], ft, ft, bc->S, bc->S);
 }
 

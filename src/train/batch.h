@@ -38,6 +38,10 @@ typedef struct batch_cfg {
     int item0;            /* the global index of item 0: a data-parallel rank makes items
                            * item0..item0+B-1 of the global batch (dist.h); 0 otherwise */
     int cpu_encode;       /* dit: allocate the scratch of batch_encode_cpu (CPU runs) */
+    int device_styles;    /* dit: the toon and sketch targets are left as the real frames, their
+                           * style in train_batch.style, for the GPU encoder to make them there
+                           * (cuda_tae_encoder_run, the same bytes): on the CPU they were most of a
+                           * batch's cost */
     mg_config cfg;        /* the model's sizes, sigma_ctx and shift */
     int n_prompts;
     char prompts[MG_MAX_PROMPTS][32];
@@ -66,6 +70,8 @@ typedef struct train_batch {
     float *eps;           /* dit: (B, T, lh, lw, Z) noise */
     float *sigma;         /* dit: (B, T) noise level per frame */
     float *aug_draw;      /* dit: (B, T, 8) history corruption parameters (see batch.c) */
+    uint8_t *style;       /* dit: (B, T) the STYLE_* (eval/degrade.h) each target still needs:
+                           * STYLE_NONE unless device_styles */
     batch_item *item;     /* (B) */
     float *enc_img;       /* (threads, S, S, 3) + */
     float *enc_work;      /* (threads, tae work) scratch of batch_encode_cpu */

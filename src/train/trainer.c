@@ -479,12 +479,12 @@ static mg_status encode_device(run *r, train_batch *b, double *enc_ms, double *a
     if (r->cenc) {
         /* the targets, then the inputs of each run of clips that are not dream (whose cond is
          * dropped) */
-        mg_status s = cuda_tae_encoder_run(r->cenc, b->tgt_rgb, n, b->S, b->S, b->x0);
+        mg_status s = cuda_tae_encoder_run(r->cenc, b->tgt_rgb, b->style, n, b->S, b->S, b->x0);
         for (int i = 0; i < b->B && s == MG_OK;) {
             int j = i;
             while (j < b->B && !b->item[j].dream) j++;
             if (j > i)
-                s = cuda_tae_encoder_run(r->cenc, b->in_rgb + (size_t)i * b->T * px, (j - i) * b->T, b->S, b->S,
+                s = cuda_tae_encoder_run(r->cenc, b->in_rgb + (size_t)i * b->T * px, NULL, (j - i) * b->T, b->S, b->S,
                                          b->cond + (size_t)i * b->T * lat);
             i = j + 1;
         }
@@ -754,6 +754,10 @@ static mg_status setup(run *r, long *start) {
             /* chunks of up to 32 frames: ~0.4 GiB at 256x256 for tiny */
             int chunk = lb * f->frames < 32 ? lb * f->frames : 32;
             MG_TRY(cuda_tae_encoder_new(&r->cenc, &r->cp, chunk, f->size, f->size));
+            /* the toon and sketch targets made there, not by the batch thread (batch.h);
+             * MG_TRAIN_STYLES=cpu keeps them on the CPU (the A/B of docs/RESULTS.md) */
+            const char *sty = getenv("MG_TRAIN_STYLES");
+            r->bc.device_styles = !(sty && !strcmp(sty, "cpu"));
         } else {
             MG_TRY(cuda_tae_train_new(&r->ctt, &r->cp, lb, f->size, f->size));
             if (f->stage == STAGE_TAE) {
@@ -780,8 +784,10 @@ static mg_status setup(run *r, long *start) {
             printf("), %d of the %d items of a step each, gradients summed by %s\n", lb, f->batch, nccl);
         }
         if (f->stage == STAGE_DIT)
-            printf("  encode: %s\n", r->cenc ? "cuda_tae_encoder (bf16 implicit-GEMM convs)"
-                   : "cuda_tae_encode (MG_TRAIN_ENCODE=tae: the training autoencoder's forward)");
+            printf("  encode: %s; toon and sketch targets made on the %s\n",
+                   r->cenc ? "cuda_tae_encoder (bf16 implicit-GEMM convs)"
+                           : "cuda_tae_encode (MG_TRAIN_ENCODE=tae: the training autoencoder's forward)",
+                   r->bc.device_styles ? "GPU" : "CPU");
 #else
         return mg_fail(MG_ERR_UNSUPPORTED, "--device cuda: this build has no CUDA (built without nvcc)");
 #endif
