@@ -1,42 +1,69 @@
 #!/bin/sh
 # The toon and sketch targets made on the GPU (src/cuda/style.cu): the byte-for-byte test, an A/B
 # of the trainer's step with the targets made on the CPU (MG_TRAIN_STYLES=cpu) and on the GPU,
-# then, when the test passes, a long weighted-mix run (focus.sh) sized from the GPU arm's speed.
+# then, when the test passes, a long weighted-mix run sized from the GPU side's pace, and that
+# model evaluated on the held-out clip (evalsteps.sh). docs/RESULTS.md records the runs.
 #
 #   sh dev/train/gpu.sh build                                   here, then build-gpu's test:
 #   make BUILD=build-gpu CUDA=1 FFMPEG=0 OPENBLAS=0 SDL2=0 PNG=0 JPEG=0 LWS=0 build-gpu/tests/gpu/test_cuda_train_encode
-#   sh dev/train/gpustyles.sh                                   there (carry the binaries, .devlibs, data)
+#   sh dev/train/gpustyles.sh                                   there (carry the binaries, .devlibs, data,
+#                                                               and .evalclip for EVAL_STEPS)
 #
-# Environment: AB_STEPS (200 a side), TRAIN_SECONDS (370: the long run's budget; 0 skips it),
-# MIX (its --train-prompts list), GPUS (1).
+# Environment: TEST (1: run the test first), AB ("cpu gpu": the sides timed, AB_STEPS (200) each;
+# the last one sizes the long run), TRAIN_SECONDS (370: the long run's budget; 0 skips it), MIX
+# (its --train-prompts list), INIT (the model it starts from: the shipped one), SEED (4), GPUS
+# (1: --gpus for every run), EVAL_STEPS (""; e.g. "2 4": evaluate the long run's model at those
+# step counts, at each of GUIDANCE). The long run's model comes back as $OUT/mix.safetensors.
 set -u
 B=${BUILD:-build-train}
 O=${OUT:-styles-logs}
 R=${RUNS:-runs}
+G=${GPUS:-1}
 mkdir -p "$O" "$R"
 export LD_LIBRARY_PATH="$PWD/.devlibs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-build-gpu/tests/gpu/test_cuda_train_encode >"$O/test_cuda_train_encode.log" 2>&1
-rc=$?
-tail -n 12 "$O/test_cuda_train_encode.log"
-[ $rc = 0 ] || { echo "test_cuda_train_encode failed (rc $rc): no training"; exit 1; }
+nvidia-smi -L 2>/dev/null | tee "$O/card.txt"
+"$B/mirage" --version | tee -a "$O/card.txt"
+if [ "${TEST:-1}" = 1 ]; then
+    build-gpu/tests/gpu/test_cuda_train_encode >"$O/test_cuda_train_encode.log" 2>&1
+    rc=$?
+    tail -n 12 "$O/test_cuda_train_encode.log"
+    [ $rc = 0 ] || { echo "test_cuda_train_encode failed (rc $rc): no training"; exit 1; }
+fi
 MIX=${MIX:-colorize,upscale,restore,style:toon=3,style:sketch=3,style:thermal,dream}
-AB=${AB_STEPS:-200}
-for side in cpu gpu; do
+INIT=${INIT:-models/mirage-tiny.safetensors}
+train() { # train NAME STEPS SECONDS LOG_EVERY VAL_EVERY: one run of the mix from INIT
+    OMP_NUM_THREADS=${TRAIN_THREADS:-14} "$B/mirage" train dit --init "$INIT" --data data --dtype bf16 --gpus "$G" \
+        --batch 16 --frames 6 --size 256 --fades 0.1 --hist-aug 1 --seed "${SEED:-4}" --warmup 50 --log-every "$4" \
+        --sample-every 0 --val-every "$5" --ckpt-every 0 --steps "$2" --time-limit "$3" --lr 3e-4 \
+        --train-prompts "$MIX" --out "$R/$1.safetensors" >"$O/train-$1.log" 2>&1 || { tail -n 5 "$O/train-$1.log"; return 1; }
+}
+AB_STEPS=${AB_STEPS:-200}
+wall=0
+for side in ${AB:-cpu gpu}; do
     t0=$(date +%s.%N)
-    MG_TRAIN_STYLES=$side OMP_NUM_THREADS=${TRAIN_THREADS:-14} "$B/mirage" train dit --init models/mirage-tiny.safetensors \
-        --data data --dtype bf16 --device cuda --batch 16 --frames 6 --size 256 --fades 0.1 --hist-aug 1 --seed 4 \
-        --warmup 50 --log-every 50 --sample-every 0 --val-every 0 --ckpt-every 0 --steps "$AB" --lr 3e-4 \
-        --train-prompts "$MIX" --out "$R/ab-$side.safetensors" >"$O/ab-$side.log" 2>&1 || { tail -n 5 "$O/ab-$side.log"; exit 1; }
+    if ! MG_TRAIN_STYLES=$side train "ab-$side" "$AB_STEPS" 120 50 0; then
+        [ "$G" != 1 ] || exit 1
+        echo "--gpus $G failed: on with --gpus 1"
+        G=1
+        t0=$(date +%s.%N)
+        MG_TRAIN_STYLES=$side train "ab-$side" "$AB_STEPS" 120 50 0 || exit 1
+    fi
     t1=$(date +%s.%N)
-    w=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
-    echo "$side: $AB steps, $w s wall; $(grep -E '^step' "$O/ab-$side.log" | tail -n 1)"
-    eval "wall_$side=$w"
+    wall=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
+    echo "$side: $AB_STEPS steps, $wall s wall; $(grep -E '^step' "$O/train-ab-$side.log" | tail -n 1)"
 done
 S=${TRAIN_SECONDS:-370}
 [ "$S" -gt 0 ] || exit 0
-# the cosine's length: the steps the GPU arm's pace fits in S (its wall time counts start-up: a
-# few percent short, so the schedule ends before the time limit does)
-steps=$(awk -v s="$S" -v n="$AB" -v w="$wall_gpu" 'BEGIN { printf "%d", s * n / w }')
-echo "long run: $steps steps in at most $S s"
-OUT=$O GPUS=${GPUS:-1} KEEP=mix3 EVAL=0 DIT_STEPS=$steps DIT_SECONDS=$((S + 30)) \
-    ARMS="mix3 --train-prompts $MIX --lr 3e-4" sh "$(dirname "$0")/focus.sh"
+# the cosine's length: the steps the last side's pace fits in S (its wall time counts start-up:
+# a few percent short, so the schedule ends before the time limit does)
+steps=$(awk -v s="$S" -v n="$AB_STEPS" -v w="$wall" 'BEGIN { printf "%d", s * n / w }')
+echo "long run: $steps steps in at most $S s, from $INIT"
+train mix "$steps" $((S + 30)) 100 1000 || exit 1
+grep -E '^(val|done|stopped)' "$O/train-mix.log" | tail -n 3
+cp "$R/mix.safetensors" "$O/"
+if [ -n "${EVAL_STEPS:-}" ]; then
+    OUT=$O MODEL=$R/mix.safetensors STEPS=$EVAL_STEPS GPUS=$G EVAL_BATCH=${EVAL_BATCH:-16} \
+        sh "$(dirname "$0")/evalsteps.sh" | grep -E "evaluation|error"
+fi
+tar cf "$O/logs.tar" -C "$O" $(cd "$O" && ls card.txt ./*.log) && (cd "$O" && rm -f ./*.log)
+ls -la "$O"
