@@ -57,7 +57,7 @@ S=${TRAIN_SECONDS:-370}
 # the cosine's length: the steps the last side's pace (its log's step time, an average over the
 # last steps) fits in 90% of S, so the schedule ends before the time limit does
 ms=$(grep -E '^step' "$O/train-ab-$side.log" | tail -n 1 | grep -o -E '[0-9.]+ ms \(' | grep -o -E '^[0-9.]+')
-steps=$(awk -v s="$S" -v ms="${ms:-0}" -v n="$AB_STEPS" -v w="$wall" 'BEGIN { printf "%d", ms > 0 ? 0.9 * s * 1000 / ms : s * n / w }')
+steps=$(awk -v s="$S" -v ms="${ms:-0}" -v n="$AB_STEPS" -v w="$wall" 'BEGIN { printf "%d", (ms > 0 ? 0.9 * s * 1000 / ms : s * n / w) }')
 echo "long run: $steps steps in at most $S s, from $INIT"
 train mix "$steps" $((S + 30)) 100 1000 || exit 1
 grep -E '^(val|done|stopped)' "$O/train-mix.log" | tail -n 3
