@@ -20,19 +20,13 @@
 # every arm, e.g. "--adv-lr 2e-3 --adv-start 200"), KEEP (the arms whose models come back: W);
 # DEVICE=cpu BATCH=2 TRAIN_SIZE=64 DIT_SECONDS=5 FRAMES=4 GPUS=1 for a dry run here.
 set -u
-B=${BUILD:-build-train}
 CLIP=.evalclip/mm420.y4m.gz
-O=${OUT:-advdit-logs}
-R=${RUNS:-runs}
-E=$R/eval
+LOGS=advdit-logs
+. "$(dirname "$0")/call.sh"
 WS=${W:-0 0.01 0.03 0.1}
 GPUS=${GPUS:-4}
 FRAMES=${FRAMES:-1000}
 DEV=${DEVICE:-cuda}
-mkdir -p "$O" "$R" "$E"
-export LD_LIBRARY_PATH="$PWD/.devlibs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-nvidia-smi -L 2>/dev/null | tee "$O/card.txt"
-"$B/mirage" --version | tee -a "$O/card.txt"
 SHIPPED=models/mirage-tiny.safetensors
 COMMON="--init $SHIPPED --data data --dtype bf16 --device $DEV --batch ${BATCH:-16} --frames 6 --size ${TRAIN_SIZE:-256}
  --fades 0.1 --hist-aug 1 --seed 4 --lr ${LR:-1e-4} --warmup 50 --log-every 100 --sample-every 0 --val-every 500

@@ -12,17 +12,11 @@
 # classifier-free guidance scales; a folder stepsS-gG for each but 1), PROMPTS (every one),
 # FRAMES (1000), GPUS (1), EVAL_BATCH (8: evaluations at a time).
 set -u
-B=${BUILD:-build-train}
-O=${OUT:-evalsteps-logs}
-R=${RUNS:-runs}
-E=$R/eval
+LOGS=evalsteps-logs
+. "$(dirname "$0")/call.sh"
 FRAMES=${FRAMES:-1000}
 GPUS=${GPUS:-1} # eval_lib.sh: evaluation k on GPU k mod GPUS
 MODEL=${MODEL:-models/mirage-tiny.safetensors}
-mkdir -p "$O" "$R" "$E"
-export LD_LIBRARY_PATH="$PWD/.devlibs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-nvidia-smi -L 2>/dev/null | tee "$O/card.txt"
-"$B/mirage" --version | tee -a "$O/card.txt"
 sha256sum "$MODEL" | tee -a "$O/card.txt"
 gunzip -c .evalclip/mm420.y4m.gz >"$R/clip.y4m" || exit 1
 t0=$(date +%s)

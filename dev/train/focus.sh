@@ -12,20 +12,14 @@
 # KEEP (the arms whose model files come back; none by default), EVAL (1; 0: train only), INIT
 # (the model the arms start from: the shipped one).
 set -u
-B=${BUILD:-build-train}
-O=${OUT:-focus-logs}
-R=${RUNS:-runs}
-E=$R/eval
+LOGS=focus-logs
+. "$(dirname "$0")/call.sh"
 GPUS=${GPUS:-4}
 FRAMES=${FRAMES:-1000}
 ARMS=${ARMS:-"styles1e-4 --train-prompts style:toon,style:sketch --lr 1e-4
 styles3e-4 --train-prompts style:toon,style:sketch --lr 3e-4
 sketch3e-4 --train-prompts style:sketch --lr 3e-4
 toon3e-4 --train-prompts style:toon --lr 3e-4"}
-mkdir -p "$O" "$R" "$E"
-export LD_LIBRARY_PATH="$PWD/.devlibs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-nvidia-smi -L 2>/dev/null | tee "$O/card.txt"
-"$B/mirage" --version | tee -a "$O/card.txt"
 SHIPPED=${INIT:-models/mirage-tiny.safetensors} # where the arms start
 COMMON="--init $SHIPPED --data data --dtype bf16 --device ${DEVICE:-cuda} --batch ${BATCH:-16} --frames 6
  --size ${TRAIN_SIZE:-256} --fades 0.1 --hist-aug 1 --seed 4 --warmup 50 --log-every 100 --sample-every 0 --val-every 500

@@ -15,14 +15,9 @@
 # (1: --gpus for every run), EVAL_STEPS (""; e.g. "2 4": evaluate the long run's model at those
 # step counts, at each of GUIDANCE). The long run's model comes back as $OUT/mix.safetensors.
 set -u
-B=${BUILD:-build-train}
-O=${OUT:-styles-logs}
-R=${RUNS:-runs}
+LOGS=styles-logs
+. "$(dirname "$0")/call.sh"
 G=${GPUS:-1}
-mkdir -p "$O" "$R"
-export LD_LIBRARY_PATH="$PWD/.devlibs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-nvidia-smi -L 2>/dev/null | tee "$O/card.txt"
-"$B/mirage" --version | tee -a "$O/card.txt"
 if [ "${TEST:-1}" = 1 ]; then
     build-gpu/tests/gpu/test_cuda_train_encode >"$O/test_cuda_train_encode.log" 2>&1
     rc=$?

@@ -19,11 +19,7 @@
 # the CPU), FRAMES (1000; dream twice that); DEVICE=cpu BATCH=2 TAE_SECONDS=5 FRAMES=4 for a
 # dry run here.
 set -u
-B=${BUILD:-build-train}
 CLIP=.evalclip/mm420.y4m.gz
-O=${OUT:-hfdec-logs}
-R=${RUNS:-runs}
-E=$R/eval
 HF=${HF:-0 0.3 1 3}
 DTERM=${DTERM:-hf}
 case $DTERM in
@@ -34,11 +30,8 @@ esac
 GPUS=${GPUS:-4}
 FRAMES=${FRAMES:-1000}
 DEV=${DEVICE:-cuda}
-mkdir -p "$O" "$R" "$E"
-export LD_LIBRARY_PATH="$PWD/.devlibs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-nvidia-smi -L 2>/dev/null | tee "$O/card.txt"
-"$B/mirage" --version | tee -a "$O/card.txt"
-git log -1 --format='commit %h %s' 2>/dev/null | tee -a "$O/card.txt"
+LOGS=hfdec-logs
+. "$(dirname "$0")/call.sh"
 SHIPPED=models/mirage-tiny.safetensors
 t0=$(date +%s)
 g=0

@@ -20,7 +20,6 @@
 # twice that), EXTRA (more train flags for every arm); DEVICE, BATCH, TRAIN_SIZE for a dry run
 # on a CPU (DEVICE=cpu BATCH=2 TRAIN_SIZE=32 DIT_SECONDS=5 FRAMES=4).
 set -u
-B=${BUILD:-build-train}
 CLIP=.evalclip/mm420.y4m.gz
 if [ "${1:-run}" = clip ]; then
     src=${2:-/usr/share/doc/opencv-doc/examples/data/Megamind.avi}
@@ -31,17 +30,11 @@ if [ "${1:-run}" = clip ]; then
     exit 0
 fi
 
-O=${OUT:-issue6-logs}
-R=${RUNS:-runs}
-E=$R/eval
+LOGS=issue6-logs
+. "$(dirname "$0")/call.sh"
 SECS=${DIT_SECONDS:-330}
 STEPS=${DIT_STEPS:-16000}
 FRAMES=${FRAMES:-1000}
-mkdir -p "$O" "$R" "$E"
-export LD_LIBRARY_PATH="$PWD/.devlibs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-nvidia-smi -L | tee "$O/card.txt"
-"$B/mirage" --version | tee -a "$O/card.txt"
-git log -1 --format='commit %h %s' 2>/dev/null | tee -a "$O/card.txt"
 SHIPPED=models/mirage-tiny.safetensors
 COMMON="--data data --dtype bf16 --device ${DEVICE:-cuda} --batch ${BATCH:-16} --frames 6 --size ${TRAIN_SIZE:-256} --log-every 100 --sample-every 0
  --val-every 500 --ckpt-every 2000 --time-limit $SECS --steps $STEPS --fades 0.1 --sigma-ctx 0.1 ${EXTRA:-}"

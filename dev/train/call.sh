@@ -1,0 +1,14 @@
+# Sourced first by the dev/train scripts that run on a GPU machine, after they set LOGS (their
+# $OUT by default): B (BUILD, build-train: the binary's folder), O (OUT, else LOGS: what comes
+# back), R (RUNS, runs: checkpoints and models that stay there), E ($R/eval: reports); those
+# folders made, .devlibs on the library path, and $O/card.txt: the cards, the binary's version
+# and features, and the commit where the copy is a git checkout.
+B=${BUILD:-build-train}
+O=${OUT:-$LOGS}
+R=${RUNS:-runs}
+E=$R/eval
+mkdir -p "$O" "$R" "$E"
+export LD_LIBRARY_PATH="$PWD/.devlibs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+nvidia-smi -L 2>/dev/null | tee "$O/card.txt"
+"$B/mirage" --version | tee -a "$O/card.txt"
+git log -1 --format='commit %h %s' 2>/dev/null | tee -a "$O/card.txt"
