@@ -14,10 +14,12 @@
 #       src/core/safetensors.c src/core/status.c src/core/tmpfile.c -lcjson -lm -o build-train/splice
 #   sh dev/train/decdit.sh               there (carry the binaries, .devlibs, data)
 #
-# Environment: INIT (the shipped model), DIT_MIX (the DiT's --train-prompts), DIT_SECONDS (470),
+# Environment: INIT (the shipped model), DIT (DIT_SECONDS=0: no DiT is trained, the arms are
+# spliced under this model's DiT instead and spread over the GPUs), DIT_MIX (the DiT's --train-prompts), DIT_SECONDS (470),
 # PACE_MS (35: the DiT's expected ms a step, which sizes its cosine to 90% of DIT_SECONDS),
 # SEED (7), DIT_LR (3e-4), DEC_ARMS ("NAME:W:MIX ...": each decoder arm's adversarial weight
-# and --train-prompts, "-" for every prompt uniformly), DEC_SECONDS (200), DEC_LR (1e-4), GPUS
+# and --train-prompts, "-" for every prompt uniformly), DEC_SECONDS (200), DEC_STEPS (6000: the
+# cosine's length), DEC_LR (1e-4), GPUS
 # (2; 1 puts everything on GPU 0); DEVICE=cpu DIT_SECONDS=5 DEC_SECONDS=5 for a dry run here.
 set -u
 LOGS=decdit-logs
@@ -32,15 +34,22 @@ mkdir -p "$D"
 G1=1
 [ "${GPUS:-2}" -ge 2 ] || G1=0
 sha256sum "$INIT" | tee -a "$O/card.txt"
-steps=$(awk -v s="$DIT_SECONDS" -v ms="${PACE_MS:-35}" 'BEGIN { printf "%d", 0.9 * s * 1000 / ms }')
-echo "dit: $steps steps in at most $DIT_SECONDS s, from $INIT, mix $DIT_MIX"
 t0=$(date +%s)
-CUDA_VISIBLE_DEVICES=0 OMP_NUM_THREADS=${DIT_THREADS:-10} "$B/mirage" train dit --init "$INIT" --data data --dtype bf16 \
-    --device "$DEV" --batch "${DIT_BATCH:-16}" --frames 6 --size "${DIT_SIZE:-256}" --fades 0.1 --hist-aug 1 \
-    --seed "${SEED:-7}" --warmup 50 --log-every 100 --sample-every 0 --val-every 1000 --ckpt-every 0 --steps "$steps" \
-    --time-limit "$DIT_SECONDS" --lr "${DIT_LR:-3e-4}" --train-prompts "$DIT_MIX" --out "$D/dit.safetensors" \
-    >"$O/train-dit.log" 2>&1 &
-dit=$!
+dit= # the DiT training's pid
+if [ "$DIT_SECONDS" -gt 0 ]; then
+    DIT=$D/dit.safetensors
+    steps=$(awk -v s="$DIT_SECONDS" -v ms="${PACE_MS:-35}" 'BEGIN { printf "%d", 0.9 * s * 1000 / ms }')
+    echo "dit: $steps steps in at most $DIT_SECONDS s, from $INIT, mix $DIT_MIX"
+    CUDA_VISIBLE_DEVICES=0 OMP_NUM_THREADS=${DIT_THREADS:-10} "$B/mirage" train dit --init "$INIT" --data data --dtype bf16 \
+        --device "$DEV" --batch "${DIT_BATCH:-16}" --frames 6 --size "${DIT_SIZE:-256}" --fades 0.1 --hist-aug 1 \
+        --seed "${SEED:-7}" --warmup 50 --log-every 100 --sample-every 0 --val-every 1000 --ckpt-every 0 --steps "$steps" \
+        --time-limit "$DIT_SECONDS" --lr "${DIT_LR:-3e-4}" --train-prompts "$DIT_MIX" --out "$D/dit.safetensors" \
+        >"$O/train-dit.log" 2>&1 &
+    dit=$!
+else
+    DIT=${DIT:?DIT_SECONDS=0 needs DIT, the model whose DiT the arms go under}
+    G1=0 # the arms spread over every GPU
+fi
 pids=""
 for arm in $DEC_ARMS; do
     name=${arm%%:*} rest=${arm#*:}
@@ -54,19 +63,20 @@ for arm in $DEC_ARMS; do
         --log-every 200 --val-every 1000 --sample-every 0 --ckpt-every 0 --out "$D/$name.safetensors" \
         >"$O/train-$name.log" 2>&1 &
     pids="$pids $!"
+    [ -n "$dit" ] || G1=$(((G1 + 1) % ${GPUS:-2}))
 done
 fails=0
 for p in $pids; do wait "$p" || fails=$((fails + 1)); done
 echo "decoder arms: $(($(date +%s) - t0)) s, $fails failed"
-wait "$dit" || { echo "dit failed:"; tail -n 5 "$O/train-dit.log"; }
+[ -z "$dit" ] || wait "$dit" || { echo "dit failed:"; tail -n 5 "$O/train-dit.log"; }
 echo "training: $(($(date +%s) - t0)) s"
 for f in "$O"/train-*.log; do echo "$(basename "$f" .log): $(grep -E '^(val|done|stopped)' "$f" | tail -n 2 | tr '\n' ' ')"; done
-grep -E '^step' "$O/train-dit.log" | tail -n 1
+[ -z "$dit" ] || grep -E '^step' "$O/train-dit.log" | tail -n 1
 # every decoder under the new DiT
-if [ -f "$D/dit.safetensors" ]; then
+if [ -f "$DIT" ]; then
     for arm in $DEC_ARMS; do
         name=${arm%%:*}
-        [ -f "$D/$name.safetensors" ] && "$B/splice" "$D/dit.safetensors" "$D/$name.safetensors" dec. "$D/dit+$name.safetensors"
+        [ -f "$D/$name.safetensors" ] && "$B/splice" "$DIT" "$D/$name.safetensors" dec. "$D/dit+$name.safetensors"
     done
 fi
 sha256sum "$D"/*.safetensors | tee -a "$O/card.txt"

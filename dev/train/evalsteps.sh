@@ -13,7 +13,7 @@
 # in its own folder NAME/), STEPS ("2 3 4"), GUIDANCE ("1": the classifier-free guidance scales;
 # a folder stepsS-gG for each but 1), PROMPTS (every one), SEEDS ("0": the noise seeds; a seed N
 # other than 0 evaluates only SEED_PROMPTS, "colorize", in a folder ...-seedN), AUTOENC (prompts
-# scored through the autoencoder alone, `--autoencoder`, in a folder autoencoder; none by
+# scored through the autoencoder alone, `--autoencoder` on the CPU, in a folder autoencoder; none by
 # default), FRAMES (1000), GPUS (1), EVAL_BATCH (8: evaluations at a time).
 set -u
 LOGS=evalsteps-logs
@@ -44,7 +44,7 @@ for m in $MODELS; do
             done
         done
     done
-    for p in ${AUTOENC:-}; do ev "${top}autoencoder" "$p" --model "$file" --autoencoder; done
+    for p in ${AUTOENC:-}; do ev "${top}autoencoder" "$p" --model "$file" --autoencoder --device cpu; done # the CPU only
 done
 ev_done "$t0" "$O"
 ls -la "$O"
