@@ -28,9 +28,8 @@ GPUS=${GPUS:-4}
 FRAMES=${FRAMES:-1000}
 DEV=${DEVICE:-cuda}
 SHIPPED=models/mirage-tiny.safetensors
-COMMON="--init $SHIPPED --data data --dtype bf16 --device $DEV --batch ${BATCH:-16} --frames 6 --size ${TRAIN_SIZE:-256}
- --fades 0.1 --hist-aug 1 --seed 4 --lr ${LR:-1e-4} --warmup 50 --log-every 100 --sample-every 0 --val-every 500
- --ckpt-every 0 ${EXTRA:-}"
+COMMON="--init $SHIPPED $DIT_RECIPE --device $DEV --batch ${BATCH:-16} --size ${TRAIN_SIZE:-256} --seed 4
+ --lr ${LR:-1e-4} --log-every 100 --val-every 500 ${EXTRA:-}"
 
 if [ "${1:-run}" = check ]; then
     # shellcheck disable=SC2086

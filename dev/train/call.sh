@@ -12,3 +12,6 @@ export LD_LIBRARY_PATH="$PWD/.devlibs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 nvidia-smi -L 2>/dev/null | tee "$O/card.txt"
 "$B/mirage" --version | tee -a "$O/card.txt"
 git log -1 --format='commit %h %s' 2>/dev/null | tee -a "$O/card.txt"
+# The stage-dit recipe every fine-tune since session 7 shares (run 6's flags, docs/TRAINING.md
+# "Measured runs"); each script adds its init, seed, lr, mix, sizes, logging and schedule.
+DIT_RECIPE="--data data --dtype bf16 --frames 6 --fades 0.1 --hist-aug 1 --warmup 50 --sample-every 0 --ckpt-every 0"

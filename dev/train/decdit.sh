@@ -40,9 +40,9 @@ if [ "$DIT_SECONDS" -gt 0 ]; then
     DIT=$D/dit.safetensors
     steps=$(awk -v s="$DIT_SECONDS" -v ms="${PACE_MS:-35}" 'BEGIN { printf "%d", 0.9 * s * 1000 / ms }')
     echo "dit: $steps steps in at most $DIT_SECONDS s, from $INIT, mix $DIT_MIX"
-    CUDA_VISIBLE_DEVICES=0 OMP_NUM_THREADS=${DIT_THREADS:-10} "$B/mirage" train dit --init "$INIT" --data data --dtype bf16 \
-        --device "$DEV" --batch "${DIT_BATCH:-16}" --frames 6 --size "${DIT_SIZE:-256}" --fades 0.1 --hist-aug 1 \
-        --seed "${SEED:-7}" --warmup 50 --log-every 100 --sample-every 0 --val-every 1000 --ckpt-every 0 --steps "$steps" \
+    CUDA_VISIBLE_DEVICES=0 OMP_NUM_THREADS=${DIT_THREADS:-10} "$B/mirage" train dit --init "$INIT" $DIT_RECIPE \
+        --device "$DEV" --batch "${DIT_BATCH:-16}" --size "${DIT_SIZE:-256}" --seed "${SEED:-7}" --log-every 100 \
+        --val-every 1000 --steps "$steps" \
         --time-limit "$DIT_SECONDS" --lr "${DIT_LR:-3e-4}" --train-prompts "$DIT_MIX" --out "$D/dit.safetensors" \
         >"$O/train-dit.log" 2>&1 &
     dit=$!

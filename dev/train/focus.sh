@@ -21,9 +21,8 @@ styles3e-4 --train-prompts style:toon,style:sketch --lr 3e-4
 sketch3e-4 --train-prompts style:sketch --lr 3e-4
 toon3e-4 --train-prompts style:toon --lr 3e-4"}
 SHIPPED=${INIT:-models/mirage-tiny.safetensors} # where the arms start
-COMMON="--init $SHIPPED --data data --dtype bf16 --device ${DEVICE:-cuda} --batch ${BATCH:-16} --frames 6
- --size ${TRAIN_SIZE:-256} --fades 0.1 --hist-aug 1 --seed 4 --warmup 50 --log-every 100 --sample-every 0 --val-every 500
- --ckpt-every 0 --steps ${DIT_STEPS:-3000} --time-limit ${DIT_SECONDS:-330}"
+COMMON="--init $SHIPPED $DIT_RECIPE --device ${DEVICE:-cuda} --batch ${BATCH:-16} --size ${TRAIN_SIZE:-256}
+ --seed 4 --log-every 100 --val-every 500 --steps ${DIT_STEPS:-3000} --time-limit ${DIT_SECONDS:-330}"
 t0=$(date +%s)
 g=0
 names=""

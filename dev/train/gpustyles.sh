@@ -27,9 +27,8 @@ fi
 MIX=${MIX:-colorize,upscale,restore,style:toon=3,style:sketch=3,style:thermal,dream}
 INIT=${INIT:-models/mirage-tiny.safetensors}
 train() { # train NAME STEPS SECONDS LOG_EVERY VAL_EVERY: one run of the mix from INIT
-    OMP_NUM_THREADS=${TRAIN_THREADS:-14} "$B/mirage" train dit --init "$INIT" --data data --dtype bf16 --gpus "$G" \
-        --batch 16 --frames 6 --size 256 --fades 0.1 --hist-aug 1 --seed "${SEED:-4}" --warmup 50 --log-every "$4" \
-        --sample-every 0 --val-every "$5" --ckpt-every 0 --steps "$2" --time-limit "$3" --lr 3e-4 \
+    OMP_NUM_THREADS=${TRAIN_THREADS:-14} "$B/mirage" train dit --init "$INIT" $DIT_RECIPE --gpus "$G" \
+        --batch 16 --size 256 --seed "${SEED:-4}" --log-every "$4" --val-every "$5" --steps "$2" --time-limit "$3" --lr 3e-4 \
         --train-prompts "$MIX" --out "$R/$1.safetensors" >"$O/train-$1.log" 2>&1 || { tail -n 5 "$O/train-$1.log"; return 1; }
 }
 AB_STEPS=${AB_STEPS:-200}
