@@ -10,7 +10,7 @@
 # `make data`), eval-model/. SKIP (5) drops the clip's first frames (losslessly re-encoded with
 # the ffmpeg CLI): Megamind.avi opens with a black frame, after which the shipped model does not
 # recover (docs/RESULTS.md reports that run on its own: SKIP=0). Environment: SIZE (256x256),
-# FRAMES (1000), STEPS (2),
+# FRAMES (1000), STEPS (2), GUIDANCE (1), SEED (0) (`STEPS=4 GUIDANCE=2`: the long-stream setting),
 # PROMPTS ("colorize upscale restore style:toon style:sketch style:thermal dream"), DEVICE (cpu),
 # M (build/mirage), TABLE_ONLY=1 (print the table of an earlier run). Needs jq (installed with apt-get when missing).
 set -euo pipefail
@@ -21,6 +21,8 @@ M=${M:-build/mirage}
 SIZE=${SIZE:-256x256}
 FRAMES=${FRAMES:-1000}
 STEPS=${STEPS:-2}
+GUIDANCE=${GUIDANCE:-1}
+SEED=${SEED:-0}
 PROMPTS=${PROMPTS:-colorize upscale restore style:toon style:sketch style:thermal dream}
 command -v jq >/dev/null || { SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo; $SUDO apt-get install -y -qq jq >/dev/null; }
 [ -f "$CLIP" ] || { echo "eval_model: $CLIP not found (make data installs opencv-doc)" >&2; exit 1; }
@@ -32,13 +34,13 @@ if [ "$SKIP" -gt 0 ]; then
     CLIP=$OUTDIR/clip.mkv
 fi
 
-echo "mirage eval_model: $MODEL on ${CLIP_NAME:-$CLIP} at $SIZE, $FRAMES frames, $STEPS steps ($(date -u +%F), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'))"
+echo "mirage eval_model: $MODEL on ${CLIP_NAME:-$CLIP} at $SIZE, $FRAMES frames, $STEPS steps, guidance $GUIDANCE, seed $SEED ($(date -u +%F), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'))"
 [ -n "${TABLE_ONLY:-}" ] || "$M" eval --model "$MODEL" --input "$CLIP" --size "$SIZE" --prompt none --autoencoder --frames "$FRAMES" \
     --report "$OUTDIR/autoencoder" --quiet
 for p in $PROMPTS; do
     [ -n "${TABLE_ONLY:-}" ] && break
-    "$M" eval --model "$MODEL" --input "$CLIP" --size "$SIZE" --prompt "$p" --steps "$STEPS" --frames "$FRAMES" \
-        --device "${DEVICE:-cpu}" --report "$OUTDIR/${p/:/-}" --quiet
+    "$M" eval --model "$MODEL" --input "$CLIP" --size "$SIZE" --prompt "$p" --steps "$STEPS" --guidance "$GUIDANCE" \
+        --seed "$SEED" --frames "$FRAMES" --device "${DEVICE:-cpu}" --report "$OUTDIR/${p/:/-}" --quiet
 done
 echo
 bash "$(dirname "$0")/eval_table.sh" "$OUTDIR"
