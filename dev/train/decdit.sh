@@ -14,13 +14,13 @@
 #       src/core/safetensors.c src/core/status.c src/core/tmpfile.c -lcjson -lm -o build-train/splice
 #   sh dev/train/decdit.sh               there (carry the binaries, .devlibs, data)
 #
-# Environment: INIT (the shipped model), DIT (DIT_SECONDS=0: no DiT is trained, the arms are
-# spliced under this model's DiT instead and spread over the GPUs), DIT_MIX (the DiT's --train-prompts), DIT_SECONDS (470),
+# Environment: INIT (the shipped model), DIT_MIX (the DiT's --train-prompts), DIT_SECONDS (470;
+# 0: no DiT is trained, the arms go under the DiT of the model DIT and spread over the GPUs),
 # PACE_MS (35: the DiT's expected ms a step, which sizes its cosine to 90% of DIT_SECONDS),
 # SEED (7), DIT_LR (3e-4), DEC_ARMS ("NAME:W:MIX ...": each decoder arm's adversarial weight
 # and --train-prompts, "-" for every prompt uniformly), DEC_SECONDS (200), DEC_STEPS (6000: the
-# cosine's length), DEC_LR (1e-4), GPUS
-# (2; 1 puts everything on GPU 0); DEVICE=cpu DIT_SECONDS=5 DEC_SECONDS=5 for a dry run here.
+# cosine's length), DEC_LR (1e-4), GPUS (2; 1 puts everything on GPU 0);
+# DEVICE=cpu DIT_SECONDS=5 DEC_SECONDS=5 (and small batches and sizes) for a dry run here.
 set -u
 LOGS=decdit-logs
 . "$(dirname "$0")/call.sh"
