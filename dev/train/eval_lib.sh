@@ -2,8 +2,9 @@
 #
 # ev NAME PROMPT FLAGS...: one `mirage eval` of the held-out clip ($R/clip.y4m, 256x256) in the
 # background, the k-th on GPU k mod $GPUS (4); report in $E/NAME/PROMPT, log beside it; dream
-# runs twice $FRAMES. It sets n, p, f and d: a caller keeps its own names apart. Needs B, R, E, FRAMES; EVAL_THREADS (OpenMP threads each, 2), DEVICE (cuda),
-# EVAL_BATCH (wait for the running ones after every N started; 0, the default: never).
+# runs twice $FRAMES. It sets n, p, f and d: a caller keeps its own names apart. Needs B, R, E,
+# FRAMES; EVAL_THREADS (OpenMP threads each, 2), DEVICE (cuda), EVAL_BATCH (wait for the
+# running ones after every N started; 0, the default: never).
 #
 # ev_done T0 O: waits for them, prints the time since T0 and the logs that name an error, and
 # packs every metrics.json and log under $E into O/metrics.tar (what the call brings back).
