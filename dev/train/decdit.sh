@@ -42,8 +42,8 @@ if [ "$DIT_SECONDS" -gt 0 ]; then
     echo "dit: $steps steps in at most $DIT_SECONDS s, from $INIT, mix $DIT_MIX"
     CUDA_VISIBLE_DEVICES=0 OMP_NUM_THREADS=${DIT_THREADS:-10} "$B/mirage" train dit --init "$INIT" $DIT_RECIPE \
         --device "$DEV" --batch "${DIT_BATCH:-16}" --size "${DIT_SIZE:-256}" --seed "${SEED:-7}" --log-every 100 \
-        --val-every 1000 --steps "$steps" \
-        --time-limit "$DIT_SECONDS" --lr "${DIT_LR:-3e-4}" --train-prompts "$DIT_MIX" --out "$D/dit.safetensors" \
+        --val-every 1000 --steps "$steps" --time-limit "$DIT_SECONDS" --lr "${DIT_LR:-3e-4}" \
+        --train-prompts "$DIT_MIX" --out "$D/dit.safetensors" \
         >"$O/train-dit.log" 2>&1 &
     dit=$!
 else
@@ -57,10 +57,9 @@ for arm in $DEC_ARMS; do
     set -- --train-prompts "$mix"
     [ "$mix" != - ] || set --
     echo "decoder arm $name: --adv $w $*"
-    CUDA_VISIBLE_DEVICES=$G1 OMP_NUM_THREADS=${DEC_THREADS:-2} "$B/mirage" train tae --init "$INIT" --freeze-encoder \
-        --adv "$w" "$@" --data data --dtype bf16 --device "$DEV" --batch "${DEC_BATCH:-32}" --size "${DEC_SIZE:-128}" \
-        --lr "${DEC_LR:-1e-4}" --steps "${DEC_STEPS:-6000}" --time-limit "${DEC_SECONDS:-200}" --seed "${SEED:-7}" \
-        --log-every 200 --val-every 1000 --sample-every 0 --ckpt-every 0 --out "$D/$name.safetensors" \
+    CUDA_VISIBLE_DEVICES=$G1 OMP_NUM_THREADS=${DEC_THREADS:-2} "$B/mirage" train tae --init "$INIT" $DEC_RECIPE \
+        --adv "$w" "$@" --device "$DEV" --batch "${DEC_BATCH:-32}" --size "${DEC_SIZE:-128}" --lr "${DEC_LR:-1e-4}" \
+        --steps "${DEC_STEPS:-6000}" --time-limit "${DEC_SECONDS:-200}" --seed "${SEED:-7}" --out "$D/$name.safetensors" \
         >"$O/train-$name.log" 2>&1 &
     pids="$pids $!"
     [ -n "$dit" ] || G1=$(((G1 + 1) % ${GPUS:-2}))

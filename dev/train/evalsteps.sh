@@ -22,7 +22,10 @@ FRAMES=${FRAMES:-1000}
 GPUS=${GPUS:-1} # eval_lib.sh: evaluation k on GPU k mod GPUS
 MODELS=${MODELS:-}
 [ -n "$MODELS" ] || MODELS="=${MODEL:-models/mirage-tiny.safetensors}"
-for m in $MODELS; do sha256sum "${m#*=}" | tee -a "$O/card.txt" || exit 1; done
+for m in $MODELS; do
+    [ -f "${m#*=}" ] || { echo "evalsteps.sh: no model file ${m#*=}" >&2; exit 1; }
+    sha256sum "${m#*=}" | tee -a "$O/card.txt"
+done
 gunzip -c .evalclip/mm420.y4m.gz >"$R/clip.y4m" || exit 1
 t0=$(date +%s)
 EVAL_BATCH=${EVAL_BATCH:-8}

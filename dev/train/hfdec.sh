@@ -36,10 +36,9 @@ SHIPPED=models/mirage-tiny.safetensors
 t0=$(date +%s)
 g=0
 for h in $HF; do
-    CUDA_VISIBLE_DEVICES=$g OMP_NUM_THREADS=${TRAIN_THREADS:-3} "$B/mirage" train tae --init "$SHIPPED" --freeze-encoder \
-        $FLAG "$h" --data data --dtype bf16 --device "$DEV" --batch "${BATCH:-32}" --size 128 --lr "${LR:-3e-4}" \
-        --steps "${TAE_STEPS:-6000}" --time-limit "${TAE_SECONDS:-100}" --log-every 200 --val-every 1000 \
-        --sample-every 0 --ckpt-every 0 --out "$R/$DTERM$h.safetensors" >"$O/train-$DTERM$h.log" 2>&1 &
+    CUDA_VISIBLE_DEVICES=$g OMP_NUM_THREADS=${TRAIN_THREADS:-3} "$B/mirage" train tae --init "$SHIPPED" $DEC_RECIPE \
+        $FLAG "$h" --device "$DEV" --batch "${BATCH:-32}" --size 128 --lr "${LR:-3e-4}" \
+        --steps "${TAE_STEPS:-6000}" --time-limit "${TAE_SECONDS:-100}" --out "$R/$DTERM$h.safetensors" >"$O/train-$DTERM$h.log" 2>&1 &
     g=$(((g + 1) % GPUS))
 done
 wait

@@ -5,7 +5,7 @@
  * from each.
  *
  *   cc -O2 -std=c11 -D_GNU_SOURCE -Iinclude -Isrc -I/usr/include/cjson dev/train/splice.c \
- *       src/core/safetensors.c src/core/status.c src/core/tmpfile.c -lcjson -o build-train/splice
+ *       src/core/safetensors.c src/core/status.c src/core/tmpfile.c -lcjson -lm -o build-train/splice
  *   build-train/splice BASE DONOR PREFIX OUT      e.g. dit.safetensors dec.safetensors dec. both.safetensors
  */
 #include <stdio.h>
@@ -33,7 +33,13 @@ int main(int argc, char **argv) {
         return fail(argv[2]);
     }
     st_writer *w = st_writer_new();
-    int rc = w ? 0 : 1, from_donor = 0, from_base = 0;
+    if (!w) {
+        fprintf(stderr, "splice: out of memory\n");
+        st_close(&donor);
+        st_close(&base);
+        return 1;
+    }
+    int rc = 0, from_donor = 0, from_base = 0;
     for (int i = 0; i < base.n_meta && !rc; i++)
         if (st_writer_meta(w, base.meta[i].key, base.meta[i].value) != MG_OK) rc = fail("metadata");
     for (int i = 0; i < base.n_tensors && !rc; i++) {
